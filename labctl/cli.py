@@ -1,0 +1,196 @@
+"""`./lab`: start, stop, inspect and test the lab."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from labctl import envfile, install, ui
+from labctl.config import ROOT, ConfigError, LabConfig
+from labctl.lab import Lab
+from labctl.services import SERVICE_NAMES, ServiceError
+
+EPILOG = f"""\
+services: {", ".join(SERVICE_NAMES)}
+
+examples:
+  ./lab up                 start everything (installs what is missing on first run)
+  ./lab status             running or not, pid, port and health of each service
+  ./lab logs web -f        follow the portal's log
+  ./lab restart mosquitto  restart one service
+  ./lab down               stop everything
+  ./lab test               run the whole test suite on services of its own
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `./lab` command line."""
+    parser = argparse.ArgumentParser(
+        prog="./lab",
+        description="Run the IoT lab (Mosquitto, PostgreSQL, Node-RED, portal) as local processes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--env-file", type=Path, default=None, metavar="FILE",
+                        help="the lab's variables (default: .env, created from .env.example)")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="where state and logs live (default: data/)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("up", help="install what is missing and start every service")
+    up.add_argument("--docker", action="store_true",
+                    help="run `docker compose up -d` instead (needs a Docker engine)")
+    up.add_argument("--no-install", action="store_true",
+                    help="do not install anything; fail if something is missing")
+    commands.add_parser("down", help="stop every service")
+    commands.add_parser("status", help="show each service: running, pid, port, health")
+    logs = commands.add_parser("logs", help="show the log of one or every service")
+    logs.add_argument("service", nargs="?", choices=SERVICE_NAMES, metavar="SERVICE")
+    logs.add_argument("-n", "--lines", type=int, default=40, help="lines to show per service (default 40)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    for name, text in (("start", "start one service"), ("stop", "stop one service"),
+                       ("restart", "stop then start one service")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("service", choices=SERVICE_NAMES, metavar="SERVICE")
+    commands.add_parser("env", help="create .env from .env.example with fresh secrets (if missing)")
+    test = commands.add_parser(
+        "test", help="install everything and run lint, types and the whole test suite",
+        description="Install what the suite needs, then run ruff, mypy and pytest. "
+                    "The tests start their own services on free ports and stop them.",
+    )
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
+    return parser
+
+
+def _ensure_env(args: argparse.Namespace) -> LabConfig:
+    env_file = (args.env_file or ROOT / ".env").resolve()
+    if envfile.ensure(env_file, ROOT / ".env.example"):
+        ui.info(f"Created {env_file} with fresh random secrets (keep it private; it is not in git).")
+    return LabConfig.load(env_file, args.data_dir)
+
+
+def _up(args: argparse.Namespace) -> int:
+    config = _ensure_env(args)
+    if args.docker:
+        return _docker_up(config)
+    if not args.no_install:
+        install.ensure_all(config.root, config.venv, for_tests=False)
+    lab = Lab(config)
+    ui.info("Starting the lab:")
+    already = lab.up()
+    if already:
+        ui.info(f"Already running: {', '.join(already)}")
+    ui.info("\nThe lab is up:")
+    for what, where in lab.urls():
+        ui.info(f"  {what:<12} {where}")
+    ui.info("Passwords are in the credentials file. Stop with ./lab down.")
+    return 0
+
+
+def _docker_up(config: LabConfig) -> int:
+    docker = shutil.which("docker")
+    if docker is None:
+        raise ServiceError("docker not found; use ./lab up (without --docker) to run the lab natively")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise ServiceError("`docker compose` is not available; install the Compose plugin or use ./lab up")
+    probe = subprocess.run([docker, "info"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise ServiceError("no Docker engine is running here; start it, or use ./lab up to run natively")
+    return subprocess.run(
+        [docker, "compose", "--env-file", str(config.env_file), "up", "-d", "--wait"],
+        cwd=config.root, check=False,
+    ).returncode
+
+
+def _status(lab: Lab) -> int:
+    rows = lab.status()
+    ui.info(f"{'SERVICE':<10} {'STATE':<8} {'PID':>7} {'PORT':>6}  HEALTH")
+    for row in rows:
+        state = "running" if row.running else "stopped"
+        pid = str(row.pid) if row.pid else "-"
+        ui.info(f"{row.name:<10} {state:<8} {pid:>7} {row.port:>6}  {row.health}")
+    return 0 if all(row.health == "healthy" for row in rows) else 3
+
+
+def _logs(lab: Lab, service: str | None, lines: int, follow: bool) -> int:
+    names = [service] if service else list(lab.services)
+    paths = {name: lab.table.log_file(name) for name in names}
+    for name, path in paths.items():
+        if not path.exists():
+            ui.info(f"==> {name}: no log yet ({path})")
+            continue
+        ui.info(f"==> {name} ({path})")
+        for line in path.read_text(errors="replace").splitlines()[-lines:]:
+            ui.info(line)
+    if not follow:
+        return 0
+    offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in paths.items()}
+    try:
+        while True:
+            for name, path in paths.items():
+                if not path.exists():
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(offsets[name])
+                    chunk = handle.read()
+                    offsets[name] = handle.tell()
+                for line in chunk.decode(errors="replace").splitlines():
+                    ui.info(f"{name}| {line}" if len(paths) > 1 else line)
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out one parsed command."""
+    if args.command == "up":
+        return _up(args)
+    if args.command == "env":
+        _ensure_env(args)
+        return 0
+    if args.command == "test":
+        from labctl import testrun  # noqa: PLC0415 - only this command needs it
+
+        return testrun.run(args.pytest_args)
+    lab = Lab(LabConfig.load(args.env_file, args.data_dir))
+    if args.command == "down":
+        lab.down()
+        return 0
+    if args.command == "status":
+        return _status(lab)
+    if args.command == "logs":
+        return _logs(lab, args.service, args.lines, args.follow)
+    if args.command == "stop":
+        with ui.step(f"stopping {args.service}", done="stopped") as step:
+            if not lab.stop(args.service):
+                step.result = "was not running"
+        return 0
+    if args.command == "restart":
+        with ui.step(f"stopping {args.service}", done="stopped") as step:
+            if not lab.stop(args.service):
+                step.result = "was not running"
+    if not lab.start(args.service):
+        ui.info(f"{args.service} is already running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `./lab`; errors are one line on stderr and a non-zero status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, ServiceError, install.InstallError, envfile.EnvFileError) as exc:
+        ui.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""One lab instance: its repository, `.env` file and state folder, validated once.
+
+`./lab` uses the repository's `.env` and `data/`; the test suite starts further instances
+with their own env file and state folder, on free ports, through the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl import envfile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PORT_VARIABLES = (
+    "MQTT_PORT",
+    "MQTT_WS_PORT",
+    "MQTT_TLS_PORT",
+    "PORTAL_PORT",
+    "NODERED_PORT",
+    "POSTGRES_PORT",
+)
+_FORBIDDEN_IN_TOPIC_LEVEL = set("+#/\0")
+
+
+def _others_can_reach(folder: Path) -> bool:
+    """True when every existing folder on the way to `folder` lets other users pass."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+class ConfigError(Exception):
+    """A configuration value the lab cannot run with; the message says which and why."""
+
+
+def _check_topic_level(name: str, value: str) -> None:
+    if not value or _FORBIDDEN_IN_TOPIC_LEVEL & set(value):
+        raise ConfigError(f"{name}={value!r} must be a non-empty topic level without '+', '#' or '/'")
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Paths and validated variables of one lab instance."""
+
+    root: Path
+    env_file: Path
+    data_dir: Path
+    env: dict[str, str]
+
+    @classmethod
+    def load(cls, env_file: Path | None = None, data_dir: Path | None = None) -> LabConfig:
+        """Read and validate the env file (which must exist; see `envfile.ensure`)."""
+        env_file = (env_file or ROOT / ".env").resolve()
+        data_dir = (data_dir or ROOT / "data").resolve()
+        if not env_file.exists():
+            raise ConfigError(f"{env_file} does not exist; run ./lab up (or ./lab env) to create it")
+        env = envfile.read(env_file)
+        example = envfile.read(ROOT / ".env.example")
+        missing = [name for name in example if name not in env]
+        if missing:
+            raise ConfigError(
+                f"{env_file} lacks {', '.join(missing)}: copy them from .env.example "
+                "(or remove the file and run ./lab env to generate a new one)"
+            )
+        empty = envfile.missing_secrets(env, example)
+        if empty:
+            raise ConfigError(f"{env_file}: empty secret(s) {', '.join(empty)}; set a value for each")
+        config = cls(root=ROOT, env_file=env_file, data_dir=data_dir, env=env)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Refuse ports out of range or shared, and topic levels the broker cannot use."""
+        seen: dict[int, str] = {}
+        for name in PORT_VARIABLES:
+            port = self.port(name)
+            if port in seen:
+                raise ConfigError(f"{name} and {seen[port]} are both {port}; give each service its own port")
+            seen[port] = name
+        _check_topic_level("TOPIC_ROOT", self.env["TOPIC_ROOT"])
+        _check_topic_level("LAB_DEVICE_ID", self.env["LAB_DEVICE_ID"])
+
+    def port(self, name: str) -> int:
+        """A port variable as an int, with a clear error when it is not a valid port."""
+        raw = self.env.get(name, "")
+        try:
+            port = int(raw)
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{name}={raw!r} in {self.env_file} is not a port number (1-65535)")
+        return port
+
+    def state_dir(self, name: str, run_user: str | None = None) -> Path:
+        """The state folder of one service: `<data>/<name>`.
+
+        A service that runs as another (unprivileged) user must be able to reach it. When
+        the data folder lies where that user cannot go (a checkout under /root, say), the
+        state lives under /var/lib/iot-lab/ instead and `<data>/<name>` links to it.
+        """
+        default = self.data_dir / name
+        if run_user is None or os.geteuid() != 0 or _others_can_reach(self.data_dir):
+            return default
+        key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        target = Path("/var/lib/iot-lab") / key / name
+        target.mkdir(parents=True, exist_ok=True)
+        target.parent.chmod(0o755)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not default.is_symlink():
+            default.symlink_to(target)
+        return target
+
+    @property
+    def venv(self) -> Path:
+        """The project's Python environment (shared by every instance of one checkout)."""
+        return self.root / ".venv"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where each service writes `<service>.log`."""
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where pid files live."""
+        return self.data_dir / "run"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Folder holding `server.crt` and `server.key` for the broker's TLS listener."""
+        return Path(self.env.get("MQTT_TLS_DIR") or self.root / "mosquitto" / "certs")
+
+    def service_env(self) -> dict[str, str]:
+        """Environment for the lab's processes: the machine's, plus the lab's variables."""
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update(
+            MQTT_HOST="127.0.0.1",
+            POSTGRES_HOST="127.0.0.1",
+            NODERED_HOST="127.0.0.1",
+        )
+        return env

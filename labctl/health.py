@@ -1,0 +1,84 @@
+"""Health probes for the lab's services, using only the standard library.
+
+Each probe returns None when healthy, or a short reason when not.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import urllib.error
+import urllib.request
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 2.0) -> str | None:
+    """None if GET url answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - lab-local http URL
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"no answer ({reason})"
+
+
+def _mqtt_string(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mqtt_connect(port: int, username: str, password: str, host: str = "127.0.0.1", timeout: float = 2.0) -> str | None:
+    """None if an MQTT 3.1.1 CONNECT with these credentials is accepted (CONNACK 0)."""
+    variable = _mqtt_string("MQTT") + bytes([4, 0b11000010]) + struct.pack("!H", 10)
+    payload = _mqtt_string(f"lab-health-{port}") + _mqtt_string(username) + _mqtt_string(password)
+    body = variable + payload
+    packet = bytes([0x10]) + _remaining_length(len(body)) + body
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(packet)
+            reply = sock.recv(4)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError as exc:
+        return f"no answer ({exc.strerror or exc})"
+    if len(reply) < 4 or reply[0] != 0x20:
+        return "not an MQTT broker"
+    code = reply[3]
+    return None if code == 0 else f"CONNACK {code}: {CONNACK_REASONS.get(code, 'refused')}"
+
+
+def postgres_ready(pg_isready: str, port: int, host: str = "127.0.0.1") -> str | None:
+    """None if PostgreSQL accepts connections on host:port."""
+    result = subprocess.run(
+        [pg_isready, "-q", "-h", host, "-p", str(port), "-t", "2"],
+        check=False,
+        capture_output=True,
+    )
+    return None if result.returncode == 0 else "not accepting connections"

@@ -1,0 +1,133 @@
+"""Install what the lab needs and is missing: Debian packages, the Python environment, npm packages.
+
+Every step is skipped when its result is already there and up to date, so `./lab up` is
+quick after the first run. Debian packages are installed only when running as root;
+otherwise the exact command to run is printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from labctl import ui
+
+# Programs the lab runs, and the Debian package that provides each.
+LAB_PROGRAMS = {
+    "mosquitto": "mosquitto",
+    "mosquitto_pub": "mosquitto-clients",
+    "node": "nodejs",
+    "npm": "npm",
+}
+TEST_PROGRAMS = {"chromium": "chromium", "openssl": "openssl"}
+NPM_FOLDERS_LAB = ("nodered", "web/assets")
+NPM_FOLDERS_TEST = ("tests",)
+
+
+class InstallError(Exception):
+    """Something could not be installed; the message says what to run instead."""
+
+
+def _has_program(name: str) -> bool:
+    return shutil.which(name) is not None or Path("/usr/sbin", name).exists()
+
+
+def missing_debian_packages(programs: dict[str, str]) -> list[str]:
+    """Debian packages to install so that every program (and a PostgreSQL server) exists."""
+    missing = sorted({package for program, package in programs.items() if not _has_program(program)})
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        missing.append("postgresql")
+    return missing
+
+
+def _run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+        raise InstallError(f"`{' '.join(argv)}` failed:\n{tail}")
+
+
+def ensure_debian_packages(programs: dict[str, str]) -> None:
+    """Install missing Debian packages with apt-get (root), or say exactly which (not root)."""
+    missing = missing_debian_packages(programs)
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if os.geteuid() != 0:
+        raise InstallError(
+            f"missing Debian packages; install them, then run ./lab again:\n"
+            f"  sudo apt-get update && sudo {' '.join(command)}"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with ui.step(f"Debian packages: {' '.join(missing)}", done="installed") as step:
+        step.note("apt-get update")
+        _run(["apt-get", "update", "-qq"], env=env)
+        step.note("apt-get install")
+        _run(command, env=env)
+
+
+def _digest(*parts: bytes) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(part)
+        sha.update(b"\0")
+    return sha.hexdigest()
+
+
+def ensure_python_env(root: Path, venv: Path, extras: Iterable[str]) -> None:
+    """Create `.venv` with the project installed (editable) with the given extras."""
+    wanted = sorted(set(extras))
+    stamp = venv / ".lab-installed"
+    pyproject = (root / "pyproject.toml").read_bytes()
+    key = _digest(pyproject)
+    if stamp.exists():
+        recorded_key, _, recorded_extras = stamp.read_text().partition("\n")
+        if recorded_key == key and set(wanted) <= set(recorded_extras.split()):
+            return
+    with ui.step(f"Python environment in {venv.name} [{','.join(wanted)}]", done="installed") as step:
+        if not (venv / "bin" / "python").exists():
+            step.note("creating")
+            result = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise InstallError(
+                    f"cannot create {venv}: {result.stderr.strip()[-200:]} "
+                    "(on Debian: apt-get install python3-venv)"
+                )
+        step.note("pip install")
+        _run(
+            [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+             "-e", f".[{','.join(wanted)}]"],
+            cwd=root,
+        )
+    stamp.write_text(f"{key}\n{' '.join(wanted)}\n")
+
+
+def ensure_npm(folder: Path) -> None:
+    """`npm ci` in `folder` unless its node_modules already matches its package-lock.json."""
+    lock = folder / "package-lock.json"
+    if not lock.exists():
+        raise InstallError(f"{lock} is missing; the checkout is incomplete")
+    stamp = folder / "node_modules" / ".lab-installed"
+    key = _digest(lock.read_bytes())
+    if stamp.exists() and stamp.read_text().strip() == key:
+        return
+    with ui.step(f"npm packages in {folder.name}/", done="installed"):
+        _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder)
+    stamp.write_text(key + "\n")
+
+
+def ensure_all(root: Path, venv: Path, *, for_tests: bool) -> None:
+    """Everything `./lab up` needs, plus what the test suite needs when `for_tests`."""
+    programs = dict(LAB_PROGRAMS)
+    if for_tests:
+        programs.update(TEST_PROGRAMS)
+    ensure_debian_packages(programs)
+    extras = ["portal", "stress", *(["dev"] if for_tests else [])]
+    ensure_python_env(root, venv, extras)
+    for folder in (*NPM_FOLDERS_LAB, *(NPM_FOLDERS_TEST if for_tests else ())):
+        ensure_npm(root / folder)

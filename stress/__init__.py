@@ -1,0 +1,1 @@
+"""Simulated device fleets against the lab, any MQTT broker, or ThingsBoard."""

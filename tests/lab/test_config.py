@@ -1,0 +1,56 @@
+"""Validation of a lab instance's configuration: bad values give one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labctl import envfile
+from labctl.config import ROOT, ConfigError, LabConfig
+
+
+def make_env(tmp_path: Path, **overrides: str) -> Path:
+    path = tmp_path / ".env"
+    envfile.ensure(path, ROOT / ".env.example", overrides)
+    return path
+
+
+def test_generated_env_is_valid(tmp_path: Path) -> None:
+    config = LabConfig.load(make_env(tmp_path), tmp_path / "data")
+    assert config.port("MQTT_PORT") == 1883
+    assert config.data_dir == (tmp_path / "data").resolve()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"MQTT_PORT": "abc"}, r"MQTT_PORT='abc' .* is not a port number"),
+        ({"PORTAL_PORT": "70000"}, r"PORTAL_PORT='70000' .* is not a port number"),
+        ({"NODERED_PORT": "0"}, r"NODERED_PORT='0'"),
+        ({"NODERED_PORT": "1883"}, r"NODERED_PORT and MQTT_PORT are both 1883"),
+        ({"TOPIC_ROOT": "office/floor1"}, r"TOPIC_ROOT='office/floor1' must be a non-empty topic level"),
+        ({"TOPIC_ROOT": "#"}, r"TOPIC_ROOT='#'"),
+        ({"LAB_DEVICE_ID": "sensor+"}, r"LAB_DEVICE_ID='sensor\+'"),
+        ({"POSTGRES_PASSWORD": ""}, r"empty secret\(s\) POSTGRES_PASSWORD"),
+    ],
+)
+def test_bad_values_are_refused_with_the_variable_named(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LabConfig.load(make_env(tmp_path, **overrides), tmp_path / "data")
+
+
+def test_missing_variable_is_named(tmp_path: Path) -> None:
+    path = make_env(tmp_path)
+    path.write_text(
+        "\n".join(line for line in path.read_text().splitlines() if not line.startswith("MQTT_WS_PORT"))
+    )
+    with pytest.raises(ConfigError, match="lacks MQTT_WS_PORT"):
+        LabConfig.load(path, tmp_path / "data")
+
+
+def test_missing_env_file_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"run ./lab up \(or ./lab env\)"):
+        LabConfig.load(tmp_path / "nope.env", tmp_path / "data")
