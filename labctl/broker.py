@@ -89,15 +89,19 @@ def tls_enabled(tls_dir: Path) -> bool:
     return (tls_dir / "server.crt").is_file() and (tls_dir / "server.key").is_file()
 
 
-def render_config(profile: Profile) -> str:
-    """The broker configuration text for a profile."""
+def render_config(profile: Profile, tls_copy: Path | None = None) -> str:
+    """The broker configuration text for a profile.
+
+    The TLS listener, when enabled, reads the certificate and key from `tls_copy` (the copies
+    `write_state` makes for the broker), or from the profile's TLS folder if none is given.
+    """
     values = {
         "BIND_ADDRESS": profile.bind_address,
         "MQTT_PORT": str(profile.mqtt_port),
         "MQTT_WS_PORT": str(profile.ws_port),
         "MQTT_TLS_PORT": str(profile.tls_port),
         "STATE_DIR": str(profile.state_dir),
-        "TLS_DIR": str(profile.tls_dir),
+        "TLS_DIR": str(tls_copy or profile.tls_dir),
         "DYNSEC_PLUGIN": profile.plugin,
     }
     tls = ""
@@ -145,7 +149,9 @@ def load_roles(topic_root: str) -> dict[str, list[tuple[str, str]]]:
 def device_role(device_id: str, topic_root: str) -> dict[str, Any]:
     """The role of one device: publish under its own id, receive its own commands."""
     acls = load_roles(topic_root)["device"]
-    return _role(f"device:{device_id}", [(kind, topic.replace("{device}", device_id)) for kind, topic in acls])
+    return _role(
+        f"device:{device_id}", [(kind, topic.replace("{device}", device_id)) for kind, topic in acls]
+    )
 
 
 def _role(name: str, acls: list[tuple[str, str]]) -> dict[str, Any]:
@@ -181,9 +187,7 @@ def render_dynsec(existing: Mapping[str, Any] | None, env: Mapping[str, str]) ->
     old_clients = {c["username"]: c for c in current.get("clients", []) if "username" in c}
 
     clients = [
-        c
-        for name, c in old_clients.items()
-        if name not in wanted_users and c.get("textname") != SEEDED_MARK
+        c for name, c in old_clients.items() if name not in wanted_users and c.get("textname") != SEEDED_MARK
     ]
     for username, password, rolename in accounts:
         old = old_clients.get(username)
@@ -232,9 +236,20 @@ def write_state(profile: Profile, env: Mapping[str, str], owner: tuple[int, int]
             shutil.copyfile(dynsec_path, backup)
             print(f"warning: {dynsec_path} was not valid JSON ({exc}); kept as {backup}", file=sys.stderr)
     _write_private(dynsec_path, json.dumps(render_dynsec(existing, env), indent=2) + "\n")
-    _write_private(state / "mosquitto.conf", render_config(profile))
+    written = [state, dynsec_path, state / "mosquitto.conf"]
+    # The broker reads its certificate after dropping privileges, so it gets its own copies,
+    # readable by it alone, wherever (and however privately) the originals are kept.
+    tls_copy = state / "tls"
+    shutil.rmtree(tls_copy, ignore_errors=True)
+    if tls_enabled(profile.tls_dir):
+        tls_copy.mkdir(mode=0o700)
+        for name in ("server.crt", "server.key"):
+            _write_private(tls_copy / name, (profile.tls_dir / name).read_text())
+            written.append(tls_copy / name)
+        written.append(tls_copy)
+    _write_private(state / "mosquitto.conf", render_config(profile, tls_copy))
     if owner is not None and os.geteuid() == 0:
-        for path in (state, dynsec_path, state / "mosquitto.conf"):
+        for path in written:
             os.chown(path, *owner)
 
 
@@ -256,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", choices=["container"], default="container")
     parser.add_argument("--out", type=Path, required=True, help="the broker's state folder")
-    parser.add_argument("--certs", type=Path, required=True, help="folder that may hold server.crt/server.key")
+    parser.add_argument(
+        "--certs", type=Path, required=True, help="folder that may hold server.crt/server.key"
+    )
     args = parser.parse_args(argv)
     names = (
         "TOPIC_ROOT",

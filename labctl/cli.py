@@ -35,32 +35,48 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--env-file", type=Path, default=None, metavar="FILE",
-                        help="the lab's variables (default: .env, created from .env.example)")
-    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                        help="where state and logs live (default: data/)")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the lab's variables (default: .env, created from .env.example)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where state and logs live (default: data/)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     up = commands.add_parser("up", help="install what is missing and start every service")
-    up.add_argument("--docker", action="store_true",
-                    help="run `docker compose up -d` instead (needs a Docker engine)")
-    up.add_argument("--no-install", action="store_true",
-                    help="do not install anything; fail if something is missing")
+    up.add_argument(
+        "--docker", action="store_true", help="run `docker compose up -d` instead (needs a Docker engine)"
+    )
+    up.add_argument(
+        "--no-install", action="store_true", help="do not install anything; fail if something is missing"
+    )
     commands.add_parser("down", help="stop every service")
     commands.add_parser("status", help="show each service: running, pid, port, health")
     logs = commands.add_parser("logs", help="show the log of one or every service")
     logs.add_argument("service", nargs="?", choices=SERVICE_NAMES, metavar="SERVICE")
     logs.add_argument("-n", "--lines", type=int, default=40, help="lines to show per service (default 40)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    for name, text in (("start", "start one service"), ("stop", "stop one service"),
-                       ("restart", "stop then start one service")):
+    for name, text in (
+        ("start", "start one service"),
+        ("stop", "stop one service"),
+        ("restart", "stop then start one service"),
+    ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("service", choices=SERVICE_NAMES, metavar="SERVICE")
     commands.add_parser("env", help="create .env from .env.example with fresh secrets (if missing)")
     test = commands.add_parser(
-        "test", help="install everything and run lint, types and the whole test suite",
+        "test",
+        help="install everything and run lint, types and the whole test suite",
         description="Install what the suite needs, then run ruff, mypy and pytest. "
-                    "The tests start their own services on free ports and stop them.",
+        "The tests start their own services on free ports and stop them.",
     )
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
     return parser
@@ -103,7 +119,8 @@ def _docker_up(config: LabConfig) -> int:
         raise ServiceError("no Docker engine is running here; start it, or use ./lab up to run natively")
     return subprocess.run(
         [docker, "compose", "--env-file", str(config.env_file), "up", "-d", "--wait"],
-        cwd=config.root, check=False,
+        cwd=config.root,
+        check=False,
     ).returncode
 
 
@@ -146,6 +163,22 @@ def _logs(lab: Lab, service: str | None, lines: int, follow: bool) -> int:
         return 0
 
 
+def _stop_one(lab: Lab, service: str) -> None:
+    with ui.step(f"stopping {service}", done="stopped") as step:
+        if not lab.stop(service):
+            step.result = "was not running"
+
+
+def _start_one(lab: Lab, service: str) -> None:
+    if not lab.start(service):
+        ui.info(f"{service} is already running")
+
+
+def _restart_one(lab: Lab, service: str) -> None:
+    _stop_one(lab, service)
+    _start_one(lab, service)
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out one parsed command."""
     if args.command == "up":
@@ -158,24 +191,15 @@ def run(args: argparse.Namespace) -> int:
 
         return testrun.run(args.pytest_args)
     lab = Lab(LabConfig.load(args.env_file, args.data_dir))
-    if args.command == "down":
-        lab.down()
-        return 0
     if args.command == "status":
         return _status(lab)
     if args.command == "logs":
         return _logs(lab, args.service, args.lines, args.follow)
-    if args.command == "stop":
-        with ui.step(f"stopping {args.service}", done="stopped") as step:
-            if not lab.stop(args.service):
-                step.result = "was not running"
-        return 0
-    if args.command == "restart":
-        with ui.step(f"stopping {args.service}", done="stopped") as step:
-            if not lab.stop(args.service):
-                step.result = "was not running"
-    if not lab.start(args.service):
-        ui.info(f"{args.service} is already running")
+    if args.command == "down":
+        lab.down()
+    else:
+        one_service = {"start": _start_one, "stop": _stop_one, "restart": _restart_one}
+        one_service[args.command](lab, args.service)
     return 0
 
 

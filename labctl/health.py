@@ -55,7 +55,9 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-def mqtt_connect(port: int, username: str, password: str, host: str = "127.0.0.1", timeout: float = 2.0) -> str | None:
+def mqtt_connect(
+    port: int, username: str, password: str, host: str = "127.0.0.1", timeout: float = 2.0
+) -> str | None:
     """None if an MQTT 3.1.1 CONNECT with these credentials is accepted (CONNACK 0)."""
     variable = _mqtt_string("MQTT") + bytes([4, 0b11000010]) + struct.pack("!H", 10)
     payload = _mqtt_string(f"lab-health-{port}") + _mqtt_string(username) + _mqtt_string(password)

@@ -92,7 +92,9 @@ def ensure_python_env(root: Path, venv: Path, extras: Iterable[str]) -> None:
     with ui.step(f"Python environment in {venv.name} [{','.join(wanted)}]", done="installed") as step:
         if not (venv / "bin" / "python").exists():
             step.note("creating")
-            result = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False)
+            result = subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+            )
             if result.returncode != 0:
                 raise InstallError(
                     f"cannot create {venv}: {result.stderr.strip()[-200:]} "
@@ -100,8 +102,14 @@ def ensure_python_env(root: Path, venv: Path, extras: Iterable[str]) -> None:
                 )
         step.note("pip install")
         _run(
-            [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
-             "-e", f".[{','.join(wanted)}]"],
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-e",
+                f".[{','.join(wanted)}]",
+            ],
             cwd=root,
         )
     stamp.write_text(f"{key}\n{' '.join(wanted)}\n")

@@ -79,9 +79,9 @@ class Lab:
                 return
             step.note(f"waiting: {problem}")
             time.sleep(0.2)
-        raise ServiceError(
-            f"{service.title} not healthy after {service.start_timeout:.0f}s ({problem}); {self._log_hint(service)}"
-        )
+        waited = f"{service.start_timeout:.0f}s"
+        hint = self._log_hint(service)
+        raise ServiceError(f"{service.title} not healthy after {waited} ({problem}); {hint}")
 
     def _log_hint(self, service: Service) -> str:
         log = self.table.log_file(service.name)
@@ -124,23 +124,21 @@ class Lab:
         rows = []
         for service in self.services.values():
             pid = self.pid(service)
-            if pid is None:
-                state = "stopped"
-            else:
-                state = service.probe() or "healthy"
+            state = "stopped" if pid is None else service.probe() or "healthy"
             rows.append(ServiceStatus(service.name, pid is not None, pid, service.port, state))
         return rows
 
     def urls(self) -> list[tuple[str, str]]:
         """(what, where) lines printed after `./lab up`."""
         env = self.config.env
+        device = env["LAB_DEVICE_ID"]
         mqtt = self.services["mosquitto"]
         lines = [
             ("Portal", f"{self.services['web'].url()}  (user {env['PORTAL_ADMIN_USER']})"),
             ("Node-RED", f"{self.services['nodered'].url()}  (user admin)"),
             ("MQTT", mqtt.url()),
             ("PostgreSQL", self.services["db"].url()),
-            ("Demo device", f"user {env['LAB_DEVICE_ID']}, topics {env['TOPIC_ROOT']}/<room>/{env['LAB_DEVICE_ID']}/<attr>"),
+            ("Demo device", f"user {device}, topics {env['TOPIC_ROOT']}/<room>/{device}/<attr>"),
             ("Credentials", str(self.config.env_file)),
             ("Logs", str(self.config.logs_dir)),
         ]

@@ -53,7 +53,7 @@ def start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     """Running: exists and is not a zombie (exited, not yet reaped by its parent)."""
     fields = _stat(pid)
     return bool(fields) and fields[0] != "Z"
@@ -82,7 +82,7 @@ class ProcessTable:
             pid = int(pid_text)
         except (OSError, ValueError):
             return None
-        if _alive(pid) and start_time(pid) == started:
+        if is_running(pid) and start_time(pid) == started:
             return pid
         path.unlink(missing_ok=True)
         return None
@@ -113,7 +113,7 @@ class ProcessTable:
 
     def exited_early(self, pid: int) -> bool:
         """True when a process we started has already exited."""
-        return not _alive(pid)
+        return not is_running(pid)
 
     def stop(self, name: str, sig: signal.Signals, timeout: float = 20.0) -> bool:
         """Stop the service: its signal, then SIGKILL for the whole group after `timeout`.
@@ -126,12 +126,12 @@ class ProcessTable:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while is_running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         # Whatever is left in the service's session (children that ignored the signal) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        while _alive(pid) and time.monotonic() < deadline + 5:
+        while is_running(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
         self.pid_file(name).unlink(missing_ok=True)
         return True

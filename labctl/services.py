@@ -121,7 +121,8 @@ class Postgres(Service):
             result = subprocess.run(
                 [
                     str(self.bin_dir() / "initdb"),
-                    "-D", str(data),
+                    "-D",
+                    str(data),
                     "--username=lab",
                     f"--pwfile={pwfile}",
                     "--auth-host=scram-sha-256",
@@ -143,11 +144,16 @@ class Postgres(Service):
             name=self.name,
             argv=[
                 str(self.bin_dir() / "postgres"),
-                "-D", str(self.state_dir),
-                "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "unix_socket_directories=",
-                "-c", "max_connections=200",
+                "-D",
+                str(self.state_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
             ],
             env=self.lab.service_env(),
             cwd=self.lab.data_dir,
@@ -164,8 +170,19 @@ class Postgres(Service):
         env = dict(os.environ, PGPASSWORD=self.lab.env["POSTGRES_PASSWORD"])
         result = subprocess.run(
             [
-                str(self.bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
-                "-U", "lab", "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql,
+                str(self.bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "lab",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
             ],
             env=env,
             capture_output=True,
@@ -190,8 +207,13 @@ class Postgres(Service):
     def migrate(self) -> None:
         """Apply the Alembic migrations of `db/`."""
         result = subprocess.run(
-            [str(self.lab.venv / "bin" / "alembic"), "-c", str(self.lab.root / "db" / "alembic.ini"),
-             "upgrade", "head"],
+            [
+                str(self.lab.venv / "bin" / "alembic"),
+                "-c",
+                str(self.lab.root / "db" / "alembic.ini"),
+                "upgrade",
+                "head",
+            ],
             cwd=self.lab.root,
             env=self.lab.service_env(),
             capture_output=True,
@@ -253,7 +275,9 @@ class Mosquitto(Service):
 
     def probe(self) -> str | None:
         """An MQTT login as the admin, and the WebSocket listener accepting connections."""
-        problem = health.mqtt_connect(self.port, self.lab.env["MQTT_ADMIN_USER"], self.lab.env["MQTT_ADMIN_PASSWORD"])
+        problem = health.mqtt_connect(
+            self.port, self.lab.env["MQTT_ADMIN_USER"], self.lab.env["MQTT_ADMIN_PASSWORD"]
+        )
         if problem is None and not health.port_open(self.lab.port("MQTT_WS_PORT")):
             problem = "WebSocket listener closed"
         return problem
@@ -288,8 +312,14 @@ class NodeRed(Service):
             raise ServiceError("Node.js not found; install it: apt-get install nodejs npm")
         return ProcessSpec(
             name=self.name,
-            argv=[node, str(red), "--settings", str(self.lab.root / "nodered" / "settings.js"),
-                  "--userDir", str(self.state_dir)],
+            argv=[
+                node,
+                str(red),
+                "--settings",
+                str(self.lab.root / "nodered" / "settings.js"),
+                "--userDir",
+                str(self.state_dir),
+            ],
             env=self.lab.service_env(),
             cwd=self.lab.root / "nodered",
         )
@@ -316,9 +346,17 @@ class Portal(Service):
             name=self.name,
             argv=[
                 str(self.lab.venv / "bin" / "gunicorn"),
-                "--worker-class", "gthread", "--workers", "1", "--threads", "100",
-                "--bind", f"127.0.0.1:{self.port}",
-                "--graceful-timeout", "5",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "1",
+                "--threads",
+                "100",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--graceful-timeout",
+                "5",
+                "--no-control-socket",  # its default path is shared by every gunicorn of the user
                 "web:create_app()",
             ],
             env=self.lab.service_env(),

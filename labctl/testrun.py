@@ -46,6 +46,7 @@ def run(pytest_args: list[str]) -> int:
     results: dict[str, int] = {}
     for label, argv in (
         ("ruff", [_tool("ruff"), "check", "."]),
+        ("ruff format", [_tool("ruff"), "format", "--check", "."]),
         ("mypy", [_tool("mypy")]),
     ):
         ui.info(f"\n== {label}")
@@ -67,7 +68,9 @@ def run(pytest_args: list[str]) -> int:
         ui.error("pytest collected no tests")
 
     failed = [label for label, code in results.items() if code != 0]
-    ui.info("\n" + ", ".join(f"{label}: {'ok' if code == 0 else 'FAILED'}" for label, code in results.items()))
+    ui.info(
+        "\n" + ", ".join(f"{label}: {'ok' if code == 0 else 'FAILED'}" for label, code in results.items())
+    )
     if failed:
         ui.info(f"logs of the test labs: {base}" if base.exists() else "")
     return 1 if failed else 0

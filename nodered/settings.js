@@ -47,7 +47,6 @@ module.exports = {
     telemetry: { enabled: false },
     diagnostics: { enabled: true, ui: false },
     editorTheme: {
-        projects: { enabled: false },
         tours: false,
         palette: { catalogues: [] },
     },

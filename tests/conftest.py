@@ -18,6 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from labctl import envfile
 from labctl.config import PORT_VARIABLES, ROOT, LabConfig
@@ -88,11 +89,11 @@ class RunningLab:
         self,
         username: str | None,
         password: str | None,
-        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTProtocolVersion.MQTTv311,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
     ) -> mqtt.Client:
         """A paho client (not yet connected) with these credentials."""
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"test-{uuid.uuid4().hex[:8]}",
             protocol=protocol,
         )

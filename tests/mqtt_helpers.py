@@ -63,7 +63,7 @@ def collecting(client: mqtt.Client, port: int, topic_filter: str) -> Iterator[Co
 
     def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         with collector.arrived:
-            collector.messages.append((message.topic, message.payload))
+            collector.messages.append((message.topic, bytes(message.payload)))
             collector.arrived.notify_all()
 
     client.on_message = on_message

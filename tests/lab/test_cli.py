@@ -19,8 +19,19 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command_and_service() -> None:
     result = lab("--help")
     assert result.returncode == 0
-    for word in ("up", "down", "status", "logs", "restart", "stop", "start", "test", "env", "--docker",
-                 "db, mosquitto, nodered, web"):
+    for word in (
+        "up",
+        "down",
+        "status",
+        "logs",
+        "restart",
+        "stop",
+        "start",
+        "test",
+        "env",
+        "--docker",
+        "db, mosquitto, nodered, web",
+    ):
         assert word in result.stdout or word in lab("up", "--help").stdout
 
 

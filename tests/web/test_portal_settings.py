@@ -1,0 +1,128 @@
+"""Settings: environment variable names, defaults, and refusal of empty secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from web.settings import DatabaseSettings, Settings, SettingsError
+
+SECRETS = {
+    "MQTT_PORTAL_PASSWORD": "m",
+    "POSTGRES_PASSWORD": "p",
+    "PORTAL_ADMIN_PASSWORD": "a",
+    "PORTAL_SECRET_KEY": "k",
+}
+ALL_VARIABLES = [
+    "MQTT_HOST",
+    "MQTT_PORT",
+    "TOPIC_ROOT",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "PORTAL_PORT",
+    "PORTAL_ADMIN_USER",
+    *SECRETS,
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ALL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def set_secrets(monkeypatch: pytest.MonkeyPatch, **changes: str) -> None:
+    for name, value in {**SECRETS, **changes}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch)
+    settings = Settings.from_env(_env_file=None)
+    assert (settings.mqtt_host, settings.mqtt_port, settings.mqtt_username) == ("127.0.0.1", 1883, "portal")
+    assert settings.topic_root == "office"
+    assert (settings.postgres_host, settings.postgres_port) == ("127.0.0.1", 5432)
+    assert (settings.portal_port, settings.portal_admin_user) == (5000, "admin")
+    assert settings.database_url.render_as_string(hide_password=False) == (
+        "postgresql+psycopg://lab:p@127.0.0.1:5432/lab"
+    )
+
+
+def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch)
+    for name, value in {
+        "MQTT_HOST": "broker",
+        "MQTT_PORT": "51883",
+        "TOPIC_ROOT": "factory",
+        "POSTGRES_HOST": "db",
+        "POSTGRES_PORT": "55432",
+        "PORTAL_PORT": "55000",
+        "PORTAL_ADMIN_USER": "root",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(_env_file=None)
+    assert settings.mqtt_host == "broker"
+    assert settings.mqtt_port == 51883
+    assert settings.topic_root == "factory"
+    assert settings.postgres_host == "db"
+    assert settings.postgres_port == 55432
+    assert settings.portal_port == 55000
+    assert settings.portal_admin_user == "root"
+    assert settings.mqtt_portal_password.get_secret_value() == "m"
+    assert settings.portal_secret_key.get_secret_value() == "k"
+
+
+def test_settings_are_frozen_and_secrets_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch, PORTAL_ADMIN_PASSWORD="hunter2")
+    settings = Settings.from_env(_env_file=None)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.mqtt_port = 1
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize("name", list(SECRETS))
+def test_missing_secret_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    set_secrets(monkeypatch)
+    monkeypatch.delenv(name)
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(_env_file=None)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{name} is not set" in message
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_empty_secret_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, PORTAL_SECRET_KEY=value)
+    with pytest.raises(SettingsError, match="PORTAL_SECRET_KEY is empty"):
+        Settings.from_env(_env_file=None)
+
+
+@pytest.mark.parametrize("value", ["office/x", "+", "#", ""])
+def test_topic_root_must_be_one_level(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, TOPIC_ROOT=value)
+    with pytest.raises(SettingsError, match="TOPIC_ROOT"):
+        Settings.from_env(_env_file=None)
+
+
+def test_bad_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch, MQTT_PORT="not-a-port")
+    with pytest.raises(SettingsError, match="MQTT_PORT is invalid"):
+        Settings.from_env(_env_file=None)
+
+
+def test_migrations_need_only_the_database_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p")
+    monkeypatch.setenv("POSTGRES_PORT", "55432")
+    url = DatabaseSettings.from_env(_env_file=None).database_url
+    assert (url.port, url.database, url.username) == (55432, "lab", "lab")
+
+
+def test_dotenv_is_read_but_the_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("POSTGRES_PASSWORD=from-file\nPOSTGRES_PORT=1111\nNODERED_PORT=1880\n")
+    monkeypatch.setenv("POSTGRES_PORT", "2222")
+    settings = DatabaseSettings.from_env(_env_file=env_file)
+    assert settings.postgres_password.get_secret_value() == "from-file"
+    assert settings.postgres_port == 2222

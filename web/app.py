@@ -1,0 +1,187 @@
+"""The application factory: builds the portal and binds its parts together.
+
+::
+
+    broker --MQTT--> Ingest --queue--> BatchWriter --Store--> PostgreSQL
+                                            |
+                                            +--> Live --Socket.IO--> browsers
+
+Nothing runs at import time. :func:`create_app` reads the settings (unless given), creates the
+engine (no connection yet), the queue, the writer thread and the MQTT client thread, registers
+the HTTP routes and Socket.IO handlers, and starts the two threads. It succeeds while the broker
+or the database is down: the threads keep retrying and ``/readyz`` says what is missing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+
+from flask import Flask, Response
+from flask_socketio import SocketIO
+from sqlalchemy import Engine
+
+from web import auth, health, pages, vendor
+from web.ingest import Ingest, IngestStats
+from web.live import Live
+from web.logs import configure_logging
+from web.messages import Reading
+from web.settings import Settings
+from web.storage import Store, make_engine
+from web.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+#: Readings waiting for the database. When full (database down for long), new readings are
+#: dropped and counted as ``queue_full`` instead of blocking the MQTT client.
+QUEUE_MAX = 100_000
+#: How long a second caller of :meth:`Portal.stop` waits for the first one to finish.
+STOP_WAIT_S = 10.0
+
+_SECURITY_HEADERS = {
+    # Everything the pages load comes from the portal itself; no inline scripts or styles.
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass
+class Portal:
+    """The running parts of one portal process, reachable as ``app.extensions["portal"]``."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    stats: IngestStats
+    readings: queue.Queue[Reading]
+    ingest: Ingest
+    writer: BatchWriter
+    socketio: SocketIO
+    live: Live
+    _stopping: bool = field(default=False, init=False)
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _stopped: threading.Event = field(default_factory=threading.Event, init=False)
+
+    def start(self) -> None:
+        """Start the writer thread, then the MQTT client thread."""
+        self.writer.start()
+        self.ingest.start()
+
+    def stop(self) -> None:
+        """Stop taking messages, store what is queued (briefly), close live clients and the pool.
+
+        Safe to call more than once and from any thread: a second caller waits for the first to
+        finish (the interpreter must not exit while a stop started by SIGTERM is still flushing).
+        """
+        with self._stop_lock:
+            first, self._stopping = not self._stopping, True
+        if not first:
+            self._stopped.wait(STOP_WAIT_S)
+            return
+        try:
+            log.info("portal stopping")
+            self.ingest.stop()
+            self.writer.stop()
+            self.live.close_all()
+            self.engine.dispose()
+            log.info("portal stopped stats=%s", self.stats.snapshot())
+        finally:
+            self._stopped.set()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the portal.
+
+    Args:
+        settings: the configuration; read from the environment (and ``.env``) when omitted.
+
+    Raises:
+        web.settings.SettingsError: the environment lacks a required variable (one-line message).
+    """
+    configure_logging()
+    if settings is None:
+        settings = Settings.from_env()
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.portal_secret_key.get_secret_value(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    socketio = SocketIO(app, async_mode="threading", logger=False, engineio_logger=False)
+
+    engine = make_engine(settings)
+    store = Store(engine)
+    readings: queue.Queue[Reading] = queue.Queue(maxsize=QUEUE_MAX)
+    stats = IngestStats()
+    live = Live(socketio, store.latest_values)
+    portal = Portal(
+        settings=settings,
+        engine=engine,
+        store=store,
+        stats=stats,
+        readings=readings,
+        ingest=Ingest(settings, readings, stats),
+        writer=BatchWriter(store, readings, live.publish),
+        socketio=socketio,
+        live=live,
+    )
+    app.extensions["portal"] = portal
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(vendor.bp)
+    app.after_request(_add_security_headers)
+    vendor.check_installed()
+
+    portal.start()
+    atexit.register(portal.stop)
+    _stop_with_server(portal)
+    log.info(
+        "portal started mqtt=%s:%s postgres=%s:%s topic_root=%s",
+        settings.mqtt_host,
+        settings.mqtt_port,
+        settings.postgres_host,
+        settings.postgres_port,
+        settings.topic_root,
+    )
+    return app
+
+
+def _add_security_headers(response: Response) -> Response:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _stop_with_server(portal: Portal) -> None:
+    """Begin stopping the portal as soon as the server (gunicorn) is told to stop.
+
+    gunicorn gives a worker ``--graceful-timeout`` seconds after SIGTERM, waits that long for open
+    connections (live websockets stay open), then kills it: ``atexit`` would come too late to
+    store the queued readings. So the server's SIGTERM handler is wrapped to start
+    :meth:`Portal.stop` in a thread at once. Outside a server that handles SIGTERM, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=portal.stop, name="portal-stop", daemon=True).start()
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # signal.signal() makes the signal interrupt system calls again; gunicorn had turned that off.
+    signal.siginterrupt(signal.SIGTERM, False)

@@ -1,0 +1,49 @@
+"""Health endpoints for launchers, Compose and load balancers (no sign-in).
+
+``GET /healthz``
+    200 ``{"status": "ok"}`` whenever the process answers.
+``GET /readyz``
+    200 ``{"status": "ready", "checks": {...}}`` when the broker connection is up and subscribed
+    and the database answers ``SELECT 1``; otherwise 503 ``{"status": "unavailable", "checks":
+    {"broker": "...", "database": "..."}}`` where each check is ``"ok"`` or says what is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from web.app import Portal
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """The portal can do its job: broker subscribed and database reachable."""
+    portal: Portal = current_app.extensions["portal"]
+    checks: dict[str, Any] = {}
+    checks["broker"] = "ok" if portal.ingest.ready else f"down: {portal.ingest.state}"
+    try:
+        portal.store.ping()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        checks["database"] = f"down: {reason[0] if reason else type(exc).__name__}"
+    else:
+        checks["database"] = "ok"
+    if all(value == "ok" for value in checks.values()):
+        return jsonify(status="ready", checks=checks)
+    return jsonify(status="unavailable", checks=checks), 503
