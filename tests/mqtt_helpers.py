@@ -90,3 +90,24 @@ def publish(client: mqtt.Client, port: int, topic: str, payload: str, qos: int =
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def granted_qos(client: mqtt.Client, port: int, topic_filters: list[str]) -> list[int]:
+    """Connect, subscribe to each filter at QoS 1, and return the SUBACK codes (0x80 = refused)."""
+    answered = threading.Event()
+    codes: list[int] = []
+
+    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
+        codes.extend(reason.value for reason in reasons)
+        answered.set()
+
+    client.on_subscribe = on_subscribe
+    reason = connect(client, port)
+    assert not reason.is_failure, f"subscriber refused: {reason}"
+    try:
+        client.subscribe([(topic_filter, 1) for topic_filter in topic_filters])
+        assert answered.wait(5), "no SUBACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return codes

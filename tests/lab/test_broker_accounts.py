@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import collecting, connect, publish
+from tests.mqtt_helpers import collecting, connect, granted_qos, publish
 
 pytestmark = pytest.mark.integration
 
@@ -83,16 +83,5 @@ def test_device_added_at_run_time_publishes_and_survives_a_broker_restart(
 
 def test_only_the_admin_may_manage_accounts(lab: RunningLab) -> None:
     device, password = lab.device
-    client = lab.mqtt_client(device, password)
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    granted: list[int] = []
-    answered = threading.Event()
-    client.on_subscribe = lambda _c, _u, _m, codes, _p: (
-        granted.extend(c.value for c in codes),
-        answered.set(),
-    )
-    client.subscribe(f"{CONTROL}/#", qos=1)
-    assert answered.wait(5)
-    client.disconnect()
-    client.loop_stop()
-    assert granted == [0x80]
+    codes = granted_qos(lab.mqtt_client(device, password), lab.port("MQTT_PORT"), [f"{CONTROL}/#"])
+    assert codes == [0x80]

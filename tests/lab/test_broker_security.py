@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
-import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import collecting, connect, publish
+from tests.mqtt_helpers import collecting, connect, granted_qos, publish
 
 pytestmark = pytest.mark.integration
 
@@ -69,24 +65,9 @@ def test_device_publishes_only_under_its_own_id(lab: RunningLab, unique_room: st
 def test_device_reads_only_its_own_commands(lab: RunningLab, unique_room: str) -> None:
     device, password = lab.device
     root = lab.env["TOPIC_ROOT"]
-    granted: list[list[int]] = []
-    answered = threading.Event()
-
-    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:
-        granted.append([code.value for code in codes])
-        answered.set()
-
-    client = lab.mqtt_client(device, password)
-    client.on_subscribe = on_subscribe
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    client.subscribe(
-        [
-            (f"{root}/{unique_room}/{device}/set/#", 1),
-            (f"{root}/{unique_room}/other/set/#", 1),
-            (f"{root}/#", 1),
-        ]
+    codes = granted_qos(
+        lab.mqtt_client(device, password),
+        lab.port("MQTT_PORT"),
+        [f"{root}/{unique_room}/{device}/set/#", f"{root}/{unique_room}/other/set/#", f"{root}/#"],
     )
-    assert answered.wait(5), "no SUBACK"
-    client.disconnect()
-    client.loop_stop()
-    assert granted == [[1, 0x80, 0x80]]  # own commands granted at QoS 1; the rest refused
+    assert codes == [1, 0x80, 0x80]  # own commands granted at QoS 1; the rest refused
