@@ -31,6 +31,7 @@ from web.ingest import Ingest, IngestStats
 from web.live import Live
 from web.logs import configure_logging
 from web.messages import Reading
+from web.metrics import Metrics
 from web.settings import Settings
 from web.storage import Store, make_engine
 from web.writer import BatchWriter
@@ -66,6 +67,7 @@ class Portal:
     writer: BatchWriter
     socketio: SocketIO
     live: Live
+    metrics: Metrics
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         writer=BatchWriter(store, readings, live.publish),
         socketio=socketio,
         live=live,
+        metrics=Metrics(),
     )
     app.extensions["portal"] = portal
 

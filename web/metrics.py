@@ -1,0 +1,71 @@
+"""The portal's Prometheus metrics, one registry per app (served at ``/metrics``).
+
+Every part of the portal records into the :class:`Metrics` object the app factory creates
+(``app.extensions["portal"].metrics``); nothing uses a global registry, so several apps (tests)
+can live in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# The *_created series only add noise for a lab's dashboards.
+disable_created_metrics()
+
+_BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """All of the portal's metrics, registered in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ingest_messages = Counter(
+            "portal_ingest_messages", "Telemetry messages accepted by ingest", registry=r
+        )
+        self.ingest_rejected = Counter(
+            "portal_ingest_rejected", "Messages rejected by ingest, by reason", ["reason"], registry=r
+        )
+        self.stored_readings = Counter(
+            "portal_stored_readings", "Readings committed to the database", registry=r
+        )
+        self.batch_size = Histogram(
+            "portal_batch_size", "Readings per committed batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.commit_seconds = Histogram(
+            "portal_commit_seconds",
+            "Time to write and commit one batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.write_errors = Counter(
+            "portal_write_errors", "Batch writes that failed and were retried", registry=r
+        )
+        self.buffer_depth = Gauge("portal_buffer_depth", "Readings waiting for the database", registry=r)
+        self.broker_connected = Gauge(
+            "portal_broker_connected", "1 while subscribed to the broker", registry=r
+        )
+        self.live_clients = Gauge("portal_live_clients", "Browsers connected over Socket.IO", registry=r)
+        self.live_updates = Counter(
+            "portal_live_updates", "Attribute updates pushed to Socket.IO clients", registry=r
+        )
+        self.alarms_received = Counter("portal_alarms_received", "Alarm messages received", registry=r)
+
+    def track_buffer(self, depth: Callable[[], int]) -> None:
+        """Report the buffer depth from `depth()` each time the metrics are read."""
+        self.buffer_depth.set_function(depth)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
