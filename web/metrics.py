@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 
 # The *_created series only add noise for a lab's dashboards.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -53,9 +53,7 @@ class Metrics:
             "portal_write_errors", "Batch writes that failed and were retried", registry=r
         )
         self.buffer_depth = Gauge("portal_buffer_depth", "Readings waiting for the database", registry=r)
-        self.broker_connected = Gauge(
-            "portal_broker_connected", "1 while subscribed to the broker", registry=r
-        )
+        self.broker_connected = Gauge("portal_broker_connected", "1 while subscribed", registry=r)
         self.live_clients = Gauge("portal_live_clients", "Browsers connected over Socket.IO", registry=r)
         self.live_updates = Counter(
             "portal_live_updates", "Attribute updates pushed to Socket.IO clients", registry=r
