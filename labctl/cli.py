@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from labctl import envfile, install, ui
@@ -22,6 +23,7 @@ examples:
   ./lab status             running or not, pid, port and health of each service
   ./lab logs web -f        follow the portal's log
   ./lab restart mosquitto  restart one service
+  ./lab users add alice    add a portal user (asks for the password)
   ./lab down               stop everything
   ./lab test               run the whole test suite on services of its own
 """
@@ -72,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("service", choices=SERVICE_NAMES, metavar="SERVICE")
     commands.add_parser("env", help="create .env from .env.example with fresh secrets (if missing)")
+    users = commands.add_parser(
+        "users",
+        help="manage portal users and API tokens (see ./lab users --help)",
+        description="Runs the portal's user tool with this lab's database: "
+        "add NAME | list | remove NAME | passwd NAME | token create NAME | token list | token revoke ID.",
+    )
+    users.add_argument("user_args", nargs=argparse.REMAINDER, help="arguments for the user tool")
     test = commands.add_parser(
         "test",
         help="install everything and run lint, types and the whole test suite",
@@ -163,44 +172,71 @@ def _logs(lab: Lab, service: str | None, lines: int, follow: bool) -> int:
         return 0
 
 
-def _stop_one(lab: Lab, service: str) -> None:
-    with ui.step(f"stopping {service}", done="stopped") as step:
-        if not lab.stop(service):
+def _users(config: LabConfig, user_args: list[str]) -> int:
+    python = config.venv / "bin" / "python"
+    if not python.exists():
+        raise ServiceError("the Python environment is missing; run ./lab up first")
+    return subprocess.run(
+        [str(python), "-m", "web.users", *(user_args or ["--help"])],
+        cwd=config.root,
+        env=config.service_env(),
+        check=False,
+    ).returncode
+
+
+def _stop_one(lab: Lab, args: argparse.Namespace) -> int:
+    with ui.step(f"stopping {args.service}", done="stopped") as step:
+        if not lab.stop(args.service):
             step.result = "was not running"
+    return 0
 
 
-def _start_one(lab: Lab, service: str) -> None:
-    if not lab.start(service):
-        ui.info(f"{service} is already running")
+def _start_one(lab: Lab, args: argparse.Namespace) -> int:
+    if not lab.start(args.service):
+        ui.info(f"{args.service} is already running")
+    return 0
 
 
-def _restart_one(lab: Lab, service: str) -> None:
-    _stop_one(lab, service)
-    _start_one(lab, service)
+def _restart_one(lab: Lab, args: argparse.Namespace) -> int:
+    _stop_one(lab, args)
+    return _start_one(lab, args)
+
+
+def _down(lab: Lab, _args: argparse.Namespace) -> int:
+    lab.down()
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    _ensure_env(args)
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from labctl import testrun  # noqa: PLC0415 - only this command needs it
+
+    return testrun.run(args.pytest_args)
+
+
+_WITHOUT_LAB: dict[str, Callable[[argparse.Namespace], int]] = {"up": _up, "env": _env, "test": _test}
+_WITH_LAB: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
+    "down": _down,
+    "status": lambda lab, _args: _status(lab),
+    "logs": lambda lab, args: _logs(lab, args.service, args.lines, args.follow),
+    "start": _start_one,
+    "stop": _stop_one,
+    "restart": _restart_one,
+}
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one parsed command."""
-    if args.command == "up":
-        return _up(args)
-    if args.command == "env":
-        _ensure_env(args)
-        return 0
-    if args.command == "test":
-        from labctl import testrun  # noqa: PLC0415 - only this command needs it
-
-        return testrun.run(args.pytest_args)
-    lab = Lab(LabConfig.load(args.env_file, args.data_dir))
-    if args.command == "status":
-        return _status(lab)
-    if args.command == "logs":
-        return _logs(lab, args.service, args.lines, args.follow)
-    if args.command == "down":
-        lab.down()
-    else:
-        one_service = {"start": _start_one, "stop": _stop_one, "restart": _restart_one}
-        one_service[args.command](lab, args.service)
-    return 0
+    if args.command in _WITHOUT_LAB:
+        return _WITHOUT_LAB[args.command](args)
+    config = LabConfig.load(args.env_file, args.data_dir)
+    if args.command == "users":
+        return _users(config, args.user_args)
+    return _WITH_LAB[args.command](Lab(config), args)
 
 
 def main(argv: list[str] | None = None) -> int:
