@@ -333,6 +333,10 @@ class NodeRed(Service):
         return f"http://127.0.0.1:{self.port}/"
 
 
+# Threads of the portal's single gunicorn worker: the most live browsers it can hold at once.
+PORTAL_THREADS = 1000
+
+
 class Portal(Service):
     """The Flask-SocketIO portal under gunicorn, from the project's environment."""
 
@@ -350,8 +354,9 @@ class Portal(Service):
                 "gthread",
                 "--workers",
                 "1",
+                # Each open WebSocket (a browser on a live page) holds one thread.
                 "--threads",
-                "100",
+                str(PORTAL_THREADS),
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",

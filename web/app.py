@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -26,21 +25,19 @@ from flask import Flask, Response
 from flask_socketio import SocketIO
 from sqlalchemy import Engine
 
-from web import auth, health, pages, vendor
-from web.ingest import Ingest, IngestStats
-from web.live import Live
+from web import api, auth, health, pages, vendor
+from web.alarms import Alarms, AlarmStore
+from web.cache import LatestCache
+from web.ingest import Ingest
+from web.live import SITE_ROOM, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
-from web.messages import Reading
 from web.metrics import Metrics
 from web.settings import Settings
 from web.storage import Store, make_engine
-from web.writer import BatchWriter
+from web.writer import BatchWriter, ReadingBuffer
 
 log = logging.getLogger(__name__)
 
-#: Readings waiting for the database. When full (database down for long), new readings are
-#: dropped and counted as ``queue_full`` instead of blocking the MQTT client.
-QUEUE_MAX = 100_000
 #: How long a second caller of :meth:`Portal.stop` waits for the first one to finish.
 STOP_WAIT_S = 10.0
 
@@ -61,13 +58,14 @@ class Portal:
     settings: Settings
     engine: Engine
     store: Store
-    stats: IngestStats
-    readings: queue.Queue[Reading]
+    buffer: ReadingBuffer
+    cache: LatestCache
     ingest: Ingest
     writer: BatchWriter
     socketio: SocketIO
     live: Live
     metrics: Metrics
+    alarms: Alarms | None = None
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
@@ -75,6 +73,7 @@ class Portal:
     def start(self) -> None:
         """Start the writer thread, then the MQTT client thread."""
         self.writer.start()
+        self.live.start()
         self.ingest.start()
 
     def stop(self) -> None:
@@ -90,11 +89,13 @@ class Portal:
             return
         try:
             log.info("portal stopping")
-            self.ingest.stop()
+            # Keep the broker connection while the writer flushes, so what it commits is acked.
+            self.ingest.pause()
             self.writer.stop()
+            self.ingest.stop()
             self.live.close_all()
             self.engine.dispose()
-            log.info("portal stopped stats=%s", self.stats.snapshot())
+            log.info("portal stopped stored=%s dropped=%s", self.writer.stored, self.writer.dropped)
         finally:
             self._stopped.set()
 
@@ -123,25 +124,46 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     engine = make_engine(settings)
     store = Store(engine)
-    readings: queue.Queue[Reading] = queue.Queue(maxsize=QUEUE_MAX)
-    stats = IngestStats()
-    live = Live(socketio, store.latest_values)
+    buffer = ReadingBuffer(settings.ingest_buffer_max)
+    cache = LatestCache()
+    metrics = Metrics()
+    metrics.track_buffer(buffer.__len__)
+    live = Live(
+        socketio,
+        cache_snapshot(cache, store_snapshot(store.latest_values)),
+        metrics,
+        flush_interval_s=settings.portal_live_flush_ms / 1000,
+        token_user=auth.token_user,
+    )
+    # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
+    ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None))
     portal = Portal(
         settings=settings,
         engine=engine,
         store=store,
-        stats=stats,
-        readings=readings,
-        ingest=Ingest(settings, readings, stats),
-        writer=BatchWriter(store, readings, live.publish),
+        buffer=buffer,
+        cache=cache,
+        ingest=ingest,
+        writer=BatchWriter(
+            store,
+            buffer,
+            live.publish,
+            acknowledge=ingest.acknowledge,
+            cache=cache,
+            metrics=metrics,
+            batch_max=settings.ingest_batch_max,
+            linger_s=settings.ingest_linger_ms / 1000,
+        ),
         socketio=socketio,
         live=live,
-        metrics=Metrics(),
+        metrics=metrics,
+        alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM),
     )
     app.extensions["portal"] = portal
 
     app.register_blueprint(health.bp)
-    app.register_blueprint(auth.bp)
+    auth.init_app(app, settings, engine)
+    api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(vendor.bp)
     app.after_request(_add_security_headers)

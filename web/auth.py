@@ -1,8 +1,18 @@
-"""Sign-in for the portal: one administrator account, held in a signed Flask session cookie.
+"""Who may use the portal: sign-in sessions, CSRF tokens, bearer tokens, and login throttling.
 
-The account is ``PORTAL_ADMIN_USER`` / ``PORTAL_ADMIN_PASSWORD``. Credentials are checked with
-constant-time comparisons. :func:`login_required` guards pages, :func:`current_user` tells any
-handler (HTTP or Socket.IO) who is signed in. More users, CSRF tokens and API tokens plug in here.
+* **Users**: the administrator of ``.env`` (``PORTAL_ADMIN_USER`` / ``PORTAL_ADMIN_PASSWORD``,
+  never stored, works even with the database down) and the accounts of :mod:`web.accounts`
+  (managed with ``python -m web.users``).
+* **Sessions** (browsers): a signed Flask cookie holding the user name and a keyed fingerprint of
+  the credential it was opened with, so changing a password or removing a user ends its sessions.
+  :func:`login_required` guards pages, :func:`current_user` tells any handler who is signed in.
+* **CSRF**: a random token per session, rendered by templates as ``{{ csrf_token() }}`` (the login
+  form's hidden field, and ``<meta name="csrf-token">`` for scripts). Sign-in forms must send it
+  back as ``csrf_token``; session-authenticated state-changing API calls as ``X-CSRF-Token``.
+* **Bearer tokens** (API clients, ``Authorization: Bearer <token>``): no cookie, so no CSRF.
+  :func:`api_login_required` accepts either and answers 401/403 in JSON.
+* **Throttling**: at most :data:`MAX_LOGIN_FAILURES` failed sign-ins per user name and client
+  address per :data:`LOGIN_WINDOW_S`; then 429 with ``Retry-After`` (in memory, per process).
 """
 
 from __future__ import annotations
@@ -10,28 +20,241 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
+import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
+from web.accounts import MAX_PASSWORD_LENGTH, Accounts, burn_password_check
 from web.settings import Settings
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
+MAX_LOGIN_FAILURES = 5
+LOGIN_WINDOW_S = 60.0
+#: Longest user name looked at; longer ones are wrong names (and are not kept in memory whole).
+MAX_USERNAME_LENGTH = 200
+CSRF_FORM_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 _USER_KEY = "user"
+_CREDENTIAL_KEY = "cred"
+_CSRF_KEY = "csrf"
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class LoginThrottle:
+    """Counts failed sign-ins per key (user name, client address) in a sliding window.
+
+    Memory is bounded: past ``max_keys`` keys, expired ones are dropped, then the oldest.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = MAX_LOGIN_FAILURES,
+        window_s: float = LOGIN_WINDOW_S,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+
+    def retry_after(self, key: tuple[str, str]) -> int:
+        """0 if `key` may try now, else the whole seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            failures = self._failures.get(key)
+            if failures is None:
+                return 0
+            self._expire(failures, now)
+            if len(failures) < self.max_failures:
+                return 0
+            return max(1, math.ceil(failures[0] + self.window_s - now))
+
+    def failed(self, key: tuple[str, str]) -> None:
+        """Record one failed attempt."""
+        now = self.clock()
+        with self._lock:
+            failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
+            failures.append(now)
+            if len(self._failures) > self.max_keys:
+                self._shrink(now)
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        """Forget the failures of `key` after a successful sign-in."""
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _expire(self, failures: deque[float], now: float) -> None:
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+
+    def _shrink(self, now: float) -> None:
+        for key in list(self._failures):
+            self._expire(self._failures[key], now)
+            if not self._failures[key]:
+                del self._failures[key]
+        excess = len(self._failures) - self.max_keys
+        for key in list(self._failures)[: max(0, excess)]:
+            del self._failures[key]
+
+
+@dataclass
+class AuthState:
+    """Per-app authentication parts, at ``app.extensions["auth"]``."""
+
+    settings: Settings
+    accounts: Accounts
+    throttle: LoginThrottle
+
+
+def init_app(app: Flask, settings: Settings, engine: Engine) -> AuthState:
+    """Bind accounts and throttling to `app`, and the ``csrf_token()`` template function."""
+    state = AuthState(settings, Accounts(engine, settings.portal_admin_user), LoginThrottle())
+    app.extensions["auth"] = state
+    app.context_processor(lambda: {"csrf_token": csrf_token})
+    app.register_blueprint(bp)
+    return state
+
+
+def _state() -> AuthState:
+    state: AuthState = current_app.extensions["auth"]
+    return state
+
+
+# -- credentials --------------------------------------------------------------------------
+
+
+def _fingerprint(credential: str) -> str:
+    """Keyed digest of a credential: the session cookie is signed, not encrypted."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, credential.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:32]
+
+
+def _admin_credential(settings: Settings) -> str:
+    return "admin:" + settings.portal_admin_password.get_secret_value()
+
+
+def authenticate(username: str, password: str) -> str | None:
+    """The session fingerprint if the pair is right, else None.
+
+    The administrator is checked first, without the database; other names against stored
+    hashes, taking the same time for unknown names. Raises SQLAlchemyError if the database is down.
+    """
+    settings = _state().settings
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return None
+    if hmac.compare_digest(username.encode(), settings.portal_admin_user.encode()):
+        expected = settings.portal_admin_password.get_secret_value()
+        if hmac.compare_digest(password.encode("utf-8", "surrogatepass"), expected.encode()):
+            return _fingerprint(_admin_credential(settings))
+        burn_password_check(password)
+        return None
+    stored = _state().accounts.verify(username, password)
+    return None if stored is None else _fingerprint(stored)
+
+
 def current_user() -> str | None:
-    """The signed-in user's name, or ``None``."""
-    user = session.get(_USER_KEY)
-    return user if isinstance(user, str) else None
+    """The signed-in user's name, or ``None`` (also when their password changed or they were removed)."""
+    if "_auth_user" in g:
+        cached: str | None = g._auth_user
+        return cached
+    g._auth_user = user = _session_user()
+    return user
+
+
+def _session_user() -> str | None:
+    user, credential = session.get(_USER_KEY), session.get(_CREDENTIAL_KEY)
+    if not isinstance(user, str) or not isinstance(credential, str):
+        return None
+    state = _state()
+    if user == state.settings.portal_admin_user:
+        expected = _fingerprint(_admin_credential(state.settings))
+    else:
+        try:
+            stored = state.accounts.password_hash(user)
+        except SQLAlchemyError as exc:
+            log.error("cannot check the session of %s, database unavailable: %s", user, _first_line(exc))
+            return None
+        if stored is None:
+            return None
+        expected = _fingerprint(stored)
+    return user if hmac.compare_digest(credential, expected) else None
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (created on first use)."""
+    token = session.get(_CSRF_KEY)
+    if not isinstance(token, str):
+        token = session[_CSRF_KEY] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_valid(sent: str | None) -> bool:
+    """True when `sent` is this session's CSRF token."""
+    expected = session.get(_CSRF_KEY)
+    if not isinstance(expected, str) or not sent:
+        return False
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+def token_user(token: str) -> str | None:
+    """The user of a bearer token, or None (also when the database cannot be asked).
+
+    For Socket.IO connections (``auth={"token": ...}``), where an error must mean "refused".
+    """
+    try:
+        return _state().accounts.user_for_token(token)
+    except SQLAlchemyError as exc:
+        log.error("cannot check a bearer token, database unavailable: %s", _first_line(exc))
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# -- guards -------------------------------------------------------------------------------
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R | WerkzeugResponse]:
@@ -46,12 +269,44 @@ def login_required(view: Callable[P, R]) -> Callable[P, R | WerkzeugResponse]:
     return wrapped
 
 
-def check_credentials(settings: Settings, username: str, password: str) -> bool:
-    """True when both match the administrator account; timing does not reveal which part differs."""
-    user_ok = hmac.compare_digest(username.encode(), settings.portal_admin_user.encode())
-    expected_password = settings.portal_admin_password.get_secret_value()
-    password_ok = hmac.compare_digest(password.encode(), expected_password.encode())
-    return user_ok and password_ok
+def _json_error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lab portal"'
+    return response
+
+
+def api_login_required(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """Require a bearer token or a session (plus ``X-CSRF-Token`` on state-changing methods).
+
+    The user is then in ``g.api_user``. A request that sends ``Authorization`` is judged by it
+    alone. Database errors while checking a token propagate (the API answers 503).
+    """
+
+    @functools.wraps(view)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        header = request.headers.get("Authorization")
+        if header is not None:
+            token = bearer_token(header)
+            if token is None:
+                return _json_error(401, "Authorization header must be 'Bearer <token>'")
+            user = _state().accounts.user_for_token(token)
+            if user is None:
+                return _json_error(401, "invalid or revoked token")
+        else:
+            user = current_user()
+            if user is None:
+                return _json_error(401, "not signed in: sign in, or send 'Authorization: Bearer <token>'")
+            if request.method not in SAFE_METHODS and not csrf_valid(request.headers.get(CSRF_HEADER)):
+                return _json_error(403, f"missing or wrong {CSRF_HEADER} header (see <meta name=csrf-token>)")
+        g.api_user = user
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+# -- pages --------------------------------------------------------------------------------
 
 
 def _safe_next(target: str | None) -> str:
@@ -64,26 +319,49 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _login_page(next_url: str | None, error: str | None, status: int = 200) -> tuple[str, int]:
+    return render_template("login.html", next=next_url, error=error), status
+
+
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> str | WerkzeugResponse | tuple[str, int]:
-    """Show the sign-in form; on POST check the credentials and start a session."""
+def login() -> Any:
+    """Show the sign-in form; on POST check the CSRF token, the throttle and the credentials."""
     next_url = request.values.get("next")
     if request.method == "GET":
-        return render_template("login.html", next=next_url, error=None)
-    settings: Settings = current_app.extensions["portal"].settings
-    username = request.form.get("username", "")
+        return _login_page(next_url, None)
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        log.warning("sign-in refused: missing or stale form token remote=%s", request.remote_addr)
+        return _login_page(next_url, "The sign-in form had expired. Please sign in again.", 400)
+    username = request.form.get("username", "")[:MAX_USERNAME_LENGTH]
     password = request.form.get("password", "")
-    if not check_credentials(settings, username, password):
-        log.warning("sign-in refused remote=%s", request.remote_addr)
-        return render_template("login.html", next=next_url, error="Wrong user name or password."), 401
-    session.clear()  # a fresh session on sign-in: nothing carried over from before
+    key = (username, request.remote_addr or "")
+    throttle = _state().throttle
+    wait = throttle.retry_after(key)
+    if wait:
+        log.warning("sign-in throttled user=%.60r remote=%s", username, request.remote_addr)
+        body, status = _login_page(next_url, f"Too many failed sign-ins. Try again in {wait} s.", 429)
+        return body, status, {"Retry-After": str(wait)}
+    try:
+        credential = authenticate(username, password)
+    except SQLAlchemyError as exc:
+        log.error("sign-in of %.60r impossible, database unavailable: %s", username, _first_line(exc))
+        return _login_page(next_url, "Sign-in is unavailable (user database unreachable).", 503)
+    if credential is None:
+        throttle.failed(key)
+        log.warning("sign-in refused user=%.60r remote=%s", username, request.remote_addr)
+        return _login_page(next_url, "Wrong user name or password.", 401)
+    throttle.succeeded(key)
+    session.clear()  # a fresh session on sign-in: nothing carried over, a new CSRF token
     session[_USER_KEY] = username
+    session[_CREDENTIAL_KEY] = credential
     log.info("signed in user=%s remote=%s", username, request.remote_addr)
     return redirect(_safe_next(next_url))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> WerkzeugResponse:
-    """End the session."""
+    """End the session (the form must carry the CSRF token, so other sites cannot sign users out)."""
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        return redirect(url_for("pages.index"))
     session.clear()
     return redirect(url_for("auth.login"))

@@ -1,32 +1,47 @@
 """MQTT ingest: the portal's broker client, in its own thread.
 
-It connects as ``portal``, subscribes to ``<TOPIC_ROOT>/#`` (again after every reconnect) and, for
-each message, runs :meth:`Ingest.handle`: validate with :func:`web.messages.parse_message`, then
-put the :class:`~web.messages.Reading` on the storage queue or count the rejection by reason.
-paho-mqtt's own loop thread reconnects with backoff, including when the broker is down at start.
+It connects as ``portal`` with a persistent session (MQTT 3.1.1, ``clean_session=False``, the fixed
+client id ``MQTT_CLIENT_ID``) and subscribes at QoS 1 to ``<TOPIC_ROOT>/#`` and ``alarms/#`` (again
+after every reconnect). Acknowledgements are manual, which is what makes delivery from broker to
+database at-least-once:
+
+* a telemetry message is parsed (:func:`web.messages.parse_message`) and its
+  :class:`~web.messages.Reading` put in the writer's buffer; its PUBACK goes out only after the
+  batch holding it is committed (:meth:`Ingest.acknowledge`, called by the writer). A portal that
+  dies before that leaves the message unacknowledged, and the broker sends it again to the next
+  portal that takes the session. A full buffer blocks this thread, so the broker holds the rest;
+* a rejected message is counted by reason, logged (payload truncated) and acknowledged at once:
+  refusing it again later would not change the answer;
+* an alarm message goes to the alarms handler (``portal.alarms``, when there is one), which stores
+  it before it returns; then it is acknowledged.
+
+A message id is only meaningful on the connection that delivered it, so readings remember their
+connection and are acknowledged only on that same one. After a reconnect the broker sends the
+unacknowledged ones again (stored twice: at least once, never lost).
+
+paho-mqtt's loop thread reconnects with backoff, including when the broker is down at start.
 Nothing a publisher sends can stop ingest: every callback catches everything.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import queue
-import socket
+import struct
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from web.messages import Reading, parse_message, preview
+from web.metrics import Metrics
 from web.rejections import Reason, Rejection
-from web.settings import Settings
+from web.settings import ALARMS_ROOT, Settings
+from web.writer import ReadingBuffer
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +49,22 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 30
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 10
-#: QoS of the subscription: QoS 1 publishers are delivered at least once.
+#: QoS of the subscriptions: QoS 1 publishers are delivered at least once.
 SUBSCRIBE_QOS = 1
+#: How long one wait for room in the buffer lasts before checking whether ingest is stopping.
+PUT_WAIT_S = 0.2
+#: How long an alarm that cannot be stored is retried before it is left to the broker's redelivery.
+#: Less than the keepalive margin, so the broker does not drop us while we retry.
+ALARM_RETRY_S = 20.0
+ALARM_RETRY_MIN_S = 0.5
+
+_ALARM_PREFIX = f"{ALARMS_ROOT}/".encode()
+
+
+class AlarmHandler(Protocol):
+    """What ingest hands alarm messages to (``web.alarms``); it stores the alarm before returning."""
+
+    def handle(self, topic: str, payload: bytes) -> None: ...
 
 
 class BrokerState(StrEnum):
@@ -45,30 +74,6 @@ class BrokerState(StrEnum):
     CONNECTED = "connected"
     SUBSCRIBED = "subscribed"
     REFUSED = "refused"
-
-
-class IngestStats:
-    """Thread-safe counters: accepted readings and rejections by reason."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.accepted = 0
-        self.rejected: Counter[Reason] = Counter()
-
-    def accept(self) -> None:
-        """Count one reading handed to storage."""
-        with self._lock:
-            self.accepted += 1
-
-    def reject(self, reason: Reason) -> None:
-        """Count one rejected message."""
-        with self._lock:
-            self.rejected[reason] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy of the counters, JSON-ready."""
-        with self._lock:
-            return {"accepted": self.accepted, "rejected": {str(k): v for k, v in self.rejected.items()}}
 
 
 class LogBudget:
@@ -96,32 +101,190 @@ class LogBudget:
             return True, suppressed
 
 
+class _BufferedSocket:
+    """A socket whose reads are served from one large ``recv``.
+
+    paho reads each packet with three or more ``recv`` calls (1 byte of type, the length byte by
+    byte, then the body); at tens of thousands of messages a second those system calls cost more
+    than everything else the portal does per message. ``pending`` tells paho's loop that bytes are
+    waiting here, exactly as it does for TLS sockets.
+    """
+
+    READ_SIZE = 256 * 1024
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes, from the buffer or one big read (raises BlockingIOError as sockets do)."""
+        if self._pos >= len(self._data):
+            self._data = self._sock.recv(max(bufsize, self.READ_SIZE))
+            self._pos = 0
+        chunk = self._data[self._pos : self._pos + bufsize]
+        self._pos += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        """Bytes received but not yet read."""
+        inner = getattr(self._sock, "pending", None)
+        return len(self._data) - self._pos + (inner() if inner is not None else 0)
+
+    def take_publish(self) -> tuple[int, bytes, bytes, int] | None:
+        """Remove one complete QoS 0 or 1 PUBLISH packet (MQTT 3.1.1) from the head of the buffer.
+
+        Returns:
+            ``(first byte, topic, payload, packet id)``, or ``None`` when the head is anything else
+            (another packet type, QoS 2, an incomplete or malformed packet), which paho then reads
+            its own way.
+        """
+        data, pos, end = self._data, self._pos, len(self._data)
+        if end - pos < 4:
+            return None
+        header = data[pos]
+        qos = (header >> 1) & 3
+        if header >> 4 != _PUBLISH_TYPE or qos > 1:
+            return None
+        length, multiplier, index = 0, 1, pos + 1
+        while True:
+            if index >= end or index - pos > 4:  # incomplete, or longer than MQTT allows
+                return None
+            byte = data[index]
+            index += 1
+            length += (byte & 0x7F) * multiplier
+            if not byte & 0x80:
+                break
+            multiplier *= 128
+        body_end = index + length
+        if body_end > end or length < 2:
+            return None
+        topic_end = index + 2 + ((data[index] << 8) | data[index + 1])
+        payload_start = topic_end + 2 * qos
+        if topic_end == index + 2 or payload_start > body_end:
+            return None  # empty topic or truncated header: paho reports the protocol error
+        mid = (data[topic_end] << 8) | data[topic_end + 1] if qos else 0
+        self._pos = body_end
+        return header, data[index + 2 : topic_end], data[payload_start:body_end], mid
+
+    def send(self, data: bytes | bytearray) -> int:
+        """Send like the socket."""
+        return int(self._sock.send(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)  # fileno, setblocking, close...
+
+
+_PUBLISH_TYPE = 3
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct("!BBH")
+
+
+class _PortalClient(mqtt.Client):
+    """paho's client, made fast enough for tens of thousands of messages a second.
+
+    paho handles connecting, keepalive, subscribing and reconnecting. Three hot paths are replaced:
+
+    * reads are batched (:class:`_BufferedSocket`);
+    * QoS 0/1 PUBLISH packets already in the buffer are decoded here and handed to ``on_message``
+      as the same :class:`paho.mqtt.client.MQTTMessage` paho would build, without paho's per-packet
+      bookkeeping, debug formatting and per-topic callback matching; every other packet (and any
+      PUBLISH that is incomplete, QoS 2 or malformed) still goes through paho;
+    * :meth:`ack_many` queues one write for a whole batch of PUBACKs, where ``ack()`` queues one
+      packet (and wakes the loop) per message.
+
+    They use paho internals that have not changed through paho-mqtt 2.x (pinned below 3 in
+    pyproject.toml); tests/web/test_ingest.py checks them against byte streams and tests/web's
+    integration tests against the real broker.
+    """
+
+    #: Most packets handled per wake-up of paho's loop, so PUBACKs and pings still go out in time.
+    READ_BURST = 2000
+
+    def _create_socket(self) -> Any:
+        return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Handle every complete packet already received (paho handles one per loop otherwise)."""
+        sock = self._sock
+        if self._protocol == mqtt.MQTTv5 or not isinstance(sock, _BufferedSocket):
+            return super().loop_read(max_packets)
+        buffered: _BufferedSocket = sock
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        for _ in range(self.READ_BURST):
+            if self._in_packet["command"] == 0:  # paho is not halfway through a packet
+                publish = buffered.take_publish()
+                if publish is not None:
+                    self._deliver(*publish)
+                    continue
+            rc = super().loop_read(1)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is not buffered or not buffered.pending():
+                break
+        return rc
+
+    def _deliver(self, header: int, topic: bytes, payload: bytes, mid: int) -> None:
+        message = mqtt.MQTTMessage(mid, topic)
+        message.dup = bool(header & 0x08)
+        message.qos = (header >> 1) & 3
+        message.retain = bool(header & 0x01)
+        message.payload = payload
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        # No per-topic callbacks are registered: skip paho's topic-filter matching, a trie walk and a
+        # topic decode per message. Ingest's on_message never raises.
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """Acknowledge QoS 1 messages (``manual_ack``) with one queued write for all of them."""
+        packet = b"".join([_PUBACK_PACKET.pack(_PUBACK, 2, mid) for mid in mids])
+        if packet:
+            self._packet_queue(_PUBACK, packet, 0, 0)
+
+
 class Ingest:
     """The broker client. Build it, :meth:`start` it, :meth:`stop` it; nothing happens before start.
 
     Args:
-        settings: broker address, password and topic root.
-        sink: the storage queue; readings that do not fit are counted as ``queue_full``.
-        stats: where acceptances and rejections are counted.
+        settings: broker address, password, client id and topic root.
+        buffer: where readings wait for the writer; when full, this thread waits.
+        metrics: where messages, rejections and the connection state are recorded.
+        alarms: returns the alarms handler, or ``None`` while there is none (alarm messages are
+            then only counted and acknowledged).
         clock: returns the arrival time of a message (UTC); replaceable in tests.
     """
 
     def __init__(
         self,
         settings: Settings,
-        sink: queue.Queue[Reading],
-        stats: IngestStats,
+        buffer: ReadingBuffer,
+        metrics: Metrics,
+        alarms: Callable[[], AlarmHandler | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.sink = sink
-        self.stats = stats
+        self.buffer = buffer
+        self.metrics = metrics
+        self.alarms = alarms
         self.clock = clock
-        self.subscription = f"{settings.topic_root}/#"
+        self.subscriptions = [
+            (f"{settings.topic_root}/#", SUBSCRIBE_QOS),
+            (f"{ALARMS_ROOT}/#", SUBSCRIBE_QOS),
+        ]
         self.state = BrokerState.DISCONNECTED
         self._log_budget = LogBudget()
+        self._paused = False
         self._stopping = False
-        self._client: mqtt.Client | None = None
+        self._waiting = False  # for room in the buffer
+        self._client: mqtt.Client | None = None  # a _PortalClient once started
+        # Guards `_connection` against acknowledgements sent from the writer thread: an ack is
+        # sent only while the connection that delivered the message is still the current one.
+        self._ack_lock = threading.Lock()
+        self._connection = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -129,12 +292,13 @@ class Ingest:
         """Start connecting in the background; returns at once, even if the broker is down."""
         if self._client is not None:
             return
-        client = mqtt.Client(
+        client = _PortalClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"portal-{socket.gethostname()}-{os.getpid()}",
+            client_id=self.settings.mqtt_client_id,
             protocol=mqtt.MQTTv311,
-            clean_session=True,
+            clean_session=False,
         )
+        client.manual_ack_set(True)
         client.username_pw_set(
             self.settings.mqtt_username, self.settings.mqtt_portal_password.get_secret_value()
         )
@@ -150,61 +314,145 @@ class Ingest:
         self._client = client
         client.loop_start()
         log.info(
-            "mqtt connecting host=%s port=%s user=%s subscription=%s",
+            "mqtt connecting host=%s port=%s user=%s client_id=%s subscriptions=%s",
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             self.settings.mqtt_username,
-            self.subscription,
+            self.settings.mqtt_client_id,
+            ",".join(topic for topic, _qos in self.subscriptions),
         )
 
+    def pause(self) -> None:
+        """Stop taking new messages but keep the connection, so committed readings can be acked.
+
+        Messages that arrive from now on are left unacknowledged: the broker keeps them for the
+        next portal that takes this session.
+        """
+        self._paused = True
+
     def stop(self) -> None:
-        """Disconnect and end the client thread."""
+        """Disconnect (after sending the acknowledgements already queued) and end the client thread."""
         client, self._client = self._client, None
+        self._paused = self._stopping = True
         if client is None:
             return
-        self._stopping = True
         client.disconnect()
         client.loop_stop()
         self.state = BrokerState.DISCONNECTED
+        self.metrics.broker_connected.set(0)
 
     @property
     def ready(self) -> bool:
         """True when connected and subscribed."""
         return self.state is BrokerState.SUBSCRIBED
 
+    # -- acknowledgements (the writer's thread) -------------------------------------------
+
+    def acknowledge(self, readings: Sequence[Reading]) -> None:
+        """Send the PUBACKs of readings the writer is done with (committed, or refused for good).
+
+        Readings that came over an earlier connection are skipped: the broker sends those again.
+        """
+        client = self._client
+        if client is None:
+            return
+        with self._ack_lock:
+            current = self._connection
+            mids = [r.mid for r in readings if r.qos == 1 and r.connection == current]
+            if isinstance(client, _PortalClient):
+                client.ack_many(mids)
+            else:
+                for mid in mids:
+                    client.ack(mid, 1)
+
     # -- the handling, testable without a broker ------------------------------------------
 
     def handle(
         self, topic: bytes | str, payload: bytes | bytearray, *, mid: int = 0, qos: int = 0
-    ) -> Reading | Rejection:
-        """Validate one message and hand it to storage, or count and log its rejection."""
-        result = parse_message(topic, payload, self.clock(), self.settings.topic_root, mid=mid, qos=qos)
-        if isinstance(result, Reading):
+    ) -> Reading | Rejection | None:
+        """Validate one telemetry message and hand it to storage, or count and log its rejection.
+
+        Returns:
+            The :class:`Reading` now in the buffer (acknowledge it after commit), the
+            :class:`Rejection` (acknowledge it now), or ``None`` when ingest stopped while
+            waiting for room in the buffer (leave it unacknowledged: the broker keeps it).
+        """
+        result = parse_message(
+            topic,
+            payload,
+            self.clock(),
+            self.settings.topic_root,
+            mid=mid,
+            qos=qos,
+            connection=self._connection,
+        )
+        if isinstance(result, Rejection):
+            self._reject(result, topic, payload)
+            return result
+        if not self.buffer.put(result, timeout=0):
+            if not self._waiting:  # one line per episode, not per message
+                self._waiting = True
+                log.warning(
+                    "storage buffer full (%s readings): ingest waits for the database", len(self.buffer)
+                )
+            while not self.buffer.put(result, timeout=PUT_WAIT_S):
+                if self._paused:
+                    return None
+        elif self._waiting:
+            self._waiting = False
+            log.info("storage buffer has room again; ingest resumed")
+        self.metrics.ingest_messages.inc()
+        return result
+
+    def handle_alarm(self, topic: bytes | str, payload: bytes | bytearray) -> bool:
+        """Pass one alarm message to the alarms handler; True once it is stored (or there is none).
+
+        A handler that keeps failing (database down) is retried for :data:`ALARM_RETRY_S`; after
+        that the message is left unacknowledged and the broker delivers it again on reconnect.
+        """
+        self.metrics.alarms_received.inc()
+        if isinstance(topic, bytes | bytearray):
             try:
-                self.sink.put_nowait(result)
-            except queue.Full:
-                result = Rejection(Reason.QUEUE_FULL, "storage queue full (database slow or down)")
+                topic = bytes(topic).decode("utf-8")
+            except UnicodeDecodeError:
+                self._reject(Rejection(Reason.TOPIC_UTF8, "alarm topic is not valid UTF-8"), topic, payload)
+                return True
+        delay = ALARM_RETRY_MIN_S
+        deadline = time.monotonic() + ALARM_RETRY_S
+        while True:
+            handler = self.alarms()
+            if handler is None:
+                return True
+            try:
+                handler.handle(topic, bytes(payload))
+            except Exception:
+                if self._paused or time.monotonic() + delay > deadline:
+                    log.exception("alarm not stored, left for redelivery topic=%s", _topic_for_log(topic))
+                    return False
+                log.warning("alarm not stored, retrying in %ss topic=%s", delay, _topic_for_log(topic))
+                time.sleep(delay)
+                delay *= 2
             else:
-                self.stats.accept()
-                return result
-        self.stats.reject(result.reason)
+                return True
+
+    def _reject(self, rejection: Rejection, topic: bytes | str, payload: bytes | bytearray) -> None:
+        self.metrics.ingest_rejected.labels(reason=str(rejection.reason)).inc()
         allowed, suppressed = self._log_budget.take(time.monotonic())
         if allowed:
             if suppressed:
                 log.warning("%s more rejected messages were not logged", suppressed)
             log.warning(
                 "message rejected reason=%s detail=%s topic=%s payload=%s",
-                result.reason,
-                result.detail,
+                rejection.reason,
+                rejection.detail,
                 _topic_for_log(topic),
                 preview(payload),
             )
-        return result
 
     # -- paho callbacks (paho's thread; thin, never raising) ------------------------------
 
     def _on_connect(
-        self, client: mqtt.Client, _userdata: object, _flags: object, reason_code: Any, _properties: object
+        self, client: mqtt.Client, _userdata: object, flags: Any, reason_code: Any, _properties: object
     ) -> None:
         try:
             if reason_code.is_failure:
@@ -215,9 +463,14 @@ class Ingest:
                     self.settings.mqtt_username,
                 )
                 return
+            with self._ack_lock:
+                self._connection += 1
             self.state = BrokerState.CONNECTED
-            log.info("mqtt connected; subscribing to %s", self.subscription)
-            client.subscribe(self.subscription, qos=SUBSCRIBE_QOS)
+            resumed = bool(getattr(flags, "session_present", False))
+            log.info("mqtt connected session_present=%s; subscribing", resumed)
+            # Always subscribe: a broker that lost its state (restarted without saving) lost the
+            # subscriptions too. The only cost is that retained alarms are delivered again.
+            client.subscribe(self.subscriptions)
         except Exception:
             log.exception("mqtt on_connect failed")
 
@@ -230,8 +483,11 @@ class Ingest:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: object, _flags: object, reason_code: Any, _properties: object
     ) -> None:
+        with self._ack_lock:
+            self._connection += 1  # message ids of the old connection mean nothing any more
         refused = self.state is BrokerState.REFUSED
         self.state = BrokerState.REFUSED if refused else BrokerState.DISCONNECTED
+        self.metrics.broker_connected.set(0)
         if not self._stopping and not refused:
             log.warning("mqtt disconnected: %s; reconnecting", reason_code)
 
@@ -239,33 +495,47 @@ class Ingest:
         self, _client: mqtt.Client, _userdata: object, _mid: int, reason_codes: Any, _properties: object
     ) -> None:
         try:
-            if any(code.is_failure for code in reason_codes):
+            codes = list(reason_codes)
+            if not codes or codes[0].is_failure:
                 log.error(
                     "mqtt subscription to %s refused by the broker (check the ACL of user %s)",
-                    self.subscription,
+                    self.subscriptions[0][0],
                     self.settings.mqtt_username,
                 )
                 return
+            if len(codes) > 1 and codes[1].is_failure:
+                log.error(
+                    "mqtt subscription to %s refused: alarms will not be stored", self.subscriptions[1][0]
+                )
             self.state = BrokerState.SUBSCRIBED
-            log.info("mqtt subscribed to %s", self.subscription)
+            self.metrics.broker_connected.set(1)
+            log.info("mqtt subscribed to %s", ",".join(topic for topic, _qos in self.subscriptions))
         except Exception:
             log.exception("mqtt on_subscribe failed")
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        if self._paused:
+            return  # not acknowledged: the broker keeps it for the next session
+        done = True
         try:
             # paho's `topic` property raises on invalid UTF-8; the raw bytes let us count that instead.
             raw_topic = getattr(message, "_topic", None)
-            self.handle(
-                raw_topic if isinstance(raw_topic, bytes) else message.topic,
-                message.payload,
-                mid=message.mid,
-                qos=message.qos,
-            )
+            topic: bytes = raw_topic if isinstance(raw_topic, bytes) else message.topic.encode()
+            if topic.startswith(_ALARM_PREFIX):
+                done = self.handle_alarm(topic, message.payload)
+            else:
+                result = self.handle(topic, message.payload, mid=message.mid, qos=message.qos)
+                done = isinstance(result, Rejection)  # readings are acknowledged after commit
         except Exception:
             log.exception("mqtt message handling failed; message skipped")
+        if done:
+            try:
+                client.ack(message.mid, message.qos)
+            except Exception:
+                log.exception("mqtt acknowledgement failed")
 
 
-def _topic_for_log(topic: bytes | str, limit: int = 200) -> str:
-    text = topic.decode("utf-8", "backslashreplace") if isinstance(topic, bytes) else topic
+def _topic_for_log(topic: bytes | bytearray | str, limit: int = 200) -> str:
+    text = bytes(topic).decode("utf-8", "backslashreplace") if not isinstance(topic, str) else topic
     shown = repr(text[:limit])
     return shown + "..." if len(text) > limit else shown

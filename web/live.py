@@ -1,62 +1,175 @@
-"""Live push to browsers over Socket.IO.
+"""Live push to browsers over Socket.IO: subscriptions per scope, coalesced batched updates.
 
-Events, server to client (default namespace ``/``):
+Client to server (default namespace ``/``):
+
+``subscribe`` / ``unsubscribe``
+    ``{"scope": "site"}``, ``{"scope": "room", "room": R}`` or
+    ``{"scope": "device", "room": R, "device": D}``. A client may hold several subscriptions.
+    The acknowledgement (if the client asks for one) is ``{"scope": {...}}`` on success and
+    ``{"error": "..."}`` otherwise.
+
+Server to client:
 
 ``snapshot``
-    Sent once to a client right after it connects: a list of every attribute's latest value,
+    Sent at once after each ``subscribe`` (and on connect for the default subscription): the
+    latest value of every attribute in that scope,
     ``[{"room": str, "device": str, "attr": str, "value": float | str, "ts": int}, ...]``,
-    ``ts`` in milliseconds since 1970 (UTC). Empty if the database cannot be read.
+    ``ts`` in milliseconds since 1970 (UTC). Empty if the values cannot be read.
 ``values``
-    Broadcast after each committed batch: a list of the same objects, one per attribute whose
-    latest value changed in that batch.
+    Batched updates in the same shape: at most one per attribute per flush interval
+    (``PORTAL_LIVE_FLUSH_MS``), newest value wins. A client receives each value once even when its
+    subscriptions overlap (a site subscription makes its room subscriptions silent, and so on).
+``error``
+    ``{"event": "subscribe" | "unsubscribe" | "connect", "error": "<one line>"}`` for a bad request.
+``alarm``
+    Alarm objects, emitted to the Socket.IO room ``site`` by the alarms module.
 
-Only signed-in sessions may connect (the Flask session cookie travels with the handshake);
-others are refused. Connected clients join the Socket.IO room ``site``; rooms per lab room or
-device can later narrow what a client receives.
+Only signed-in sessions (the Flask session cookie travels with the handshake) or clients with a
+valid bearer token (``auth={"token": ...}``, when a token check is given) may connect; others
+are refused. A client that connects without ``auth={"scopes": [...]}`` is subscribed to the site,
+which keeps simple clients simple; the portal's pages pass ``{"scopes": []}`` and subscribe
+themselves.
+
+Socket.IO rooms: every accepted client is in :data:`SITE_ROOM` (``site``: events for everybody,
+such as alarms); value subscribers are in the channels of :mod:`web.coalescer` (``site:values``,
+``room:<room>``, ``device:<room>/<device>``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from flask_socketio import SocketIO, emit, join_room
+from flask import request
+from flask_socketio import SocketIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from web.auth import current_user
-from web.storage import LatestValue
+from web.cache import LatestCache, LatestValue
+from web.coalescer import Coalescer, Scope, ScopeError, minimal_cover
+from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVENT = "snapshot"
 VALUES_EVENT = "values"
-#: Socket.IO room every signed-in client joins.
+ERROR_EVENT = "error"
+NAMESPACE = "/"
+#: The Socket.IO room of every signed-in client, whatever it subscribed to (alarms go there).
 SITE_ROOM = "site"
+#: Most subscriptions one client may hold (a page needs a handful).
+MAX_SUBSCRIPTIONS = 64
+#: How often an idle flusher checks whether it should stop.
+POLL_S = 0.5
+
+#: Returns the latest values of one scope.
+SnapshotSource = Callable[[Scope], list[LatestValue]]
+#: Returns the user a bearer token belongs to, or ``None``.
+TokenCheck = Callable[[str], str | None]
+
+
+def store_snapshot(latest_values: Callable[[], list[LatestValue]]) -> SnapshotSource:
+    """A snapshot source that filters every latest value (one database read) by scope."""
+
+    def snapshot(scope: Scope) -> list[LatestValue]:
+        return [value for value in latest_values() if scope.matches(value)]
+
+    return snapshot
+
+
+def cache_snapshot(cache: LatestCache, fallback: SnapshotSource) -> SnapshotSource:
+    """A snapshot source reading the last-value cache, or ``fallback`` until the cache is loaded."""
+
+    def snapshot(scope: Scope) -> list[LatestValue]:
+        if not cache.loaded:
+            return fallback(scope)
+        return cache.values(room=scope.room, device=scope.device)
+
+    return snapshot
 
 
 class Live:
-    """Binds the connect handler to ``socketio`` and pushes stored values to clients.
+    """Socket.IO handlers, per-client subscriptions and the flusher thread.
 
     Args:
         socketio: the app's Socket.IO server.
-        snapshot: returns the current latest values (from the database).
+        snapshot: the latest values of a scope (the last-value cache, or the database).
+        metrics: where connected clients and pushed updates are counted.
+        flush_interval_s: shortest time between two ``values`` flushes.
+        token_user: checks bearer tokens sent as ``auth={"token": ...}``; sessions only when omitted.
+        clock: monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, socketio: SocketIO, snapshot: Callable[[], list[LatestValue]]) -> None:
+    def __init__(
+        self,
+        socketio: SocketIO,
+        snapshot: SnapshotSource,
+        metrics: Metrics,
+        *,
+        flush_interval_s: float = 0.1,
+        token_user: TokenCheck | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.socketio = socketio
         self._snapshot = snapshot
+        self._metrics = metrics
+        self._token_user = token_user
+        self.coalescer = Coalescer(flush_interval_s, clock)
+        self._lock = threading.Lock()
+        self._scopes: dict[str, set[Scope]] = {}  # sid -> what it asked for
+        self._joined: dict[str, set[str]] = {}  # sid -> value channels it is in
+        self._listeners: Counter[str] = Counter()  # value channel -> clients in it
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
+        socketio.on_event("subscribe", self._on_subscribe)
+        socketio.on_event("unsubscribe", self._on_unsubscribe)
+
+    # -- producer side ----------------------------------------------------------------------
 
     def publish(self, values: list[LatestValue]) -> None:
-        """Send newly stored values to every connected client (any thread may call this)."""
+        """Queue newly stored values for the next flush (any thread may call this)."""
         if values:
-            self.socketio.emit(VALUES_EVENT, [value.as_event() for value in values], to=SITE_ROOM)
+            self.coalescer.offer(values)
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the flusher thread (a daemon)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="portal-live", daemon=True)
+            self._thread.start()
+
+    def flush(self) -> int:
+        """Send what is pending if a flush is due; returns the number of updates delivered."""
+        with self._lock:  # no (un)subscription changes channels halfway through a flush
+            routed = self.coalescer.flush(self._listeners)
+            if not routed:
+                return 0
+            delivered = 0
+            for channel, events in routed.items():
+                self.socketio.emit(VALUES_EVENT, events, to=channel)
+                delivered += len(events) * self._listeners[channel]
+        self._metrics.live_updates.inc(delivered)
+        return delivered
 
     def close_all(self) -> None:
-        """Close every client's connection (on shutdown); browsers reconnect when the portal is back."""
-        participants = list(self.socketio.server.manager.get_participants("/", SITE_ROOM))
+        """Stop the flusher and close every client's connection (on shutdown).
+
+        Browsers reconnect when the portal is back.
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+        participants = list(self.socketio.server.manager.get_participants(NAMESPACE, None))
         for _sid, eio_sid in participants:
             try:
                 self.socketio.server.eio.disconnect(eio_sid)
@@ -65,20 +178,142 @@ class Live:
         if participants:
             log.info("closed %s live connections", len(participants))
 
-    def _on_connect(self, _auth: Any = None) -> bool:
+    @property
+    def clients(self) -> int:
+        """Connected, signed-in clients."""
+        return len(self._scopes)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            wait = self.coalescer.wait_s()
+            if wait is None:
+                self._wake.wait(POLL_S)
+            elif wait > 0:
+                self._stop.wait(wait)
+            else:
+                try:
+                    self.flush()
+                except Exception:  # the flusher must outlive a bug in one flush
+                    log.exception("live flush failed")
+
+    # -- Socket.IO handlers -------------------------------------------------------------------
+
+    def _user(self, auth: Any) -> str | None:
         user = current_user()
+        if user is None and self._token_user is not None and isinstance(auth, dict):
+            token = auth.get("token")
+            if isinstance(token, str) and token:
+                user = self._token_user(token)
+        return user
+
+    def _on_connect(self, auth: Any = None) -> bool:
+        user = self._user(auth)
         if user is None:
             log.info("live connection refused: not signed in")
             return False
-        join_room(SITE_ROOM)
-        try:
-            values = self._snapshot()
-        except SQLAlchemyError as exc:
-            log.error("live snapshot unavailable, sending an empty one: %s", str(exc).splitlines()[0])
-            values = []
-        emit(SNAPSHOT_EVENT, [value.as_event() for value in values])
-        log.info("live client connected user=%s snapshot=%s", user, len(values))
+        sid: str = request.sid  # type: ignore[attr-defined]
+        with self._lock:
+            self._scopes[sid] = set()
+            self._joined[sid] = set()
+        self.socketio.server.enter_room(sid, SITE_ROOM, namespace=NAMESPACE)
+        self._metrics.live_clients.inc()
+        scopes = [Scope("site")]
+        if isinstance(auth, dict) and "scopes" in auth:
+            try:
+                scopes = _parse_scopes(auth["scopes"])
+            except ScopeError as exc:
+                self._error(sid, "connect", str(exc))
+                scopes = []
+        for scope in scopes:
+            self._subscribe(sid, scope)
+        log.info("live client connected user=%s scopes=%s", user, len(scopes))
         return True
 
     def _on_disconnect(self, _reason: Any = None) -> None:
+        sid: str = request.sid  # type: ignore[attr-defined]
+        with self._lock:
+            known = self._scopes.pop(sid, None) is not None
+            for channel in self._joined.pop(sid, set()):
+                self._listen(channel, -1)
+        if known:
+            self._metrics.live_clients.dec()
         log.debug("live client disconnected")
+
+    def _on_subscribe(self, data: Any = None) -> dict[str, Any]:
+        sid: str = request.sid  # type: ignore[attr-defined]
+        try:
+            scope = Scope.parse(data)
+        except ScopeError as exc:
+            return self._error(sid, "subscribe", str(exc))
+        with self._lock:
+            held = self._scopes.get(sid)
+            if held is not None and scope not in held and len(held) >= MAX_SUBSCRIPTIONS:
+                full = f"at most {MAX_SUBSCRIPTIONS} subscriptions per client; unsubscribe first"
+            else:
+                full = None
+        if full is not None:
+            return self._error(sid, "subscribe", full)
+        self._subscribe(sid, scope)
+        return {"scope": scope.as_dict()}
+
+    def _on_unsubscribe(self, data: Any = None) -> dict[str, Any]:
+        sid: str = request.sid  # type: ignore[attr-defined]
+        try:
+            scope = Scope.parse(data)
+        except ScopeError as exc:
+            return self._error(sid, "unsubscribe", str(exc))
+        with self._lock:
+            held = self._scopes.get(sid)
+            if held is not None:
+                held.discard(scope)
+                self._rejoin(sid)
+        return {"scope": scope.as_dict()}
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def _subscribe(self, sid: str, scope: Scope) -> None:
+        """Join the scope's channel first, then send its snapshot: no value falls in between."""
+        with self._lock:
+            held = self._scopes.get(sid)
+            if held is None:  # disconnected meanwhile
+                return
+            held.add(scope)
+            self._rejoin(sid)
+        try:
+            values = self._snapshot(scope)
+        except SQLAlchemyError as exc:
+            log.error("live snapshot unavailable, sending an empty one: %s", str(exc).splitlines()[0])
+            values = []
+        self.socketio.emit(SNAPSHOT_EVENT, [value.as_event() for value in values], to=sid)
+
+    def _rejoin(self, sid: str) -> None:
+        """Put ``sid`` in exactly the channels of its minimal cover (caller holds the lock)."""
+        wanted = {scope.channel for scope in minimal_cover(self._scopes[sid])}
+        current = self._joined[sid]
+        server = self.socketio.server
+        for channel in wanted - current:
+            server.enter_room(sid, channel, namespace=NAMESPACE)
+            self._listen(channel, +1)
+        for channel in current - wanted:
+            server.leave_room(sid, channel, namespace=NAMESPACE)
+            self._listen(channel, -1)
+        self._joined[sid] = wanted
+
+    def _listen(self, channel: str, delta: int) -> None:
+        self._listeners[channel] += delta
+        if self._listeners[channel] <= 0:
+            del self._listeners[channel]
+
+    def _error(self, sid: str, event: str, message: str) -> dict[str, Any]:
+        log.info("live %s refused: %s", event, message)
+        self.socketio.emit(ERROR_EVENT, {"event": event, "error": message}, to=sid)
+        return {"error": message}
+
+
+def _parse_scopes(data: Any) -> list[Scope]:
+    if not isinstance(data, list):
+        raise ScopeError('"scopes" must be a list')
+    if len(data) > MAX_SUBSCRIPTIONS:
+        raise ScopeError(f'"scopes" holds more than {MAX_SUBSCRIPTIONS} subscriptions')
+    return [Scope.parse(item) for item in data]

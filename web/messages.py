@@ -23,8 +23,10 @@ class Reading:
         value: a float (numbers, booleans as 1.0/0.0) or a string.
         ts: when it was measured: the payload's ``ts`` if it had one, else ``received_at``.
         received_at: when the portal received it from the broker (UTC).
-        mid: the MQTT message id (for acknowledging after commit, later; 0 for QoS 0).
+        mid: the MQTT message id, acknowledged once the reading is committed (0 for QoS 0).
         qos: the delivery QoS.
+        connection: which broker connection delivered it: a message id means something only on
+            the connection it came with (after a reconnect the broker sends it again).
     """
 
     topic: Topic
@@ -33,6 +35,7 @@ class Reading:
     received_at: datetime
     mid: int = 0
     qos: int = 0
+    connection: int = 0
 
 
 def parse_message(
@@ -43,6 +46,7 @@ def parse_message(
     *,
     mid: int = 0,
     qos: int = 0,
+    connection: int = 0,
 ) -> Reading | Rejection:
     """Validate one MQTT message into a :class:`Reading`, or say why it is refused.
 
@@ -51,8 +55,9 @@ def parse_message(
         payload: the payload bytes.
         received_at: arrival time, timezone-aware UTC; used when the payload carries no ``ts``.
         root: the expected topic root (``TOPIC_ROOT``).
-        mid: MQTT message id, carried along for later acknowledgement.
+        mid: MQTT message id, carried along for acknowledgement after commit.
         qos: MQTT QoS of the delivery.
+        connection: the broker connection it arrived on (see :attr:`Reading.connection`).
     """
     parsed_topic = parse_topic(topic, root)
     if isinstance(parsed_topic, Rejection):
@@ -67,6 +72,7 @@ def parse_message(
         received_at=received_at,
         mid=mid,
         qos=qos,
+        connection=connection,
     )
 
 

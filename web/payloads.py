@@ -40,6 +40,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BINARY_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Unambiguous on purpose (no two adjacent \d runs), so a long non-number never backtracks.
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_PLAIN_NUMBER_BYTES = re.compile(_PLAIN_NUMBER.pattern.encode())  # ASCII digits only, on raw bytes
 # In decoded strings: C0 controls but tab, LF and CR; DEL and the C1 controls; lone surrogates
 # (which JSON escapes like "\ud800" can produce and which cannot be encoded back to UTF-8).
 _BAD_TEXT_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -75,6 +76,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# One decoder for every payload: json.loads() with hooks builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+
+
 def parse_payload(raw: bytes | bytearray | memoryview) -> Payload | Rejection:
     """Parse one MQTT payload.
 
@@ -95,6 +100,9 @@ def _parse(data: bytes) -> Payload:
         raise _Refused(Reason.EMPTY, "no bytes")
     if len(data) > MAX_PAYLOAD_BYTES:
         raise _Refused(Reason.OVERSIZE, f"{len(data)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    if _PLAIN_NUMBER_BYTES.fullmatch(data):
+        # The common case, a bare number, without decoding: same value as the JSON path below.
+        return Payload(_scalar(float(data)))
     if _BINARY_BYTES.search(data):
         raise _Refused(Reason.BINARY, "control bytes in payload")
     try:
@@ -104,7 +112,7 @@ def _parse(data: bytes) -> Payload:
     if not text:
         raise _Refused(Reason.EMPTY, "only whitespace")
     try:
-        document = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        document = _DECODER.decode(text)
     except RecursionError:
         raise _Refused(Reason.NESTED, "nested too deeply") from None
     except json.JSONDecodeError:

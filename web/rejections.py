@@ -55,10 +55,6 @@ class Reason(StrEnum):
     BAD_STRING = "bad_string"
     """A string value with control characters or lone surrogates (not storable as text)."""
 
-    # after parsing
-    QUEUE_FULL = "queue_full"
-    """Accepted, but dropped because the storage queue was full (database too slow or down)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Rejection:

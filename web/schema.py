@@ -79,4 +79,40 @@ alarms = Table(
     Column("acked_at", DateTime(timezone=True)),
     Column("acked_by", Text),
     Column("cleared_at", DateTime(timezone=True)),
+    Column("cleared_by", Text),
+)
+
+alarm_events = Table(
+    "alarm_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("alarm_id", BigInteger, ForeignKey("alarms.id"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("actor", Text),
+    Column("severity", Text),
+    Column("value", JSONB),
+    Column("ts", DateTime(timezone=True)),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_changed_at", DateTime(timezone=True), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_name", Text, nullable=False),
+    Column("label", Text),
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
 )

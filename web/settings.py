@@ -16,7 +16,18 @@ variable                  default      meaning
 ``PORTAL_ADMIN_USER``     admin        login name of the portal administrator
 ``PORTAL_ADMIN_PASSWORD`` (required)   password of the portal administrator
 ``PORTAL_SECRET_KEY``     (required)   key that signs the session cookie
+``PORTAL_LIVE_FLUSH_MS``  100          live updates: shortest time between two flushes
+``PORTAL_OFFLINE_AFTER_S`` 60          pages mark a device offline after this much silence
+``MQTT_CLIENT_ID``        lab-portal   client id of the portal's persistent session
+``INGEST_BATCH_MAX``      5000         most readings stored per transaction
+``INGEST_LINGER_MS``      20           wait for more readings before a partial batch
+``INGEST_BUFFER_MAX``     20000        readings held in memory before ingest blocks
 ========================  ===========  =============================================
+
+Ingest acknowledges a QoS 1 message only once the batch holding it is committed, so the broker's
+in-flight window (``max_inflight_messages`` in ``mosquitto/mosquitto.conf.template``, 20000) must
+stay well above ``INGEST_BATCH_MAX``, or batches stop filling up. Replicas of the portal need one
+``MQTT_CLIENT_ID`` each: the broker keeps one session (and its queued messages) per id.
 
 Variables set in the process environment win over the same names in a `.env` file in the
 working directory. Secrets must be non-empty: a missing or blank one is refused with a
@@ -36,6 +47,8 @@ DATABASE_NAME = "lab"
 DATABASE_USER = "lab"
 #: The broker account the portal connects as.
 MQTT_USERNAME = "portal"
+#: First topic level of the alarms Node-RED rules publish (never telemetry).
+ALARMS_ROOT = "alarms"
 
 
 _EMPTY = "must not be empty"
@@ -119,18 +132,27 @@ class Settings(DatabaseSettings):
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_portal_password: SecretStr
+    mqtt_client_id: str = Field(default="lab-portal", min_length=1, max_length=128, pattern=r"^[!-~]+$")
     topic_root: str = "office"
+
+    ingest_batch_max: int = Field(default=5000, ge=1, le=50_000)
+    ingest_linger_ms: int = Field(default=20, ge=0, le=10_000)
+    ingest_buffer_max: int = Field(default=20_000, ge=1, le=10_000_000)
 
     portal_port: int = Field(default=5000, ge=1, le=65535)
     portal_admin_user: str = Field(default="admin", min_length=1)
     portal_admin_password: SecretStr
     portal_secret_key: SecretStr
+    portal_live_flush_ms: int = Field(default=100, ge=10, le=60_000)
+    portal_offline_after_s: int = Field(default=60, ge=1)
 
     @field_validator("topic_root")
     @classmethod
     def _plain_topic_level(cls, value: str) -> str:
         if not value or any(char in value for char in "+#/") or "\x00" in value:
             raise ValueError("must be one topic level: non-empty, without '+', '#' or '/'")
+        if value == ALARMS_ROOT:
+            raise ValueError(f"{ALARMS_ROOT!r} is the root of alarm topics; choose another")
         return value
 
     @property

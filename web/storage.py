@@ -1,8 +1,12 @@
 """PostgreSQL storage of readings: one transaction per batch.
 
 A batch is stored as: register new rooms, devices and attributes (``INSERT ... ON CONFLICT DO
-NOTHING`` then read the ids back, so concurrent portals agree), move ``devices.last_seen``, insert
-one ``telemetry`` row per reading, and upsert ``latest`` where the new value is at least as recent.
+NOTHING`` then read the ids back, so concurrent portals agree), move ``devices.last_seen`` (one
+``UPDATE ... FROM unnest(...)``), copy one ``telemetry`` row per reading (``COPY ... FROM STDIN``
+in binary format, the fastest way into PostgreSQL), and upsert ``latest`` where the new value is at
+least as recent (one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT``). Once the ids of the
+registry are known, a batch of any size costs three statements and a commit.
+
 Registry ids are cached in memory once their transaction has committed.
 """
 
@@ -12,27 +16,28 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
     Connection,
-    DateTime,
     Engine,
-    Integer,
-    column,
     create_engine,
-    func,
     select,
     text,
     tuple_,
-    update,
-    values,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
+from web.cache import DeviceSeen, LatestValue, epoch_ms
 from web.messages import Reading
-from web.schema import attributes, devices, latest, rooms, telemetry
+from web.schema import attributes, devices, latest, rooms
 from web.settings import DatabaseSettings
+from web.topics import Topic
+
+# LatestValue lives in web.cache; it is re-exported here for the modules that import it from storage.
+__all__ = ["Committed", "DeviceSeen", "LatestValue", "Store", "latest_per_attribute", "make_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -53,40 +58,41 @@ def make_engine(settings: DatabaseSettings) -> Engine:
 
 
 @dataclass(frozen=True, slots=True)
-class LatestValue:
-    """The current value of one attribute, as the live page shows it."""
+class Committed:
+    """What a stored batch changed.
 
-    room: str
-    device: str
-    attr: str
-    value: float | str
-    ts: datetime
+    Attributes:
+        latest: the values that became the latest of their attribute.
+        seen: the new last-seen time of every device in the batch.
+    """
 
-    @property
-    def key(self) -> str:
-        """``<room>/<device>/<attr>``."""
-        return f"{self.room}/{self.device}/{self.attr}"
+    latest: list[LatestValue]
+    seen: list[DeviceSeen]
 
-    def as_event(self) -> dict[str, Any]:
-        """The JSON shape sent to browsers: ``ts`` in milliseconds since 1970 (UTC)."""
-        return {
-            "room": self.room,
-            "device": self.device,
-            "attr": self.attr,
-            "value": self.value,
-            "ts": round(self.ts.timestamp() * 1000),
-        }
+
+_TOUCH_DEVICES = """
+UPDATE devices AS d SET last_seen = greatest(d.last_seen, s.seen)
+FROM unnest(%s::integer[], %s::timestamptz[]) AS s(id, seen)
+WHERE d.id = s.id
+"""
+_COPY_TELEMETRY = "COPY telemetry (ts, attribute_id, value_num, value_text) FROM STDIN (FORMAT BINARY)"
+_TELEMETRY_TYPES = ("timestamptz", "int4", "float8", "text")
+# An older value arriving late (a device's own ts) is stored in telemetry but does not win here.
+_UPSERT_LATEST = """
+INSERT INTO latest AS l (attribute_id, ts, value_num, value_text)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::double precision[], %s::text[])
+ON CONFLICT (attribute_id) DO UPDATE
+SET ts = excluded.ts, value_num = excluded.value_num, value_text = excluded.value_text
+WHERE l.ts <= excluded.ts
+RETURNING attribute_id
+"""
 
 
 def latest_per_attribute(readings: Iterable[Reading]) -> dict[tuple[str, str, str], Reading]:
     """The most recent reading of each (room, device, attr); on equal ``ts`` the later one wins."""
-    result: dict[tuple[str, str, str], Reading] = {}
-    for reading in readings:
-        key = (reading.topic.room, reading.topic.device, reading.topic.attr)
-        current = result.get(key)
-        if current is None or reading.ts >= current.ts:
-            result[key] = reading
-    return result
+    return {
+        (topic.room, topic.device, topic.attr): item.newest for topic, item in _summarize(readings).items()
+    }
 
 
 def _columns(value: float | str) -> tuple[float | None, str | None]:
@@ -137,61 +143,87 @@ class Store:
             for room, device, attr, num, text_value, ts in rows
         ]
 
-    def write_batch(self, readings: Sequence[Reading]) -> list[LatestValue]:
+    def devices_seen(self) -> list[DeviceSeen]:
+        """Every device that sent something, with its last-seen time, ordered by room and device."""
+        query = (
+            select(rooms.c.name, devices.c.name, devices.c.last_seen)
+            .select_from(devices)
+            .join(rooms, rooms.c.id == devices.c.room_id)
+            .where(devices.c.last_seen.is_not(None))
+            .order_by(rooms.c.name, devices.c.name)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [DeviceSeen(room, device, epoch_ms(seen)) for room, device, seen in rows]
+
+    def load_latest(self) -> tuple[list[LatestValue], list[DeviceSeen]]:
+        """What the last-value cache starts from: :meth:`latest_values` and :meth:`devices_seen`."""
+        return self.latest_values(), self.devices_seen()
+
+    def write_batch(self, readings: Sequence[Reading]) -> Committed:
         """Store readings in one transaction.
 
         Returns:
-            The values that became the latest of their attribute, to push to browsers.
+            What changed: the values that became latest (to push to browsers) and the devices'
+            new last-seen times.
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError: nothing of the batch is stored; retrying is safe.
         """
         if not readings:
-            return []
+            return Committed([], [])
+        topics = _summarize(readings)
         new_rooms: dict[str, int] = {}
         new_devices: dict[tuple[int, str], int] = {}
         new_attributes: dict[tuple[int, str], int] = {}
         with self.engine.begin() as connection:
-            room_ids = self._resolve_rooms(connection, readings, new_rooms)
-            device_ids = self._resolve_devices(connection, readings, room_ids, new_devices)
-            attribute_ids = self._resolve_attributes(connection, readings, device_ids, new_attributes)
-            self._touch_devices(connection, readings, device_ids)
-            self._insert_telemetry(connection, readings, attribute_ids)
-            changed = self._upsert_latest(connection, readings, attribute_ids)
+            room_ids = self._resolve_rooms(connection, topics, new_rooms)
+            device_ids = self._resolve_devices(connection, topics, room_ids, new_devices)
+            attribute_ids = self._resolve_attributes(connection, topics, device_ids, new_attributes)
+            # The hot path talks to psycopg directly, in the same transaction: COPY has no
+            # SQLAlchemy equivalent, and array parameters spare compiling a statement per batch.
+            raw = cast(psycopg.Connection[Any], connection.connection.driver_connection)
+            try:
+                with raw.cursor() as cursor:
+                    seen = self._touch_devices(cursor, topics, device_ids)
+                    self._copy_telemetry(cursor, readings, attribute_ids)
+                    changed = self._upsert_latest(cursor, topics, attribute_ids)
+            except psycopg.Error as exc:
+                raise _wrapped(exc) from exc
         # Only now are the new ids real for every other connection.
         self._room_ids.update(new_rooms)
         self._device_ids.update(new_devices)
         self._attribute_ids.update(new_attributes)
-        return changed
+        return Committed(changed, seen)
 
     # -- registry -------------------------------------------------------------------------
 
     def _resolve_rooms(
-        self, connection: Connection, readings: Sequence[Reading], new: dict[str, int]
+        self, connection: Connection, topics: dict[Topic, _TopicSummary], new: dict[str, int]
     ) -> dict[str, int]:
-        names = {reading.topic.room for reading in readings}
+        names = {topic.room for topic in topics}
         missing = sorted(names - self._room_ids.keys())
         if missing:
             connection.execute(
                 insert(rooms).values([{"name": name} for name in missing]).on_conflict_do_nothing()
             )
             found = connection.execute(select(rooms.c.name, rooms.c.id).where(rooms.c.name.in_(missing)))
-            new.update(dict(found.tuples().all()))
+            new.update(dict(found.all()))
         return {name: self._room_ids.get(name) or new[name] for name in names}
 
     def _resolve_devices(
         self,
         connection: Connection,
-        readings: Sequence[Reading],
+        topics: dict[Topic, _TopicSummary],
         room_ids: dict[str, int],
         new: dict[tuple[int, str], int],
     ) -> dict[tuple[str, str], int]:
         first_seen: dict[tuple[int, str], datetime] = {}
-        for reading in readings:
-            key = (room_ids[reading.topic.room], reading.topic.device)
+        for topic, summary in topics.items():
+            key = (room_ids[topic.room], topic.device)
             if key not in self._device_ids:
                 seen = first_seen.get(key)
-                first_seen[key] = reading.received_at if seen is None else min(seen, reading.received_at)
+                first_seen[key] = summary.first_seen if seen is None else min(seen, summary.first_seen)
         if first_seen:
             missing = sorted(first_seen)
             connection.execute(
@@ -211,24 +243,20 @@ class Store:
             )
             new.update({(room_id, name): device_id for room_id, name, device_id in found})
         result: dict[tuple[str, str], int] = {}
-        for reading in readings:
-            room, device = reading.topic.room, reading.topic.device
-            key = (room_ids[room], device)
-            result[(room, device)] = self._device_ids.get(key) or new[key]
+        for topic in topics:
+            key = (room_ids[topic.room], topic.device)
+            result[(topic.room, topic.device)] = self._device_ids.get(key) or new[key]
         return result
 
     def _resolve_attributes(
         self,
         connection: Connection,
-        readings: Sequence[Reading],
+        topics: dict[Topic, _TopicSummary],
         device_ids: dict[tuple[str, str], int],
         new: dict[tuple[int, str], int],
-    ) -> dict[tuple[str, str, str], int]:
-        wanted = {
-            (device_ids[(reading.topic.room, reading.topic.device)], reading.topic.attr)
-            for reading in readings
-        }
-        missing = sorted(wanted - self._attribute_ids.keys())
+    ) -> dict[Topic, int]:
+        keys = {topic: (device_ids[(topic.room, topic.device)], topic.attr) for topic in topics}
+        missing = sorted(set(keys.values()) - self._attribute_ids.keys())
         if missing:
             connection.execute(
                 insert(attributes)
@@ -241,93 +269,102 @@ class Store:
                 )
             )
             new.update({(device_id, name): attribute_id for device_id, name, attribute_id in found})
-        result: dict[tuple[str, str, str], int] = {}
-        for reading in readings:
-            topic = reading.topic
-            key = (device_ids[(topic.room, topic.device)], topic.attr)
-            result[(topic.room, topic.device, topic.attr)] = self._attribute_ids.get(key) or new[key]
-        return result
+        return {topic: self._attribute_ids.get(key) or new[key] for topic, key in keys.items()}
 
-    # -- values ---------------------------------------------------------------------------
+    # -- values (psycopg cursor, inside the batch's transaction) -----------------------------
 
+    @staticmethod
     def _touch_devices(
-        self,
-        connection: Connection,
-        readings: Sequence[Reading],
+        cursor: psycopg.Cursor[Any],
+        topics: dict[Topic, _TopicSummary],
         device_ids: dict[tuple[str, str], int],
-    ) -> None:
-        last_seen: dict[int, datetime] = {}
-        for reading in readings:
-            device_id = device_ids[(reading.topic.room, reading.topic.device)]
-            seen = last_seen.get(device_id)
-            last_seen[device_id] = reading.received_at if seen is None else max(seen, reading.received_at)
-        seen_rows = values(column("id", Integer), column("seen", DateTime(timezone=True)), name="seen").data(
-            sorted(last_seen.items())
-        )
-        connection.execute(
-            update(devices)
-            .where(devices.c.id == seen_rows.c.id)
-            .values(last_seen=func.greatest(devices.c.last_seen, seen_rows.c.seen))
-        )
+    ) -> list[DeviceSeen]:
+        last_seen: dict[tuple[str, str], datetime] = {}
+        for topic, summary in topics.items():
+            key = (topic.room, topic.device)
+            seen = last_seen.get(key)
+            if seen is None or summary.last_seen > seen:
+                last_seen[key] = summary.last_seen
+        # Sorted by id: concurrent writers (replicas) then lock rows in the same order.
+        rows = sorted((device_ids[key], seen) for key, seen in last_seen.items())
+        cursor.execute(_TOUCH_DEVICES, ([row[0] for row in rows], [row[1] for row in rows]))
+        return [DeviceSeen(room, device, epoch_ms(seen)) for (room, device), seen in last_seen.items()]
 
-    def _insert_telemetry(
-        self,
-        connection: Connection,
+    @staticmethod
+    def _copy_telemetry(
+        cursor: psycopg.Cursor[Any],
         readings: Sequence[Reading],
-        attribute_ids: dict[tuple[str, str, str], int],
+        attribute_ids: dict[Topic, int],
     ) -> None:
-        rows = []
-        for reading in readings:
-            topic = reading.topic
-            value_num, value_text = _columns(reading.value)
-            rows.append(
-                {
-                    "ts": reading.ts,
-                    "attribute_id": attribute_ids[(topic.room, topic.device, topic.attr)],
-                    "value_num": value_num,
-                    "value_text": value_text,
-                }
-            )
-        connection.execute(insert(telemetry), rows)
+        with cursor.copy(_COPY_TELEMETRY) as copy:
+            copy.set_types(list(_TELEMETRY_TYPES))
+            write_row = copy.write_row
+            for reading in readings:
+                value = reading.value
+                if isinstance(value, float):
+                    write_row((reading.ts, attribute_ids[reading.topic], value, None))
+                else:
+                    write_row((reading.ts, attribute_ids[reading.topic], None, value))
 
+    @staticmethod
     def _upsert_latest(
-        self,
-        connection: Connection,
-        readings: Sequence[Reading],
-        attribute_ids: dict[tuple[str, str, str], int],
+        cursor: psycopg.Cursor[Any],
+        topics: dict[Topic, _TopicSummary],
+        attribute_ids: dict[Topic, int],
     ) -> list[LatestValue]:
-        newest = latest_per_attribute(readings)
-        by_attribute: dict[int, Reading] = {attribute_ids[key]: reading for key, reading in newest.items()}
-        rows = []
+        by_attribute = {attribute_ids[topic]: summary.newest for topic, summary in topics.items()}
+        columns: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
         for attribute_id, reading in sorted(by_attribute.items()):
             value_num, value_text = _columns(reading.value)
-            rows.append(
-                {
-                    "attribute_id": attribute_id,
-                    "ts": reading.ts,
-                    "value_num": value_num,
-                    "value_text": value_text,
-                }
-            )
-        statement = insert(latest).values(rows)
-        upsert = statement.on_conflict_do_update(
-            index_elements=[latest.c.attribute_id],
-            set_={
-                "ts": statement.excluded.ts,
-                "value_num": statement.excluded.value_num,
-                "value_text": statement.excluded.value_text,
-            },
-            # An older value arriving late (a device's own ts) is stored but does not win.
-            where=latest.c.ts <= statement.excluded.ts,
-        ).returning(latest.c.attribute_id)
-        changed = connection.execute(upsert).scalars().all()
+            for column, item in zip(columns, (attribute_id, reading.ts, value_num, value_text), strict=True):
+                column.append(item)
+        cursor.execute(_UPSERT_LATEST, columns)
+        changed = [row[0] for row in cursor.fetchall()]
         return [
             LatestValue(
-                reading.topic.room,
-                reading.topic.device,
-                reading.topic.attr,
-                reading.value,
-                reading.ts,
+                reading.topic.room, reading.topic.device, reading.topic.attr, reading.value, reading.ts
             )
             for reading in (by_attribute[attribute_id] for attribute_id in changed)
         ]
+
+
+class _TopicSummary:
+    """One topic's part of a batch: its newest reading and when it was first and last received."""
+
+    __slots__ = ("first_seen", "last_seen", "newest")
+
+    def __init__(self, reading: Reading) -> None:
+        self.newest = reading
+        self.first_seen = self.last_seen = reading.received_at
+
+
+def _summarize(readings: Iterable[Reading]) -> dict[Topic, _TopicSummary]:
+    """Everything a batch needs per topic, in one pass (a batch holds thousands of readings)."""
+    topics: dict[Topic, _TopicSummary] = {}
+    for reading in readings:
+        summary = topics.get(reading.topic)
+        if summary is None:
+            topics[reading.topic] = _TopicSummary(reading)
+            continue
+        if reading.ts >= summary.newest.ts:  # on equal ts the later message wins
+            summary.newest = reading
+        received = reading.received_at
+        if received > summary.last_seen:
+            summary.last_seen = received
+        elif received < summary.first_seen:
+            summary.first_seen = received
+    return topics
+
+
+def _wrapped(exc: psycopg.Error) -> SQLAlchemyError:
+    """The SQLAlchemy exception the writer expects for a psycopg error raised on the raw connection."""
+    error_class: type[SQLAlchemyError]
+    if isinstance(exc, psycopg.IntegrityError):
+        error_class = IntegrityError
+    elif isinstance(exc, psycopg.DataError):
+        error_class = DataError
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        error_class = OperationalError
+    else:
+        error_class = DBAPIError
+    return error_class("COPY/upsert of a batch", None, exc)

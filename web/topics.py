@@ -8,6 +8,8 @@ separator). Control characters are refused too: the names end up in PostgreSQL `
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -16,6 +18,13 @@ from web.rejections import Reason, Rejection
 #: Number of levels in a telemetry topic, root included.
 TOPIC_DEPTH = 4
 _FORBIDDEN = frozenset("+#")
+# Everything level_problem() refuses, for one search over the whole topic: wildcards, C0 and C1
+# controls and DEL (category Cc), lone surrogates (Cs).
+_SUSPECT = re.compile("[+#\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: Distinct topics whose parse is remembered: a fleet repeats its topics, so most lookups hit.
+CACHE_SIZE = 65_536
+#: Longer topics are parsed every time, so the cache holds at most a few tens of MiB.
+CACHE_TOPIC_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +56,7 @@ def level_problem(level: str) -> str | None:
     return None
 
 
-def parse_topic(raw: bytes | str, root: str) -> Topic | Rejection:
+def parse_topic(raw: bytes | bytearray | str, root: str) -> Topic | Rejection:
     """Parse a topic as received from the broker.
 
     Args:
@@ -57,9 +66,19 @@ def parse_topic(raw: bytes | str, root: str) -> Topic | Rejection:
     Returns:
         The :class:`Topic`, or a :class:`Rejection` saying why it is not a telemetry topic.
     """
-    if isinstance(raw, bytes | bytearray):
+    if isinstance(raw, bytearray):
+        raw = bytes(raw)
+    if len(raw) > CACHE_TOPIC_MAX:  # a topic may be 64 KiB long: never let those fill the cache
+        return _parse_topic.__wrapped__(raw, root)
+    return _parse_topic(raw, root)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _parse_topic(raw: bytes | str, root: str) -> Topic | Rejection:
+    # Cached: both results are immutable, and the answer depends on nothing but the arguments.
+    if isinstance(raw, bytes):
         try:
-            text = bytes(raw).decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return Rejection(Reason.TOPIC_UTF8, "topic is not valid UTF-8")
     else:
@@ -67,10 +86,11 @@ def parse_topic(raw: bytes | str, root: str) -> Topic | Rejection:
     levels = text.split("/")
     if len(levels) != TOPIC_DEPTH:
         return Rejection(Reason.TOPIC_DEPTH, f"{len(levels)} levels, expected {TOPIC_DEPTH}")
-    for level in levels:
-        problem = level_problem(level)
-        if problem is not None:
-            return Rejection(Reason.TOPIC_LEVEL, problem)
+    if "" in levels or _SUSPECT.search(text):
+        for level in levels:
+            problem = level_problem(level)
+            if problem is not None:
+                return Rejection(Reason.TOPIC_LEVEL, problem)
     if levels[0] != root:
         return Rejection(Reason.TOPIC_ROOT, f"root is not {root!r}")
     return Topic(root=levels[0], room=levels[1], device=levels[2], attr=levels[3])

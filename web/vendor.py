@@ -18,7 +18,10 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: URL file name -> path under web/assets.
 ALLOWED = {
     "socket.io.min.js": Path("node_modules/socket.io-client/dist/socket.io.min.js"),
+    "uPlot.iife.min.js": Path("node_modules/uplot/dist/uPlot.iife.min.js"),
+    "uPlot.min.css": Path("node_modules/uplot/dist/uPlot.min.css"),
 }
+_MIMETYPES = {".js": "text/javascript", ".css": "text/css"}
 
 bp = Blueprint("vendor", __name__, url_prefix="/static/vendor")
 
@@ -44,4 +47,4 @@ def vendor_file(name: str) -> ResponseReturnValue:
     if not path.is_file():
         log.error("browser library missing: %s - run `npm ci` in %s", path, ASSETS_DIR)
         abort(404)
-    return send_file(path, mimetype="text/javascript", max_age=3600)
+    return send_file(path, mimetype=_MIMETYPES[path.suffix], max_age=3600)

@@ -1,12 +1,20 @@
-"""The batch writer: one thread that drains the ingest queue into the database.
+"""The batch writer: one thread that drains the ingest buffer into the database.
 
-It takes what is waiting (up to :data:`BATCH_MAX` readings, waiting at most :data:`BATCH_LINGER_S`
-for more once it holds one), stores it in one transaction, then tells the live layer what changed.
+::
+
+    Ingest --put (blocks when full)--> ReadingBuffer --take--> BatchWriter --COPY/commit--> PostgreSQL
+                                                                   |
+                          acknowledge (PUBACKs) <------------------+--> cache, live push
+
+It takes what is waiting (up to ``batch_max`` readings, waiting at most ``linger_s`` for more once
+it holds one), stores it in one transaction, and only then, in this order: has the messages
+acknowledged to the broker, updates the last-value cache, and tells the live layer what changed.
 
 Database failures never drop a batch silently:
 
 * the database is down, refuses us, or the schema is missing (connection and programming errors):
-  the same batch is retried with capped exponential backoff until it is stored or the portal stops;
+  the same batch is retried with capped exponential backoff until it is stored or the portal stops
+  (then it is left unacknowledged, and the broker delivers it again to the next portal);
 * the batch holds something the database refuses (integrity or data errors): it is split in two
   and each half retried, so only the reading at fault is dropped, counted and logged.
 """
@@ -14,38 +22,134 @@ Database failures never drop a batch silently:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from web.cache import DeviceSeen, LatestCache, LatestValue
 from web.messages import Reading
-from web.storage import LatestValue
+from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-#: Most readings stored per transaction.
-BATCH_MAX = 1000
-#: Once a reading is in hand, how long to wait for more before writing.
-BATCH_LINGER_S = 0.05
+#: Most readings stored per transaction (``INGEST_BATCH_MAX``).
+BATCH_MAX = 5000
+#: Once a reading is in hand, how long to wait for more before writing (``INGEST_LINGER_MS``).
+BATCH_LINGER_S = 0.02
 #: Backoff between retries of a batch the database could not take.
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 5.0
 #: How often an idle writer checks whether it should stop.
 POLL_S = 0.2
-#: On stop, how long to keep trying to store what is still queued.
+#: On stop, how long to keep trying to store what is still buffered.
 STOP_FLUSH_S = 3.0
+#: Backoff between attempts to load the last-value cache while the database is down.
+CACHE_RETRY_S = 5.0
+
+
+class ReadingBuffer:
+    """A bounded FIFO of readings between the MQTT thread and the writer.
+
+    Unlike :class:`queue.Queue`, the consumer takes a whole batch under one lock, and the producer
+    is woken only when the consumer waits: at tens of thousands of messages a second, the per-item
+    locking and notifying of a queue is a visible share of the portal's CPU.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._items: deque[Reading] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._taker_waiting = False
+        self._wanted = 1
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, reading: Reading, timeout: float | None = None) -> bool:
+        """Append a reading, waiting while the buffer is full.
+
+        Args:
+            timeout: most seconds to wait for room (``None``: as long as it takes; 0: not at all).
+
+        Returns:
+            False if there was no room within ``timeout``.
+        """
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                if timeout == 0:
+                    return False
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while len(self._items) >= self.maxsize:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._not_full.wait(remaining)
+            self._items.append(reading)
+            if self._taker_waiting and len(self._items) >= self._wanted:
+                self._not_empty.notify()
+            return True
+
+    def take(self, max_items: int, linger_s: float, wait_s: float) -> list[Reading]:
+        """Remove and return up to ``max_items`` readings, oldest first.
+
+        Args:
+            max_items: the batch size.
+            linger_s: once at least one reading is there, how long to wait for ``max_items``.
+            wait_s: how long to wait for the first reading; an empty list after that.
+        """
+        with self._lock:
+            if not self._items and not self._wait_for(1, wait_s):
+                return []
+            if len(self._items) < max_items and linger_s > 0:
+                self._wait_for(max_items, linger_s)
+            count = min(max_items, len(self._items))
+            batch = [self._items.popleft() for _ in range(count)]
+            self._not_full.notify_all()
+            return batch
+
+    def _wait_for(self, count: int, timeout: float) -> bool:
+        """Wait (holding the lock) until ``count`` readings are there; False on timeout."""
+        deadline = time.monotonic() + timeout
+        self._wanted = count
+        try:
+            while len(self._items) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._taker_waiting = True
+                self._not_empty.wait(remaining)
+                self._taker_waiting = False
+            return True
+        finally:
+            self._taker_waiting = False
+
+
+class Committed(Protocol):
+    """What storing a batch changed (:class:`web.storage.Committed`)."""
+
+    @property
+    def latest(self) -> list[LatestValue]: ...
+
+    @property
+    def seen(self) -> list[DeviceSeen]: ...
 
 
 class BatchStore(Protocol):
     """What the writer needs from storage (:class:`web.storage.Store` in production)."""
 
-    def write_batch(self, readings: Sequence[Reading]) -> list[LatestValue]: ...
+    def write_batch(self, readings: Sequence[Reading]) -> Committed: ...
 
     def forget_ids(self) -> None: ...
+
+    def load_latest(self) -> tuple[list[LatestValue], list[DeviceSeen]]: ...
 
 
 class _Stopping(Exception):  # noqa: N818 - internal control flow, not an error
@@ -57,23 +161,41 @@ class BatchWriter:
 
     Args:
         store: where batches go.
-        source: the queue ingest fills.
+        source: the buffer ingest fills.
         on_stored: called (in the writer thread) with the values that became latest, after commit.
+        acknowledge: called with the readings the writer is done with (committed, or refused by
+            the database for good), so their messages can be acknowledged to the broker.
+        cache: the last-value cache, loaded at start and updated after each commit.
+        metrics: where batch sizes, commit times, stored readings and write errors are recorded.
+        batch_max: most readings per transaction.
+        linger_s: how long to wait for a full batch once one reading is in hand.
     """
 
     def __init__(
         self,
         store: BatchStore,
-        source: queue.Queue[Reading],
+        source: ReadingBuffer,
         on_stored: Callable[[list[LatestValue]], None],
+        *,
+        acknowledge: Callable[[Sequence[Reading]], None] = lambda _readings: None,
+        cache: LatestCache | None = None,
+        metrics: Metrics | None = None,
+        batch_max: int | None = None,
+        linger_s: float | None = None,
     ) -> None:
         self._store = store
         self._source = source
         self._on_stored = on_stored
+        self._acknowledge = acknowledge
+        self._cache = cache
+        self._metrics = metrics or Metrics()
+        self._batch_max = batch_max if batch_max is not None else BATCH_MAX
+        self._linger_s = linger_s if linger_s is not None else BATCH_LINGER_S
         self._stop = threading.Event()
         self._flush_deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._next_cache_load = 0.0
         self.stored = 0
         self.dropped = 0
         self.last_error: str | None = None
@@ -86,7 +208,7 @@ class BatchWriter:
         self._thread.start()
 
     def stop(self, flush_s: float = STOP_FLUSH_S) -> None:
-        """Stop the thread, trying for at most ``flush_s`` seconds to store what is queued."""
+        """Stop the thread, trying for at most ``flush_s`` seconds to store what is buffered."""
         self._flush_deadline = time.monotonic() + flush_s
         self._stop.set()
         if self._thread is not None:
@@ -101,10 +223,14 @@ class BatchWriter:
     # -- loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        log.info("writer started batch_max=%s", BATCH_MAX)
+        log.info("writer started batch_max=%s linger_ms=%s", self._batch_max, round(self._linger_s * 1000))
         while True:
             stopping = self._stop.is_set()
-            batch = self._take_batch(block=not stopping)
+            if not stopping:
+                self._load_cache()
+            batch = self._source.take(
+                self._batch_max, 0.0 if stopping else self._linger_s, 0.0 if stopping else POLL_S
+            )
             if not batch:
                 if stopping:
                     break
@@ -112,39 +238,41 @@ class BatchWriter:
             try:
                 self._write(batch)
             except _Stopping:
-                left = len(batch) + self._source.qsize()
-                log.error("writer stopped with %s readings not stored: database unavailable", left)
+                left = len(batch) + len(self._source)
+                log.error(
+                    "writer stopped with %s readings not stored (database unavailable); "
+                    "the broker delivers them again at the next start",
+                    left,
+                )
                 return
             except Exception:  # the writer thread must outlive any bug in a batch
                 log.exception("writer failed on a batch of %s readings; dropped", len(batch))
                 self._count_dropped(len(batch))
+                self._release(batch)
         log.info("writer stopped stored=%s dropped=%s", self.stored, self.dropped)
 
-    def _take_batch(self, *, block: bool) -> list[Reading]:
-        batch: list[Reading] = []
+    def _load_cache(self) -> None:
+        """Fill the last-value cache from the database, once; retried while the database is down."""
+        if self._cache is None or self._cache.loaded or time.monotonic() < self._next_cache_load:
+            return
         try:
-            batch.append(self._source.get(timeout=POLL_S) if block else self._source.get_nowait())
-        except queue.Empty:
-            return batch
-        deadline = time.monotonic() + BATCH_LINGER_S
-        while len(batch) < BATCH_MAX:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining > 0:
-                    batch.append(self._source.get(timeout=remaining))
-                else:
-                    batch.append(self._source.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+            values, devices = self._store.load_latest()
+        except SQLAlchemyError as exc:
+            self._next_cache_load = time.monotonic() + CACHE_RETRY_S
+            log.warning("last-value cache not loaded yet, database unavailable: %s", _first_line(exc))
+            return
+        self._cache.load(values, devices)
+        log.info("last-value cache loaded values=%s devices=%s", len(values), len(devices))
 
     def _write(self, batch: Sequence[Reading]) -> None:
         """Store ``batch`` or, for data errors, each storable part of it."""
         delay = RETRY_MIN_S
         while True:
+            started = time.perf_counter()
             try:
-                changed = self._store.write_batch(batch)
+                committed = self._store.write_batch(batch)
             except (IntegrityError, DataError) as exc:
+                self._metrics.write_errors.inc()
                 self._store.forget_ids()  # a deleted device makes cached ids violate foreign keys
                 if len(batch) == 1:
                     log.error(
@@ -153,6 +281,7 @@ class BatchWriter:
                         _first_line(exc),
                     )
                     self._count_dropped(1)
+                    self._release(batch)
                     return
                 log.warning("database refused a batch of %s, splitting it: %s", len(batch), _first_line(exc))
                 middle = len(batch) // 2
@@ -160,6 +289,7 @@ class BatchWriter:
                 self._write(batch[middle:])
                 return
             except SQLAlchemyError as exc:
+                self._metrics.write_errors.inc()
                 self._fail(exc, len(batch))
                 if self._stop.is_set():
                     remaining = self._flush_deadline - time.monotonic()
@@ -171,12 +301,24 @@ class BatchWriter:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             break
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(batch))
+        self._metrics.stored_readings.inc(len(batch))
         if self.last_error is not None:
             log.info("database writes recovered")
         self.last_error = None
         with self._lock:
             self.stored += len(batch)
-        self._publish(changed)
+        self._release(batch)
+        if self._cache is not None:
+            self._cache.record(committed.latest, committed.seen)
+        self._publish(committed.latest)
+
+    def _release(self, readings: Sequence[Reading]) -> None:
+        try:
+            self._acknowledge(readings)
+        except Exception:  # the broker sends them again; storage must go on
+            log.exception("acknowledging %s messages failed", len(readings))
 
     def _fail(self, exc: SQLAlchemyError, size: int) -> None:
         message = _first_line(exc)

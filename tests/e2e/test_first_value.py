@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import publish
+from tests.web.portal_testing import signed_in_session
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +50,7 @@ def stored_value(lab: RunningLab, room: str, attr: str, since: float) -> float |
 
 
 def logged_in_session(lab: RunningLab) -> requests.Session:
-    session = requests.Session()
-    response = session.post(
-        f"{lab.portal_url}/login",
-        data={"username": lab.env["PORTAL_ADMIN_USER"], "password": lab.env["PORTAL_ADMIN_PASSWORD"]},
-        allow_redirects=False,
-    )
-    assert response.status_code in (302, 303), response.text[:200]
-    return session
+    return signed_in_session(lab.portal_url, lab.env["PORTAL_ADMIN_USER"], lab.env["PORTAL_ADMIN_PASSWORD"])
 
 
 def test_value_is_stored_in_readings_within_2s(lab: RunningLab) -> None:

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, make_settings
+from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, make_settings, sign_in
 from web import create_app
 from web.app import Portal
 from web.settings import Settings
@@ -45,6 +45,6 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def signed_in(client: FlaskClient) -> FlaskClient:
-    response = client.post("/login", data={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
+    response = sign_in(client, ADMIN_USER, ADMIN_PASSWORD)
     assert response.status_code == 302
     return client

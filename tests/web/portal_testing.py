@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
+import sys
 from typing import Any
 
+import requests
+from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
+from werkzeug.test import TestResponse
 
+from tests.conftest import RunningLab
 from web.settings import Settings
 
 #: For property tests: no example database (it would write .hypothesis/ into the working
@@ -41,3 +49,64 @@ def make_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings.from_env(_env_file=None, **values)
+
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(html: str | bytes) -> str:
+    """The CSRF token a page carries (the sign-in form's hidden field)."""
+    text = html.decode() if isinstance(html, bytes) else html
+    found = _CSRF_FIELD.search(text)
+    assert found, "no csrf_token field on the page"
+    return found.group(1)
+
+
+def sign_in(client: FlaskClient, username: str, password: str, **fields: str) -> TestResponse:
+    """Fill in the sign-in form like a browser: load it (for its CSRF token), then post it."""
+    token = csrf_from(client.get("/login").data)
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token, **fields}
+    )
+
+
+def signed_in_session(base_url: str, username: str, password: str) -> requests.Session:
+    """A `requests` session signed in to a running portal (through its sign-in form)."""
+    session = requests.Session()
+    token = csrf_from(session.get(f"{base_url}/login", timeout=10).text)
+    response = session.post(
+        f"{base_url}/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code in (302, 303), f"sign-in failed: {response.status_code} {response.text[:200]}"
+    return session
+
+
+def users_cli(lab: RunningLab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m web.users ARGS`` against `lab`'s database (as ``./lab users`` would)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("POSTGRES_", "PORTAL_"))}
+    env.update(
+        POSTGRES_HOST="127.0.0.1",
+        POSTGRES_PORT=str(lab.port("POSTGRES_PORT")),
+        POSTGRES_PASSWORD=lab.env["POSTGRES_PASSWORD"],
+        PORTAL_ADMIN_USER=lab.env["PORTAL_ADMIN_USER"],
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "web.users", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=lab.config.data_dir,  # away from the repository's own .env
+        timeout=60,
+        check=False,
+    )
+
+
+def api_token(lab: RunningLab, user: str | None = None, label: str = "tests") -> str:
+    """A new bearer token for `user` (the administrator by default), made with the users CLI."""
+    result = users_cli(lab, "token", "create", user or lab.env["PORTAL_ADMIN_USER"], "--label", label)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

@@ -1,80 +1,286 @@
-"""Socket.IO live push: only signed-in clients, a snapshot on connect, values after each batch."""
+"""Socket.IO live push: sign-in, subscriptions per scope, snapshots, coalesced values, bad input."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from web.app import Portal
-from web.storage import LatestValue
+from web.cache import LatestValue
+from web.coalescer import Scope
+from web.live import MAX_SUBSCRIPTIONS, store_snapshot
+
+TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+TS_MS = 1700000000000
+
+Connect = Callable[..., Any]
 
 
-def test_anonymous_clients_are_refused(app: Flask, client: FlaskClient) -> None:
-    portal: Portal = app.extensions["portal"]
+def lv(room: str, device: str, attr: str, value: float | str) -> LatestValue:
+    return LatestValue(room, device, attr, value, TS)
+
+
+def events(socket: Any, name: str | None = None) -> list[tuple[str, Any]]:
+    return [(e["name"], e["args"][0]) for e in socket.get_received() if name is None or e["name"] == name]
+
+
+def wait_values(socket: Any, count: int, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """Values received until `count` arrived (the flusher thread sends them)."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        for _name, values in events(socket, "values"):
+            got.extend(values)
+        time.sleep(0.01)
+    return got
+
+
+def settle(portal: Portal) -> None:
+    """Wait until the flusher has sent everything pending (and one interval has passed)."""
+    deadline = time.monotonic() + 3
+    while portal.live.coalescer.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(portal.live.coalescer.interval_s + 0.05)
+
+
+@pytest.fixture
+def portal(app: Flask) -> Portal:
+    return app.extensions["portal"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def connect(app: Flask, portal: Portal, signed_in: FlaskClient) -> Iterator[Connect]:
+    """Factory: a signed-in Socket.IO test client (disconnected after the test)."""
+    sockets: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        socket = portal.socketio.test_client(app, flask_test_client=signed_in, **kwargs)
+        sockets.append(socket)
+        return socket
+
+    yield make
+    for socket in sockets:
+        if socket.is_connected():
+            socket.disconnect()
+
+
+@pytest.fixture
+def snapshot_of(portal: Portal, monkeypatch: pytest.MonkeyPatch) -> list[LatestValue]:
+    """Replace the database snapshot by this list (filtered by scope like the real one)."""
+    stored: list[LatestValue] = []
+    monkeypatch.setattr(portal.live, "_snapshot", lambda scope: [v for v in stored if scope.matches(v)])
+    return stored
+
+
+# -- connecting ----------------------------------------------------------------------------
+
+
+def test_anonymous_clients_are_refused(app: Flask, portal: Portal, client: FlaskClient) -> None:
     socket = portal.socketio.test_client(app, flask_test_client=client)
     assert not socket.is_connected()
 
 
-def test_signed_in_client_gets_a_snapshot_even_with_the_database_down(
-    app: Flask, signed_in: FlaskClient
+def test_anonymous_clients_with_a_made_up_token_are_refused(
+    app: Flask, portal: Portal, client: FlaskClient
 ) -> None:
-    portal: Portal = app.extensions["portal"]
-    socket = portal.socketio.test_client(app, flask_test_client=signed_in)
+    socket = portal.socketio.test_client(app, flask_test_client=client, auth={"token": "guess"})
+    assert not socket.is_connected()
+
+
+def test_signed_in_client_gets_a_site_snapshot_even_with_the_database_down(connect: Connect) -> None:
+    socket = connect()
     assert socket.is_connected()
-    received = socket.get_received()
-    assert [(event["name"], event["args"]) for event in received] == [("snapshot", [[]])]
-    socket.disconnect()
+    assert events(socket) == [("snapshot", [])]
 
 
-def test_stored_values_are_pushed_to_connected_clients(app: Flask, signed_in: FlaskClient) -> None:
-    portal: Portal = app.extensions["portal"]
-    socket = portal.socketio.test_client(app, flask_test_client=signed_in)
-    socket.get_received()
-    ts = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    portal.live.publish(
-        [
-            LatestValue("lab", "sensor1", "temperature", 21.5, ts),
-            LatestValue("lab", "<script>", "state", "open", ts),
-        ]
-    )
-    received = socket.get_received()
-    assert len(received) == 1
-    assert received[0]["name"] == "values"
-    assert received[0]["args"] == [
-        [
-            {"room": "lab", "device": "sensor1", "attr": "temperature", "value": 21.5, "ts": 1700000000000},
-            {"room": "lab", "device": "<script>", "attr": "state", "value": "open", "ts": 1700000000000},
-        ]
-    ]
-    socket.disconnect()
-
-
-def test_snapshot_comes_from_the_store(
-    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+def test_a_client_that_brings_its_scopes_gets_their_snapshots(
+    connect: Connect, snapshot_of: list[LatestValue]
 ) -> None:
-    portal: Portal = app.extensions["portal"]
-    ts = datetime(2024, 1, 1, tzinfo=UTC)
-    monkeypatch.setattr(portal.live, "_snapshot", lambda: [LatestValue("lab", "d", "a", "x", ts)])
-    socket = portal.socketio.test_client(app, flask_test_client=signed_in)
-    received = socket.get_received()
-    assert received[0]["name"] == "snapshot"
-    assert received[0]["args"] == [
-        [{"room": "lab", "device": "d", "attr": "a", "value": "x", "ts": 1704067200000}]
+    snapshot_of.extend([lv("r1", "d", "t", 1.0), lv("r2", "d", "t", 2.0)])
+    socket = connect(auth={"scopes": [{"scope": "room", "room": "r2"}]})
+    assert events(socket) == [
+        ("snapshot", [{"room": "r2", "device": "d", "attr": "t", "value": 2.0, "ts": TS_MS}])
     ]
-    socket.disconnect()
+
+
+def test_a_client_with_no_scopes_gets_nothing_until_it_subscribes(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": []})
+    assert events(socket) == []
+    portal.live.publish([lv("r", "d", "t", 1.0)])
+    settle(portal)
+    assert events(socket) == []
+
+
+def test_bad_scopes_on_connect_get_an_error_but_the_client_stays(connect: Connect) -> None:
+    socket = connect(auth={"scopes": "site"})
+    assert socket.is_connected()
+    assert events(socket) == [("error", {"event": "connect", "error": '"scopes" must be a list'})]
+
+
+def test_connected_clients_are_counted(connect: Connect, portal: Portal) -> None:
+    before = portal.metrics.live_clients._value.get()
+    first, second = connect(), connect()
+    assert portal.metrics.live_clients._value.get() == before + 2
+    first.disconnect()
+    second.disconnect()
+    assert portal.metrics.live_clients._value.get() == before
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+def test_subscribe_answers_at_once_with_the_scope_snapshot(
+    connect: Connect, snapshot_of: list[LatestValue]
+) -> None:
+    snapshot_of.extend([lv("r", "d1", "t", 1.0), lv("r", "d2", "t", 2.0), lv("x", "d1", "t", 3.0)])
+    socket = connect(auth={"scopes": []})
+    ack = socket.emit("subscribe", {"scope": "device", "room": "r", "device": "d2"}, callback=True)
+    assert ack == {"scope": {"scope": "device", "room": "r", "device": "d2"}}
+    assert events(socket) == [
+        ("snapshot", [{"room": "r", "device": "d2", "attr": "t", "value": 2.0, "ts": TS_MS}])
+    ]
+
+
+def test_each_client_receives_only_its_scopes(connect: Connect, portal: Portal) -> None:
+    site = connect(auth={"scopes": [{"scope": "site"}]})
+    room = connect(auth={"scopes": [{"scope": "room", "room": "r1"}]})
+    device = connect(auth={"scopes": [{"scope": "device", "room": "r1", "device": "d2"}]})
+    for socket in (site, room, device):
+        socket.get_received()
+    portal.live.publish([lv("r1", "d1", "t", 1.0), lv("r1", "d2", "t", 2.0), lv("r2", "d2", "t", 3.0)])
+    assert sorted(v["value"] for v in wait_values(site, 3)) == [1.0, 2.0, 3.0]
+    assert sorted(v["value"] for v in wait_values(room, 2)) == [1.0, 2.0]
+    assert [v["value"] for v in wait_values(device, 1)] == [2.0]
+    settle(portal)
+    assert events(room, "values") == []
+    assert events(device, "values") == []
+
+
+def test_overlapping_scopes_deliver_each_value_once(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": []})
+    for scope in ({"scope": "device", "room": "r", "device": "d"}, {"scope": "room", "room": "r"}):
+        assert "error" not in socket.emit("subscribe", scope, callback=True)
+    socket.get_received()
+    portal.live.publish([lv("r", "d", "t", 1.0)])
+    settle(portal)
+    assert [v["value"] for v in wait_values(socket, 1)] == [1.0]
+    assert events(socket, "values") == []
+
+
+def test_unsubscribing_the_wider_scope_keeps_the_narrower_one(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": [{"scope": "site"}, {"scope": "device", "room": "r", "device": "d"}]})
+    socket.emit("unsubscribe", {"scope": "site"}, callback=True)
+    socket.get_received()
+    portal.live.publish([lv("r", "d", "t", 1.0), lv("r", "other", "t", 2.0)])
+    settle(portal)
+    assert [v["value"] for v in wait_values(socket, 1)] == [1.0]
+
+
+def test_unsubscribed_clients_get_no_more_values(connect: Connect, portal: Portal) -> None:
+    socket = connect()
+    ack = socket.emit("unsubscribe", {"scope": "site"}, callback=True)
+    assert ack == {"scope": {"scope": "site"}}
+    socket.get_received()
+    portal.live.publish([lv("r", "d", "t", 1.0)])
+    settle(portal)
+    assert events(socket) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        "site",
+        12,
+        [],
+        {"scope": "building"},
+        {"scope": "room"},
+        {"scope": "room", "room": ["r"]},
+        {"scope": "room", "room": "a/b"},
+        {"scope": "device", "room": "r", "device": "#"},
+        {"scope": "device", "room": "r", "device": "x" * 70_000},
+    ],
+)
+@pytest.mark.parametrize("event", ["subscribe", "unsubscribe"])
+def test_bad_requests_get_an_error_event_and_the_client_stays(
+    connect: Connect, portal: Portal, event: str, data: Any
+) -> None:
+    socket = connect(auth={"scopes": []})
+    ack = socket.emit(event, data, callback=True)
+    assert set(ack) == {"error"}
+    [(name, error)] = events(socket)
+    assert name == "error"
+    assert error == {"event": event, "error": ack["error"]}
+    assert "\n" not in error["error"]
+    assert socket.is_connected()
+    assert socket.emit("subscribe", {"scope": "site"}, callback=True) == {"scope": {"scope": "site"}}
+
+
+def test_a_client_cannot_hold_unbounded_subscriptions(connect: Connect) -> None:
+    socket = connect(auth={"scopes": []})
+    for index in range(MAX_SUBSCRIPTIONS):
+        assert "error" not in socket.emit("subscribe", {"scope": "room", "room": f"r{index}"}, callback=True)
+    ack = socket.emit("subscribe", {"scope": "room", "room": "one-too-many"}, callback=True)
+    assert "at most" in ack["error"]
+    again = socket.emit("subscribe", {"scope": "room", "room": "r0"}, callback=True)
+    assert again == {"scope": {"scope": "room", "room": "r0"}}, "re-subscribing is not a new one"
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+def test_stored_values_are_pushed_in_the_event_shape(connect: Connect, portal: Portal) -> None:
+    socket = connect()
+    socket.get_received()
+    portal.live.publish([lv("lab", "sensor1", "temperature", 21.5), lv("lab", "<script>", "state", "open")])
+    got = wait_values(socket, 2)
+    assert sorted(got, key=lambda v: v["device"]) == [
+        {"room": "lab", "device": "<script>", "attr": "state", "value": "open", "ts": TS_MS},
+        {"room": "lab", "device": "sensor1", "attr": "temperature", "value": 21.5, "ts": TS_MS},
+    ]
+
+
+def test_rapid_updates_are_coalesced_to_the_newest(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": [{"scope": "device", "room": "burst", "device": "d"}]})
+    socket.get_received()
+    before = portal.metrics.live_updates._value.get()
+    for step in range(50):
+        portal.live.publish([LatestValue("burst", "d", "t", float(step), TS)])
+    settle(portal)
+    got = [v["value"] for _name, values in events(socket, "values") for v in values]
+    assert got[-1] == 49.0, "the final value is delivered"
+    assert len(got) < 50, "intermediate values were coalesced"
+    assert portal.metrics.live_updates._value.get() - before == len(got)
+
+
+def test_snapshot_failure_sends_an_empty_snapshot(connect: Connect) -> None:
+    # The unit-test app's database is unreachable: the real snapshot source raises.
+    socket = connect(auth={"scopes": []})
+    socket.emit("subscribe", {"scope": "room", "room": "r"})
+    assert events(socket) == [("snapshot", [])]
+
+
+def test_scope_snapshot_from_the_store_is_filtered(portal: Portal, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = store_snapshot(lambda: [lv("r", "d", "a", 1.0), lv("r", "e", "a", 2.0), lv("s", "d", "a", 3.0)])
+    assert [v.value for v in source(Scope("room", "r"))] == [1.0, 2.0]
+    assert [v.value for v in source(Scope("device", "s", "d"))] == [3.0]
+    assert len(source(Scope("site"))) == 3
 
 
 def test_close_all_closes_every_connection(
-    app: Flask, signed_in: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    connect: Connect, portal: Portal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The test client fakes the transport, so record what would be closed instead.
-    portal: Portal = app.extensions["portal"]
-    socket = portal.socketio.test_client(app, flask_test_client=signed_in)
-    assert socket.is_connected()
+    first, second = connect(), connect(auth={"scopes": []})
+    assert first.is_connected() and second.is_connected()
     closed: list[str] = []
     monkeypatch.setattr(portal.socketio.server.eio, "disconnect", closed.append)
     portal.live.close_all()
-    assert len(closed) == 1
+    portal.live.start()  # the module's app lives on for the other tests
+    assert len(closed) == 2

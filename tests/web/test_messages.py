@@ -12,7 +12,9 @@ ARRIVAL = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_reading_uses_arrival_time_without_ts() -> None:
-    result = parse_message(b"office/lab/sensor1/temperature", b"21.5", ARRIVAL, "office", mid=7, qos=1)
+    result = parse_message(
+        b"office/lab/sensor1/temperature", b"21.5", ARRIVAL, "office", mid=7, qos=1, connection=3
+    )
     assert result == Reading(
         topic=Topic("office", "lab", "sensor1", "temperature"),
         value=21.5,
@@ -20,6 +22,7 @@ def test_reading_uses_arrival_time_without_ts() -> None:
         received_at=ARRIVAL,
         mid=7,
         qos=1,
+        connection=3,
     )
 
 

@@ -212,3 +212,29 @@ def test_finite_floats_round_trip(number: float) -> None:
 @given(st.text(max_size=50).filter(lambda s: all(c.isprintable() or c in "\t\n\r" for c in s)))
 def test_printable_json_strings_round_trip(text: str) -> None:
     assert parse_payload(json.dumps(text).encode()) == Payload(text)
+
+
+@property_test
+@given(
+    st.from_regex(rb"\A[+-]?(?:\d{1,400}(?:\.\d{0,20})?|\.\d{1,20})(?:[eE][+-]?\d{1,4})?\Z", fullmatch=True)
+)
+def test_the_plain_number_fast_path_agrees_with_the_text_path(raw: bytes) -> None:
+    assert_same_outcome(raw)
+
+
+@pytest.mark.parametrize("raw", [b"1" * 400, b"1" * 5000, b"-" + b"9" * 320, b"1e400", b"0.0", b"-0", b"007"])
+def test_the_plain_number_fast_path_agrees_on_edge_cases(raw: bytes) -> None:
+    assert_same_outcome(raw)
+
+
+def assert_same_outcome(raw: bytes) -> None:
+    """A bare number skips decoding; with a trailing space it takes the JSON/plain-text path."""
+    fast, slow = parse_payload(raw), parse_payload(raw + b" ")
+    if isinstance(fast, Rejection) and isinstance(slow, Rejection):
+        assert fast.reason == slow.reason  # the details may word it differently
+    else:
+        assert fast == slow
+
+
+def test_unicode_digits_are_not_fast_numbers() -> None:
+    assert parse_payload("\u0663".encode()) == parse_payload("\u0663 ".encode())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER
-from web import vendor
+from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, csrf_from, make_settings, sign_in
+from web import create_app, vendor
 
 
 def test_app_starts_with_services_down_and_healthz_answers(client: FlaskClient) -> None:
@@ -41,21 +40,29 @@ def test_login_page_renders(client: FlaskClient) -> None:
     ("username", "password"),
     [
         (ADMIN_USER, "wrong"),
-        ("someone", ADMIN_PASSWORD),
         (ADMIN_USER, ""),
+        (ADMIN_USER + " ", ADMIN_PASSWORD),
         ("", ""),
         (ADMIN_USER, ADMIN_PASSWORD + " "),
+        (ADMIN_USER, ADMIN_PASSWORD * 100),
     ],
 )
 def test_wrong_credentials_are_refused(client: FlaskClient, username: str, password: str) -> None:
-    response = client.post("/login", data={"username": username, "password": password})
+    response = sign_in(client, username, password)
     assert response.status_code == 401
     assert b"Wrong user name or password" in response.data
     assert client.get("/").status_code == 302
 
 
+def test_other_users_cannot_sign_in_while_the_database_is_down(client: FlaskClient) -> None:
+    response = sign_in(client, "someone", ADMIN_PASSWORD)
+    assert response.status_code == 503
+    assert b"unavailable" in response.data
+    assert client.get("/").status_code == 302
+
+
 def test_right_credentials_open_the_live_page(client: FlaskClient) -> None:
-    response = client.post("/login", data={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
+    response = sign_in(client, ADMIN_USER, ADMIN_PASSWORD)
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
     page = client.get("/")
@@ -76,26 +83,65 @@ def test_right_credentials_open_the_live_page(client: FlaskClient) -> None:
     ],
 )
 def test_login_only_redirects_within_the_site(client: FlaskClient, next_url: str, expected: str) -> None:
-    response = client.post(
-        "/login", data={"username": ADMIN_USER, "password": ADMIN_PASSWORD, "next": next_url}
-    )
+    response = sign_in(client, ADMIN_USER, ADMIN_PASSWORD, next=next_url)
     assert response.headers["Location"] == expected
 
 
 def test_logout_ends_the_session(signed_in: FlaskClient) -> None:
-    assert signed_in.get("/").status_code == 200
-    response = signed_in.post("/logout")
+    page = signed_in.get("/")
+    assert page.status_code == 200
+    response = signed_in.post("/logout", data={"csrf_token": csrf_from(page.data)})
     assert response.status_code == 302
     assert signed_in.get("/").status_code == 302
 
 
-def test_user_name_is_escaped_on_the_page(app: Flask) -> None:
-    client = app.test_client()
+def test_logout_from_another_site_is_ignored(signed_in: FlaskClient) -> None:
+    signed_in.post("/logout")
+    assert signed_in.get("/").status_code == 200
+
+
+def test_user_name_is_escaped_on_the_page() -> None:
+    app = create_app(make_settings(portal_admin_user="<script>alert(1)</script>"))
+    try:
+        client = app.test_client()
+        assert sign_in(client, "<script>alert(1)</script>", ADMIN_PASSWORD).status_code == 302
+        page = client.get("/")
+        assert b"<script>alert(1)</script>" not in page.data
+        assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.data
+    finally:
+        app.extensions["portal"].stop()
+
+
+def test_forged_session_cookie_without_credential_is_not_signed_in(client: FlaskClient) -> None:
     with client.session_transaction() as session:
-        session["user"] = "<script>alert(1)</script>"
-    page = client.get("/")
-    assert b"<script>alert(1)</script>" not in page.data
-    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.data
+        session["user"] = ADMIN_USER
+    assert client.get("/").status_code == 302
+
+
+def test_login_page_carries_a_csrf_token(client: FlaskClient) -> None:
+    first = csrf_from(client.get("/login").data)
+    assert len(first) >= 32
+    assert csrf_from(client.get("/login").data) == first  # stable within a session
+    other = csrf_from(client.application.test_client().get("/login").data)
+    assert other != first
+
+
+@pytest.mark.parametrize("token", [None, "", "forged", "x" * 5000])
+def test_login_without_the_form_token_is_refused(client: FlaskClient, token: str | None) -> None:
+    client.get("/login")
+    data = {"username": ADMIN_USER, "password": ADMIN_PASSWORD}
+    if token is not None:
+        data["csrf_token"] = token
+    response = client.post("/login", data=data)
+    assert response.status_code == 400
+    assert b"expired" in response.data
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_rotates_the_csrf_token(client: FlaskClient) -> None:
+    before = csrf_from(client.get("/login").data)
+    assert sign_in(client, ADMIN_USER, ADMIN_PASSWORD).status_code == 302
+    assert csrf_from(client.get("/").data) != before
 
 
 def test_pages_carry_security_headers(client: FlaskClient) -> None:

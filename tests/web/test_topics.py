@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.web.portal_testing import property_test
 from web.rejections import Reason, Rejection
-from web.topics import Topic, parse_topic
+from web.topics import Topic, level_problem, parse_topic
 
 
 def test_valid_topic_is_split_into_levels() -> None:
@@ -90,3 +90,31 @@ def test_any_valid_levels_round_trip(room: str, device: str, attr: str) -> None:
 def test_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
     result = parse_topic(raw, "office")
     assert isinstance(result, Topic | Rejection)
+
+
+def test_repeated_and_very_long_topics_parse_the_same() -> None:
+    raw = b"office/lab/sensor1/temperature"
+    assert parse_topic(raw, "office") is parse_topic(raw, "office")  # remembered
+    assert parse_topic(bytearray(raw), "office") == parse_topic(raw, "office")
+    assert parse_topic(raw, "factory") == Rejection(Reason.TOPIC_ROOT, "root is not 'factory'")
+    long = b"office/lab/" + b"d" * 60_000 + b"/t"
+    topic = parse_topic(long, "office")
+    assert isinstance(topic, Topic)
+    assert len(topic.device) == 60_000
+    assert parse_topic(long + b"\x00", "office") == Rejection(
+        Reason.TOPIC_LEVEL, "control character in level"
+    )
+
+
+@property_test
+@given(st.text(max_size=60))
+def test_the_whole_topic_check_agrees_with_the_level_check(level: str) -> None:
+    # parse_topic searches the whole topic once; level_problem is the per-level definition.
+    result = parse_topic(f"office/room/{level}/attr", "office")
+    problem = None if "/" in level else level_problem(level)
+    if "/" in level:
+        assert isinstance(result, Rejection)
+    elif problem is None:
+        assert result == Topic("office", "room", level, "attr")
+    else:
+        assert result == Rejection(Reason.TOPIC_LEVEL, problem)

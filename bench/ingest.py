@@ -1,0 +1,541 @@
+"""Ingest benchmark: QoS 1 messages per second from the broker into PostgreSQL, with zero loss.
+
+Two subscribers are measured in one run, on the same broker and database:
+
+* **baseline**: the naive design the portal replaces, a paho subscriber that INSERTs and commits
+  each message (on its own topic root, so the portal never sees those messages);
+* **portal**: the lab's portal (batched COPY, acknowledgement after commit).
+
+For each, ``mosquitto_pub -l -q 1`` processes publish numbered messages (one per line, one topic
+per device, several processes at a time, as the broker's admin) as fast as the broker takes them,
+while the benchmark counts the rows in ``telemetry`` until every message the broker accepted is
+there. It prints the sustained rate (rows between 10 % and 90 % of the total, over the time that
+took), the end-to-end rate, the loss (numbers missing from the database: must be zero), the
+duplicates, where the CPU went, and the ratio of the two rates.
+
+Usage::
+
+    .venv/bin/python bench/ingest.py                    # a lab of its own on free ports
+    .venv/bin/python bench/ingest.py --env-file .env    # a running lab (db, broker, portal)
+    .venv/bin/python bench/ingest.py --profile 8        # also py-spy the portal for 8 s
+    .venv/bin/python bench/ingest.py --set INGEST_BATCH_MAX=1000
+
+Figures are noisy on a shared machine: run it more than once. Exit status 1 if anything was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from labctl import envfile  # noqa: E402 - after the path set-up above
+from labctl.config import PORT_VARIABLES, LabConfig  # noqa: E402
+from labctl.lab import Lab  # noqa: E402
+
+#: Seconds without a new row before the benchmark stops waiting for the rest.
+STALL_S = 30.0
+POLL_S = 0.2
+#: QoS 1 messages each mosquitto_pub keeps in flight (its default, 20, makes it latency-bound).
+PUBLISHER_INFLIGHT = 1000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one subscriber is measured with."""
+
+    name: str
+    root: str
+    room: str
+    messages: int
+    devices: int
+    publishers: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one subscriber achieved."""
+
+    name: str
+    published: int
+    accepted: int
+    stored_distinct: int
+    stored_rows: int
+    publish_s: float
+    sustained_per_s: float
+    end_to_end_per_s: float
+
+    @property
+    def lost(self) -> int:
+        """Messages the broker accepted that are not in the database."""
+        return self.accepted - self.stored_distinct
+
+    def lines(self) -> list[str]:
+        """Human-readable figures."""
+        publish_rate = self.accepted / max(self.publish_s, 1e-9)
+        return [
+            f"{self.name}:",
+            f"  published {self.published}, accepted by the broker {self.accepted}"
+            f" (publishers took {self.publish_s:.1f}s: {publish_rate:,.0f} msg/s)",
+            f"  stored {self.stored_distinct} distinct, {self.stored_rows - self.stored_distinct}"
+            f" duplicates, lost {self.lost}",
+            f"  sustained into PostgreSQL: {self.sustained_per_s:,.0f} msg/s"
+            f" (end to end {self.end_to_end_per_s:,.0f} msg/s)",
+        ]
+
+
+# -- the lab ------------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now (held open together, so all distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def lab_instance(
+    env_file: Path | None, overrides: dict[str, str], *, keep: bool = False
+) -> Iterator[tuple[LabConfig, Lab | None]]:
+    """The lab described by ``env_file``, or a new one (db, broker, portal) on free ports."""
+    if env_file is not None:
+        yield LabConfig.load(env_file), None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
+    envfile.ensure(folder / ".env", ROOT / ".env.example", {**ports, **overrides})
+    config = LabConfig.load(folder / ".env", folder / "data")
+    lab = Lab(config)
+    try:
+        for name in ("db", "mosquitto", "web"):
+            lab.start(name)
+        yield config, lab
+    finally:
+        lab.down()
+        if keep:
+            print(f"kept the lab's state and logs in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def connect_db(config: LabConfig) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection to the lab's database."""
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=config.port("POSTGRES_PORT"),
+        user="lab",
+        dbname="lab",
+        password=config.env["POSTGRES_PASSWORD"],
+        autocommit=True,
+    )
+
+
+def one_row(
+    connection: psycopg.Connection[tuple[object, ...]],
+    sql: str,
+    params: tuple[object, ...] | dict[str, object],
+) -> tuple[int, ...]:
+    """The first row of a query whose columns are integers."""
+    row = connection.execute(sql, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {sql!r}")
+    return tuple(int(value) for value in row)  # type: ignore[call-overload]
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+def publish_all(config: LabConfig, workload: Workload, workdir: Path) -> tuple[int, float]:
+    """Publish the workload's numbered lines, one ``mosquitto_pub -l -q 1`` per device topic.
+
+    Returns:
+        How many messages the broker acknowledged (all lines of publishers that exited with 0),
+        and how long publishing took.
+    """
+    per_device = max(1, workload.messages // workload.devices)
+    pending = []
+    for index in range(workload.devices):
+        path = workdir / f"{workload.room}-{index}.txt"
+        first = index * per_device
+        path.write_text("".join(f"{n}\n" for n in range(first, first + per_device)))
+        pending.append((f"{workload.root}/{workload.room}/dev{index:04d}/seq", path))
+    env = config.env
+    accepted = 0
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def worker() -> None:
+        nonlocal accepted
+        while True:
+            with lock:
+                if not pending:
+                    return
+                topic, path = pending.pop()
+            with path.open("rb") as lines:
+                done = subprocess.run(
+                    [
+                        "mosquitto_pub",
+                        *("-h", "127.0.0.1", "-p", str(config.port("MQTT_PORT"))),
+                        *("-u", env["MQTT_ADMIN_USER"], "-P", env["MQTT_ADMIN_PASSWORD"]),
+                        *("-i", f"bench-pub-{uuid.uuid4().hex[:10]}", "-M", str(PUBLISHER_INFLIGHT)),
+                        *("-q", "1", "-t", topic, "-l"),
+                    ],
+                    stdin=lines,
+                    capture_output=True,
+                    check=False,
+                )
+            if done.returncode == 0:
+                with lock:
+                    accepted += per_device
+            else:
+                print(f"  publisher for {topic} failed: {done.stderr.decode(errors='replace').strip()}")
+
+    threads = [threading.Thread(target=worker) for _ in range(workload.publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return accepted, time.monotonic() - started
+
+
+# -- counting rows ------------------------------------------------------------------------
+
+_COUNT_ROOM = """
+SELECT count(*) FROM telemetry t
+JOIN attributes a ON a.id = t.attribute_id JOIN devices d ON d.id = a.device_id
+JOIN rooms r ON r.id = d.room_id WHERE r.name = %s
+"""
+
+
+class RowCounter:
+    """Polls the number of telemetry rows of one room and remembers when each count was seen."""
+
+    def __init__(self, config: LabConfig, room: str) -> None:
+        self.config = config
+        self.room = room
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with connect_db(self.config) as connection:
+            while not self._stop.is_set():
+                self.samples.append((time.monotonic(), one_row(connection, _COUNT_ROOM, (self.room,))[0]))
+                self._stop.wait(POLL_S)
+
+    def start(self) -> None:
+        """Start polling."""
+        self._thread.start()
+
+    def wait_for(self, target: int) -> None:
+        """Return once ``target`` rows are there, or nothing changed for :data:`STALL_S` seconds."""
+        last_change, last = time.monotonic(), -1
+        while True:
+            time.sleep(POLL_S)
+            current = self.samples[-1][1] if self.samples else 0
+            if current >= target:
+                return
+            if current != last:
+                last, last_change = current, time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                return
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        self._thread.join()
+
+    def rates(self, started: float, total: int) -> tuple[float, float]:
+        """(rate between 10 % and 90 % of ``total``, rate from ``started`` to the last row)."""
+        low, high = total * 0.1, total * 0.9
+        t_low = next((t for t, rows in self.samples if rows >= low), None)
+        t_high = next((t for t, rows in self.samples if rows >= high), None)
+        sustained = (high - low) / (t_high - t_low) if t_low and t_high and t_high > t_low else 0.0
+        t_end = next((t for t, rows in self.samples if rows >= total), self.samples[-1][0])
+        return sustained, total / max(t_end - started, 1e-9)
+
+
+def measure(config: LabConfig, workload: Workload, workdir: Path) -> Result:
+    """Publish the workload and measure its arrival in the database."""
+    counter = RowCounter(config, workload.room)
+    counter.start()
+    started = time.monotonic()
+    accepted, publish_s = publish_all(config, workload, workdir)
+    counter.wait_for(accepted)
+    counter.stop()
+    sustained, end_to_end = counter.rates(started, accepted)
+    with connect_db(config) as connection:
+        distinct, rows = one_row(
+            connection,
+            "SELECT count(DISTINCT (device, value_num)), count(*) FROM readings WHERE room = %s",
+            (workload.room,),
+        )
+    published = max(1, workload.messages // workload.devices) * workload.devices
+    return Result(workload.name, published, accepted, distinct, rows, publish_s, sustained, end_to_end)
+
+
+# -- the baseline -------------------------------------------------------------------------
+
+_REGISTER = """
+WITH r AS (INSERT INTO rooms (name) VALUES (%(room)s)
+           ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id),
+     d AS (INSERT INTO devices (room_id, name) SELECT id, %(device)s FROM r
+           ON CONFLICT (room_id, name) DO UPDATE SET name = excluded.name RETURNING id)
+INSERT INTO attributes (device_id, name) SELECT id, %(attr)s FROM d
+ON CONFLICT (device_id, name) DO UPDATE SET name = excluded.name RETURNING id
+"""
+
+
+class NaiveSubscriber:
+    """The baseline: subscribe, and for each message INSERT one row and commit."""
+
+    def __init__(self, config: LabConfig, root: str) -> None:
+        self.config = config
+        self.root = root
+        self.db = connect_db(config)
+        self.ids: dict[str, int] = {}
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"bench-naive-{uuid.uuid4().hex[:8]}", clean_session=True
+        )
+        self.client.username_pw_set(config.env["MQTT_ADMIN_USER"], config.env["MQTT_ADMIN_PASSWORD"])
+        self.client.on_message = self.on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
+
+    def on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        _root, room, device, attr = message.topic.split("/")
+        key = f"{room}/{device}/{attr}"
+        if key not in self.ids:
+            self.ids[key] = one_row(self.db, _REGISTER, {"room": room, "device": device, "attr": attr})[0]
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO telemetry (ts, attribute_id, value_num) VALUES (now(), %s, %s)",
+                (self.ids[key], float(message.payload)),
+            )
+
+    def __enter__(self) -> NaiveSubscriber:
+        self.client.connect("127.0.0.1", self.config.port("MQTT_PORT"))
+        self.client.loop_start()
+        self.client.subscribe(f"{self.root}/#", qos=1)
+        if not self.subscribed.wait(10):
+            raise RuntimeError("baseline subscriber: no SUBACK")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.db.close()
+
+
+# -- where the CPU goes -------------------------------------------------------------------
+
+
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every running process, summed by program name (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+@contextmanager
+def cpu_usage(into: dict[str, float]) -> Iterator[None]:
+    """Fill ``into`` with CPU seconds per program used inside the block (exited children included)."""
+    before, children_before, wall = cpu_by_program(), os.times(), time.monotonic()
+    yield
+    after, children_after = cpu_by_program(), os.times()
+    for name, seconds in after.items():
+        used = seconds - before.get(name, 0.0)
+        if used > 0.05:
+            into[name] = used
+    into["mosquitto_pub (exited)"] = (children_after.children_user + children_after.children_system) - (
+        children_before.children_user + children_before.children_system
+    )
+    into["(wall)"] = time.monotonic() - wall
+
+
+def worker_pid(lab: Lab | None) -> int | None:
+    """The gunicorn worker of the portal (the child of the master the lab started)."""
+    master = None if lab is None else lab.pid(lab.service("web"))
+    if master is None:
+        return None
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return int(children[0]) if children else None
+
+
+def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """Start ``py-spy record --gil`` on the portal worker (py-spy from PyPI; needs ptrace rights)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("  py-spy not installed (pip install py-spy): no profile")
+        return None
+    argv = [
+        spy,
+        "record",
+        "--gil",
+        "-p",
+        str(pid),
+        "-d",
+        str(seconds),
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 30) -> list[str]:
+    """Functions by share of samples holding the GIL: total (callees included) and self time.
+
+    Reads py-spy's raw (collapsed stacks) output; line numbers are dropped so a function is one row.
+    """
+    total: dict[str, int] = {}
+    own: dict[str, int] = {}
+    all_samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")]
+        samples = int(count)
+        all_samples += samples
+        for frame in set(frames[1:]):  # the first frame is the thread
+            total[frame] = total.get(frame, 0) + samples
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+    lines = ["    total    self  function"]
+    for frame, in_frame in sorted(total.items(), key=lambda item: -item[1])[:top]:
+        share, self_share = in_frame / max(all_samples, 1), own.get(frame, 0) / max(all_samples, 1)
+        lines.append(f"  {share:7.1%} {self_share:7.1%}  {frame}")
+    return lines
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env-file", type=Path, help="measure this running lab instead of starting one")
+    parser.add_argument("--messages", type=int, default=300_000, help="messages through the portal")
+    parser.add_argument("--baseline-messages", type=int, default=10_000, help="messages through the baseline")
+    parser.add_argument("--devices", type=int, default=32, help="topics (one per device) to spread them over")
+    parser.add_argument("--publishers", type=int, default=4, help="mosquitto_pub processes at a time")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the portal")
+    parser.add_argument("--keep", action="store_true", help="keep the started lab's folder (logs)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="a setting of the lab started here, e.g. INGEST_BATCH_MAX=1000 (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the baseline, then the portal; print both and their ratio."""
+    args = parse_args(argv)
+    if shutil.which("mosquitto_pub") is None:
+        print("mosquitto_pub not found: apt-get install mosquitto-clients", file=sys.stderr)
+        return 2
+    overrides = dict(item.split("=", 1) for item in args.set)
+    run_id = uuid.uuid4().hex[:6]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-lines-") as tmp,
+        lab_instance(args.env_file, overrides, keep=args.keep) as (config, lab),
+    ):
+        workdir = Path(tmp)
+        print(f"lab: broker port {config.port('MQTT_PORT')}, database port {config.port('POSTGRES_PORT')}")
+        print(
+            f"machine: {os.cpu_count()} cores; {args.publishers} publishers at a time, {args.devices} topics"
+        )
+
+        naive_root = f"bench-naive-{run_id}"
+        with NaiveSubscriber(config, naive_root):
+            naive = measure(
+                config,
+                Workload(
+                    "baseline (paho, INSERT + commit per message)",
+                    naive_root,
+                    f"naive-{run_id}",
+                    args.baseline_messages,
+                    args.devices,
+                    args.publishers,
+                ),
+                workdir,
+            )
+        print("\n".join(naive.lines()))
+
+        pid = worker_pid(lab)
+        spy_out = workdir / "profile.txt"
+        spy = start_profile(pid, args.profile, spy_out) if args.profile and pid is not None else None
+        cpu: dict[str, float] = {}
+        with cpu_usage(cpu):
+            portal = measure(
+                config,
+                Workload(
+                    "portal (batched COPY, ack after commit)",
+                    config.env.get("TOPIC_ROOT", "office"),
+                    f"bench-{run_id}",
+                    args.messages,
+                    args.devices,
+                    args.publishers,
+                ),
+                workdir,
+            )
+        print("\n".join(portal.lines()))
+        wall = cpu.pop("(wall)")
+        print(f"  CPU seconds used by each program during the portal run ({wall:.1f}s wall):")
+        for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])[:8]:
+            print(f"    {seconds:6.1f}  {name}")
+        if naive.sustained_per_s:
+            print(
+                f"ratio portal / baseline (sustained): {portal.sustained_per_s / naive.sustained_per_s:.1f}x"
+            )
+        if spy is not None:
+            spy.wait()
+            if spy_out.exists():
+                print(f"portal profile ({args.profile}s, share of samples holding the GIL):")
+                print("\n".join(summarize_profile(spy_out)))
+        return 0 if portal.lost == 0 and naive.lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

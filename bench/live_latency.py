@@ -1,0 +1,515 @@
+"""Live latency: publish-to-client delay of the portal's Socket.IO push, beside the broker's floor.
+
+One run, on this machine:
+
+1. a lab instance (its own, on free ports, or a running one with ``--env-file``);
+2. ``--clients`` Socket.IO clients (``socketio.AsyncClient``, spread over ``--procs`` processes),
+   signed in, subscribed to the site;
+3. ``--baseline`` plain MQTT subscribers on the broker's WebSocket listener (the floor: what a
+   browser speaking MQTT directly to the broker would see), in their own process;
+4. one publisher at a steady ``--rate`` over ``--devices`` devices, each message
+   ``{"value": <sequence number>, "ts": <publish time, ms>}``, so every receiver computes
+   ``latency = arrival - ts`` for each value it gets.
+
+The portal coalesces (newest value per attribute, at most one update per ``PORTAL_LIVE_FLUSH_MS``),
+so a client is *expected* to see fewer updates than were published; what must not happen is a
+device whose final value never reaches a client: that is counted as *missed*. Each client process
+measures its own event-loop lag: when that is high, the generator, not the portal, is slow.
+
+    .venv/bin/python bench/live_latency.py --help
+
+It prints figures; it passes or fails nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mqtt_wire import (  # noqa: E402 - bench/ is on sys.path when this runs as a script
+    RawPublisher,
+    connect_packet,
+    publish_payload,
+    split_packets,
+    subscribe_packet,
+)
+
+from labctl import envfile  # noqa: E402
+from labctl.config import PORT_VARIABLES, LabConfig  # noqa: E402
+from labctl.lab import Lab  # noqa: E402
+
+#: Seconds given to what is in flight to arrive after the last publish.
+DRAIN_S = 3.0
+#: Period of the event-loop lag probe.
+LAG_TICK_S = 0.01
+#: Publisher pacing tick.
+PUBLISH_TICK_S = 0.01
+
+
+# -- plan and results ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the processes of one run share."""
+
+    portal_url: str
+    cookie: str
+    mqtt_port: int
+    ws_port: int
+    admin: tuple[str, str]
+    root: str
+    room: str
+    devices: int
+    rate: float
+    qos: int
+    start_publish: float  # time.time() values
+    measure_from: float
+    stop_publish: float
+    stop_at: float
+
+    @property
+    def measure_from_ms(self) -> int:
+        return int(self.measure_from * 1000)
+
+    def topic(self, index: int) -> str:
+        return f"{self.root}/{self.room}/{device_name(index)}/v"
+
+
+def device_name(index: int) -> str:
+    return f"dev{index:05d}"
+
+
+@dataclass
+class Report:
+    """What one receiving process saw; the parent merges them."""
+
+    latency_ms: Counter[int] = field(default_factory=Counter)
+    lag_ms: Counter[int] = field(default_factory=Counter)
+    updates: int = 0
+    missed: int = 0
+    clients: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    cpu_s: float = 0.0
+
+    def merge(self, other: Report) -> None:
+        self.latency_ms.update(other.latency_ms)
+        self.lag_ms.update(other.lag_ms)
+        self.updates += other.updates
+        self.missed += other.missed
+        self.clients += other.clients
+        self.connect_failures += other.connect_failures
+        self.disconnects += other.disconnects
+        self.cpu_s += other.cpu_s
+
+
+def percentile(histogram: Counter[int], fraction: float) -> float:
+    """The value at ``fraction`` of the samples of a histogram of integer milliseconds."""
+    total = sum(histogram.values())
+    if total == 0:
+        return float("nan")
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= fraction * total:
+            return float(value)
+    return float(max(histogram))
+
+
+def summary(histogram: Counter[int]) -> str:
+    if not histogram:
+        return "no samples"
+    quantiles = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
+    return "  ".join(f"{name} {percentile(histogram, q):6.0f}" for name, q in quantiles)
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+# -- Socket.IO clients ---------------------------------------------------------------------
+
+
+async def lag_probe(lags: Counter[int], until: float) -> None:
+    """Record how late a short sleep wakes up: the event loop's own delay."""
+    loop = asyncio.get_running_loop()
+    while time.time() < until:
+        before = loop.time()
+        await asyncio.sleep(LAG_TICK_S)
+        lags[round((loop.time() - before - LAG_TICK_S) * 1000)] += 1
+
+
+class Receivers:
+    """``count`` Socket.IO clients in one event loop, recording latency and the last value per device."""
+
+    def __init__(self, plan: Plan, count: int) -> None:
+        self.plan = plan
+        self.count = count
+        self.report = Report()
+        self.closing = False
+        self.last: list[dict[str, int]] = []
+
+    def make_client(self) -> Any:
+        import socketio  # noqa: PLC0415 - only the child processes need it
+
+        client = socketio.AsyncClient(reconnection=False)
+        last: dict[str, int] = {}
+        self.last.append(last)
+        report, room, measure_from = self.report, self.plan.room, self.plan.measure_from_ms
+
+        async def on_values(values: list[dict[str, Any]]) -> None:
+            now = time.time() * 1000
+            for value in values:
+                if value["room"] == room:
+                    last[value["device"]] = int(value["value"])
+                    if value["ts"] >= measure_from:
+                        report.latency_ms[int(now - value["ts"])] += 1
+                    report.updates += 1
+
+        async def on_disconnect(*_args: Any) -> None:
+            if not self.closing:
+                report.disconnects += 1
+
+        client.on("values", on_values)
+        client.on("disconnect", on_disconnect)
+        return client
+
+    async def connect(self, client: Any) -> bool:
+        try:
+            await client.connect(
+                self.plan.portal_url,
+                headers={"Cookie": self.plan.cookie},
+                transports=["websocket"],
+                auth={"scopes": [{"scope": "site"}]},
+                wait_timeout=60,
+            )
+        except Exception as exc:  # a refused or timed-out client is counted; the others go on
+            print(f"client connect failed: {exc}", file=sys.stderr)
+            self.report.connect_failures += 1
+            return False
+        return True
+
+    async def run(self, ready: Any, finals_queue: Any) -> Report:
+        clients = [self.make_client() for _ in range(self.count)]
+        probe = asyncio.create_task(lag_probe(self.report.lag_ms, self.plan.stop_at))
+        connected = await asyncio.gather(*(self.connect(c) for c in clients))
+        self.report.clients = sum(connected)
+        ready.put(self.report.clients)
+        await asyncio.sleep(max(0.0, self.plan.stop_at - time.time()))
+        self.closing = True
+        await asyncio.gather(*(c.disconnect() for c, ok in zip(clients, connected, strict=True) if ok))
+        probe.cancel()
+        finals: dict[str, int] = finals_queue.get()
+        for last, ok in zip(self.last, connected, strict=True):
+            if ok:
+                self.report.missed += sum(1 for d, final in finals.items() if last.get(d, -1) < final)
+        return self.report
+
+
+def socketio_process(plan: Plan, count: int, queues: tuple[Any, Any, Any]) -> None:
+    """Entry point of one Socket.IO client process."""
+    ready, finals, results = queues
+    logging.getLogger("engineio.client").setLevel(logging.CRITICAL)  # "packet queue is empty" on close
+    start = cpu_seconds()
+    report = asyncio.run(Receivers(plan, count).run(ready, finals))
+    report.cpu_s = cpu_seconds() - start
+    results.put(("socketio", report))
+
+
+# -- MQTT over WebSocket baseline ----------------------------------------------------------
+
+
+async def _ws_subscriber(plan: Plan, report: Report, subscribed: asyncio.Event) -> None:
+    import aiohttp  # noqa: PLC0415
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"ws://127.0.0.1:{plan.ws_port}/mqtt", protocols=("mqtt",)) as ws,
+    ):
+        await ws.send_bytes(connect_packet(f"bench-ws-{uuid.uuid4().hex[:8]}", *plan.admin))
+        await ws.send_bytes(subscribe_packet(f"{plan.root}/{plan.room}/#"))
+        buffer = bytearray()
+        measure_from = plan.measure_from_ms
+        latency = report.latency_ms
+        while time.time() < plan.stop_at:
+            try:
+                message = await ws.receive(timeout=max(0.1, plan.stop_at - time.time()))
+            except TimeoutError:
+                break
+            if message.type != aiohttp.WSMsgType.BINARY:
+                break
+            now = time.time() * 1000
+            buffer += message.data
+            for first, body in split_packets(buffer):
+                kind = first >> 4
+                if kind == 3:
+                    ts = json.loads(publish_payload(first, body))["ts"]
+                    if ts >= measure_from:
+                        latency[int(now - ts)] += 1
+                    report.updates += 1
+                elif kind == 9:  # SUBACK
+                    subscribed.set()
+
+
+async def _ws_subscribers(plan: Plan, count: int, ready: Any) -> Report:
+    report = Report()
+    events = [asyncio.Event() for _ in range(count)]
+    tasks = [asyncio.create_task(_ws_subscriber(plan, report, event)) for event in events]
+    probe = asyncio.create_task(lag_probe(report.lag_ms, plan.stop_at))
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in events)), 30)
+    report.clients = count
+    ready.put(count)
+    await asyncio.gather(*tasks)
+    probe.cancel()
+    return report
+
+
+def baseline_process(plan: Plan, count: int, queues: tuple[Any, Any]) -> None:
+    """Plain MQTT subscribers on the broker's WebSocket listener: the floor for live delivery."""
+    ready, results = queues
+    start = cpu_seconds()
+    report = asyncio.run(_ws_subscribers(plan, count, ready))
+    report.cpu_s = cpu_seconds() - start
+    results.put(("baseline", report))
+
+
+# -- publisher -----------------------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    sent: int = 0
+    acked: int = 0
+    finals: dict[str, int] = field(default_factory=dict)
+    behind_s: float = 0.0
+
+
+def publish(plan: Plan) -> Published:
+    """Publish at a steady rate, round-robin over the devices, until ``plan.stop_publish``."""
+    publisher = RawPublisher(plan.mqtt_port, *plan.admin, plan.qos)
+    topics = [plan.topic(index).encode() for index in range(plan.devices)]
+    result = Published()
+    owed = 0.0
+    next_tick = time.monotonic()
+    while time.time() < plan.stop_publish:
+        owed += plan.rate * PUBLISH_TICK_S
+        now_ms = int(time.time() * 1000)
+        packets = []
+        while owed >= 1:
+            owed -= 1
+            index = result.sent % plan.devices
+            payload = f'{{"value": {result.sent}, "ts": {now_ms}}}'.encode()
+            packets.append(publisher.packet(topics[index], payload))
+            result.finals[device_name(index)] = result.sent
+            result.sent += 1
+        publisher.send(packets)
+        next_tick += PUBLISH_TICK_S
+        delay = next_tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            result.behind_s = max(result.behind_s, -delay)
+    publisher.close(DRAIN_S, result.sent)
+    result.acked = publisher.acked
+    return result
+
+
+# -- the lab and the portal session --------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def start_lab(threads: int) -> Lab:
+    """A fresh lab on free ports whose portal has ``threads`` gunicorn threads.
+
+    Each open WebSocket holds one gunicorn thread for its lifetime, so the lab's default (100)
+    caps the number of live clients below 100; the benchmark's own instance gets more.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="live-latency-"))
+    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
+    envfile.ensure(folder / ".env", ROOT / ".env.example", ports)
+    lab = Lab(LabConfig.load(folder / ".env", folder / "data"))
+    web = lab.services["web"]
+    original_spec = web.spec
+
+    def spec_with_threads() -> Any:
+        spec = original_spec()
+        argv = list(spec.argv)
+        argv[argv.index("--threads") + 1] = str(threads)
+        return dataclasses.replace(spec, argv=argv)
+
+    web.spec = spec_with_threads  # type: ignore[method-assign]
+    lab.up()
+    return lab
+
+
+def portal_cookie(url: str, user: str, password: str) -> str:
+    """Sign in through the form (with its CSRF token); returns the Cookie header to send."""
+    session = requests.Session()
+    form = session.get(f"{url}/login", timeout=10).text
+    data = {"username": user, "password": password}
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', form)
+    if match:
+        data["csrf_token"] = match.group(1)
+    response = session.post(f"{url}/login", data=data, allow_redirects=False, timeout=10)
+    if response.status_code not in (302, 303):
+        raise SystemExit(f"cannot sign in to the portal at {url}: HTTP {response.status_code}")
+    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add = parser.add_argument
+    add("--env-file", type=Path, help="measure the running lab of this .env (default: start one)")
+    add("--clients", type=int, default=200, help="Socket.IO clients (default 200)")
+    add("--procs", type=int, default=4, help="processes holding them (default 4)")
+    add("--baseline", type=int, default=2, help="MQTT WebSocket subscribers (default 2)")
+    add("--rate", type=float, default=5000, help="messages per second (default 5000)")
+    add("--devices", type=int, default=1000, help="devices, one attribute each (default 1000)")
+    add("--duration", type=float, default=20, help="measured seconds (default 20)")
+    add("--warmup", type=float, default=5, help="seconds published before measuring (default 5)")
+    add("--qos", type=int, choices=(0, 1), default=1, help="publish QoS (default 1)")
+    add("--portal-threads", type=int, default=400, help="gunicorn threads of a lab this starts")
+    return parser.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace, config: LabConfig) -> Plan:
+    env = config.env
+    url = f"http://127.0.0.1:{config.port('PORTAL_PORT')}"
+    start = time.time() + 20 + args.clients * 0.05  # time to connect every client
+    measure_from = start + args.warmup
+    stop_publish = measure_from + args.duration
+    return Plan(
+        portal_url=url,
+        cookie=portal_cookie(url, env["PORTAL_ADMIN_USER"], env["PORTAL_ADMIN_PASSWORD"]),
+        mqtt_port=config.port("MQTT_PORT"),
+        ws_port=config.port("MQTT_WS_PORT"),
+        admin=(env["MQTT_ADMIN_USER"], env["MQTT_ADMIN_PASSWORD"]),
+        root=env.get("TOPIC_ROOT", "office"),
+        room=f"bench-{uuid.uuid4().hex[:6]}",
+        devices=args.devices,
+        rate=args.rate,
+        qos=args.qos,
+        start_publish=start,
+        measure_from=measure_from,
+        stop_publish=stop_publish,
+        stop_at=stop_publish + DRAIN_S,
+    )
+
+
+def measure(args: argparse.Namespace, plan: Plan) -> tuple[Published, Report, Report]:
+    ctx = mp.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    finals = [ctx.Queue() for _ in range(args.procs)]
+    procs = []
+    for index in range(args.procs):
+        count = args.clients // args.procs + (1 if index < args.clients % args.procs else 0)
+        queues = (ready, finals[index], results)
+        procs.append(ctx.Process(target=socketio_process, args=(plan, count, queues)))
+    if args.baseline:
+        procs.append(ctx.Process(target=baseline_process, args=(plan, args.baseline, (ready, results))))
+    for proc in procs:
+        proc.start()
+    connected = sum(ready.get(timeout=plan.start_publish - time.time() + 60) for _ in procs)
+    print(f"{connected} receivers connected ({args.clients} Socket.IO + {args.baseline} MQTT WebSocket)")
+    if time.time() > plan.start_publish:
+        print("warning: connecting took longer than planned; the warm-up is shorter", file=sys.stderr)
+    time.sleep(max(0.0, plan.start_publish - time.time()))
+    seconds = args.warmup + args.duration
+    print(f"publishing {args.rate:.0f} msg/s over {args.devices} devices for {seconds:.0f} s ...")
+    published = publish(plan)
+    for queue in finals:
+        queue.put(published.finals)
+    portal, baseline = Report(), Report()
+    for _ in procs:
+        kind, report = results.get(timeout=120)
+        (portal if kind == "socketio" else baseline).merge(report)
+    for proc in procs:
+        proc.join(10)
+    return published, portal, baseline
+
+
+def print_results(
+    args: argparse.Namespace, env: dict[str, str], runs: tuple[Published, Report, Report]
+) -> None:
+    published, portal, baseline = runs
+    seconds = args.warmup + args.duration
+    rate = published.sent / seconds
+    behind_ms = published.behind_s * 1000
+    lag = portal.lag_ms
+    print()
+    print(
+        f"published        {published.sent} messages, {rate:.0f} msg/s (publisher <= {behind_ms:.0f} ms late)"
+    )
+    if args.qos:
+        print(f"acknowledged     {published.acked} by the broker")
+    print(f"flush interval   PORTAL_LIVE_FLUSH_MS={env.get('PORTAL_LIVE_FLUSH_MS', '100')}")
+    print()
+    print("latency, publish -> receiver, ms (measured phase)")
+    print(f"  portal Socket.IO  {portal.clients:4d} clients  {summary(portal.latency_ms)}")
+    print(f"  MQTT WebSocket    {baseline.clients:4d} clients  {summary(baseline.latency_ms)}  (floor)")
+    print()
+    per_client = portal.updates / max(1, portal.clients) / seconds
+    print(f"updates per Socket.IO client  {per_client:.0f}/s (coalesced from {rate:.0f} msg/s)")
+    print(f"missed final values           {portal.missed} (client x device pairs)")
+    print(f"connect failures              {portal.connect_failures}; early disconnects {portal.disconnects}")
+    print(
+        f"generator event-loop lag      p99 {percentile(lag, 0.99):.0f} ms, max {percentile(lag, 1.0):.0f} ms"
+    )
+    print(f"generator CPU                 clients {portal.cpu_s:.1f} s, baseline {baseline.cpu_s:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    lab: Lab | None = None
+    if args.env_file:
+        config = LabConfig.load(args.env_file, args.env_file.parent / "data")
+    else:
+        print(f"starting a lab instance (portal threads: {args.portal_threads}) ...")
+        lab = start_lab(args.portal_threads)
+        config = lab.config
+    try:
+        plan = make_plan(args, config)
+        print_results(args, config.env, measure(args, plan))
+    finally:
+        if lab is not None:
+            lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

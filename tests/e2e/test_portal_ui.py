@@ -1,0 +1,194 @@
+"""The portal's pages in Chromium: overview tiles, offline badge, device history, alarms, hostile names."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import RunningLab
+from tests.mqtt_helpers import publish
+from tests.web.portal_testing import signed_in_session
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+OpenPage = Callable[..., Page]
+LIVE_MS = 5_000
+
+
+def publish_value(lab: RunningLab, room: str, attr: str, payload: object, device: str | None = None) -> None:
+    """Publish as the demo device, or as the broker admin for any other device name."""
+    if device is None:
+        device, password = lab.device
+        client = lab.mqtt_client(device, password)
+    else:
+        client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    publish(client, lab.port("MQTT_PORT"), f"{lab.env['TOPIC_ROOT']}/{room}/{device}/{attr}", text)
+
+
+def publish_alarm(lab: RunningLab, room: str, device: str, alarm_type: str, **fields: object) -> None:
+    body = {"type": alarm_type, "severity": "major", "state": "active", "value": 31.5} | fields
+    body.setdefault("ts", int(time.time() * 1000))
+    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
+    publish(client, lab.port("MQTT_PORT"), f"alarms/{room}/{device}/{alarm_type}", json.dumps(body))
+
+
+def device_path(room: str, device: str) -> str:
+    return f"/device/{quote(room, safe='')}/{quote(device, safe='')}"
+
+
+def test_overview_groups_tiles_by_room_and_device_and_updates_them(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    page = signed_in_page("/")
+    device, _ = lab.device
+    publish_value(lab, unique_room, "temperature", "20")
+    publish_value(lab, unique_room, "humidity", "41")
+    card = page.locator(
+        f'section.room[data-room="{unique_room}"] article.device[data-device="{unique_room}/{device}"]'
+    )
+    expect(card.locator(f'[data-key="{unique_room}/{device}/temperature"] .value')).to_have_text(
+        "20", timeout=LIVE_MS
+    )
+    expect(card.locator(".tile .attr")).to_have_text(["humidity", "temperature"])
+    publish_value(lab, unique_room, "temperature", "21.5")
+    expect(card.locator(f'[data-key="{unique_room}/{device}/temperature"] .value')).to_have_text(
+        "21.5", timeout=LIVE_MS
+    )
+    expect(card).to_have_attribute("data-offline", "false")
+    expect(card.locator(".seen")).to_contain_text("last seen")
+    card.get_by_role("link", name=device).click()
+    expect(page).to_have_url(f"{lab.portal_url}{device_path(unique_room, device)}")
+
+
+def test_a_silent_device_gets_an_offline_badge(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    publish_value(lab, unique_room, "temperature", {"value": 19, "ts": ten_minutes_ago})
+    page = signed_in_page("/")
+    card = page.locator(f'article.device[data-device="{unique_room}/{device}"]')
+    expect(card).to_have_attribute("data-offline", "true", timeout=LIVE_MS)
+    expect(card.locator(".badge.offline")).to_be_visible()
+    expect(card.locator(".seen")).to_have_text("last seen 10 min ago")
+    publish_value(lab, unique_room, "temperature", "20")
+    expect(card).to_have_attribute("data-offline", "false", timeout=LIVE_MS)
+    expect(card.locator(".badge.offline")).to_be_hidden()
+
+
+def test_device_page_shows_history_and_appends_live_values(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    now = int(time.time() * 1000)
+    past = [(now - minutes * 60_000, 10.0 + minutes) for minutes in (40, 30, 20)]
+    for ts, value in past:
+        publish_value(lab, unique_room, "temperature", {"value": value, "ts": ts})
+    publish_value(lab, unique_room, "door", {"value": "open", "ts": now - 50 * 60_000})
+    publish_value(lab, unique_room, "door", {"value": "closed", "ts": now - 5 * 60_000})
+    time.sleep(0.5)  # stored before the page asks for history
+
+    page = signed_in_page(device_path(unique_room, device))
+    panel = page.locator('section.attr-panel[data-attr="temperature"]')
+    rows = panel.locator("table.history tbody tr")
+    expect(rows).to_have_count(3, timeout=LIVE_MS)
+    for (_ts, value), row in zip(reversed(past), rows.all(), strict=True):
+        expect(row.locator("td").nth(1)).to_have_text(f"{value:g}")
+    expect(panel.locator(".chart canvas")).to_have_count(1)
+    expect(panel.locator(".panel-status")).to_contain_text("buckets of 15 s")
+    text_panel = page.locator('section.attr-panel[data-attr="door"]')
+    expect(text_panel.locator("ol.recent li .text-value")).to_have_text(["closed", "open"])
+
+    publish_value(lab, unique_room, "temperature", "33.5")
+    expect(panel.locator("header .value")).to_have_text("33.5", timeout=LIVE_MS)
+    expect(rows).to_have_count(4)
+    expect(rows.first.locator("td").nth(1)).to_have_text("33.5")
+
+
+def test_device_page_range_picker_reloads_history(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    now = int(time.time() * 1000)
+    publish_value(lab, unique_room, "temperature", {"value": 1, "ts": now - 3 * 3600_000})
+    publish_value(lab, unique_room, "temperature", {"value": 2, "ts": now - 60_000})
+    time.sleep(0.5)
+    page = signed_in_page(device_path(unique_room, device))
+    rows = page.locator('section.attr-panel[data-attr="temperature"] table.history tbody tr')
+    expect(rows).to_have_count(1, timeout=LIVE_MS)  # the last hour
+    page.get_by_label("6 h").check()
+    expect(rows).to_have_count(2, timeout=LIVE_MS)
+    page.get_by_label("custom").check()
+    page.fill("#from", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((now - 4 * 3600_000) / 1000)))
+    page.fill("#to", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((now - 2 * 3600_000) / 1000)))
+    page.get_by_role("button", name="Show").click()
+    expect(rows).to_have_count(1, timeout=LIVE_MS)
+    expect(rows.first.locator("td").nth(1)).to_have_text("1")
+
+
+def test_alarm_appears_live_and_can_be_acknowledged_and_cleared(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    page = signed_in_page("/alarms")
+    alarm_type = f"overheat{uuid.uuid4().hex[:6]}"
+    publish_alarm(lab, unique_room, "boiler", alarm_type)
+    row = page.locator("#alarm-rows tr", has=page.locator("td.type", has_text=alarm_type))
+    expect(row).to_have_count(1, timeout=LIVE_MS)
+    expect(row).to_have_attribute("data-state", "active")
+    expect(page.locator("#alarm-count")).to_be_visible()
+
+    row.get_by_role("button", name=f"Acknowledge {alarm_type} on boiler in {unique_room}").click()
+    expect(row).to_have_attribute("data-acked", "true", timeout=LIVE_MS)
+    expect(row.locator("button.ack")).to_be_disabled()
+    alarm_id = row.get_attribute("data-alarm-id")
+    session = signed_in_session(
+        lab.portal_url, lab.env["PORTAL_ADMIN_USER"], lab.env["PORTAL_ADMIN_PASSWORD"]
+    )
+    stored = {a["id"]: a for a in session.get(f"{lab.portal_url}/api/alarms", timeout=5).json()["alarms"]}
+    assert stored[int(alarm_id or 0)]["acked_by"] == lab.env["PORTAL_ADMIN_USER"]
+
+    row.get_by_role("button", name=f"Clear {alarm_type} on boiler in {unique_room}").click()
+    expect(row).to_have_count(0, timeout=LIVE_MS)  # the page shows active alarms
+    page.select_option("#state", "cleared")
+    expect(row).to_have_attribute("data-state", "cleared", timeout=LIVE_MS)
+
+
+def test_names_from_topics_render_as_text_everywhere(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device = "<script>"  # a topic level cannot hold "</script>": it has a "/"
+    attr = "<img src=x onerror=window.pwned=1>"
+    publish_value(lab, unique_room, attr, "<b>bold</b>", device=device)
+    publish_alarm(lab, unique_room, device, "hot", value="<img src=x onerror=window.pwned=2>")
+    for path in ("/", device_path(unique_room, device), "/alarms"):
+        page = signed_in_page(path)
+        if path == "/":
+            tile = page.locator(f'[data-key="{unique_room}/{device}/{attr}"] .value')
+            expect(tile).to_have_text("<b>bold</b>", timeout=LIVE_MS)
+            expect(page.get_by_role("link", name=device)).to_be_visible()
+        elif path == "/alarms":
+            expect(page.locator("#alarm-rows td", has_text="<img src=x")).to_have_count(1, timeout=LIVE_MS)
+        else:
+            expect(page.locator("h2", has_text=device)).to_be_visible()
+            expect(page.locator(f'section.attr-panel[data-attr="{attr}"] header .value')).to_have_text(
+                "<b>bold</b>", timeout=LIVE_MS
+            )
+        assert page.evaluate("window.pwned === undefined")
+        assert page.locator("img[src=x]").count() == 0
+        assert page.locator("main b").count() == 0
+
+
+@pytest.mark.parametrize("path", ["/", "/alarms", "/device/lab/sensor1"])
+def test_pages_fit_a_phone_screen(signed_in_page: OpenPage, lab: RunningLab, path: str) -> None:
+    publish_value(lab, "lab", "temperature", "21")
+    page = signed_in_page(path, width=375, height=812)
+    page.wait_for_timeout(500)  # let the live data and charts lay out
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()

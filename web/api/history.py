@@ -1,0 +1,184 @@
+"""``GET /api/history``: one attribute over a time range, raw or downsampled in SQL.
+
+Without ``bucket``, the stored points in time order (at most ``limit``; ``truncated`` says when
+more exist). With ``bucket=SECONDS``, one point per non-empty bucket, computed by PostgreSQL
+(``date_bin``); buckets are aligned to 1970-01-01T00:00Z, so the same bucket has the same start
+in every query, and ``ts`` is that start. Both ends of the range are inclusive.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    Engine,
+    Interval,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    null,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+
+from web.api import params
+from web.api.params import ParamError
+from web.auth import api_login_required
+from web.schema import attributes, devices, rooms, telemetry
+
+bp = Blueprint("history", __name__)
+
+AGGREGATES: Final = ("avg", "min", "max", "last", "count")
+#: Aggregates that need numbers; asking them of text values is a 400.
+NUMERIC_AGGREGATES: Final = frozenset({"avg", "min", "max"})
+DEFAULT_RANGE_MS = 3_600_000
+DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 100_000
+MAX_BUCKETS = 100_000
+#: Widest bucket: about 31 years.
+MAX_BUCKET_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A validated history request."""
+
+    room: str
+    device: str
+    attr: str
+    start_ms: int
+    end_ms: int
+    bucket_s: int | None
+    agg: str | None
+    limit: int
+
+    @classmethod
+    def from_args(cls, args: Any, now_ms: int) -> HistoryQuery:
+        """Validate query parameters; ParamError (one line naming the parameter) when wrong."""
+        room = params.required_name(args, "room")
+        device = params.required_name(args, "device")
+        attr = params.required_name(args, "attr")
+        end = params.timestamp(args, "to", default=now_ms)
+        start = params.timestamp(args, "from", default=max(0, end - DEFAULT_RANGE_MS))
+        if start > end:
+            raise ParamError("from must not be after to")
+        bucket = params.optional_integer(args, "bucket", minimum=1, maximum=MAX_BUCKET_S)
+        agg: str | None = None
+        if bucket is None:
+            if "agg" in args:
+                raise ParamError("agg needs bucket")
+        else:
+            agg = params.choice(args, "agg", AGGREGATES, "avg")
+            bucket_ms = bucket * 1000
+            if end // bucket_ms - start // bucket_ms + 1 > MAX_BUCKETS:
+                raise ParamError(f"bucket too small for this range: at most {MAX_BUCKETS} buckets")
+        limit = params.integer(args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+        return cls(room, device, attr, start, end, bucket, agg, limit)
+
+
+def _attribute_id(query: HistoryQuery) -> Any:
+    return (
+        select(attributes.c.id)
+        .join(devices, devices.c.id == attributes.c.device_id)
+        .join(rooms, rooms.c.id == devices.c.room_id)
+        .where(
+            rooms.c.name == query.room,
+            devices.c.name == query.device,
+            attributes.c.name == query.attr,
+        )
+        .scalar_subquery()
+    )
+
+
+def _in_range(query: HistoryQuery) -> list[ColumnElement[bool]]:
+    return [
+        telemetry.c.attribute_id == _attribute_id(query),
+        telemetry.c.ts >= params.to_datetime(query.start_ms),
+        telemetry.c.ts <= params.to_datetime(query.end_ms),
+    ]
+
+
+def _value(num: float | None, text: str | None) -> float | str | None:
+    return num if num is not None else text
+
+
+def history(engine: Engine, query: HistoryQuery) -> tuple[list[dict[str, Any]], bool]:
+    """The points of `query` and whether they were cut at ``limit``.
+
+    Raises:
+        ParamError: a numeric aggregate was asked of an attribute with text values in the range.
+    """
+    with engine.connect() as connection:
+        if query.bucket_s is None:
+            statement = (
+                select(telemetry.c.ts, telemetry.c.value_num, telemetry.c.value_text)
+                .where(*_in_range(query))
+                .order_by(telemetry.c.ts)
+                .limit(query.limit + 1)
+            )
+            rows = connection.execute(statement).all()
+            points = [{"ts": params.to_ms(ts), "value": _value(num, text)} for ts, num, text in rows]
+        else:
+            if query.agg in NUMERIC_AGGREGATES:
+                has_text = exists().where(*_in_range(query), telemetry.c.value_text.is_not(None))
+                if connection.execute(select(has_text)).scalar():
+                    raise ParamError(f"agg={query.agg} needs numbers, and {query.attr} has text values")
+            rows = connection.execute(_bucketed(query)).all()
+            points = [{"ts": params.to_ms(start), "value": _value(num, text)} for start, num, text in rows]
+    return points[: query.limit], len(points) > query.limit
+
+
+def _bucketed(query: HistoryQuery) -> Any:
+    stride = bindparam("stride", timedelta(seconds=query.bucket_s or 1), type_=Interval)
+    start = func.date_bin(stride, telemetry.c.ts, params.EPOCH).label("bucket")
+    num, text = telemetry.c.value_num, telemetry.c.value_text
+    value_num: ColumnElement[Any]
+    value_text: ColumnElement[Any] = cast(null(), Text)
+    if query.agg == "avg":
+        value_num = func.avg(num)
+    elif query.agg == "min":
+        value_num = func.min(num)
+    elif query.agg == "max":
+        value_num = func.max(num)
+    elif query.agg == "count":
+        value_num = func.count()
+    else:  # last: the value of the newest row of the bucket
+        value_num = func.array_agg(aggregate_order_by(num, telemetry.c.ts.desc()), type_=ARRAY(Double))[1]
+        value_text = func.array_agg(aggregate_order_by(text, telemetry.c.ts.desc()), type_=ARRAY(Text))[1]
+    return (
+        select(start, value_num, value_text)
+        .where(*_in_range(query))
+        .group_by(start)
+        .order_by(start)
+        .limit(query.limit + 1)
+    )
+
+
+@bp.get("/history")
+@api_login_required
+def get_history() -> ResponseReturnValue:
+    """History of one attribute; see the module docstring and the OpenAPI document."""
+    query = HistoryQuery.from_args(request.args, now_ms=int(time.time() * 1000))
+    points, truncated = history(current_app.extensions["portal"].engine, query)
+    return jsonify(
+        {
+            "room": query.room,
+            "device": query.device,
+            "attr": query.attr,
+            "from": query.start_ms,
+            "to": query.end_ms,
+            "bucket": query.bucket_s,
+            "agg": query.agg,
+            "points": points,
+            "truncated": truncated,
+        }
+    )

@@ -1,0 +1,326 @@
+"""The OpenAPI 3.1 description of the API, as data, served at ``GET /api/openapi.json``.
+
+Keep it in step with the routes: a test checks that every ``/api`` route and ``/metrics`` is
+described with its parameters, and validates the document with openapi-spec-validator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from web.api import alarms, history, params
+
+bp = Blueprint("openapi", __name__)
+
+_MS = {"type": "integer", "minimum": 0, "maximum": params.MAX_TS_MS, "description": "ms since 1970 UTC"}
+_MS_OR_NULL = {**_MS, "type": ["integer", "null"]}
+_NAME = {"type": "string", "minLength": 1, "maxLength": params.MAX_NAME_LENGTH}
+_VALUE = {"type": ["number", "string"], "description": "numbers (booleans as 1/0) or strings"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadParameter"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "503": {"$ref": "#/components/responses/DatabaseDown"},
+}
+
+_ROOM = _query("room", _NAME, "only this room")
+_DEVICE = _query("device", _NAME, "only this device")
+
+_ALARM_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
+}
+
+
+def _alarm_action(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Session callers must send the X-CSRF-Token header.",
+            "parameters": [_ALARM_ID],
+            "responses": {
+                "200": _json(_ref("Alarm"), "the alarm after the change"),
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "403": _json(_ref("Error"), "session call without the X-CSRF-Token header"),
+                "404": _json(_ref("Error"), "no such alarm"),
+                "503": {"$ref": "#/components/responses/DatabaseDown"},
+            },
+        }
+    }
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "IoT lab portal API",
+        "version": "1.0.0",
+        "description": (
+            "Devices, latest values, history and alarms of the lab. Authenticate with "
+            "'Authorization: Bearer <token>' (create one with `python -m web.users token create NAME`) "
+            "or a signed-in session (state-changing calls then need the X-CSRF-Token header). "
+            "Timestamps are integers, milliseconds since 1970 UTC."
+        ),
+    },
+    "security": [{"bearerAuth": []}, {"session": []}],
+    "paths": {
+        "/api/devices": {
+            "get": {
+                "summary": "Devices with their attributes' last values",
+                "parameters": [_ROOM],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["devices"],
+                            "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+                        },
+                        "devices ordered by room and name",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/latest": {
+            "get": {
+                "summary": "Latest value of every attribute",
+                "parameters": [_ROOM, _DEVICE],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["values"],
+                            "properties": {"values": {"type": "array", "items": _ref("LatestValue")}},
+                        },
+                        "values ordered by room, device and attribute",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "History of one attribute, raw or downsampled",
+                "description": (
+                    "Without bucket: raw points in time order, at most limit. With bucket: one point "
+                    "per non-empty bucket (aligned to 1970-01-01, ts = bucket start), aggregated by agg. "
+                    "Both ends of the range are inclusive. Unknown names give no points."
+                ),
+                "parameters": [
+                    _query("room", _NAME, "room name", required=True),
+                    _query("device", _NAME, "device name", required=True),
+                    _query("attr", _NAME, "attribute name", required=True),
+                    _query("from", _MS, "range start (default: to - 1 h)"),
+                    _query("to", _MS, "range end (default: now)"),
+                    _query(
+                        "bucket",
+                        {"type": "integer", "minimum": 1, "maximum": history.MAX_BUCKET_S},
+                        f"bucket width in seconds; at most {history.MAX_BUCKETS} buckets in the range",
+                    ),
+                    _query(
+                        "agg",
+                        {"type": "string", "enum": list(history.AGGREGATES), "default": "avg"},
+                        "aggregate per bucket (only with bucket); avg, min, max need numbers",
+                    ),
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": history.MAX_LIMIT,
+                            "default": history.DEFAULT_LIMIT,
+                        },
+                        "most points returned; truncated is true when more exist",
+                    ),
+                ],
+                "responses": {"200": _json(_ref("History"), "the points"), **_ERRORS},
+            }
+        },
+        "/api/alarms": {
+            "get": {
+                "summary": "Alarms, newest first",
+                "parameters": [
+                    _query(
+                        "state",
+                        {"type": "string", "enum": list(alarms.STATES), "default": "all"},
+                        "active, cleared or all",
+                    ),
+                    _ROOM,
+                    _DEVICE,
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": alarms.MAX_LIMIT,
+                            "default": alarms.DEFAULT_LIMIT,
+                        },
+                        "most alarms returned",
+                    ),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["alarms"],
+                            "properties": {"alarms": {"type": "array", "items": _ref("Alarm")}},
+                        },
+                        "alarms",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/alarms/{id}/ack": _alarm_action("Acknowledge an alarm"),
+        "/api/alarms/{id}/clear": _alarm_action("Clear an alarm"),
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this portal process",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "503": {"$ref": "#/components/responses/DatabaseDown"},
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "session", "description": "signed in"},
+        },
+        "responses": {
+            "BadParameter": _json(_ref("Error"), "a parameter is missing or wrong (the message names it)"),
+            "Unauthorized": _json(_ref("Error"), "no valid session or bearer token"),
+            "DatabaseDown": _json(_ref("Error"), "the database is unreachable; try again"),
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "AttributeValue": {
+                "type": "object",
+                "required": ["attr", "value", "ts"],
+                "properties": {
+                    "attr": {"type": "string"},
+                    "value": {"type": ["number", "string", "null"]},
+                    "ts": _MS_OR_NULL,
+                },
+            },
+            "Device": {
+                "type": "object",
+                "required": ["room", "device", "first_seen", "last_seen", "attributes"],
+                "properties": {
+                    "room": {"type": "string"},
+                    "device": {"type": "string"},
+                    "first_seen": _MS_OR_NULL,
+                    "last_seen": _MS_OR_NULL,
+                    "attributes": {"type": "array", "items": _ref("AttributeValue")},
+                },
+            },
+            "LatestValue": {
+                "type": "object",
+                "required": ["room", "device", "attr", "value", "ts"],
+                "properties": {
+                    "room": {"type": "string"},
+                    "device": {"type": "string"},
+                    "attr": {"type": "string"},
+                    "value": _VALUE,
+                    "ts": _MS,
+                },
+            },
+            "History": {
+                "type": "object",
+                "required": ["room", "device", "attr", "from", "to", "bucket", "agg", "points", "truncated"],
+                "properties": {
+                    "room": {"type": "string"},
+                    "device": {"type": "string"},
+                    "attr": {"type": "string"},
+                    "from": _MS,
+                    "to": _MS,
+                    "bucket": {"type": ["integer", "null"]},
+                    "agg": {"type": ["string", "null"], "enum": [*history.AGGREGATES, None]},
+                    "points": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["ts", "value"],
+                            "properties": {"ts": {"type": "integer"}, "value": _VALUE},
+                        },
+                    },
+                    "truncated": {"type": "boolean"},
+                },
+            },
+            "Alarm": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "room",
+                    "device",
+                    "type",
+                    "severity",
+                    "state",
+                    "value",
+                    "ts",
+                    "received_at",
+                    "acked_at",
+                    "acked_by",
+                    "cleared_at",
+                ],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "room": {"type": ["string", "null"]},
+                    "device": {"type": ["string", "null"]},
+                    "type": {"type": "string"},
+                    "severity": {"type": ["string", "null"]},
+                    "state": {"type": "string", "enum": ["active", "cleared"]},
+                    "value": {"type": ["number", "string", "null"]},
+                    "ts": _MS_OR_NULL,
+                    "received_at": _MS,
+                    "acked_at": _MS_OR_NULL,
+                    "acked_by": {"type": ["string", "null"]},
+                    "cleared_at": _MS_OR_NULL,
+                    "cleared_by": {
+                        "type": ["string", "null"],
+                        "description": "the user who cleared it; null when the rule cleared it",
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@bp.get("/openapi.json")
+def document() -> ResponseReturnValue:
+    """The OpenAPI document (no sign-in needed)."""
+    return jsonify(DOCUMENT)

@@ -1,0 +1,84 @@
+"""Query parameters of the API: parsed once, each error a one-line message naming the parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+
+from werkzeug.datastructures import MultiDict
+
+#: Longest name (room, device, attribute) accepted in a query.
+MAX_NAME_LENGTH = 1024
+#: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
+MAX_TS_MS = 253_402_300_799_999
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ParamError(ValueError):
+    """A query parameter is missing or wrong; the message names it (the API answers 400)."""
+
+
+def name(args: MultiDict[str, str], key: str, *, required: bool = False) -> str | None:
+    """A room, device or attribute name: non-empty, printable, at most MAX_NAME_LENGTH characters."""
+    value = args.get(key)
+    if value is None:
+        if required:
+            raise ParamError(f"{key} is required")
+        return None
+    if not value:
+        raise ParamError(f"{key} must not be empty")
+    if len(value) > MAX_NAME_LENGTH or "\x00" in value:
+        raise ParamError(f"{key} must be at most {MAX_NAME_LENGTH} characters, without NUL")
+    return value
+
+
+def required_name(args: MultiDict[str, str], key: str) -> str:
+    """Like :func:`name`, but the parameter must be present."""
+    value = name(args, key, required=True)
+    if value is None:  # pragma: no cover - name() raised already
+        raise ParamError(f"{key} is required")
+    return value
+
+
+def integer(args: MultiDict[str, str], key: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A whole number within [minimum, maximum], or `default` when absent."""
+    raw = args.get(key)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
+        raise ParamError(f"{key} must be a whole number")
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise ParamError(f"{key} must be between {minimum} and {maximum}")
+    return value
+
+
+def optional_integer(args: MultiDict[str, str], key: str, *, minimum: int, maximum: int) -> int | None:
+    """Like :func:`integer`, but None when absent."""
+    if args.get(key) is None:
+        return None
+    return integer(args, key, default=minimum, minimum=minimum, maximum=maximum)
+
+
+def choice(args: MultiDict[str, str], key: str, options: Collection[str], default: str) -> str:
+    """One of `options`, or `default` when absent."""
+    value = args.get(key, default)
+    if value not in options:
+        raise ParamError(f"{key} must be one of {', '.join(options)}")
+    return value
+
+
+def timestamp(args: MultiDict[str, str], key: str, *, default: int) -> int:
+    """Milliseconds since 1970 (UTC)."""
+    return integer(args, key, default=default, minimum=0, maximum=MAX_TS_MS)
+
+
+def to_datetime(ms: int) -> datetime:
+    """Milliseconds since 1970 as an aware UTC datetime (exact)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def to_ms(moment: datetime | None) -> int | None:
+    """An aware datetime as milliseconds since 1970, or None."""
+    return None if moment is None else round((moment - EPOCH) / timedelta(milliseconds=1))

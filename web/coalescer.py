@@ -1,0 +1,198 @@
+"""Coalescing live updates: the newest value per attribute, flushed at most once per interval.
+
+Stored values arrive from the batch writer far faster than a browser can use them. The
+:class:`Coalescer` keeps only the newest pending value of each attribute and lets them out in
+flushes at most once per ``interval_s``: a value that arrives after a quiet period goes out at once
+(leading edge), later ones wait for the end of the interval (trailing edge), so an attribute is
+never sent twice within one interval and its final value is never held back for long.
+
+A flush is routed to *channels*, the Socket.IO rooms clients join through a :class:`Scope`:
+``site:values`` (everything), ``room:<room>`` and ``device:<room>/<device>``. (The plain room
+``site`` holds every signed-in client, whatever it subscribed to: alarms go there.) Only channels somebody
+listens to are built. Everything here is pure logic with an injectable clock; the thread and the
+sockets live in :mod:`web.live`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from web.cache import LatestValue
+from web.topics import level_problem
+
+#: The Socket.IO room of site-wide value subscribers.
+SITE_CHANNEL = "site:values"
+#: Longest room or device name a subscription may carry (the MQTT limit for a whole topic).
+MAX_NAME_BYTES = 65_535
+
+ScopeKind = Literal["site", "room", "device"]
+
+
+class ScopeError(ValueError):
+    """A subscription request is malformed; the message is one line naming the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a live client subscribes to: the whole site, one room, or one device of a room."""
+
+    kind: ScopeKind
+    room: str | None = None
+    device: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> Scope:
+        """Validate a client's ``{"scope": "site"|"room"|"device", "room": R, "device": D}``.
+
+        Raises:
+            ScopeError: anything else (wrong type, unknown scope, missing or bad names).
+        """
+        if not isinstance(data, dict):
+            raise ScopeError('expected an object like {"scope": "site"}')
+        kind = data.get("scope")
+        if kind == "site":
+            return cls("site")
+        if kind == "room":
+            return cls("room", _name(data, "room"))
+        if kind == "device":
+            return cls("device", _name(data, "room"), _name(data, "device"))
+        raise ScopeError('"scope" must be "site", "room" or "device"')
+
+    @property
+    def channel(self) -> str:
+        """The Socket.IO room that carries this scope's values."""
+        if self.kind == "room":
+            return f"room:{self.room}"
+        if self.kind == "device":
+            return f"device:{self.room}/{self.device}"
+        return SITE_CHANNEL
+
+    def covers(self, other: Scope) -> bool:
+        """True when every value of ``other`` is also a value of this scope."""
+        if self.kind == "site":
+            return True
+        if self.kind == "room":
+            return other.kind != "site" and other.room == self.room
+        return self == other
+
+    def matches(self, value: LatestValue) -> bool:
+        """True when ``value`` belongs to this scope."""
+        if self.kind == "site":
+            return True
+        if value.room != self.room:
+            return False
+        return self.kind == "room" or value.device == self.device
+
+    def as_dict(self) -> dict[str, str]:
+        """The client-facing shape, as :meth:`parse` accepts it."""
+        result: dict[str, str] = {"scope": self.kind}
+        if self.room is not None:
+            result["room"] = self.room
+        if self.device is not None:
+            result["device"] = self.device
+        return result
+
+
+def _name(data: dict[str, Any], field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str):
+        raise ScopeError(f'"{field}" must be a string')
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ScopeError(f'"{field}" is longer than {MAX_NAME_BYTES} bytes')
+    problem = level_problem(value) or ("'/' in name" if "/" in value else None)
+    if problem is not None:
+        raise ScopeError(f'"{field}" is not a topic level name: {problem}')
+    return value
+
+
+def minimal_cover(scopes: Iterable[Scope]) -> set[Scope]:
+    """The scopes not covered by another one: joining only these delivers each value once."""
+    unique = set(scopes)
+    return {scope for scope in unique if not any(o != scope and o.covers(scope) for o in unique)}
+
+
+def channels_of(value: LatestValue) -> tuple[str, str, str]:
+    """Every channel that carries ``value``."""
+    return (SITE_CHANNEL, f"room:{value.room}", f"device:{value.room}/{value.device}")
+
+
+class Coalescer:
+    """Newest pending value per attribute, released in flushes at most once per interval.
+
+    Thread-safe: :meth:`offer` is called by the batch writer, :meth:`flush` by one flusher.
+
+    Args:
+        interval_s: the shortest time between two flushes.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], LatestValue] = {}
+        self._last_flush = float("-inf")
+
+    def offer(self, values: Iterable[LatestValue]) -> None:
+        """Keep each value unless a newer one of its attribute is already pending.
+
+        On equal timestamps the value offered last wins (as in storage).
+        """
+        with self._lock:
+            pending = self._pending
+            for value in values:
+                key = (value.room, value.device, value.attr)
+                current = pending.get(key)
+                if current is None or value.ts >= current.ts:
+                    pending[key] = value
+
+    @property
+    def pending(self) -> int:
+        """How many attributes wait for the next flush."""
+        return len(self._pending)
+
+    def wait_s(self) -> float | None:
+        """Seconds until a flush is due: ``None`` when nothing is pending, 0 when due now."""
+        with self._lock:
+            if not self._pending:
+                return None
+            return max(0.0, self._last_flush + self.interval_s - self._clock())
+
+    def flush(self, listened: Collection[str]) -> dict[str, list[dict[str, Any]]] | None:
+        """Take what is pending, if a flush is due, as events per listened-to channel.
+
+        Args:
+            listened: the channels that have at least one subscriber; others are skipped.
+
+        Returns:
+            ``None`` when no flush is due yet (the pending values stay); otherwise
+            ``{channel: [event, ...]}`` with events in the shape of
+            :meth:`web.storage.LatestValue.as_event`, possibly empty when nobody listens.
+        """
+        with self._lock:
+            now = self._clock()
+            if not self._pending or now < self._last_flush + self.interval_s:
+                return None
+            taken, self._pending = self._pending, {}
+            self._last_flush = now
+        return route(taken.values(), listened)
+
+
+def route(values: Iterable[LatestValue], listened: Collection[str]) -> dict[str, list[dict[str, Any]]]:
+    """Group ``values`` by the listened-to channels that carry them (each event built once)."""
+    routed: dict[str, list[dict[str, Any]]] = {}
+    if not listened:
+        return routed
+    for value in values:
+        event: dict[str, Any] | None = None
+        for channel in channels_of(value):
+            if channel in listened:
+                if event is None:
+                    event = value.as_event()
+                routed.setdefault(channel, []).append(event)
+    return routed

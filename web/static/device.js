@@ -1,0 +1,318 @@
+// One device: a live chart per numeric attribute with its history, recent values of text ones.
+//
+// The attributes come from the device's live snapshot ({scope: "device"}); history from
+// GET /api/history, downsampled by the server to a few hundred buckets (avg, with min and max
+// as thin lines). With a relative range ("last 1 h") live values are appended and the window
+// slides; a custom from/to range is static. Names are written with textContent only.
+import { getJSON } from "./lib/api.js";
+import { trackAlarmBadge } from "./lib/alarm-badge.js";
+import { ago, bodyNumber, el, formatValue, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
+import { connectLive } from "./lib/live.js";
+
+const ROOM = document.body.dataset.room;
+const DEVICE = document.body.dataset.device;
+const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
+const TARGET_POINTS = 300;
+const BUCKETS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+const TABLE_ROWS = 500;
+const RECENT_TEXT = 50;
+
+const attributesEl = document.getElementById("attributes");
+const emptyEl = document.getElementById("empty");
+const headEl = document.getElementById("device");
+const badgeEl = headEl.querySelector(".badge.offline");
+const seenEl = document.getElementById("seen");
+const rangeForm = document.getElementById("range");
+const customEl = document.getElementById("custom");
+const noteEl = document.getElementById("range-note");
+
+const panels = new Map(); // attr -> panel
+let lastTs = -Infinity;
+let range = { live: true, spanS: 3600 };
+
+/** Bucket width (s) so that `spanS` holds about TARGET_POINTS buckets. */
+function bucketFor(spanS) {
+  const target = spanS / TARGET_POINTS;
+  return BUCKETS_S.find(function (step) { return step >= target; }) || BUCKETS_S[BUCKETS_S.length - 1];
+}
+
+function currentSpan() {
+  if (range.live) {
+    const to = Date.now();
+    return { from: to - range.spanS * 1000, to: to };
+  }
+  return { from: range.from, to: range.to };
+}
+
+// -- panels ------------------------------------------------------------------------------
+
+function numberPanel(attr) {
+  const chartEl = el("div", { className: "chart", role: "img", "aria-label": "Chart of " + attr + " over the chosen time range" });
+  const tbody = el("tbody");
+  const countEl = el("span", { className: "count-text", text: "" });
+  const table = el("details", { className: "history" },
+    el("summary", null, "History table ", countEl),
+    el("table", { className: "history" },
+      el("thead", null, el("tr", null,
+        el("th", { scope: "col", text: "Time" }), el("th", { scope: "col", text: "Average" }),
+        el("th", { scope: "col", text: "Min" }), el("th", { scope: "col", text: "Max" }))),
+      tbody));
+  return { kind: "number", chartEl: chartEl, tbody: tbody, countEl: countEl, body: [chartEl, table],
+    data: [[], [], [], []], chart: null };
+}
+
+function textPanel() {
+  const list = el("ol", { className: "recent", reversed: "" });
+  return { kind: "text", list: list, body: [el("h4", { text: "Recent values" }), list] };
+}
+
+function panelFor(item) {
+  let panel = panels.get(item.attr);
+  if (panel !== undefined) {
+    return panel;
+  }
+  panel = typeof item.value === "number" ? numberPanel(item.attr) : textPanel();
+  panel.attr = item.attr;
+  panel.valueEl = el("span", { className: "value" });
+  panel.tsEl = el("time", { className: "ts" });
+  panel.statusEl = el("p", { className: "panel-status", role: "status" });
+  panel.generation = 0;
+  panel.ts = -Infinity;
+  panel.section = el("section", { className: "attr-panel", data: { attr: item.attr, kind: panel.kind },
+    "aria-label": "Attribute " + item.attr },
+  el("header", null, el("h3", { text: item.attr }), panel.valueEl, panel.tsEl),
+  panel.statusEl, ...panel.body);
+  insertSorted(attributesEl, panel.section, item.attr);
+  panels.set(item.attr, panel);
+  emptyEl.hidden = true;
+  loadHistory(panel);
+  return panel;
+}
+
+// -- charts ------------------------------------------------------------------------------
+
+function chartWidth(panel) {
+  return Math.max(240, panel.chartEl.clientWidth || attributesEl.clientWidth || 320);
+}
+
+function drawChart(panel) {
+  const span = currentSpan();
+  if (panel.chart === null) {
+    panel.chart = new window.uPlot({
+      width: chartWidth(panel),
+      height: 220,
+      scales: { x: { time: true, range: function () { const w = currentSpan(); return [w.from / 1000, w.to / 1000]; } } },
+      series: [
+        {},
+        { label: panel.attr, stroke: "#1f6feb", width: 2, spanGaps: true },
+        { label: "min", stroke: "#9db7e0", width: 1, dash: [4, 4] },
+        { label: "max", stroke: "#9db7e0", width: 1, dash: [4, 4] },
+      ],
+      legend: { live: true },
+    }, panel.data, panel.chartEl);
+  } else {
+    panel.chart.setData(panel.data);
+  }
+  panel.chart.setScale("x", { min: span.from / 1000, max: span.to / 1000 });
+}
+
+function tableRow(tsMs, avg, min, max) {
+  const timeEl = el("time");
+  setTime(timeEl, tsMs);
+  const cell = function (value) { return el("td", { text: value === null || value === undefined ? "" : formatValue(value) }); };
+  return el("tr", null, el("td", null, timeEl), cell(avg), cell(min), cell(max));
+}
+
+function fillTable(panel) {
+  const [xs, avg, min, max] = panel.data;
+  const rows = [];
+  for (let i = xs.length - 1; i >= 0 && rows.length < TABLE_ROWS; i -= 1) {
+    rows.push(tableRow(xs[i] * 1000, avg[i], min[i], max[i]));
+  }
+  panel.tbody.replaceChildren(...rows);
+  panel.countEl.textContent = "(" + xs.length + " points" + (xs.length > TABLE_ROWS ? ", newest " + TABLE_ROWS + " shown" : "") + ")";
+}
+
+// -- history -----------------------------------------------------------------------------
+
+async function loadHistory(panel) {
+  const generation = ++panel.generation;
+  const span = currentSpan();
+  const base = { room: ROOM, device: DEVICE, attr: panel.attr, from: Math.round(span.from), to: Math.round(span.to) };
+  panel.statusEl.textContent = "loading history";
+  try {
+    if (panel.kind === "number") {
+      const bucket = bucketFor((span.to - span.from) / 1000);
+      const [avg, min, max] = await Promise.all(["avg", "min", "max"].map(function (agg) {
+        return getJSON("/api/history", Object.assign({ bucket: bucket, agg: agg }, base));
+      }));
+      if (generation !== panel.generation) {
+        return;
+      }
+      const mins = new Map(min.points.map(function (p) { return [p.ts, p.value]; }));
+      const maxs = new Map(max.points.map(function (p) { return [p.ts, p.value]; }));
+      const points = avg.points.filter(function (p) { return typeof p.ts === "number"; });
+      panel.data = [
+        points.map(function (p) { return p.ts / 1000; }),
+        points.map(function (p) { return p.value; }),
+        points.map(function (p) { return mins.has(p.ts) ? mins.get(p.ts) : null; }),
+        points.map(function (p) { return maxs.has(p.ts) ? maxs.get(p.ts) : null; }),
+      ];
+      drawChart(panel);
+      fillTable(panel);
+      panel.statusEl.textContent = points.length === 0 ? "no values in this time range"
+        : points.length + " buckets of " + bucket + " s (average, min and max)";
+    } else {
+      const body = await getJSON("/api/history", base);
+      if (generation !== panel.generation) {
+        return;
+      }
+      const points = body.points.slice(-RECENT_TEXT).reverse();
+      panel.list.replaceChildren(...points.map(function (p) { return recentItem(p.ts, p.value); }));
+      panel.statusEl.textContent = points.length === 0 ? "no values in this time range" : "";
+    }
+  } catch (error) {
+    if (generation === panel.generation) {
+      panel.statusEl.textContent = "history unavailable: " + error.message;
+    }
+  }
+}
+
+function recentItem(tsMs, value) {
+  const timeEl = el("time");
+  setTime(timeEl, tsMs);
+  return el("li", null, el("span", { className: "text-value", text: String(value) }), " ", timeEl);
+}
+
+// -- live values -------------------------------------------------------------------------
+
+function appendLive(panel, item) {
+  if (panel.kind === "number" && typeof item.value === "number") {
+    const [xs, avg, min, max] = panel.data;
+    const x = item.ts / 1000;
+    if (xs.length > 0 && x < xs[xs.length - 1]) {
+      return; // an old timestamp: it is in the history, not at the live edge
+    }
+    xs.push(x);
+    avg.push(item.value);
+    min.push(null);
+    max.push(null);
+    const cutoff = currentSpan().from / 1000;
+    while (xs.length > 0 && xs[0] < cutoff) {
+      for (const column of panel.data) {
+        column.shift();
+      }
+    }
+    drawChart(panel);
+    panel.tbody.prepend(tableRow(item.ts, item.value, null, null));
+    while (panel.tbody.children.length > TABLE_ROWS) {
+      panel.tbody.lastElementChild.remove();
+    }
+  } else if (panel.kind === "text") {
+    panel.list.prepend(recentItem(item.ts, item.value));
+    while (panel.list.children.length > RECENT_TEXT) {
+      panel.list.lastElementChild.remove();
+    }
+  }
+}
+
+function apply(item, fromSnapshot) {
+  if (!isValue(item) || item.room !== ROOM || item.device !== DEVICE) {
+    return;
+  }
+  const isNew = !panels.has(item.attr);
+  const panel = panelFor(item);
+  if (item.ts < panel.ts) {
+    return;
+  }
+  const changed = item.ts > panel.ts;
+  panel.ts = item.ts;
+  showValue(panel.valueEl, item.value);
+  setTime(panel.tsEl, item.ts);
+  if (item.ts > lastTs) {
+    lastTs = item.ts;
+    refreshSeen(Date.now());
+  }
+  // A new panel loads its history (which holds this value); a snapshot repeats known values.
+  if (range.live && changed && !isNew && !fromSnapshot) {
+    appendLive(panel, item);
+  }
+}
+
+function refreshSeen(now) {
+  if (lastTs === -Infinity) {
+    return;
+  }
+  const offline = now - lastTs > offlineAfterMs;
+  badgeEl.hidden = !offline;
+  headEl.dataset.offline = String(offline);
+  seenEl.textContent = "last seen " + ago(lastTs, now);
+  seenEl.title = new Date(lastTs).toISOString();
+}
+
+// -- range picker ------------------------------------------------------------------------
+
+function localInputValue(ms) {
+  const date = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
+  return date.toISOString().slice(0, 19);
+}
+
+function reloadAll() {
+  for (const panel of panels.values()) {
+    loadHistory(panel);
+  }
+}
+
+rangeForm.addEventListener("change", function (event) {
+  if (event.target.name !== "range") {
+    return;
+  }
+  const choice = event.target.value;
+  customEl.hidden = choice !== "custom";
+  noteEl.textContent = "";
+  if (choice === "custom") {
+    const span = currentSpan();
+    document.getElementById("from").value = localInputValue(span.from);
+    document.getElementById("to").value = localInputValue(span.to);
+    return;
+  }
+  range = { live: true, spanS: Number(choice) };
+  reloadAll();
+});
+
+rangeForm.addEventListener("submit", function (event) {
+  event.preventDefault();
+  const from = new Date(document.getElementById("from").value).getTime();
+  const to = new Date(document.getElementById("to").value).getTime();
+  if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
+    noteEl.textContent = "Choose a start before the end.";
+    return;
+  }
+  noteEl.textContent = "";
+  range = { live: false, from: from, to: to };
+  reloadAll();
+});
+
+window.addEventListener("resize", function () {
+  for (const panel of panels.values()) {
+    if (panel.chart) {
+      panel.chart.setSize({ width: chartWidth(panel), height: 220 });
+    }
+  }
+});
+
+const live = connectLive([{ scope: "device", room: ROOM, device: DEVICE }]);
+live.on("snapshot", function (items) { items.forEach(function (item) { apply(item, true); }); });
+live.on("values", function (items) { items.forEach(function (item) { apply(item, false); }); });
+trackAlarmBadge(live);
+window.setInterval(function () { refreshSeen(Date.now()); }, 1000);
+window.setInterval(function () {
+  if (range.live) {
+    const span = currentSpan();
+    for (const panel of panels.values()) {
+      if (panel.chart) {
+        panel.chart.setScale("x", { min: span.from / 1000, max: span.to / 1000 });
+      }
+    }
+  }
+}, 5000);

@@ -1,0 +1,78 @@
+// The page's one Socket.IO connection: status indicator, subscriptions, events.
+//
+// Server events: "snapshot" (the values of a scope, right after subscribing), "values" (batched
+// updates), "alarm" (an alarm object), "error" ({event, error}). Both value events carry
+// [{room, device, attr, value, ts}] with ts in milliseconds since 1970.
+// The connection passes auth {scopes: []} so the server subscribes it to nothing by itself; the
+// page's scopes are subscribed again after every (re)connect, which also brings fresh snapshots.
+// #status[data-state] is one of: connecting, connected, disconnected, refused.
+
+const statusEl = () => document.getElementById("status");
+
+function setStatus(state, text) {
+  const node = statusEl();
+  if (node) {
+    node.dataset.state = state;
+    node.textContent = text;
+  }
+}
+
+/**
+ * Connect and subscribe to `scopes` ([{scope: "site"}], [{scope: "device", room, device}], ...).
+ * Returns {socket, on(event, handler)}; handlers for "snapshot"/"values" get arrays.
+ */
+export function connectLive(scopes) {
+  const handlers = new Map();
+  const socket = window.io({ auth: { scopes: [] } });
+
+  function dispatch(event, payload) {
+    for (const handler of handlers.get(event) || []) {
+      try {
+        handler(payload);
+      } catch (error) {
+        console.error("live " + event + " handler failed", error);
+      }
+    }
+  }
+
+  socket.on("connect", function () {
+    setStatus("connected", "live");
+    for (const scope of scopes) {
+      socket.emit("subscribe", scope);
+    }
+    dispatch("connect", null);
+  });
+  socket.on("disconnect", function () {
+    setStatus("disconnected", "disconnected, reconnecting");
+  });
+  socket.on("connect_error", function () {
+    if (socket.active) {
+      setStatus("disconnected", "cannot reach the portal, retrying");
+    } else {
+      setStatus("refused", "signed out, reload the page to sign in");
+    }
+  });
+  for (const event of ["snapshot", "values"]) {
+    socket.on(event, function (items) {
+      dispatch(event, Array.isArray(items) ? items : []);
+    });
+  }
+  socket.on("alarm", function (alarm) {
+    if (alarm !== null && typeof alarm === "object") {
+      dispatch("alarm", alarm);
+    }
+  });
+  socket.on("error", function (problem) {
+    console.warn("live request refused", problem);
+  });
+
+  return {
+    socket: socket,
+    on: function (event, handler) {
+      if (!handlers.has(event)) {
+        handlers.set(event, []);
+      }
+      handlers.get(event).push(handler);
+    },
+  };
+}
