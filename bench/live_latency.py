@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -79,7 +78,9 @@ class Plan:
     ws_port: int
     admin: tuple[str, str]
     root: str
-    room: str
+    room: str  # prefix of this run's room names
+    rooms: int
+    scope: str  # what each Socket.IO client subscribes to: "site", or "room" (one room each)
     devices: int
     rate: float
     qos: int
@@ -92,8 +93,21 @@ class Plan:
     def measure_from_ms(self) -> int:
         return int(self.measure_from * 1000)
 
+    def room_name(self, room_index: int) -> str:
+        return f"{self.room}-{room_index:03d}"
+
+    def room_of(self, device_index: int) -> str:
+        """Devices are dealt to the rooms in turn."""
+        return self.room_name(device_index % self.rooms)
+
     def topic(self, index: int) -> str:
-        return f"{self.root}/{self.room}/{device_name(index)}/v"
+        return f"{self.root}/{self.room_of(index)}/{device_name(index)}/v"
+
+    def client_scope(self, client_index: int) -> dict[str, str]:
+        """The subscription of one client: the site, or one room (clients spread over the rooms)."""
+        if self.scope == "site":
+            return {"scope": "site"}
+        return {"scope": "room", "room": self.room_name(client_index % self.rooms)}
 
 
 def device_name(index: int) -> str:
@@ -164,25 +178,32 @@ async def lag_probe(lags: Counter[int], until: float) -> None:
 class Receivers:
     """``count`` Socket.IO clients in one event loop, recording latency and the last value per device."""
 
-    def __init__(self, plan: Plan, count: int) -> None:
+    def __init__(self, plan: Plan, count: int, first_client: int) -> None:
         self.plan = plan
         self.count = count
+        self.first_client = first_client
         self.report = Report()
         self.closing = False
         self.last: list[dict[str, int]] = []
+        self.scopes: list[dict[str, str]] = []
 
-    def make_client(self) -> Any:
+    def make_client(self, scope: dict[str, str]) -> Any:
         import socketio  # noqa: PLC0415 - only the child processes need it
 
         client = socketio.AsyncClient(reconnection=False)
         last: dict[str, int] = {}
         self.last.append(last)
-        report, room, measure_from = self.report, self.plan.room, self.plan.measure_from_ms
+        self.scopes.append(scope)
+        report, measure_from = self.report, self.plan.measure_from_ms
+        prefix = self.plan.room
+
+        def mine(room: str) -> bool:
+            return room == scope["room"] if "room" in scope else room.startswith(prefix)
 
         async def on_values(values: list[dict[str, Any]]) -> None:
             now = time.time() * 1000
             for value in values:
-                if value["room"] == room:
+                if mine(value["room"]):
                     last[value["device"]] = int(value["value"])
                     if value["ts"] >= measure_from:
                         report.latency_ms[int(now - value["ts"])] += 1
@@ -196,13 +217,13 @@ class Receivers:
         client.on("disconnect", on_disconnect)
         return client
 
-    async def connect(self, client: Any) -> bool:
+    async def connect(self, client: Any, scope: dict[str, str]) -> bool:
         try:
             await client.connect(
                 self.plan.portal_url,
                 headers={"Cookie": self.plan.cookie},
                 transports=["websocket"],
-                auth={"scopes": [{"scope": "site"}]},
+                auth={"scopes": [scope]},
                 wait_timeout=60,
             )
         except Exception as exc:  # a refused or timed-out client is counted; the others go on
@@ -212,9 +233,10 @@ class Receivers:
         return True
 
     async def run(self, ready: Any, finals_queue: Any) -> Report:
-        clients = [self.make_client() for _ in range(self.count)]
+        scopes = [self.plan.client_scope(self.first_client + i) for i in range(self.count)]
+        clients = [self.make_client(scope) for scope in scopes]
         probe = asyncio.create_task(lag_probe(self.report.lag_ms, self.plan.stop_at))
-        connected = await asyncio.gather(*(self.connect(c) for c in clients))
+        connected = await asyncio.gather(*(self.connect(c, s) for c, s in zip(clients, scopes, strict=True)))
         self.report.clients = sum(connected)
         ready.put(self.report.clients)
         await asyncio.sleep(max(0.0, self.plan.stop_at - time.time()))
@@ -222,18 +244,24 @@ class Receivers:
         await asyncio.gather(*(c.disconnect() for c, ok in zip(clients, connected, strict=True) if ok))
         probe.cancel()
         finals: dict[str, int] = finals_queue.get()
-        for last, ok in zip(self.last, connected, strict=True):
+        for last, scope, ok in zip(self.last, self.scopes, connected, strict=True):
             if ok:
-                self.report.missed += sum(1 for d, final in finals.items() if last.get(d, -1) < final)
+                expected = {
+                    device: final
+                    for device, final in finals.items()
+                    if "room" not in scope or self.plan.room_of(int(device[3:])) == scope["room"]
+                }
+                self.report.missed += sum(1 for d, final in expected.items() if last.get(d, -1) < final)
         return self.report
 
 
-def socketio_process(plan: Plan, count: int, queues: tuple[Any, Any, Any]) -> None:
-    """Entry point of one Socket.IO client process."""
+def socketio_process(plan: Plan, clients: tuple[int, int], queues: tuple[Any, Any, Any]) -> None:
+    """Entry point of one Socket.IO client process, holding `clients` = (first index, count)."""
     ready, finals, results = queues
     logging.getLogger("engineio.client").setLevel(logging.CRITICAL)  # "packet queue is empty" on close
     start = cpu_seconds()
-    report = asyncio.run(Receivers(plan, count).run(ready, finals))
+    first, count = clients
+    report = asyncio.run(Receivers(plan, count, first).run(ready, finals))
     report.cpu_s = cpu_seconds() - start
     results.put(("socketio", report))
 
@@ -249,7 +277,8 @@ async def _ws_subscriber(plan: Plan, report: Report, subscribed: asyncio.Event) 
         session.ws_connect(f"ws://127.0.0.1:{plan.ws_port}/mqtt", protocols=("mqtt",)) as ws,
     ):
         await ws.send_bytes(connect_packet(f"bench-ws-{uuid.uuid4().hex[:8]}", *plan.admin))
-        await ws.send_bytes(subscribe_packet(f"{plan.root}/{plan.room}/#"))
+        # Every room of this run (other traffic on a shared lab would add samples: use an own lab).
+        await ws.send_bytes(subscribe_packet(f"{plan.root}/+/+/v"))
         buffer = bytearray()
         measure_from = plan.measure_from_ms
         latency = report.latency_ms
@@ -350,26 +379,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_lab(threads: int) -> Lab:
-    """A fresh lab on free ports whose portal has ``threads`` gunicorn threads.
-
-    Each open WebSocket holds one gunicorn thread for its lifetime, so the lab's default (100)
-    caps the number of live clients below 100; the benchmark's own instance gets more.
-    """
+def start_lab() -> Lab:
+    """A fresh lab on free ports, in a temporary folder."""
     folder = Path(tempfile.mkdtemp(prefix="live-latency-"))
     ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
     envfile.ensure(folder / ".env", ROOT / ".env.example", ports)
     lab = Lab(LabConfig.load(folder / ".env", folder / "data"))
-    web = lab.services["web"]
-    original_spec = web.spec
-
-    def spec_with_threads() -> Any:
-        spec = original_spec()
-        argv = list(spec.argv)
-        argv[argv.index("--threads") + 1] = str(threads)
-        return dataclasses.replace(spec, argv=argv)
-
-    web.spec = spec_with_threads  # type: ignore[method-assign]
     lab.up()
     return lab
 
@@ -400,10 +415,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--baseline", type=int, default=2, help="MQTT WebSocket subscribers (default 2)")
     add("--rate", type=float, default=5000, help="messages per second (default 5000)")
     add("--devices", type=int, default=1000, help="devices, one attribute each (default 1000)")
+    add("--rooms", type=int, default=50, help="rooms the devices are spread over (default 50)")
+    add(
+        "--scope",
+        choices=("room", "site"),
+        default="room",
+        help="each client watches one room (default; clients spread over the rooms) or the whole site",
+    )
     add("--duration", type=float, default=20, help="measured seconds (default 20)")
     add("--warmup", type=float, default=5, help="seconds published before measuring (default 5)")
     add("--qos", type=int, choices=(0, 1), default=1, help="publish QoS (default 1)")
-    add("--portal-threads", type=int, default=400, help="gunicorn threads of a lab this starts")
     return parser.parse_args(argv)
 
 
@@ -421,6 +442,8 @@ def make_plan(args: argparse.Namespace, config: LabConfig) -> Plan:
         admin=(env["MQTT_ADMIN_USER"], env["MQTT_ADMIN_PASSWORD"]),
         root=env.get("TOPIC_ROOT", "office"),
         room=f"bench-{uuid.uuid4().hex[:6]}",
+        rooms=max(1, min(args.rooms, args.devices)),
+        scope=args.scope,
         devices=args.devices,
         rate=args.rate,
         qos=args.qos,
@@ -436,10 +459,12 @@ def measure(args: argparse.Namespace, plan: Plan) -> tuple[Published, Report, Re
     ready, results = ctx.Queue(), ctx.Queue()
     finals = [ctx.Queue() for _ in range(args.procs)]
     procs = []
+    first = 0
     for index in range(args.procs):
         count = args.clients // args.procs + (1 if index < args.clients % args.procs else 0)
         queues = (ready, finals[index], results)
-        procs.append(ctx.Process(target=socketio_process, args=(plan, count, queues)))
+        procs.append(ctx.Process(target=socketio_process, args=(plan, (first, count), queues)))
+        first += count
     if args.baseline:
         procs.append(ctx.Process(target=baseline_process, args=(plan, args.baseline, (ready, results))))
     for proc in procs:
@@ -450,7 +475,11 @@ def measure(args: argparse.Namespace, plan: Plan) -> tuple[Published, Report, Re
         print("warning: connecting took longer than planned; the warm-up is shorter", file=sys.stderr)
     time.sleep(max(0.0, plan.start_publish - time.time()))
     seconds = args.warmup + args.duration
-    print(f"publishing {args.rate:.0f} msg/s over {args.devices} devices for {seconds:.0f} s ...")
+    watching = "the whole site" if plan.scope == "site" else "one room"
+    print(
+        f"publishing {args.rate:.0f} msg/s over {args.devices} devices in {plan.rooms} rooms "
+        f"for {seconds:.0f} s; each client watches {watching} ..."
+    )
     published = publish(plan)
     for queue in finals:
         queue.put(published.finals)
@@ -499,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.env_file:
         config = LabConfig.load(args.env_file, args.env_file.parent / "data")
     else:
-        print(f"starting a lab instance (portal threads: {args.portal_threads}) ...")
-        lab = start_lab(args.portal_threads)
+        print("starting a lab instance ...")
+        lab = start_lab()
         config = lab.config
     try:
         plan = make_plan(args, config)

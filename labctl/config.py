@@ -62,15 +62,15 @@ class LabConfig:
             raise ConfigError(f"{env_file} does not exist; run ./lab up (or ./lab env) to create it")
         env = envfile.read(env_file)
         example = envfile.read(ROOT / ".env.example")
-        missing = [name for name in example if name not in env]
-        if missing:
-            raise ConfigError(
-                f"{env_file} lacks {', '.join(missing)}: copy them from .env.example "
-                "(or remove the file and run ./lab env to generate a new one)"
-            )
+        # A setting added to the example after this .env was made takes its documented default;
+        # a secret cannot be defaulted.
+        env = {**{k: v for k, v in example.items() if not envfile.is_secret(k)}, **env}
         empty = envfile.missing_secrets(env, example)
         if empty:
-            raise ConfigError(f"{env_file}: empty secret(s) {', '.join(empty)}; set a value for each")
+            raise ConfigError(
+                f"{env_file}: missing or empty secret(s) {', '.join(empty)}; set a value for each "
+                "(or remove the file and run ./lab env to generate a new one)"
+            )
         config = cls(root=ROOT, env_file=env_file, data_dir=data_dir, env=env)
         config.validate()
         return config

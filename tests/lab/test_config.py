@@ -42,12 +42,21 @@ def test_bad_values_are_refused_with_the_variable_named(
         LabConfig.load(make_env(tmp_path, **overrides), tmp_path / "data")
 
 
-def test_missing_variable_is_named(tmp_path: Path) -> None:
+def without(path: Path, name: str) -> None:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(line for line in lines if not line.startswith(f"{name}=")))
+
+
+def test_missing_setting_takes_its_documented_default(tmp_path: Path) -> None:
     path = make_env(tmp_path)
-    path.write_text(
-        "\n".join(line for line in path.read_text().splitlines() if not line.startswith("MQTT_WS_PORT"))
-    )
-    with pytest.raises(ConfigError, match="lacks MQTT_WS_PORT"):
+    without(path, "PORTAL_LIVE_FLUSH_MS")
+    assert LabConfig.load(path, tmp_path / "data").env["PORTAL_LIVE_FLUSH_MS"] == "100"
+
+
+def test_missing_secret_is_named(tmp_path: Path) -> None:
+    path = make_env(tmp_path)
+    without(path, "MQTT_PORTAL_PASSWORD")
+    with pytest.raises(ConfigError, match=r"missing or empty secret\(s\) MQTT_PORTAL_PASSWORD"):
         LabConfig.load(path, tmp_path / "data")
 
 

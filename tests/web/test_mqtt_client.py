@@ -1,6 +1,6 @@
 """The portal's fast MQTT read path against stock paho-mqtt, on the same bytes.
 
-`_PortalClient` decodes PUBLISH packets itself and acknowledges in batches; whatever stream the
+`PortalClient` decodes PUBLISH packets itself and acknowledges in batches; whatever stream the
 broker sends, it must deliver exactly what stock paho delivers (same topics, payloads, ids, QoS,
 flags, in order), however the bytes are split across reads.
 """
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.web.portal_testing import property_test
-from web.ingest import _BufferedSocket, _PortalClient
+from web.mqtt_client import BufferedSocket, PortalClient
 
 Delivered = tuple[bytes, bytes, int, int, bool, bool]
 
@@ -55,7 +55,7 @@ def wired(client: mqtt.Client) -> Iterator[tuple[socket.socket, list[Delivered]]
 
     client.on_message = on_message
     client.manual_ack_set(True)
-    client._sock = _BufferedSocket(ours) if isinstance(client, _PortalClient) else ours
+    client._sock = BufferedSocket(ours) if isinstance(client, PortalClient) else ours
     client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED  # type: ignore[attr-defined]
     try:
         yield theirs, delivered
@@ -85,8 +85,8 @@ def stock() -> mqtt.Client:
     return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="stock", clean_session=False)
 
 
-def portal() -> _PortalClient:
-    return _PortalClient(CallbackAPIVersion.VERSION2, client_id="portal", clean_session=False)
+def portal() -> PortalClient:
+    return PortalClient(CallbackAPIVersion.VERSION2, client_id="portal", clean_session=False)
 
 
 STREAM = b"".join(
@@ -143,7 +143,7 @@ def test_any_stream_split_anywhere_matches_paho(
 
 
 def test_other_packets_and_qos2_go_through_paho() -> None:
-    buffered = _BufferedSocket(None)
+    buffered = BufferedSocket(None)
     buffered._data = bytes([0x90, 0x03, 0x00, 0x01, 0x01])  # SUBACK
     assert buffered.take_publish() is None
     buffered._data, buffered._pos = publish(b"a/b", b"1", qos=2, mid=5), 0
