@@ -63,9 +63,7 @@ class Lab:
             pid = self.table.start(service.spec())
             self._wait_healthy(service, pid, step)
             if isinstance(service, Postgres):
-                step.note("migrations")
                 service.ensure_database()
-                service.migrate()
         return True
 
     def _wait_healthy(self, service: Service, pid: int, step: ui.Step) -> None:

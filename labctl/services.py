@@ -204,26 +204,6 @@ class Postgres(Service):
         if self.psql("SELECT 1 FROM pg_database WHERE datname = 'lab'") != "1":
             self.psql("CREATE DATABASE lab OWNER lab")
 
-    def migrate(self) -> None:
-        """Apply the Alembic migrations of `db/`."""
-        result = subprocess.run(
-            [
-                str(self.lab.venv / "bin" / "alembic"),
-                "-c",
-                str(self.lab.root / "db" / "alembic.ini"),
-                "upgrade",
-                "head",
-            ],
-            cwd=self.lab.root,
-            env=self.lab.service_env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-            raise ServiceError(f"database migrations failed:\n{tail}")
-
     def url(self) -> str:
         """A libpq URL without the password."""
         return f"postgresql://lab@127.0.0.1:{self.port}/lab"
@@ -343,6 +323,30 @@ class Portal(Service):
     name = "web"
     title = "Portal"
     port_variable = "PORTAL_PORT"
+
+    def prepare(self) -> None:
+        """Bring the database schema up to date first, as the portal's container does."""
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Apply the Alembic migrations of `db/` (the database must be running)."""
+        result = subprocess.run(
+            [
+                str(self.lab.venv / "bin" / "alembic"),
+                "-c",
+                str(self.lab.root / "db" / "alembic.ini"),
+                "upgrade",
+                "head",
+            ],
+            cwd=self.lab.root,
+            env=self.lab.service_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+            raise ServiceError(f"database migrations failed:\n{tail}")
 
     def spec(self) -> ProcessSpec:
         """gunicorn with one threaded worker (Socket.IO needs a single process)."""

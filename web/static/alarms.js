@@ -97,16 +97,24 @@ function render() {
   emptyEl.hidden = shown.length > 0;
 }
 
+// Events that arrive while the list is being fetched may be newer than the list: they are
+// applied again on top of it, so a slow response never hides a just-raised alarm.
+let sinceFetch = null;
+
 function upsert(alarm) {
   if (!isAlarm(alarm)) {
     return;
   }
   alarms.set(String(alarm.id), alarm);
+  if (sinceFetch !== null) {
+    sinceFetch.push(alarm);
+  }
   render();
 }
 
 async function reload() {
   const mine = ++generation;
+  sinceFetch = [];
   try {
     const body = await getJSON("/api/alarms", { state: stateEl.value });
     if (mine !== generation) {
@@ -118,10 +126,17 @@ async function reload() {
         alarms.set(String(alarm.id), alarm);
       }
     }
+    for (const alarm of sinceFetch || []) {
+      alarms.set(String(alarm.id), alarm);
+    }
     showError("");
     render();
   } catch (error) {
     showError("Alarms unavailable: " + error.message);
+  } finally {
+    if (mine === generation) {
+      sinceFetch = null;
+    }
   }
 }
 

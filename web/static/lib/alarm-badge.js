@@ -29,21 +29,34 @@ export function trackAlarmBadge(live) {
     }
   }
 
+  // Events that arrive while the list is being fetched may be newer than the list: they are
+  // applied again on top of it, so a slow response never hides a just-raised alarm.
+  let sinceFetch = null;
+
   async function reload() {
+    sinceFetch = [];
     try {
       const body = await getJSON("/api/alarms", { state: "active" });
       active.clear();
       for (const alarm of (body && Array.isArray(body.alarms)) ? body.alarms : []) {
         apply(alarm);
       }
+      for (const alarm of sinceFetch) {
+        apply(alarm);
+      }
       render();
     } catch (error) {
       console.warn("alarm count unavailable:", error.message);
+    } finally {
+      sinceFetch = null;
     }
   }
 
   live.on("connect", reload);
   live.on("alarm", function (alarm) {
+    if (sinceFetch !== null) {
+      sinceFetch.push(alarm);
+    }
     apply(alarm);
     render();
   });
