@@ -105,6 +105,16 @@ class LatestCache:
         found.sort(key=lambda value: (value.room, value.device, value.attr))
         return found
 
+    def newer(self, values: Iterable[LatestValue]) -> list[LatestValue]:
+        """The values at least as recent as the cached value of their attribute (or not cached)."""
+        with self._lock:
+            fresh = []
+            for value in values:
+                current = self._values.get((value.room, value.device), {}).get(value.attr)
+                if current is None or value.ts >= current.ts:
+                    fresh.append(value)
+            return fresh
+
     def devices(self) -> list[DeviceSeen]:
         """Every device seen, with its last-seen time, ordered by room and device."""
         with self._lock:

@@ -7,8 +7,10 @@
                           acknowledge (PUBACKs) <------------------+--> cache, live push
 
 It takes what is waiting (up to ``batch_max`` readings, waiting at most ``linger_s`` for more once
-it holds one), stores it in one transaction, and only then, in this order: has the messages
-acknowledged to the broker, updates the last-value cache, and tells the live layer what changed.
+it holds one) and hands the newest value of each attribute to the live layer at once, so browsers
+do not wait for the database. It stores the batch in one transaction and only then has the
+messages acknowledged to the broker and updates the last-value cache. (A value shown live while
+the database is down is stored once it is back: the batch is kept and retried.)
 
 Database failures never drop a batch silently:
 
@@ -33,6 +35,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from web.cache import DeviceSeen, LatestCache, LatestValue
 from web.messages import Reading
 from web.metrics import Metrics
+from web.storage import latest_per_attribute
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +165,8 @@ class BatchWriter:
     Args:
         store: where batches go.
         source: the buffer ingest fills.
-        on_stored: called (in the writer thread) with the values that became latest, after commit.
+        on_stored: called (in the writer thread) with the newest value per attribute of each batch
+            taken, before it is written (values older than the cached latest are left out).
         acknowledge: called with the readings the writer is done with (committed, or refused by
             the database for good), so their messages can be acknowledged to the broker.
         cache: the last-value cache, loaded at start and updated after each commit.
@@ -235,6 +239,7 @@ class BatchWriter:
                 if stopping:
                     break
                 continue
+            self._publish(self._newest(batch))
             try:
                 self._write(batch)
             except _Stopping:
@@ -312,7 +317,6 @@ class BatchWriter:
         self._release(batch)
         if self._cache is not None:
             self._cache.record(committed.latest, committed.seen)
-        self._publish(committed.latest)
 
     def _release(self, readings: Sequence[Reading]) -> None:
         try:
@@ -325,6 +329,13 @@ class BatchWriter:
         if message != self.last_error:  # one line per distinct failure, not per retry
             log.error("database write failed, batch of %s kept for retry: %s", size, message)
         self.last_error = message
+
+    def _newest(self, batch: Sequence[Reading]) -> list[LatestValue]:
+        newest = [
+            LatestValue(r.topic.room, r.topic.device, r.topic.attr, r.value, r.ts)
+            for r in latest_per_attribute(batch).values()
+        ]
+        return self._cache.newer(newest) if self._cache is not None else newest
 
     def _publish(self, changed: list[LatestValue]) -> None:
         if not changed:

@@ -328,3 +328,25 @@ def test_buffer_put_waits_for_room_and_can_time_out() -> None:
 def test_buffer_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ReadingBuffer(0)
+
+
+def test_values_go_live_once_before_the_commit_even_while_the_database_is_down(
+    make_writer: Callable[..., Harness],
+) -> None:
+    h = make_writer(FakeStore(lambda _batch, call: outage() if call <= 3 else None))
+    fill(h, [reading("t", 1.0, mid=1), reading("t", 2.0, mid=2), reading("h", 5.0, mid=3)])
+    h.writer.start()
+    wait_until(lambda: h.published == ["lab/dev/t", "lab/dev/h"])  # newest per attribute
+    wait_until(lambda: h.writer.stored == 3)
+    assert h.store.events[0] == "failed"
+    assert h.published == ["lab/dev/t", "lab/dev/h"], "retries do not push the batch again"
+
+
+def test_values_older_than_the_cached_latest_do_not_go_live(make_writer: Callable[..., Harness]) -> None:
+    h = make_writer(FakeStore())
+    later = NOW.replace(year=2026)
+    h.cache.load([LatestValue("lab", "dev", "t", 9.0, later)], [])
+    fill(h, [reading("t", 1.0), reading("h", 2.0)])
+    h.writer.start()
+    wait_until(lambda: h.writer.stored == 2)
+    assert h.published == ["lab/dev/h"]
