@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labctl import envfile  # noqa: E402 - after the path set-up above
-from labctl.config import PORT_VARIABLES, LabConfig  # noqa: E402
+from labctl.config import LabConfig, new_instance  # noqa: E402
 from labctl.lab import Lab  # noqa: E402
 
 #: Seconds without a new row before the benchmark stops waiting for the rest.
@@ -105,20 +103,6 @@ class Result:
 # -- the lab ------------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now (held open together, so all distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextmanager
 def lab_instance(
     env_file: Path | None, overrides: dict[str, str], *, keep: bool = False
@@ -128,9 +112,7 @@ def lab_instance(
         yield LabConfig.load(env_file), None
         return
     folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
-    envfile.ensure(folder / ".env", ROOT / ".env.example", {**ports, **overrides})
-    config = LabConfig.load(folder / ".env", folder / "data")
+    config = new_instance(folder, **overrides)
     lab = Lab(config)
     try:
         for name in ("db", "mosquitto", "web"):

@@ -30,7 +30,6 @@ import logging
 import multiprocessing as mp
 import os
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -53,8 +52,7 @@ from mqtt_wire import (  # noqa: E402 - bench/ is on sys.path when this runs as 
     subscribe_packet,
 )
 
-from labctl import envfile  # noqa: E402
-from labctl.config import PORT_VARIABLES, LabConfig  # noqa: E402
+from labctl.config import LabConfig, new_instance  # noqa: E402
 from labctl.lab import Lab  # noqa: E402
 
 #: Seconds given to what is in flight to arrive after the last publish.
@@ -368,23 +366,9 @@ def publish(plan: Plan) -> Published:
 # -- the lab and the portal session --------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def start_lab() -> Lab:
     """A fresh lab on free ports, in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="live-latency-"))
-    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
-    envfile.ensure(folder / ".env", ROOT / ".env.example", ports)
-    lab = Lab(LabConfig.load(folder / ".env", folder / "data"))
+    lab = Lab(new_instance(Path(tempfile.mkdtemp(prefix="live-latency-"))))
     lab.up()
     return lab
 

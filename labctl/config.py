@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,30 @@ def _others_can_reach(folder: Path) -> bool:
         if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
             return False
     return True
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now on 127.0.0.1 (held open together, so all distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def new_instance(folder: Path, **overrides: str) -> LabConfig:
+    """A fresh lab instance in `folder`: `.env` with new secrets and free ports, state in `data/`.
+
+    The test suite and the benchmarks run their labs this way, beside any lab already running.
+    """
+    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
+    envfile.ensure(folder / ".env", ROOT / ".env.example", {**ports, **overrides})
+    return LabConfig.load(folder / ".env", folder / "data")
 
 
 class ConfigError(Exception):

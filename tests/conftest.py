@@ -9,7 +9,6 @@ by `./lab test`, which stops anything left running) or pytest's temporary folder
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,23 +19,8 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from labctl import envfile
-from labctl.config import PORT_VARIABLES, ROOT, LabConfig
+from labctl.config import LabConfig, new_instance
 from labctl.lab import Lab
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports that nothing listens on right now (held open together, so all distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +35,7 @@ def new_lab_config(labs_dir: Path) -> Callable[..., LabConfig]:
     """Factory: a fresh instance (env file with new secrets and free ports, empty state)."""
 
     def make(name: str, **overrides: str) -> LabConfig:
-        folder = labs_dir / f"{name}-{uuid.uuid4().hex[:6]}"
-        ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
-        envfile.ensure(folder / ".env", ROOT / ".env.example", {**ports, **overrides})
-        return LabConfig.load(folder / ".env", folder / "data")
+        return new_instance(labs_dir / f"{name}-{uuid.uuid4().hex[:6]}", **overrides)
 
     return make
 

@@ -119,8 +119,8 @@ class Store:
         self._device_ids.clear()
         self._attribute_ids.clear()
 
-    def latest_values(self) -> list[LatestValue]:
-        """Every attribute's last value, ordered by room, device and attribute name."""
+    def latest_values(self, room: str | None = None, device: str | None = None) -> list[LatestValue]:
+        """Every attribute's last value (of one room or device), ordered by room, device and attribute."""
         query = (
             select(
                 rooms.c.name,
@@ -136,6 +136,10 @@ class Store:
             .join(rooms, rooms.c.id == devices.c.room_id)
             .order_by(rooms.c.name, devices.c.name, attributes.c.name)
         )
+        if room is not None:
+            query = query.where(rooms.c.name == room)
+        if device is not None:
+            query = query.where(devices.c.name == device)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [

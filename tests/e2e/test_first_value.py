@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 import socketio
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import publish
@@ -18,15 +18,6 @@ from tests.web.portal_testing import signed_in_session
 pytestmark = pytest.mark.integration
 
 DELIVERY_LIMIT_S = 2.0
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the suite may run as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def readme_publish(lab: RunningLab, room: str, attr: str, value: str) -> str:
@@ -100,29 +91,11 @@ def test_socketio_refuses_a_client_that_is_not_logged_in(lab: RunningLab) -> Non
         client.connect(lab.portal_url, transports=["websocket"], wait_timeout=5)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
-def page(browser: Browser, lab: RunningLab) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{lab.portal_url}/")
-    page.fill("input[name=username]", lab.env["PORTAL_ADMIN_USER"])
-    page.fill("input[name=password]", lab.env["PORTAL_ADMIN_PASSWORD"])
-    page.click("button[type=submit]")
-    expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=10_000)
-    try:
-        yield page
-    finally:
-        context.close()
+def page(signed_in_page: Callable[..., Page]) -> Page:
+    """The overview page, signed in and connected (tests/e2e/conftest.py)."""
+    page: Page = signed_in_page("/")
+    return page
 
 
 @pytest.mark.browser
