@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 
 from tests.web.portal_testing import property_test
-from web.alarms import (
+from web.alarm_messages import (
     Alarm,
     AlarmMessage,
     AlarmRejection,
-    Alarms,
     Change,
     Rejected,
     decide,
     parse_alarm,
 )
+from web.alarms import Alarms
 from web.metrics import Metrics
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -11,7 +11,8 @@ from web.api import params
 from web.auth import api_login_required
 
 if TYPE_CHECKING:
-    from web.alarms import Alarm, Alarms
+    from web.alarm_messages import Alarm
+    from web.alarms import Alarms
 
 bp = Blueprint("alarms", __name__)
 
