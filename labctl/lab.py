@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from labctl import broker, health, ui
 from labctl.config import LabConfig
 from labctl.process import ProcessTable
-from labctl.services import Postgres, Service, ServiceError, build
+from labctl.services import Service, ServiceError, build
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ class Lab:
             service.prepare()
             pid = self.table.start(service.spec())
             self._wait_healthy(service, pid, step)
-            if isinstance(service, Postgres):
-                service.ensure_database()
+            service.after_start()
         return True
 
     def _wait_healthy(self, service: Service, pid: int, step: ui.Step) -> None:

@@ -71,6 +71,9 @@ class Service(ABC):
     def prepare(self) -> None:  # noqa: B027 - optional hook, most services need nothing
         """Create or refresh files the service needs before it starts."""
 
+    def after_start(self) -> None:  # noqa: B027 - optional hook
+        """Finish setting up once the service answers (e.g. create a database)."""
+
     @abstractmethod
     def spec(self) -> ProcessSpec:
         """The command that runs the service in the foreground."""
@@ -199,7 +202,7 @@ class Postgres(Service):
             raise ServiceError(message)
         return result.stdout.strip()
 
-    def ensure_database(self) -> None:
+    def after_start(self) -> None:
         """Create the `lab` database if it does not exist."""
         if self.psql("SELECT 1 FROM pg_database WHERE datname = 'lab'") != "1":
             self.psql("CREATE DATABASE lab OWNER lab")
