@@ -82,7 +82,7 @@ class LatestCache:
         self._loaded = True
 
     def record(self, values: Iterable[LatestValue], devices: Iterable[DeviceSeen]) -> None:
-        """Merge what a committed batch changed."""
+        """Merge newer values (taken for storage) and last-seen times (of a committed batch)."""
         self._merge(values, devices)
 
     def values(self, room: str | None = None, device: str | None = None) -> list[LatestValue]:

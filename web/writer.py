@@ -7,9 +7,10 @@
                           acknowledge (PUBACKs) <------------------+--> cache, live push
 
 It takes what is waiting (up to ``batch_max`` readings, waiting at most ``linger_s`` for more once
-it holds one) and hands the newest value of each attribute to the live layer at once, so browsers
-do not wait for the database. It stores the batch in one transaction and only then has the
-messages acknowledged to the broker and updates the last-value cache. (A value shown live while
+it holds one) and puts the newest value of each attribute in the last-value cache and hands it to
+the live layer at once, so browsers do not wait for the database. It stores the batch in one
+transaction and only then has the messages acknowledged to the broker and records the devices'
+last-seen times. (A value shown live while
 the database is down is stored once it is back: the batch is kept and retried.)
 
 Database failures never drop a batch silently:
@@ -239,7 +240,7 @@ class BatchWriter:
                 if stopping:
                     break
                 continue
-            self._publish(self._newest(batch))
+            self._go_live(batch)
             try:
                 self._write(batch)
             except _Stopping:
@@ -330,12 +331,20 @@ class BatchWriter:
             log.error("database write failed, batch of %s kept for retry: %s", size, message)
         self.last_error = message
 
-    def _newest(self, batch: Sequence[Reading]) -> list[LatestValue]:
+    def _go_live(self, batch: Sequence[Reading]) -> None:
+        """Put the newest value per attribute of `batch` in the cache, then push it to browsers.
+
+        The cache first: a browser that subscribes meanwhile joins its channel before reading the
+        cache for its snapshot, so it gets each value either in the snapshot or as an update.
+        """
         newest = [
             LatestValue(r.topic.room, r.topic.device, r.topic.attr, r.value, r.ts)
             for r in latest_per_attribute(batch).values()
         ]
-        return self._cache.newer(newest) if self._cache is not None else newest
+        if self._cache is not None:
+            newest = self._cache.newer(newest)
+            self._cache.record(newest, [])
+        self._publish(newest)
 
     def _publish(self, changed: list[LatestValue]) -> None:
         if not changed:

@@ -350,3 +350,23 @@ def test_values_older_than_the_cached_latest_do_not_go_live(make_writer: Callabl
     h.writer.start()
     wait_until(lambda: h.writer.stored == 2)
     assert h.published == ["lab/dev/h"]
+
+
+def test_a_value_is_in_the_cache_before_it_goes_live() -> None:
+    cache = LatestCache()
+    cache.load([], [])
+    seen_in_cache: list[bool] = []
+
+    def on_stored(values: list[LatestValue]) -> None:
+        cached = {value.key for value in cache.values()}
+        seen_in_cache.extend(value.key in cached for value in values)
+
+    buffer = ReadingBuffer(100)
+    writer = BatchWriter(FakeStore(), buffer, on_stored, cache=cache, metrics=Metrics())
+    assert buffer.put(reading("t", 1.0), timeout=1)
+    writer.start()
+    try:
+        wait_until(lambda: writer.stored == 1)
+    finally:
+        writer.stop(flush_s=0.5)
+    assert seen_in_cache == [True]
