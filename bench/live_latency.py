@@ -44,16 +44,16 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mqtt_wire import (  # noqa: E402 - bench/ is on sys.path when this runs as a script
-    RawPublisher,
+from mqtt_wire import RawPublisher  # noqa: E402 - bench/ is on sys.path when this runs as a script
+
+from labctl.config import LabConfig, new_instance  # noqa: E402
+from labctl.lab import Lab  # noqa: E402
+from labctl.mqtt_packets import (  # noqa: E402
     connect_packet,
     publish_payload,
     split_packets,
     subscribe_packet,
 )
-
-from labctl.config import LabConfig, new_instance  # noqa: E402
-from labctl.lab import Lab  # noqa: E402
 
 #: Seconds given to what is in flight to arrive after the last publish.
 DRAIN_S = 3.0

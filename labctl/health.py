@@ -6,10 +6,11 @@ Each probe returns None when healthy, or a short reason when not.
 from __future__ import annotations
 
 import socket
-import struct
 import subprocess
 import urllib.error
 import urllib.request
+
+from labctl.mqtt_packets import connect_packet
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
@@ -41,28 +42,11 @@ def http_ok(url: str, timeout: float = 2.0) -> str | None:
         return f"no answer ({reason})"
 
 
-def _mqtt_string(value: str) -> bytes:
-    data = value.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def mqtt_connect(
     port: int, username: str, password: str, host: str = "127.0.0.1", timeout: float = 2.0
 ) -> str | None:
     """None if an MQTT 3.1.1 CONNECT with these credentials is accepted (CONNACK 0)."""
-    variable = _mqtt_string("MQTT") + bytes([4, 0b11000010]) + struct.pack("!H", 10)
-    payload = _mqtt_string(f"lab-health-{port}") + _mqtt_string(username) + _mqtt_string(password)
-    body = variable + payload
-    packet = bytes([0x10]) + _remaining_length(len(body)) + body
+    packet = connect_packet(f"lab-health-{port}", username, password, keepalive=10)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(packet)

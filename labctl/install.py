@@ -24,7 +24,7 @@ LAB_PROGRAMS = {
     "node": "nodejs",
     "npm": "npm",
 }
-TEST_PROGRAMS = {"chromium": "chromium", "openssl": "openssl"}
+TEST_PROGRAMS = {"chromium": "chromium"}
 NPM_FOLDERS_LAB = ("nodered", "web/assets")
 NPM_FOLDERS_TEST = ("tests",)
 

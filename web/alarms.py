@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -266,23 +267,25 @@ class Alarms:
 
     def acknowledge(self, alarm_id: int, user: str) -> Alarm | None:
         """Acknowledge by `user` and push the change; None if unknown."""
-        result = self.store.acknowledge(alarm_id, user)
-        if result is None:
-            return None
-        alarm, changed = result
-        if changed:
-            log.info("alarm %s acknowledged by %s", alarm_id, user)
-            self.push(alarm)
-        return alarm
+        return self._by_user(self.store.acknowledge, alarm_id, user, "acknowledged")
 
     def clear(self, alarm_id: int, user: str) -> Alarm | None:
         """Clear by `user` and push the change; None if unknown."""
-        result = self.store.clear(alarm_id, user)
+        return self._by_user(self.store.clear, alarm_id, user, "cleared")
+
+    def _by_user(
+        self,
+        action: Callable[[int, str], tuple[Alarm, bool] | None],
+        alarm_id: int,
+        user: str,
+        done: str,
+    ) -> Alarm | None:
+        result = action(alarm_id, user)
         if result is None:
             return None
         alarm, changed = result
         if changed:
-            log.info("alarm %s cleared by %s", alarm_id, user)
+            log.info("alarm %s %s by %s", alarm_id, done, user)
             self.push(alarm)
         return alarm
 

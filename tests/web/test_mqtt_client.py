@@ -8,7 +8,6 @@ flags, in order), however the bytes are split across reads.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,27 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from labctl.mqtt_packets import publish_packet
 from tests.web.portal_testing import property_test
 from web.mqtt_client import BufferedSocket, PortalClient
 
 Delivered = tuple[bytes, bytes, int, int, bool, bool]
 
 
-def remaining_length(size: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, size = size % 128, size // 128
-        out.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes(out)
-
-
 def publish(
     topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, *, retain: bool = False, dup: bool = False
 ) -> bytes:
-    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"") + payload
-    header = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    return bytes([header]) + remaining_length(len(body)) + body
+    return publish_packet(topic, payload, qos, mid, retain=retain, dup=dup)
 
 
 @contextmanager
