@@ -29,6 +29,16 @@ examples:
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `./lab` command line."""
     parser = argparse.ArgumentParser(
@@ -64,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="show each service: running, pid, port, health")
     logs = commands.add_parser("logs", help="show the log of one or every service")
     logs.add_argument("service", nargs="?", choices=SERVICE_NAMES, metavar="SERVICE")
-    logs.add_argument("-n", "--lines", type=int, default=40, help="lines to show per service (default 40)")
+    logs.add_argument(
+        "-n", "--lines", type=_positive_int, default=40, help="lines to show per service (default 40)"
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     for name, text in (
         ("start", "start one service"),

@@ -37,7 +37,15 @@ def test_help_lists_every_command_and_service() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["bogus"], ["restart", "nosuch"], ["logs", "apache"], ["start"], ["logs", "-n", "many"]],
+    [
+        ["bogus"],
+        ["restart", "nosuch"],
+        ["logs", "apache"],
+        ["start"],
+        ["logs", "-n", "many"],
+        ["logs", "-n", "0"],
+        ["logs", "-n", "-5"],
+    ],
 )
 def test_bad_arguments_fail_with_usage(args: list[str]) -> None:
     result = lab(*args)
