@@ -3,10 +3,12 @@
 One run, on this machine:
 
 1. a lab instance (its own, on free ports, or a running one with ``--env-file``);
-2. ``--clients`` Socket.IO clients (``socketio.AsyncClient``, spread over ``--procs`` processes),
-   signed in, subscribed to the site;
+2. ``--clients`` Socket.IO clients (the lean :class:`stress.portal_client.Viewer`, spread over
+   ``--procs`` processes),
+   signed in, each subscribed to one room (or, with ``--scope site``, to the site);
 3. ``--baseline`` plain MQTT subscribers on the broker's WebSocket listener (the floor: what a
-   browser speaking MQTT directly to the broker would see), in their own process;
+   browser speaking MQTT directly to the broker would see), in their own process, each watching
+   what the Socket.IO client of the same index watches (one room, or the site);
 4. one publisher at a steady ``--rate`` over ``--devices`` devices, each message
    ``{"value": <sequence number>, "ts": <publish time, ms>}``, so every receiver computes
    ``latency = arrival - ts`` for each value it gets.
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import multiprocessing as mp
 import os
 import re
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +56,7 @@ from labctl.mqtt_packets import (  # noqa: E402
     split_packets,
     subscribe_packet,
 )
+from stress.portal_client import Viewer, ViewerError  # noqa: E402
 
 #: Seconds given to what is in flight to arrive after the last publish.
 DRAIN_S = 3.0
@@ -185,10 +188,7 @@ class Receivers:
         self.last: list[dict[str, int]] = []
         self.scopes: list[dict[str, str]] = []
 
-    def make_client(self, scope: dict[str, str]) -> Any:
-        import socketio  # noqa: PLC0415 - only the child processes need it
-
-        client = socketio.AsyncClient(reconnection=False)
+    def make_client(self, scope: dict[str, str]) -> Viewer:
         last: dict[str, int] = {}
         self.last.append(last)
         self.scopes.append(scope)
@@ -198,7 +198,9 @@ class Receivers:
         def mine(room: str) -> bool:
             return room == scope["room"] if "room" in scope else room.startswith(prefix)
 
-        async def on_values(values: list[dict[str, Any]]) -> None:
+        def on_event(name: str, values: Any) -> None:
+            if name != "values":
+                return
             now = time.time() * 1000
             for value in values:
                 if mine(value["room"]):
@@ -207,39 +209,39 @@ class Receivers:
                         report.latency_ms[int(now - value["ts"])] += 1
                     report.updates += 1
 
-        async def on_disconnect(*_args: Any) -> None:
-            if not self.closing:
-                report.disconnects += 1
+        return Viewer(
+            self.plan.portal_url, on_event, headers={"Cookie": self.plan.cookie}, auth={"scopes": [scope]}
+        )
 
-        client.on("values", on_values)
-        client.on("disconnect", on_disconnect)
-        return client
-
-    async def connect(self, client: Any, scope: dict[str, str]) -> bool:
+    async def connect(self, session: aiohttp.ClientSession, client: Viewer) -> bool:
         try:
-            await client.connect(
-                self.plan.portal_url,
-                headers={"Cookie": self.plan.cookie},
-                transports=["websocket"],
-                auth={"scopes": [scope]},
-                wait_timeout=60,
-            )
-        except Exception as exc:  # a refused or timed-out client is counted; the others go on
+            await client.connect(session, timeout=60)
+        except (ViewerError, aiohttp.ClientError, TimeoutError) as exc:  # counted; the others go on
             print(f"client connect failed: {exc}", file=sys.stderr)
             self.report.connect_failures += 1
             return False
         return True
 
+    async def listen(self, client: Viewer) -> None:
+        await client.listen()
+        if not self.closing:
+            self.report.disconnects += 1
+
     async def run(self, ready: Any, finals_queue: Any) -> Report:
         scopes = [self.plan.client_scope(self.first_client + i) for i in range(self.count)]
         clients = [self.make_client(scope) for scope in scopes]
         probe = asyncio.create_task(lag_probe(self.report.lag_ms, self.plan.stop_at))
-        connected = await asyncio.gather(*(self.connect(c, s) for c, s in zip(clients, scopes, strict=True)))
-        self.report.clients = sum(connected)
-        ready.put(self.report.clients)
-        await asyncio.sleep(max(0.0, self.plan.stop_at - time.time()))
-        self.closing = True
-        await asyncio.gather(*(c.disconnect() for c, ok in zip(clients, connected, strict=True) if ok))
+        async with aiohttp.ClientSession() as session:
+            connected = await asyncio.gather(*(self.connect(session, client) for client in clients))
+            self.report.clients = sum(connected)
+            ready.put(self.report.clients)
+            listeners = [
+                asyncio.create_task(self.listen(c)) for c, ok in zip(clients, connected, strict=True) if ok
+            ]
+            await asyncio.sleep(max(0.0, self.plan.stop_at - time.time()))
+            self.closing = True
+            await asyncio.gather(*(c.close() for c, ok in zip(clients, connected, strict=True) if ok))
+            await asyncio.gather(*listeners)
         probe.cancel()
         finals: dict[str, int] = finals_queue.get()
         for last, scope, ok in zip(self.last, self.scopes, connected, strict=True):
@@ -256,7 +258,6 @@ class Receivers:
 def socketio_process(plan: Plan, clients: tuple[int, int], queues: tuple[Any, Any, Any]) -> None:
     """Entry point of one Socket.IO client process, holding `clients` = (first index, count)."""
     ready, finals, results = queues
-    logging.getLogger("engineio.client").setLevel(logging.CRITICAL)  # "packet queue is empty" on close
     start = cpu_seconds()
     first, count = clients
     report = asyncio.run(Receivers(plan, count, first).run(ready, finals))
@@ -267,16 +268,18 @@ def socketio_process(plan: Plan, clients: tuple[int, int], queues: tuple[Any, An
 # -- MQTT over WebSocket baseline ----------------------------------------------------------
 
 
-async def _ws_subscriber(plan: Plan, report: Report, subscribed: asyncio.Event) -> None:
-    import aiohttp  # noqa: PLC0415
+async def _ws_subscriber(plan: Plan, index: int, report: Report, subscribed: asyncio.Event) -> None:
+    # The same view as Socket.IO client ``index``: its room, or every room of this run (other
+    # traffic on a shared lab would add samples: use an own lab).
+    scope = plan.client_scope(index)
+    topic = f"{plan.root}/{scope['room']}/+/v" if "room" in scope else f"{plan.root}/+/+/v"
 
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(f"ws://127.0.0.1:{plan.ws_port}/mqtt", protocols=("mqtt",)) as ws,
     ):
         await ws.send_bytes(connect_packet(f"bench-ws-{uuid.uuid4().hex[:8]}", *plan.admin))
-        # Every room of this run (other traffic on a shared lab would add samples: use an own lab).
-        await ws.send_bytes(subscribe_packet(f"{plan.root}/+/+/v"))
+        await ws.send_bytes(subscribe_packet(topic))
         buffer = bytearray()
         measure_from = plan.measure_from_ms
         latency = report.latency_ms
@@ -303,7 +306,9 @@ async def _ws_subscriber(plan: Plan, report: Report, subscribed: asyncio.Event) 
 async def _ws_subscribers(plan: Plan, count: int, ready: Any) -> Report:
     report = Report()
     events = [asyncio.Event() for _ in range(count)]
-    tasks = [asyncio.create_task(_ws_subscriber(plan, report, event)) for event in events]
+    tasks = [
+        asyncio.create_task(_ws_subscriber(plan, index, report, event)) for index, event in enumerate(events)
+    ]
     probe = asyncio.create_task(lag_probe(report.lag_ms, plan.stop_at))
     await asyncio.wait_for(asyncio.gather(*(event.wait() for event in events)), 30)
     report.clients = count
@@ -396,7 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--env-file", type=Path, help="measure the running lab of this .env (default: start one)")
     add("--clients", type=int, default=200, help="Socket.IO clients (default 200)")
     add("--procs", type=int, default=4, help="processes holding them (default 4)")
-    add("--baseline", type=int, default=2, help="MQTT WebSocket subscribers (default 2)")
+    add("--baseline", type=int, default=10, help="MQTT WebSocket subscribers (default 10)")
     add("--rate", type=float, default=5000, help="messages per second (default 5000)")
     add("--devices", type=int, default=1000, help="devices, one attribute each (default 1000)")
     add("--rooms", type=int, default=50, help="rooms the devices are spread over (default 50)")

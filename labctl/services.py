@@ -316,8 +316,8 @@ class NodeRed(Service):
         return f"http://127.0.0.1:{self.port}/"
 
 
-# Threads of the portal's single gunicorn worker: the most live browsers it can hold at once.
-PORTAL_THREADS = 1000
+# Connections the portal's single gevent worker holds at once (each live browser keeps one open).
+PORTAL_CONNECTIONS = 5000
 
 
 class Portal(Service):
@@ -352,18 +352,21 @@ class Portal(Service):
             raise ServiceError(f"database migrations failed:\n{tail}")
 
     def spec(self) -> ProcessSpec:
-        """gunicorn with one threaded worker (Socket.IO needs a single process)."""
+        """gunicorn with one gevent worker (Socket.IO needs a single process).
+
+        Greenlets, not threads: pushing one update to hundreds of browsers is hundreds of
+        cooperative socket writes, where threads would queue for the interpreter lock.
+        """
         return ProcessSpec(
             name=self.name,
             argv=[
                 str(self.lab.venv / "bin" / "gunicorn"),
                 "--worker-class",
-                "gthread",
+                "gevent",
                 "--workers",
                 "1",
-                # Each open WebSocket (a browser on a live page) holds one thread.
-                "--threads",
-                str(PORTAL_THREADS),
+                "--worker-connections",
+                str(PORTAL_CONNECTIONS),
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",

@@ -1,6 +1,6 @@
 """The lab portal: MQTT ingest into PostgreSQL, with live values in the browser.
 
-Served by ``gunicorn --worker-class gthread --workers 1 --threads 1000 'web:create_app()'``;
+Served by ``gunicorn --worker-class gevent --workers 1 'web:create_app()'``;
 see :func:`web.app.create_app`. Importing this package loads nothing else, so tools that need
 only a part of it (``python -m web.users``) start quickly.
 """

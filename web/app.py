@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from types import FrameType
@@ -29,7 +30,7 @@ from web import api, auth, health, pages, vendor
 from web.alarms import Alarms, AlarmStore
 from web.cache import LatestCache
 from web.ingest import Ingest
-from web.live import SITE_ROOM, Live, cache_snapshot, store_snapshot
+from web.live import SITE_ROOM, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
 from web.settings import Settings
@@ -120,14 +121,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
-    socketio = SocketIO(app, async_mode="threading", logger=False, engineio_logger=False)
+    socketio = SocketIO(
+        app, async_mode=async_mode(), serializer=JsonPacket, logger=False, engineio_logger=False
+    )
 
     engine = make_engine(settings)
     store = Store(engine)
     buffer = ReadingBuffer(settings.ingest_buffer_max)
     cache = LatestCache()
     metrics = Metrics()
-    metrics.track_buffer(buffer.__len__)
     live = Live(
         socketio,
         cache_snapshot(cache, store_snapshot(store.latest_values)),
@@ -160,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM),
     )
     app.extensions["portal"] = portal
+    metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)
 
     app.register_blueprint(health.bp)
     auth.init_app(app, settings, engine)
@@ -183,6 +186,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def async_mode() -> str:
+    """``gevent`` under a server that patched the standard library for it, ``threading`` otherwise.
+
+    gunicorn's gevent worker (how ``./lab`` and the container serve the portal) patches sockets,
+    threads and locks before it loads the app; the portal's own threads then run as greenlets, and
+    Socket.IO must use gevent's primitives too. Tests build the app in plain threads.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return "gevent" if monkey is not None and monkey.is_module_patched("socket") else "threading"
+
+
 def _add_security_headers(response: Response) -> Response:
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -195,7 +209,8 @@ def _stop_with_server(portal: Portal) -> None:
     gunicorn gives a worker ``--graceful-timeout`` seconds after SIGTERM, waits that long for open
     connections (live websockets stay open), then kills it: ``atexit`` would come too late to
     store the queued readings. So the server's SIGTERM handler is wrapped to start
-    :meth:`Portal.stop` in a thread at once. Outside a server that handles SIGTERM, nothing changes.
+    :meth:`Portal.stop` in the background at once (a thread, or a greenlet under gevent, where a
+    signal handler must not block). Outside a server that handles SIGTERM, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         return
@@ -204,7 +219,7 @@ def _stop_with_server(portal: Portal) -> None:
         return
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=portal.stop, name="portal-stop", daemon=True).start()
+        portal.socketio.start_background_task(portal.stop)
         previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -52,11 +52,19 @@ class Metrics:
         self.write_errors = Counter(
             "portal_write_errors", "Batch writes that failed and were retried", registry=r
         )
-        self.buffer_depth = Gauge("portal_buffer_depth", "Readings waiting for the database", registry=r)
+        self.buffer_depth = Gauge(
+            "portal_buffer_depth", "Readings received and not yet handed to the database", registry=r
+        )
         self.broker_connected = Gauge("portal_broker_connected", "1 while subscribed", registry=r)
         self.live_clients = Gauge("portal_live_clients", "Browsers connected over Socket.IO", registry=r)
         self.live_updates = Counter(
             "portal_live_updates", "Attribute updates pushed to Socket.IO clients", registry=r
+        )
+        self.live_flush_seconds = Histogram(
+            "portal_live_flush_seconds",
+            "Time to hand one flush of updates to every subscribed Socket.IO client",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.alarms_received = Counter("portal_alarms_received", "Alarm messages received", registry=r)
 

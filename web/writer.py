@@ -1,17 +1,23 @@
-"""The batch writer: one thread that drains the ingest buffer into the database.
+"""The batch writer: two threads that drain the ingest buffer to browsers and into the database.
 
 ::
 
-    Ingest --put (blocks when full)--> ReadingBuffer --take--> BatchWriter --COPY/commit--> PostgreSQL
-                                                                   |
-                          acknowledge (PUBACKs) <------------------+--> cache, live push
+    Ingest --put (blocks when full)--> ReadingBuffer --take--> feeder --> cache, live push
+                                                                 |
+                                                             hand-off (bounded)
+                                                                 |
+                          acknowledge (PUBACKs) <-------------- committer --COPY/commit--> PostgreSQL
 
-It takes what is waiting (up to ``batch_max`` readings, waiting at most ``linger_s`` for more once
-it holds one) and puts the newest value of each attribute in the last-value cache and hands it to
-the live layer at once, so browsers do not wait for the database. It stores the batch in one
-transaction and only then has the messages acknowledged to the broker and records the devices'
-last-seen times. (A value shown live while
-the database is down is stored once it is back: the batch is kept and retried.)
+The *feeder* takes what is waiting (up to ``batch_max`` readings, waiting at most ``linger_s``
+for more once it holds one), puts the newest value of each attribute in the last-value cache and
+hands it to the live layer at once, then passes the readings on. The *committer* stores whatever
+has been passed on meanwhile (up to ``batch_max`` readings) in one transaction and only then has
+the messages acknowledged to the broker and records the devices' last-seen times. Splitting the two
+keeps browsers at the pace of the broker rather than of the database's commits: while one batch
+commits, the next goes live. The hand-off holds at most about ``batch_max`` readings; when the
+database falls behind, the feeder waits and back-pressure reaches the broker through the buffer.
+(A value shown live while the database is down is stored once it is back: the batch is kept and
+retried.)
 
 Database failures never drop a batch silently:
 
@@ -101,6 +107,22 @@ class ReadingBuffer:
                 self._not_empty.notify()
             return True
 
+    def put_many(self, readings: Sequence[Reading], unless: threading.Event | None = None) -> None:
+        """Append ``readings``, first waiting until the buffer is below its size.
+
+        Args:
+            unless: when set (already, or while waiting), append without waiting any longer.
+
+        The buffer may end up above ``maxsize`` by less than ``len(readings)``: a batch is never
+        split.
+        """
+        with self._lock:
+            while len(self._items) >= self.maxsize and not (unless is not None and unless.is_set()):
+                self._not_full.wait(POLL_S)
+            self._items.extend(readings)
+            if self._taker_waiting and len(self._items) >= self._wanted:
+                self._not_empty.notify()
+
     def take(self, max_items: int, linger_s: float, wait_s: float) -> list[Reading]:
         """Remove and return up to ``max_items`` readings, oldest first.
 
@@ -161,19 +183,19 @@ class _Stopping(Exception):  # noqa: N818 - internal control flow, not an error
 
 
 class BatchWriter:
-    """Drains ``source`` into ``store`` in a background thread.
+    """Drains ``source`` to the live layer and into ``store`` in two background threads.
 
     Args:
         store: where batches go.
         source: the buffer ingest fills.
-        on_stored: called (in the writer thread) with the newest value per attribute of each batch
+        on_stored: called (in the feeder thread) with the newest value per attribute of each batch
             taken, before it is written (values older than the cached latest are left out).
         acknowledge: called with the readings the writer is done with (committed, or refused by
             the database for good), so their messages can be acknowledged to the broker.
         cache: the last-value cache, loaded at start and updated after each commit.
         metrics: where batch sizes, commit times, stored readings and write errors are recorded.
         batch_max: most readings per transaction.
-        linger_s: how long to wait for a full batch once one reading is in hand.
+        linger_s: how long the feeder waits for a full batch once one reading is in hand.
     """
 
     def __init__(
@@ -197,8 +219,11 @@ class BatchWriter:
         self._batch_max = batch_max if batch_max is not None else BATCH_MAX
         self._linger_s = linger_s if linger_s is not None else BATCH_LINGER_S
         self._stop = threading.Event()
+        self._fed = threading.Event()  # the feeder has passed on everything it will pass on
         self._flush_deadline = float("inf")
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        # Taken and live, waiting for the committer.
+        self._handoff = ReadingBuffer(self._batch_max)
         self._lock = threading.Lock()
         self._next_cache_load = 0.0
         self.stored = 0
@@ -206,19 +231,29 @@ class BatchWriter:
         self.last_error: str | None = None
 
     def start(self) -> None:
-        """Start the writer thread (a daemon: it never keeps the process alive on its own)."""
-        if self._thread is not None:
+        """Start the feeder and committer threads (daemons: they never keep the process alive)."""
+        if self._threads:
             return
-        self._thread = threading.Thread(target=self._run, name="portal-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._feed, name="portal-feeder", daemon=True),
+            threading.Thread(target=self._commit, name="portal-writer", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, flush_s: float = STOP_FLUSH_S) -> None:
-        """Stop the thread, trying for at most ``flush_s`` seconds to store what is buffered."""
+        """Stop the threads, trying for at most ``flush_s`` seconds to store what is buffered."""
         self._flush_deadline = time.monotonic() + flush_s
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(flush_s + 2.0)
-            self._thread = None
+        deadline = self._flush_deadline + 2.0
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    @property
+    def waiting(self) -> int:
+        """Readings taken from the source (and live) that are not yet being written."""
+        return len(self._handoff)
 
     @property
     def healthy(self) -> bool:
@@ -227,24 +262,42 @@ class BatchWriter:
 
     # -- loop -----------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _feed(self) -> None:
+        """Take batches from the source, make them live and pass them on to the committer."""
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if not stopping:
+                    self._load_cache()
+                batch = self._source.take(
+                    self._batch_max, 0.0 if stopping else self._linger_s, 0.0 if stopping else POLL_S
+                )
+                if not batch:
+                    if stopping:
+                        break
+                    continue
+                self._go_live(batch)
+                # Once stopping, the committer may have given up: stop waiting for it then.
+                self._handoff.put_many(batch, unless=self._stop)
+        finally:
+            self._fed.set()
+
+    def _commit(self) -> None:
+        """Store what the feeder passed on, one transaction per batch, until it is done."""
         log.info("writer started batch_max=%s linger_ms=%s", self._batch_max, round(self._linger_s * 1000))
         while True:
-            stopping = self._stop.is_set()
-            if not stopping:
-                self._load_cache()
-            batch = self._source.take(
-                self._batch_max, 0.0 if stopping else self._linger_s, 0.0 if stopping else POLL_S
+            fed = self._fed.is_set()
+            batch = self._handoff.take(
+                self._batch_max, 0.0 if fed else self._linger_s, 0.0 if fed else POLL_S
             )
             if not batch:
-                if stopping:
+                if fed:
                     break
                 continue
-            self._go_live(batch)
             try:
                 self._write(batch)
             except _Stopping:
-                left = len(batch) + len(self._source)
+                left = len(batch) + len(self._handoff) + len(self._source)
                 log.error(
                     "writer stopped with %s readings not stored (database unavailable); "
                     "the broker delivers them again at the next start",

@@ -125,3 +125,33 @@ def test_a_stale_id_cache_is_an_integrity_error_until_forgotten(
     store.forget_ids()  # what the writer does on an integrity error
     store.write_batch([reading(unique_room, "d", "t", 3.0, ts=3)])
     assert [row[3] for row in rows(lab, unique_room)] == [3.0]
+
+
+HOSTILE_TEXT = [
+    'say "hi"',
+    "back\\slash",
+    '\\"',
+    "{a,b}",
+    "NULL",
+    "null",
+    "",
+    " padded ",
+    "tab\there",
+    "line\nbreak",
+    "ünïcødé ✓",
+    "'; DROP TABLE latest; --",
+]
+
+
+def test_text_values_of_any_shape_become_latest_exactly(
+    lab: RunningLab, store: Store, unique_room: str
+) -> None:
+    batch = [reading(unique_room, "d1", f"a{i}", text, ts=1) for i, text in enumerate(HOSTILE_TEXT)]
+    batch.append(reading(unique_room, "d1", "num", 1e-300, ts=1))
+    batch.append(reading(unique_room, "d1", "big", -1.7976931348623157e308, ts=1))
+    store.write_batch(batch)
+    values, _devices = store.load_latest()
+    mine = {v.attr: v.value for v in values if v.room == unique_room}
+    expected: dict[str, float | str] = {f"a{i}": text for i, text in enumerate(HOSTILE_TEXT)}
+    expected.update(num=1e-300, big=-1.7976931348623157e308)
+    assert mine == expected
