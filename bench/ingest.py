@@ -46,6 +46,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from profiling import (  # noqa: E402 - bench/ is on sys.path when this runs as a script
+    cpu_usage,
+    print_cpu,
+    start_profile,
+    summarize_profile,
+    worker_pid,
+)
+
 from labctl.config import LabConfig, new_instance  # noqa: E402
 from labctl.lab import Lab  # noqa: E402
 
@@ -338,95 +346,6 @@ class NaiveSubscriber:
 # -- where the CPU goes -------------------------------------------------------------------
 
 
-def cpu_by_program() -> dict[str, float]:
-    """CPU seconds used so far by every running process, summed by program name (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return totals
-
-
-@contextmanager
-def cpu_usage(into: dict[str, float]) -> Iterator[None]:
-    """Fill ``into`` with CPU seconds per program used inside the block (exited children included)."""
-    before, children_before, wall = cpu_by_program(), os.times(), time.monotonic()
-    yield
-    after, children_after = cpu_by_program(), os.times()
-    for name, seconds in after.items():
-        used = seconds - before.get(name, 0.0)
-        if used > 0.05:
-            into[name] = used
-    into["mosquitto_pub (exited)"] = (children_after.children_user + children_after.children_system) - (
-        children_before.children_user + children_before.children_system
-    )
-    into["(wall)"] = time.monotonic() - wall
-
-
-def worker_pid(lab: Lab | None) -> int | None:
-    """The gunicorn worker of the portal (the child of the master the lab started)."""
-    master = None if lab is None else lab.pid(lab.service("web"))
-    if master is None:
-        return None
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return int(children[0]) if children else None
-
-
-def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
-    """Start ``py-spy record --gil`` on the portal worker (py-spy from PyPI; needs ptrace rights)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
-        print("  py-spy not installed (pip install py-spy): no profile")
-        return None
-    argv = [
-        spy,
-        "record",
-        "--gil",
-        "-p",
-        str(pid),
-        "-d",
-        str(seconds),
-        "-r",
-        "200",
-        "-f",
-        "raw",
-        "-o",
-        str(out),
-    ]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def summarize_profile(path: Path, top: int = 30) -> list[str]:
-    """Functions by share of samples holding the GIL: total (callees included) and self time.
-
-    Reads py-spy's raw (collapsed stacks) output; line numbers are dropped so a function is one row.
-    """
-    total: dict[str, int] = {}
-    own: dict[str, int] = {}
-    all_samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        frames = [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")]
-        samples = int(count)
-        all_samples += samples
-        for frame in set(frames[1:]):  # the first frame is the thread
-            total[frame] = total.get(frame, 0) + samples
-        own[frames[-1]] = own.get(frames[-1], 0) + samples
-    lines = ["    total    self  function"]
-    for frame, in_frame in sorted(total.items(), key=lambda item: -item[1])[:top]:
-        share, self_share = in_frame / max(all_samples, 1), own.get(frame, 0) / max(all_samples, 1)
-        lines.append(f"  {share:7.1%} {self_share:7.1%}  {frame}")
-    return lines
-
-
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -489,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         spy_out = workdir / "profile.txt"
         spy = start_profile(pid, args.profile, spy_out) if args.profile and pid is not None else None
         cpu: dict[str, float] = {}
-        with cpu_usage(cpu):
+        with cpu_usage(cpu, exited="mosquitto_pub (exited)"):
             portal = measure(
                 config,
                 Workload(
@@ -503,10 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir,
             )
         print("\n".join(portal.lines()))
-        wall = cpu.pop("(wall)")
-        print(f"  CPU seconds used by each program during the portal run ({wall:.1f}s wall):")
-        for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])[:8]:
-            print(f"    {seconds:6.1f}  {name}")
+        print_cpu(cpu)
         if naive.sustained_per_s:
             print(
                 f"ratio portal / baseline (sustained): {portal.sustained_per_s / naive.sustained_per_s:.1f}x"

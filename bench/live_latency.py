@@ -33,6 +33,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mqtt_wire import RawPublisher  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from profiling import cpu_usage, print_cpu, start_profile, summarize_profile, worker_pid  # noqa: E402
 
 from labctl.config import LabConfig, new_instance  # noqa: E402
 from labctl.lab import Lab  # noqa: E402
@@ -414,6 +416,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--duration", type=float, default=20, help="measured seconds (default 20)")
     add("--warmup", type=float, default=5, help="seconds published before measuring (default 5)")
     add("--qos", type=int, choices=(0, 1), default=1, help="publish QoS (default 1)")
+    add(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also py-spy the portal for this long in the measured phase (the lab this run starts)",
+    )
     return parser.parse_args(argv)
 
 
@@ -443,7 +452,8 @@ def make_plan(args: argparse.Namespace, config: LabConfig) -> Plan:
     )
 
 
-def measure(args: argparse.Namespace, plan: Plan) -> tuple[Published, Report, Report]:
+def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tuple[Published, Report, Report]:
+    """Run the receivers and the publisher; fills ``cpu`` with CPU seconds per program while publishing."""
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
     finals = [ctx.Queue() for _ in range(args.procs)]
@@ -469,7 +479,8 @@ def measure(args: argparse.Namespace, plan: Plan) -> tuple[Published, Report, Re
         f"publishing {args.rate:.0f} msg/s over {args.devices} devices in {plan.rooms} rooms "
         f"for {seconds:.0f} s; each client watches {watching} ..."
     )
-    published = publish(plan)
+    with cpu_usage(cpu):
+        published = publish(plan)
     for queue in finals:
         queue.put(published.finals)
     portal, baseline = Report(), Report()
@@ -522,7 +533,26 @@ def main(argv: list[str] | None = None) -> int:
         config = lab.config
     try:
         plan = make_plan(args, config)
-        print_results(args, config.env, measure(args, plan))
+        cpu: dict[str, float] = {}
+        spy_out = Path(tempfile.mkdtemp(prefix="live-latency-profile-")) / "profile.txt"
+        pid = worker_pid(lab)
+        if args.profile and pid is not None:
+            seconds = int(min(args.profile, args.duration))
+            # Started at the measured phase, from a timer: the main thread is busy publishing then.
+            timer = threading.Timer(plan.measure_from - time.time(), start_profile, (pid, seconds, spy_out))
+            timer.start()
+        print_results(args, config.env, measure(args, plan, cpu))
+        print()
+        print_cpu(cpu)
+        if args.profile and pid is not None:
+            deadline = time.time() + 30
+            while not spy_out.exists() and time.time() < deadline:
+                time.sleep(0.5)
+            if spy_out.exists():
+                print(f"portal profile ({seconds}s of the measured phase, share of its busy samples):")
+                print("\n".join(summarize_profile(spy_out)))
+            else:
+                print("no portal profile was written (is py-spy installed, with ptrace rights?)")
     finally:
         if lab is not None:
             lab.down()

@@ -370,3 +370,43 @@ def test_a_value_is_in_the_cache_before_it_goes_live() -> None:
     finally:
         writer.stop(flush_s=0.5)
     assert seen_in_cache == [True]
+
+
+def test_values_go_live_while_an_earlier_batch_is_still_being_committed(
+    make_writer: Callable[..., Harness],
+) -> None:
+    committing, release = threading.Event(), threading.Event()
+
+    def slow_first_commit(_batch: Sequence[Reading], call: int) -> Exception | None:
+        if call == 1:
+            committing.set()
+            assert release.wait(5), "the test never released the first commit"
+        return None
+
+    h = make_writer(FakeStore(slow_first_commit))
+    fill(h, [reading("t", 1.0, mid=1)])
+    h.writer.start()
+    assert committing.wait(5)
+    fill(h, [reading("h", 2.0, mid=2)])
+    wait_until(lambda: h.published == ["lab/dev/t", "lab/dev/h"])
+    assert h.acked == [], "nothing is acknowledged before its commit"
+    assert h.writer.waiting == 1, "the second reading waits for the committer"
+    release.set()
+    wait_until(lambda: h.acked == [1, 2])
+    assert [r.mid for r in h.store.stored] == [1, 2]
+
+
+def test_a_database_that_falls_behind_holds_the_buffer_back(make_writer: Callable[..., Harness]) -> None:
+    release = threading.Event()
+    h = make_writer(FakeStore(lambda _batch, _call: None if release.wait(5) else outage()), batch_max=2)
+    h.writer.start()
+    fill(h, [reading(f"a{i}", float(i), mid=i + 1) for i in range(10)])
+    # Taken from the buffer, at most: a batch in the committer (2), the hand-off just under its
+    # size plus one batch (3), and a batch in the feeder's hand waiting for room (2).
+    wait_until(lambda: h.writer.waiting >= 2)
+    time.sleep(0.1)
+    assert h.writer.waiting <= 3
+    assert len(h.buffer) >= 10 - 2 - 3 - 2
+    release.set()
+    wait_until(lambda: h.writer.stored == 10)
+    assert sorted(h.acked) == list(range(1, 11))
