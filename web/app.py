@@ -7,9 +7,10 @@
                                             +--> Live --Socket.IO--> browsers
 
 Nothing runs at import time. :func:`create_app` reads the settings (unless given), creates the
-engine (no connection yet), the queue, the writer thread and the MQTT client thread, registers
-the HTTP routes and Socket.IO handlers, and starts the two threads. It succeeds while the broker
-or the database is down: the threads keep retrying and ``/readyz`` says what is missing.
+engine (no connection yet), the queue, the writer's threads (feeder and committer), the live
+flusher and the MQTT client thread, registers the HTTP routes and Socket.IO handlers, and starts
+the threads. It succeeds while the broker or the database is down: the threads keep retrying and
+``/readyz`` says what is missing.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Portal:
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
 
     def start(self) -> None:
-        """Start the writer thread, then the MQTT client thread."""
+        """Start the writer's threads and the live flusher, then the MQTT client thread."""
         self.writer.start()
         self.live.start()
         self.ingest.start()
