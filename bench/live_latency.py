@@ -534,9 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = make_plan(args, config)
         cpu: dict[str, float] = {}
-        spy_out = Path(tempfile.mkdtemp(prefix="live-latency-profile-")) / "profile.txt"
         pid = worker_pid(lab)
-        if args.profile and pid is not None:
+        spy_out: Path | None = None
+        if args.profile and pid is None:
+            print("--profile needs a lab this run starts (not --env-file): no portal profile")
+        elif args.profile and pid is not None:
+            spy_out = Path(tempfile.mkdtemp(prefix="live-latency-profile-")) / "profile.txt"
             seconds = int(min(args.profile, args.duration))
             # Started at the measured phase, from a timer: the main thread is busy publishing then.
             timer = threading.Timer(plan.measure_from - time.time(), start_profile, (pid, seconds, spy_out))
@@ -544,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print_results(args, config.env, measure(args, plan, cpu))
         print()
         print_cpu(cpu)
-        if args.profile and pid is not None:
+        if spy_out is not None:
             deadline = time.time() + 30
             while not spy_out.exists() and time.time() < deadline:
                 time.sleep(0.5)
