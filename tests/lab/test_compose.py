@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.certificates import self_signed
 from tests.compose_interpolation import (
     InterpolationError,
     evaluate,
@@ -513,38 +514,6 @@ def parse_listeners(config: str) -> dict[int, Listener]:
     return listeners
 
 
-def write_certificate_pair(certs: Path) -> None:
-    """A real self-signed server.crt/server.key, as mosquitto/certs/README.md describes."""
-    from datetime import UTC, datetime, timedelta  # noqa: PLC0415 - only this helper needs them
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mosquitto")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (certs / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (certs / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
 def container_listeners(certs: Path) -> dict[int, Listener]:
     """Listeners of mosquitto.conf as mosquitto-init renders it, certificates read from ``certs``."""
     from labctl.broker import container_profile, render_config  # noqa: PLC0415 - the code under test
@@ -555,7 +524,7 @@ def container_listeners(certs: Path) -> dict[int, Listener]:
 def test_container_broker_listeners_are_the_published_ports(
     tmp_path: Path, services: dict[str, dict[str, Any]]
 ) -> None:
-    write_certificate_pair(tmp_path)
+    self_signed(tmp_path)
     listeners = container_listeners(tmp_path)
     assert listeners[1883].protocol == "mqtt"
     assert listeners[9001].protocol == "websockets"

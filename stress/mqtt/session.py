@@ -1,0 +1,310 @@
+"""One MQTT connection as an asyncio protocol: handshake, keep-alive, acks, inbound messages.
+
+A session writes what it is given and reports what it reads; it keeps no queue of its own, so
+a caller always knows what has reached the socket. Back-pressure is visible two ways: the
+transport's buffer (``paused`` while the kernel does not take more) and, at QoS 1, the number
+of messages in flight, which the caller bounds.
+
+Callbacks (``SessionHandler``) run on the event loop and must stay short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Protocol
+
+from stress.mqtt import codec
+from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType, ProtocolError
+from stress.mqtt.reasons import classify_exception, connack_reason, describe_connack, reason_name
+
+#: Bytes the transport may hold before ``pause_writing``; small, so "sent" stays close to "in the kernel".
+WRITE_HIGH_WATER = 32 * 1024
+
+
+class SessionHandler(Protocol):
+    """What a session tells its owner."""
+
+    def on_puback(self, packet_id: int, reason: int) -> None:
+        """A PUBACK arrived (``reason`` >= 0x80 is a refusal, MQTT 5 only)."""
+
+    def on_message(self, message: codec.Publish) -> None:
+        """A PUBLISH arrived on a subscription (acknowledge QoS 1 with ``Session.ack``)."""
+
+    def on_lost(self, reason: str, detail: str) -> None:
+        """The connection ended without ``Session.close`` being called."""
+
+    def on_writable(self) -> None:
+        """The transport's buffer drained below its low-water mark."""
+
+
+class ConnectError(Exception):
+    """Connecting failed: ``reason`` is a name from :mod:`stress.mqtt.reasons`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Session(asyncio.Protocol):
+    """The protocol object of one connection; build it with :func:`open_session`."""
+
+    def __init__(self, options: ConnectOptions, handler: SessionHandler | None) -> None:
+        self.options = options
+        self.version = options.version
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.connack: asyncio.Future[codec.Connack] = asyncio.get_running_loop().create_future()
+        self.connected = False
+        self.paused = False
+        #: MQTT 5: the broker's Receive Maximum (QoS 1 messages it takes in flight from us).
+        self.receive_maximum = 65_535
+        self.keepalive = options.keepalive
+        self.last_out = 0.0
+        self.ping_sent = 0.0
+        self.pongs = 0
+        self._reader = codec.PacketReader()
+        self._closing = False
+        self._lost_reason: tuple[str, str] | None = None
+        self._subacks: dict[int, asyncio.Future[list[int]]] = {}
+        self._next_sub_id = 0
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send CONNECT as soon as the socket is up."""
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        transport.write(codec.connect(self.options))
+        self.last_out = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        """Parse what arrived; PUBACKs, the commonest packet, go first."""
+        try:
+            packets = self._reader.feed(data)
+        except ProtocolError as exc:
+            self._fail("protocol", str(exc))
+            return
+        handler = self.handler
+        for first, body in packets:
+            kind = first >> 4
+            if kind == PacketType.PUBACK:
+                if handler is not None:
+                    handler.on_puback((body[0] << 8) | body[1], body[2] if len(body) > 2 else 0)
+            elif kind == PacketType.PUBLISH:
+                try:
+                    message = codec.parse_publish(first, body, self.version)
+                except ProtocolError as exc:
+                    self._fail("protocol", f"bad PUBLISH: {exc}")
+                    return
+                if handler is not None:
+                    handler.on_message(message)
+            elif kind == PacketType.PINGRESP:
+                self.ping_sent = 0.0
+                self.pongs += 1
+            elif kind == PacketType.CONNACK:
+                self._on_connack(body)
+            elif kind == PacketType.SUBACK:
+                self._on_suback(body)
+            elif kind == PacketType.DISCONNECT:
+                code, properties = codec.parse_disconnect(body, self.version)
+                detail = properties.get(codec.Property.REASON_STRING, "")
+                self._fail(
+                    "server-disconnect-" + reason_name(code),
+                    f"the broker disconnected this client (reason {code:#04x}) {detail}".strip(),
+                )
+                return
+            else:
+                self._fail("protocol", f"unexpected packet type {kind} from the broker")
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Report the end of the connection, unless it was asked for."""
+        was_connected = self.connected
+        self.connected = False
+        self.transport = None
+        reason, detail = self._lost_reason or (
+            (classify_exception(exc), str(exc) or type(exc).__name__)
+            if exc is not None
+            else ("connection-lost", "the broker closed the connection")
+        )
+        if not self.connack.done():
+            if reason == "connection-lost":
+                reason, detail = "closed-before-connack", "the broker closed the connection before CONNACK"
+            self.connack.set_exception(ConnectError(reason, detail))
+            self.connack.exception()  # retrieved here: the opener may already have given up
+        for waiter in self._subacks.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectError(reason, detail))
+        self._subacks.clear()
+        if was_connected and not self._closing and self.handler is not None:
+            self.handler.on_lost(reason, detail)
+
+    def pause_writing(self) -> None:
+        """The kernel stopped taking bytes: the caller must hold back."""
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        """The kernel takes bytes again."""
+        self.paused = False
+        if self.handler is not None and self.connected:
+            self.handler.on_writable()
+
+    # ------------------------------------------------------------------ use
+
+    def write(self, data: bytes, now: float) -> None:
+        """Write pre-encoded packets (the caller checks ``connected`` and ``paused``)."""
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+            self.last_out = now
+
+    def ack(self, packet_id: int) -> None:
+        """Acknowledge an inbound QoS 1 PUBLISH."""
+        if self.transport is not None:
+            self.transport.write(codec.puback(packet_id, self.version))
+
+    async def subscribe(self, filters: list[tuple[str, int]], timeout: float) -> list[int]:
+        """SUBSCRIBE and wait for the SUBACK: the granted QoS (or reason code) per filter."""
+        if self.transport is None:
+            raise ConnectError("connection-lost", "not connected")
+        self._next_sub_id = self._next_sub_id % 65_535 + 1
+        packet_id = self._next_sub_id
+        waiter: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._subacks[packet_id] = waiter
+        self.transport.write(codec.subscribe(packet_id, filters, self.version))
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            raise ConnectError("suback-timeout", f"no SUBACK within {timeout:g} s") from None
+        finally:
+            self._subacks.pop(packet_id, None)
+
+    def keepalive_due(self, now: float) -> str | None:
+        """Send PINGREQ when idle; returns ``"keepalive-timeout"`` when a ping went unanswered.
+
+        Called about once a second. A ping goes out after three quarters of the keep-alive
+        without writing; an answer is expected within half of it (at least one second).
+        """
+        if not self.keepalive or self.transport is None:
+            return None
+        if self.ping_sent:
+            if now - self.ping_sent > max(self.keepalive / 2, 1.0):
+                self._fail("keepalive-timeout", f"no PINGRESP within {max(self.keepalive / 2, 1.0):g} s")
+                return "keepalive-timeout"
+            return None
+        if now - self.last_out >= self.keepalive * 0.75:
+            self.transport.write(codec.PINGREQ)
+            self.last_out = self.ping_sent = now
+        return None
+
+    def buffered(self) -> int:
+        """Bytes written but still in the transport's buffer (not yet in the kernel)."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def close(self) -> None:
+        """DISCONNECT and close; no ``on_lost`` follows."""
+        self._closing = True
+        transport = self.transport
+        if transport is not None:
+            if self.connected:
+                transport.write(codec.disconnect(self.version))
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no DISCONNECT, buffered bytes discarded); no ``on_lost``."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ internals
+
+    def _fail(self, reason: str, detail: str) -> None:
+        self._lost_reason = (reason, detail)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_connack(self, body: bytes) -> None:
+        if self.connack.done():
+            self._fail("protocol", "a second CONNACK")
+            return
+        try:
+            answer = codec.parse_connack(body, self.version)
+        except ProtocolError as exc:
+            self._fail("protocol", f"bad CONNACK: {exc}")
+            return
+        if answer.code:
+            self._lost_reason = (
+                connack_reason(answer.code, self.version),
+                describe_connack(answer.code, self.version),
+            )
+            self.connack.set_exception(ConnectError(*self._lost_reason))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.version == MQTT5:
+            self.receive_maximum = answer.properties.get(codec.Property.RECEIVE_MAXIMUM, 65_535)
+            self.keepalive = answer.properties.get(codec.Property.SERVER_KEEP_ALIVE, self.keepalive)
+        self.connected = True
+        self.connack.set_result(answer)
+
+    def _on_suback(self, body: bytes) -> None:
+        try:
+            packet_id, codes = codec.parse_suback(body, self.version)
+        except ProtocolError as exc:
+            self._fail("protocol", f"bad SUBACK: {exc}")
+            return
+        waiter = self._subacks.get(packet_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(codes)
+
+
+async def open_session(
+    host: str,
+    port: int,
+    options: ConnectOptions,
+    handler: SessionHandler | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = 10.0,
+) -> Session:
+    """Connect, send CONNECT and wait for a successful CONNACK; raises :class:`ConnectError`.
+
+    ``timeout`` bounds the whole handshake (TCP, TLS, CONNACK): a broker that never answers
+    costs the caller at most that long.
+    """
+    loop = asyncio.get_running_loop()
+    made: list[Session] = []
+
+    def factory() -> Session:
+        made.append(Session(options, handler))
+        return made[-1]
+
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(
+                factory, host, port, ssl=tls, server_hostname=server_hostname if tls else None
+            )
+            await made[0].connack
+    except TimeoutError:
+        if made:
+            made[0].abort()
+        raise ConnectError("timeout", f"no answer from {host}:{port} within {timeout:g} s") from None
+    except ConnectError:
+        raise
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(classify_exception(exc), f"{host}:{port}: {exc}") from None
+    return made[0]
+
+
+def reason_for_ack(code: int) -> str:
+    """The failure reason for a refusing PUBACK (MQTT 5)."""
+    return "puback-" + reason_name(code)

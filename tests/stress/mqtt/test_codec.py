@@ -1,0 +1,132 @@
+"""The packet codec on its own: encodings, the stream splitter, and hostile bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stress.mqtt import codec
+from stress.mqtt.codec import MQTT5, MQTT311, Property, ProtocolError
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (0, b"\x00"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (16_383, b"\xff\x7f"),
+        (16_384, b"\x80\x80\x01"),
+        (2_097_151, b"\xff\xff\x7f"),
+        (2_097_152, b"\x80\x80\x80\x01"),
+        (268_435_455, b"\xff\xff\xff\x7f"),
+    ],
+)
+def test_variable_length_integers_match_the_specification(value: int, encoded: bytes) -> None:
+    assert codec.varint(value) == encoded
+    assert codec.remaining(value) == encoded
+    assert codec.read_varint(b"\x00" + encoded, 1) == (value, 1 + len(encoded))
+
+
+@pytest.mark.parametrize("value", [-1, 268_435_456])
+def test_a_length_outside_four_bytes_is_refused(value: int) -> None:
+    with pytest.raises(ValueError, match="variable-length"):
+        codec.varint(value)
+
+
+@pytest.mark.parametrize("version", [MQTT311, MQTT5])
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_publish_parses_back_to_what_was_encoded(version: int, qos: int) -> None:
+    topic = codec.TopicCode("office/r1/dévice/temperature", version)
+    payload = b"x" * 300  # a two-byte remaining length
+    packet = topic.publish(payload, qos, 4242 if qos else 0)
+    [(first, body)] = codec.PacketReader().feed(packet)
+    message = codec.parse_publish(first, body, version)
+    assert (message.topic, message.payload, message.qos) == ("office/r1/dévice/temperature", payload, qos)
+    assert message.packet_id == (4242 if qos else 0)
+    assert not message.retain
+
+
+@pytest.mark.parametrize("topic", ["", "a/+/b", "a/#"])
+def test_a_topic_to_publish_to_must_be_concrete(topic: str) -> None:
+    with pytest.raises(ValueError, match="topic"):
+        codec.TopicCode(topic)
+
+
+def test_the_reader_joins_packets_split_anywhere() -> None:
+    stream = b"".join(codec.TopicCode(f"t/{n}").publish(b"v" * n, 1, n + 1) for n in range(200))
+    reader = codec.PacketReader()
+    parsed = [packet for byte in stream for packet in reader.feed(bytes([byte]))]
+    assert [codec.parse_publish(first, body, MQTT311).packet_id for first, body in parsed] == list(
+        range(1, 201)
+    )
+
+
+def test_the_reader_refuses_a_five_byte_length_and_oversize_packets() -> None:
+    with pytest.raises(ProtocolError, match="four bytes"):
+        codec.PacketReader().feed(b"\x30\xff\xff\xff\xff\x01")
+    with pytest.raises(ProtocolError, match="over the limit"):
+        codec.PacketReader(max_packet=10).feed(b"\x30\x0b")
+
+
+def test_properties_round_trip_with_every_kind() -> None:
+    properties = {
+        Property.PAYLOAD_FORMAT: 1,
+        Property.RECEIVE_MAXIMUM: 20,
+        Property.SESSION_EXPIRY: 3600,
+        Property.SUBSCRIPTION_ID: 200_000,
+        Property.REASON_STRING: "ça va",
+        Property.CORRELATION_DATA: b"\x00\xff",
+        Property.USER_PROPERTY: ("k", "v"),
+    }
+    block = codec.encode_properties(properties)
+    parsed, end = codec.read_properties(block + b"tail", 0)
+    assert end == len(block)
+    assert parsed[Property.USER_PROPERTY] == [("k", "v")]
+    assert {key: parsed[key] for key in properties if key != Property.USER_PROPERTY} == {
+        key: value for key, value in properties.items() if key != Property.USER_PROPERTY
+    }
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b"\x05\x21\x00", b"\x02\x7e\x00", b"\x03\x1f\x00\x05", b"\x04\x1f\x00\x02\xff\xfe", b"\x01"],
+    ids=["truncated-int", "unknown-id", "truncated-string", "bad-utf8", "length-past-end"],
+)
+def test_hostile_property_blocks_are_protocol_errors(block: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        codec.read_properties(block, 0)
+
+
+def test_connect_carries_credentials_and_mqtt5_properties() -> None:
+    options = codec.ConnectOptions("c1", "user", "pa:ss", keepalive=30, version=MQTT5, receive_maximum=7)
+    [(first, body)] = codec.PacketReader().feed(codec.connect(options))
+    assert first == 0x10
+    assert body[:7] == b"\x00\x04MQTT\x05"
+    assert body[7] == 0xC2  # user name, password, clean start
+    properties, offset = codec.read_properties(body, 10)
+    assert properties == {Property.RECEIVE_MAXIMUM: 7}
+    assert body[offset:] == codec.utf8("c1") + codec.utf8("user") + codec.utf8("pa:ss")
+
+
+def test_an_mqtt5_puback_with_a_reason_is_read() -> None:
+    assert codec.parse_ack(b"\x01\x02\x87", MQTT5) == (258, 0x87)
+    assert codec.parse_ack(b"\x01\x02", MQTT5) == (258, 0)
+
+
+@given(st.binary(max_size=200), st.sampled_from([MQTT311, MQTT5]))
+def test_random_bytes_give_protocol_errors_or_packets_never_crashes(data: bytes, version: int) -> None:
+    try:
+        for first, body in codec.PacketReader().feed(data):
+            kind = first >> 4
+            if kind == codec.PacketType.PUBLISH:
+                codec.parse_publish(first, body, version)
+            elif kind == codec.PacketType.CONNACK:
+                codec.parse_connack(body, version)
+            elif kind == codec.PacketType.SUBACK:
+                codec.parse_suback(body, version)
+            elif kind == codec.PacketType.DISCONNECT:
+                codec.parse_disconnect(body, version)
+    except ProtocolError:
+        pass
