@@ -1,29 +1,448 @@
-"""The `stress` command line."""
+"""The ``stress`` command line: parses flags (and ``STRESS_*`` variables), then calls the library.
+
+Every flag of ``stress run`` can also be set with an environment variable named after it:
+``--connect-rate`` is ``STRESS_CONNECT_RATE``. A flag on the command line wins over the
+variable. A bad value, from either, is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
+import os
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from stress.behaviours import BUILTIN, BehaviourError, load
+from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, timeline
+
+ENV_PREFIX = "STRESS_"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``stress run: error: ... (see stress run --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- value types
+
+
+def _number(text: str, kind: Callable[[str], float | int], what: str) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of 1 or more."""
+    value = int(_number(text, int, "a whole number"))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def count(text: str) -> int:
+    """An integer of 0 or more."""
+    value = int(_number(text, int, "a whole number"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more."""
+    value = float(_number(text, float, "a number of seconds"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be 0 or more seconds")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds, more than 0."""
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0 seconds")
+    return value
+
+
+def share(text: str) -> float:
+    """A share, more than 0 and at most 1."""
+    value = float(_number(text, float, "a number between 0 and 1"))
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0 and at most 1")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port."""
+    value = int(_number(text, int, "a port number"))
+    if not 0 < value < 65_536:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535)")
+    return value
+
+
+def qos(text: str) -> int:
+    """0 or 1."""
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or 1")
+    return int(text)
+
+
+def behaviour(text: str) -> str:
+    """A built-in behaviour or ``module:Class``, checked now."""
+    try:
+        load(text)
+    except BehaviourError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _env_default(parser: argparse.ArgumentParser, action: argparse.Action) -> None:
+    """Make the ``STRESS_<DEST>`` variable the default of ``action``, converted and checked."""
+    name = ENV_PREFIX + action.dest.upper()
+    action.help = f"{action.help} [{name}]" if action.help else f"[{name}]"
+    raw = os.environ.get(name)
+    if raw is None:
+        return
+    if isinstance(action, argparse._StoreTrueAction):
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            parser.error(f"{name}={raw!r} is not a yes/no value")
+        action.default = raw.lower() in ("1", "true", "yes", "on")
+        return
+    convert = action.type if callable(action.type) else str
+    try:
+        value = convert(raw)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(f"{name}={raw!r}: {exc}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{name}={raw!r}: choose one of {', '.join(map(str, action.choices))}")
+    action.default = value
+
+
+def add_run_parser(commands: Any) -> argparse.ArgumentParser:
+    """``stress run`` and its flags."""
+    run: argparse.ArgumentParser = commands.add_parser(
+        "run",
+        help="run a simulated fleet and write a run folder",
+        description="Run a simulated device fleet against a target and measure it. Writes "
+        "data/runs/<run-id>/ (summary.json, timeseries.csv, events.jsonl, report.html). "
+        "Ctrl-C or SIGTERM ends the run cleanly, with the summary written.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    where = run.add_argument_group("target")
+    where.add_argument("--target", choices=("lab", "mqtt"), default="lab", help="what the fleet talks to")
+    where.add_argument("--host", default="127.0.0.1", help="broker host")
+    where.add_argument(
+        "--port", type=port, default=None, help="broker port (lab: MQTT_PORT of --env-file; else 1883)"
+    )
+    where.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version")
+    where.add_argument("--tls", action="store_true", help="connect with TLS")
+    where.add_argument("--ca-file", type=Path, default=None, help="PEM file of the authority to trust (TLS)")
+    where.add_argument(
+        "--insecure", action="store_true", help="TLS without certificate checks (self-signed labs)"
+    )
+    where.add_argument("--keepalive", type=count, default=60, help="MQTT keep-alive, seconds (0: none)")
+    where.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="lab: the lab's .env (fleet account, port, topic root)",
+    )
+    where.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="lab: per-device accounts (device,password CSV from stress provision)",
+    )
+    where.add_argument("--username", default="", help="mqtt: user name for every device")
+    where.add_argument("--password", default="", help="mqtt: password for every device")
+    where.add_argument("--root", default="", help="topic root (lab: TOPIC_ROOT of --env-file; mqtt: stress)")
+    where.add_argument(
+        "--topic",
+        default="",
+        help="mqtt: topic template ({root} {room} {device} {attr}); default {root}/{room}/{device}/{attr}",
+    )
+    where.add_argument(
+        "--payload",
+        default="",
+        help='mqtt: payload template ({value} or {values}, {seq}, {ts}); default {"value":{value},"ts":{ts}}',
+    )
+    where.add_argument(
+        "--command-topic",
+        default="",
+        help="mqtt: where devices receive commands, with {attr} (default: none)",
+    )
+
+    fleet = run.add_argument_group("fleet and load")
+    fleet.add_argument(
+        "--devices", type=positive_int, default=10, help="devices in the fleet (the largest stage for ramp)"
+    )
+    fleet.add_argument(
+        "--interval",
+        type=seconds,
+        default=1.0,
+        help="seconds between a device's messages; 0 = capacity mode, as fast as the target takes them",
+    )
+    fleet.add_argument(
+        "--duration",
+        type=positive_seconds,
+        default=60.0,
+        help="seconds of publishing (after the devices connect)",
+    )
+    fleet.add_argument("--qos", type=qos, default=0, choices=(0, 1), help="MQTT QoS of the messages")
+    fleet.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="steady",
+        help="steady: spread over the interval; ramp: the fleet grows in --stages steps; "
+        "burst: every device at the same instant",
+    )
+    fleet.add_argument("--stages", type=positive_int, default=4, help="ramp: number of equal steps")
+    fleet.add_argument(
+        "--behaviour",
+        type=behaviour,
+        default="thermostat",
+        help=f"device behaviour: {', '.join(BUILTIN)}, or module:Class",
+    )
+    fleet.add_argument("--prefix", default="dev", help="device ids are <prefix>00001, ...")
+    fleet.add_argument("--rooms", type=positive_int, default=10, help="rooms the devices are spread over")
+    fleet.add_argument(
+        "--inflight", type=positive_int, default=20, help="QoS 1 messages in flight per device at most"
+    )
+    fleet.add_argument("--seed", type=count, default=1, help="random seed of the behaviours and backoff")
+
+    timing = run.add_argument_group("connections and timing")
+    timing.add_argument(
+        "--connect-timeout", type=positive_seconds, default=10.0, help="seconds a handshake may take"
+    )
+    timing.add_argument(
+        "--connect-rate", type=seconds, default=0.0, help="new connections per second (0: no limit)"
+    )
+    timing.add_argument(
+        "--connect-concurrency", type=positive_int, default=500, help="handshakes in progress at once"
+    )
+    timing.add_argument(
+        "--reconnect-min", type=positive_seconds, default=0.5, help="first reconnect backoff cap, seconds"
+    )
+    timing.add_argument(
+        "--reconnect-max", type=positive_seconds, default=30.0, help="largest reconnect backoff, seconds"
+    )
+    timing.add_argument(
+        "--ack-timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds without PUBACK before a message counts as failed",
+    )
+    timing.add_argument(
+        "--drain", type=seconds, default=5.0, help="seconds to wait at the end for acks and deliveries"
+    )
+
+    measure = run.add_argument_group("measurement and output")
+    measure.add_argument(
+        "--e2e-devices", type=count, default=50, help="devices timed end to end by a subscriber (0: none)"
+    )
+    measure.add_argument(
+        "--collapse-share",
+        type=share,
+        default=0.9,
+        help="collapse: delivered below this share of offered, or connected below it of the fleet",
+    )
+    measure.add_argument(
+        "--sample-every",
+        type=positive_int,
+        default=10_000,
+        help="write one published message in this many to events.jsonl",
+    )
+    measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
+    measure.add_argument("--quiet", action="store_true", help="no live progress line")
+    measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    for action in run._actions:
+        if action.dest != "help":
+            _env_default(run, action)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the parser for the `stress` command and its subcommands."""
-    parser = argparse.ArgumentParser(
+    """The parser for ``stress`` and its subcommands."""
+    parser = Parser(
         prog="stress",
-        description="Simulated device fleets against this lab, any MQTT broker, or ThingsBoard.",
+        description="Simulated device fleets against this lab, any MQTT broker, or ThingsBoard: "
+        "load shapes, measurements, run folders and reports.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    add_run_parser(commands)
+    report = commands.add_parser(
+        "report",
+        help="print a run's summary and write its report.html",
+        description="Print the summary of a run folder as a table and write report.html into it.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (data/runs/<run-id>)")
+    report.add_argument("--no-html", action="store_true", help="only print the table")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the `stress` command; returns the process exit status."""
+# ---------------------------------------------------------------------------- commands
+
+
+def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
+    """The lab's port, topic root and fleet account from its .env; returns the port."""
+    from labctl import envfile  # noqa: PLC0415 - only the lab target needs it
+
+    if not args.env_file.is_file():
+        if args.port is None or not args.credentials:
+            raise ScenarioError(
+                f"no lab settings at {args.env_file}: start the lab (./lab up) from its folder, "
+                "or pass --env-file"
+            )
+        return int(args.port)
+    env = envfile.read(args.env_file)
+    options.setdefault("root", env.get("TOPIC_ROOT", "office"))
+    if not options["root"]:
+        options["root"] = env.get("TOPIC_ROOT", "office")
+    options["username"] = env.get("LAB_FLEET_USER", "")
+    options["password"] = env.get("LAB_FLEET_PASSWORD", "")
+    return int(args.port or env.get("MQTT_PORT", "1883"))
+
+
+def scenario_from(args: argparse.Namespace) -> Scenario:
+    """A scenario from parsed ``stress run`` flags."""
+    options = {
+        key: value
+        for key, value in {
+            "root": args.root,
+            "topic": args.topic,
+            "payload": args.payload,
+            "command_topic": args.command_topic,
+            "username": args.username,
+            "password": args.password,
+            "credentials": str(args.credentials) if args.credentials else "",
+        }.items()
+        if value
+    }
+    if args.target == "lab":
+        for flag in ("username", "password"):
+            if flag in options:
+                raise ScenarioError(
+                    f"--{flag} is for --target mqtt; the lab's fleet account comes from --env-file"
+                )
+        chosen_port = _lab_settings(args, options)
+    else:
+        chosen_port = args.port or 1883
+    return Scenario(
+        target=args.target,
+        broker=Broker(
+            host=args.host,
+            port=chosen_port,
+            protocol=args.protocol,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            insecure=args.insecure,
+            keepalive=args.keepalive,
+        ),
+        stages=timeline(args.shape, args.devices, args.interval, args.duration, args.stages),
+        shape=args.shape,
+        qos=args.qos,
+        behaviour=args.behaviour,
+        prefix=args.prefix,
+        rooms=args.rooms,
+        inflight=args.inflight,
+        connect_timeout=args.connect_timeout,
+        connect_rate=args.connect_rate,
+        connect_concurrency=args.connect_concurrency,
+        reconnect_min=args.reconnect_min,
+        reconnect_max=args.reconnect_max,
+        ack_timeout=args.ack_timeout,
+        drain=args.drain,
+        e2e_devices=args.e2e_devices,
+        collapse_share=args.collapse_share,
+        sample_every=args.sample_every,
+        seed=args.seed,
+        out=args.out,
+        options=options,
+    )
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``stress run``."""
+    from stress.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.runner import run  # noqa: PLC0415
+    from stress.targets import build  # noqa: PLC0415
+
+    scenario = scenario_from(args)
+    target = build(scenario)
+    if not args.quiet:
+        print(f"stress: {scenario.devices:,} devices -> {target.describe()}", file=sys.stderr)
+    summary = run(scenario, quiet=args.quiet)
+    assert summary.folder is not None  # noqa: S101 - run always writes a folder
+    try:
+        text, html = report(summary.folder)
+    except ReportError as exc:
+        print(f"stress: the run finished but its report failed: {exc}", file=sys.stderr)
+        text, html = "", None
+    print(text)
+    print(f"run folder: {summary.folder}" + (f"  (report: {html})" if html else ""))
+    if summary["connections_peak"] == 0:
+        reasons = (
+            ", ".join(f"{reason} x{n}" for reason, n in summary["errors_by_reason"].items()) or "no answer"
+        )
+        print(f"stress: error: no device could connect ({reasons})", file=sys.stderr)
+        return 1
+    stopped = summary["stopped"]
+    return {"signal SIGINT": 130, "signal SIGTERM": 143}.get(stopped, 0)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """``stress report RUN_DIR``."""
+    from stress.report import ReportError, report  # noqa: PLC0415
+
+    try:
+        text, html = report(args.run_dir, html=not args.no_html)
+    except ReportError as exc:
+        print(f"stress report: error: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    if html is not None:
+        print(f"report: {html}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stress`` command; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    handlers = {"run": command_run, "report": command_report}
+    try:
+        return handlers[args.command](args)
+    except (ScenarioError, FileExistsError) as exc:
+        if debug:
+            raise
+        print(f"stress {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"stress {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Protocol
+from typing import Protocol, cast
 
 from stress.mqtt import codec
 from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType, ProtocolError
@@ -75,13 +75,12 @@ class Session(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send CONNECT as soon as the socket is up."""
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        transport.write(codec.connect(self.options))
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.transport.write(codec.connect(self.options))
         self.last_out = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:

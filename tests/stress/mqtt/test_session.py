@@ -284,7 +284,10 @@ def test_tls_round_trip_and_an_untrusted_certificate(certificate: tuple[Path, Pa
         session.close()
         with pytest.raises(ConnectError) as refused:
             await open_session(
-                "127.0.0.1", port, options(version), tls=ssl.create_default_context(),
+                "127.0.0.1",
+                port,
+                options(version),
+                tls=ssl.create_default_context(),
                 server_hostname="127.0.0.1",
             )
         assert refused.value.reason == "tls-verify"

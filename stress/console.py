@@ -1,0 +1,68 @@
+"""The live view of a run on the terminal: one status line, refreshed every second.
+
+On a terminal the line is redrawn in place with a progress bar; when output goes to a file
+or a pipe, one plain line is written every few seconds instead, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from stress.meter import Second
+
+BAR = 24
+
+
+class Console:
+    """Prints progress from the seconds the run closes."""
+
+    def __init__(self, duration: float, fleet: int, qos: int, stream: TextIO | None = None) -> None:
+        self.duration = duration
+        self.fleet = fleet
+        self.qos = qos
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.run_seconds = 0
+        self.errors = 0
+        self._drawn = False
+
+    def second(self, second: Second) -> None:
+        """Show one closed second."""
+        self.errors += sum(second.errors.values())
+        if second.phase == "run":
+            self.run_seconds += 1
+        if not self.tty and second.phase == "run" and self.run_seconds % 5:
+            return
+        done = min(1.0, self.run_seconds / self.duration) if self.duration else 1.0
+        filled = int(done * BAR)
+        ack = second.ack.percentile(0.99)
+        parts = [
+            f"[{'#' * filled}{'.' * (BAR - filled)}] {self.run_seconds:>4}/{self.duration:g} s",
+            f"{second.phase:<7}",
+            f"sent {second.sent:>7,}/s",
+        ]
+        if self.qos:
+            parts.append(f"acked {second.acked:>7,}/s")
+            parts.append(f"ack p99 {ack:.1f} ms" if ack is not None else "ack p99 -")
+        late = second.lateness.percentile(0.99)
+        if late is not None:
+            parts.append(f"late p99 {late:.1f} ms")
+        parts.append(f"connected {second.connected:,}/{self.fleet:,}")
+        parts.append(f"errors {self.errors:,}")
+        cpu = 100 * second.cpu_s / second.wall_s if second.wall_s else 0.0
+        parts.append(f"cpu {cpu:.0f}%")
+        line = "  ".join(parts)
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self._drawn = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        """Finish the live line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False

@@ -1,0 +1,376 @@
+"""One simulated device: its connection, its schedule, and what it publishes.
+
+A device is driven by the engine's clock, never by a task of its own: the engine calls
+``fire`` when the device's next message is due (or when it can send again after
+back-pressure). Each message has an absolute due time; how late it went out is measured,
+and a device that fell behind sends what is due at once, counting every late message.
+
+Failures never stop the fleet: a device that cannot connect retries with jittered
+exponential backoff while the others go on; while it is away, the messages it should have
+sent count as failed (``not-connected``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from stress.behaviours import Behaviour, DeviceInfo
+from stress.mqtt import codec
+from stress.mqtt.codec import ConnectOptions, TopicCode
+from stress.mqtt.session import ConnectError, Session, open_session, reason_for_ack
+from stress.targets.base import Encoder
+
+if TYPE_CHECKING:
+    from stress.engine import Engine
+
+#: Most samples one ``fire`` sends when catching up, so one device never holds the loop long.
+MAX_CATCH_UP = 64
+#: Samples one ``fire`` writes in capacity mode at QoS 0 before giving the others a turn.
+CAPACITY_CHUNK = 16
+
+IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = range(5)
+
+
+class Device:
+    """A device of the fleet (also the handler of its MQTT session)."""
+
+    __slots__ = (
+        "attempts",
+        "behaviour",
+        "blocked",
+        "counted",
+        "due",
+        "encode",
+        "engine",
+        "inflight",
+        "info",
+        "joined",
+        "offset",
+        "options",
+        "packet_id",
+        "per_sample",
+        "queued",
+        "sampled",
+        "seq",
+        "session",
+        "slot",
+        "state",
+        "topics",
+        "window",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        info: DeviceInfo,
+        behaviour: Behaviour,
+        *,
+        topics: list[TopicCode],
+        encode: Encoder,
+        options: ConnectOptions,
+        sampled: bool,
+    ) -> None:
+        self.engine = engine
+        self.info = info
+        self.behaviour = behaviour
+        self.topics = topics
+        self.encode = encode
+        self.options = options
+        self.per_sample = len(topics)
+        self.sampled = sampled
+        self.session: Session | None = None
+        self.state = IDLE
+        self.inflight: dict[int, float] = {}
+        self.window = engine.scenario.inflight
+        self.packet_id = 0
+        self.seq = 0
+        self.attempts = 0
+        self.due = math.inf
+        self.offset = 0.0
+        self.slot = -1
+        self.joined = False
+        self.blocked = False
+        self.queued = False
+        #: Whether the engine counts it in the fleet (its first connection attempt has finished).
+        self.counted = False
+
+    # ------------------------------------------------------------------ connection
+
+    async def connect(self) -> None:
+        """One connection attempt (run by the engine's connector, which bounds how many at once)."""
+        engine = self.engine
+        loop = engine.loop
+        started = loop.time()
+        self.state = CONNECTING
+        try:
+            session = await open_session(
+                engine.scenario.broker.host,
+                engine.scenario.broker.port,
+                self.options,
+                self,
+                tls=engine.tls,
+                server_hostname=engine.server_hostname,
+                timeout=engine.scenario.connect_timeout,
+            )
+        except ConnectError as exc:
+            now = loop.time()
+            engine.meter.error("connect", exc.reason, now, device=self.info.device_id, detail=exc.detail)
+            self.state = WAITING
+            engine.connect_failed(self, now)
+            return
+        now = loop.time()
+        if self.state == STOPPED:  # the fleet shrank (or the run ended) while connecting
+            session.close()
+            return
+        self.session = session
+        self.state = CONNECTED
+        self.attempts = 0
+        self.window = min(engine.scenario.inflight, session.receive_maximum)
+        engine.meter.connected_device(self.info.device_id, now - started, now)
+        engine.connected(self, now)
+        filters = engine.target.command_filters(self.info)
+        if filters:
+            try:
+                granted = await session.subscribe(
+                    [(f, 1) for f in filters], timeout=engine.scenario.connect_timeout
+                )
+            except ConnectError as exc:
+                engine.meter.error(
+                    "subscribe", exc.reason, loop.time(), device=self.info.device_id, detail=exc.detail
+                )
+                return
+            if any(code >= 0x80 for code in granted):
+                engine.meter.error(
+                    "subscribe",
+                    "suback-refused",
+                    loop.time(),
+                    device=self.info.device_id,
+                    detail=f"the broker refused the command subscription {filters} ({granted})",
+                )
+
+    def backoff(self, rng_value: float) -> float:
+        """Seconds before the next attempt: full jitter over an exponentially growing cap."""
+        scenario = self.engine.scenario
+        self.attempts += 1
+        cap = min(scenario.reconnect_max, scenario.reconnect_min * 2 ** min(self.attempts - 1, 30))
+        return float(max(scenario.reconnect_min / 10, cap * rng_value))
+
+    def stop(self, now: float) -> None:
+        """Leave the fleet: DISCONNECT, and the behaviour's stop hook."""
+        if self.state == STOPPED:
+            return
+        was_connected = self.state == CONNECTED
+        self.state = STOPPED
+        self.due = math.inf
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if was_connected:
+            self.engine.meter.disconnected_device(self.info.device_id, "stopped", now)
+        self.behaviour.stop()
+
+    # ------------------------------------------------------------------ SessionHandler
+
+    def on_puback(self, packet_id: int, reason: int) -> None:
+        """An acknowledgement: the message's ack time, or its refusal (MQTT 5)."""
+        sent = self.inflight.pop(packet_id, None)
+        if sent is None:
+            return  # already counted as timed out
+        engine = self.engine
+        now = engine.loop.time()
+        if reason >= 0x80:
+            engine.meter.error("ack", reason_for_ack(reason), now)
+        else:
+            current = engine.meter.current
+            current.acked += 1
+            current.ack.record(now - sent)
+        if self.blocked and len(self.inflight) <= self.window // 2:
+            engine.ready(self)
+
+    def on_message(self, message: codec.Publish) -> None:
+        """A command: the behaviour decides what it means."""
+        engine = self.engine
+        attr = engine.target.command_attr(self.info, message.topic)
+        if attr is not None:
+            value = message.payload.decode("utf-8", "replace")
+            obeyed = self.behaviour.command(attr, value)
+            engine.meter.emit(
+                {
+                    "event": "command",
+                    "device": self.info.device_id,
+                    "attr": attr,
+                    "value": value[:200],
+                    "obeyed": obeyed,
+                },
+                engine.loop.time(),
+            )
+        if message.qos and self.session is not None:
+            self.session.ack(message.packet_id)
+
+    def on_lost(self, reason: str, detail: str) -> None:
+        """The connection dropped: count what was in flight, then reconnect after a backoff."""
+        engine = self.engine
+        now = engine.loop.time()
+        self.session = None
+        self.state = WAITING
+        engine.meter.disconnected_device(self.info.device_id, reason, now)
+        engine.meter.error("connection", reason, now, device=self.info.device_id, detail=detail)
+        if self.inflight:
+            engine.meter.error("ack", "connection-lost", now, count=len(self.inflight))
+            self.inflight.clear()
+        engine.connect_failed(self, now)
+
+    def on_writable(self) -> None:
+        """The socket drains again: send what is due."""
+        if self.blocked:
+            self.engine.ready(self)
+
+    # ------------------------------------------------------------------ publishing
+
+    def fire(self, now: float, epoch_ms: float) -> None:
+        """Send every sample due by ``now`` that the connection takes; reschedule."""
+        engine = self.engine
+        interval = engine.interval
+        if interval <= 0:
+            self._fire_capacity(now, epoch_ms)
+            return
+        current = engine.meter.current
+        per_sample = self.per_sample
+        session = self.session
+        if session is None or not session.connected:
+            self._miss(now, interval)
+            return
+        if session.paused:
+            self.blocked = True
+            return
+        qos = engine.qos
+        window = self.window
+        inflight = self.inflight
+        topics = self.topics
+        next_values = self.behaviour.next_values
+        chunks: list[bytes] = []
+        samples = 0
+        lateness = current.lateness
+        while self.due <= now and samples < MAX_CATCH_UP:
+            if qos and len(inflight) + per_sample > window:
+                self.blocked = True
+                break
+            payloads = self.encode(next_values(now), self.seq, epoch_ms)
+            self.seq += 1
+            late = now - self.due
+            lateness.record(late, per_sample)
+            if late >= interval:
+                current.overruns += per_sample
+            if qos:
+                packet_id = self.packet_id
+                for topic, payload in zip(topics, payloads, strict=True):
+                    packet_id = packet_id % 65_535 + 1
+                    inflight[packet_id] = now
+                    chunks.append(topic.publish(payload, 1, packet_id))
+                self.packet_id = packet_id
+            else:
+                for topic, payload in zip(topics, payloads, strict=True):
+                    chunks.append(topic.publish(payload))
+            samples += 1
+            self.due += interval
+        if samples:
+            self._written(chunks, samples * per_sample, now, payloads)
+        if not self.blocked:
+            engine.schedule(self)
+
+    def _miss(self, now: float, interval: float) -> None:
+        """Disconnected: every sample due by now is offered and failed (``not-connected``)."""
+        missed = 0
+        while self.due <= now:
+            missed += 1
+            self.due += interval
+        if missed:
+            self.engine.meter.current.offered += missed * self.per_sample
+            self.engine.meter.error("publish", "not-connected", now, count=missed * self.per_sample)
+        self.engine.schedule(self)
+
+    def _fire_capacity(self, now: float, epoch_ms: float) -> None:
+        """Capacity mode: as much as the connection takes (the in-flight window at QoS 1)."""
+        session = self.session
+        if session is None or not session.connected:
+            return  # rejoins when it reconnects
+        if session.paused:
+            self.blocked = True
+            return
+        engine = self.engine
+        per_sample = self.per_sample
+        topics = self.topics
+        next_values = self.behaviour.next_values
+        chunks: list[bytes] = []
+        if engine.qos:
+            inflight = self.inflight
+            samples = max(0, (self.window - len(inflight)) // per_sample)
+            packet_id = self.packet_id
+            for _ in range(samples):
+                payloads = self.encode(next_values(now), self.seq, epoch_ms)
+                self.seq += 1
+                for topic, payload in zip(topics, payloads, strict=True):
+                    packet_id = packet_id % 65_535 + 1
+                    inflight[packet_id] = now
+                    chunks.append(topic.publish(payload, 1, packet_id))
+            self.packet_id = packet_id
+            self.blocked = True  # acks bring it back
+        else:
+            samples = CAPACITY_CHUNK
+            for _ in range(samples):
+                payloads = self.encode(next_values(now), self.seq, epoch_ms)
+                self.seq += 1
+                for topic, payload in zip(topics, payloads, strict=True):
+                    chunks.append(topic.publish(payload))
+        if samples:
+            self.engine.meter.current.offered += samples * per_sample
+            self._written(chunks, samples * per_sample, now, payloads)
+        if not engine.qos:
+            if session.paused:
+                self.blocked = True
+            else:
+                engine.ready(self)
+
+    def _written(self, chunks: list[bytes], messages: int, now: float, last: Sequence[bytes]) -> None:
+        session = self.session
+        assert session is not None  # noqa: S101 - callers checked
+        session.write(b"".join(chunks), now)
+        engine = self.engine
+        current = engine.meter.current
+        current.sent += messages
+        if engine.interval > 0:
+            current.offered += messages
+        if self.sampled:
+            current.e2e_expected += messages
+        engine.sample_countdown -= messages
+        if engine.sample_countdown <= 0:
+            engine.sample_countdown = engine.scenario.sample_every
+            engine.meter.emit(
+                {
+                    "event": "published",
+                    "device": self.info.device_id,
+                    "topic": self.topics[-1].topic,
+                    "payload": last[-1][:200].decode("utf-8", "replace"),
+                },
+                now,
+            )
+
+
+def pick_sampled(fleet: int, count: int) -> frozenset[int]:
+    """Evenly spaced device indexes for the end-to-end sample."""
+    if count <= 0 or fleet <= 0:
+        return frozenset()
+    if count >= fleet:
+        return frozenset(range(fleet))
+    step = fleet / count
+    return frozenset(int(k * step) for k in range(count))
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """Sleep until the loop's clock reads ``when``."""
+    delay = when - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)

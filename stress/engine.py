@@ -1,0 +1,444 @@
+"""The fleet engine of one process: one asyncio loop, no thread or task per device.
+
+The engine owns the clock. A timing wheel of one-millisecond slots holds each device under
+the slot of its next due message; every millisecond the engine fires the devices whose
+slots have come, then those that were waiting for their connection to take more (the
+"ready" list). Connections are opened by a connector that bounds how many handshakes run at
+once and how many start per second. Once a second a housekeeper closes the meter's second,
+sends keep-alive pings and expires unacknowledged messages; a lag probe measures how late
+the loop itself runs, so a saturated generator is visible in the results.
+
+The timeline (stages of fleet size, interval and shape) is followed in order; the run then
+drains (waits for acknowledgements and end-to-end deliveries) and every device disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from stress.behaviours import DeviceInfo, load
+from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sampled
+from stress.meter import Meter, Second
+from stress.observer import Observer
+from stress.scenario import Scenario, Stage
+from stress.targets import build
+
+log = logging.getLogger(__name__)
+
+TICK = 0.001
+#: Most time one tick spends on the ready list before letting the loop breathe.
+READY_BUDGET = 0.02
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+class Engine:
+    """Runs one process's share of a fleet: ``await engine.run()``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        indexes: range | None = None,
+        on_second: Callable[[Second], None] | None = None,
+        meter: Meter | None = None,
+        start_at: float | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.loop = asyncio.get_running_loop()
+        #: Which devices of the fleet this process runs (all of them unless split over processes).
+        self.indexes = indexes if indexes is not None else range(scenario.devices)
+        self.meter = meter or Meter(self.loop.time())
+        self.start = self.meter.start if start_at is None else start_at
+        self.on_second = on_second
+        self.target = build(scenario)
+        self.behaviour_class = load(scenario.behaviour)
+        self.qos = scenario.qos
+        self.interval = scenario.stages[0].interval
+        self.burst = scenario.stages[0].burst
+        self.anchor = math.inf
+        self.tls, self.server_hostname = self._tls()
+        self.rng = random.Random(scenario.seed)
+        self.devices: dict[int, Device] = {}
+        self.sampled = {i for i in pick_sampled(scenario.devices, scenario.e2e_devices) if i in self.indexes}
+        self.sample_countdown = scenario.sample_every
+        self.publishing = False
+        #: Messages are due only before the end of the current stage.
+        self.publish_until = math.inf
+        self.stopped: str | None = None
+        self._skip_drain = False
+        self._stop = asyncio.Event()
+        self._wheel: dict[int, list[Device]] = {}
+        self._ready: deque[Device] = deque()
+        self._last_slot = int(self.loop.time() / TICK)
+        self._connect_queue: deque[Device] = deque()
+        self._connect_wakeup = asyncio.Event()
+        self._connecting = 0
+        self._first_attempts = 0
+        self._first_done = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.observer: Observer | None = None
+        self.seconds: list[Second] = []
+
+    # ------------------------------------------------------------------ setup
+
+    def _tls(self) -> tuple[ssl.SSLContext | None, str | None]:
+        broker = self.scenario.broker
+        if not broker.tls:
+            return None, None
+        context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+        if broker.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context, broker.host
+
+    def info(self, index: int) -> DeviceInfo:
+        """Who device ``index`` of the fleet is: ``<prefix>00001`` in ``room-01``..."""
+        width = max(5, len(str(self.scenario.devices)))
+        return DeviceInfo(
+            index,
+            f"{self.scenario.prefix}{index + 1:0{width}d}",
+            f"room-{index % self.scenario.rooms + 1:02d}",
+        )
+
+    def _device(self, index: int) -> Device:
+        info = self.info(index)
+        behaviour = self.behaviour_class(info, random.Random(self.scenario.seed * 1_000_003 + index))
+        attributes = self.behaviour_class.attributes
+        return Device(
+            self,
+            info,
+            behaviour,
+            topics=self.target.topics(info, attributes),
+            encode=self.target.encoder(info, attributes),
+            options=self.target.connect_options(info),
+            sampled=index in self.sampled,
+        )
+
+    # ------------------------------------------------------------------ clock
+
+    def schedule(self, device: Device) -> None:
+        """File ``device`` under the wheel slot of its next due time (the first tick at or after it)."""
+        slot = -int(-device.due // TICK)
+        if slot <= self._last_slot:
+            self.ready(device)
+            return
+        device.slot = slot
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            self._wheel[slot] = [device]
+        else:
+            bucket.append(device)
+
+    def ready(self, device: Device) -> None:
+        """Fire ``device`` at the next tick (its connection takes more again)."""
+        device.blocked = False
+        if not device.queued:
+            device.queued = True
+            self._ready.append(device)
+
+    def _tick(self) -> None:
+        loop = self.loop
+        now = loop.time()
+        if self.publishing:
+            self._fire_due(min(now, self.publish_until))
+        if not self._stop.is_set() or self.publishing:
+            loop.call_at(max(now + TICK / 2, (int(now / TICK) + 1) * TICK), self._tick)
+
+    def _fire_due(self, now: float) -> None:
+        """Fire the devices due by ``now``, then those ready to send again."""
+        loop = self.loop
+        epoch_ms = time.time() * 1000
+        slot = int(now / TICK)
+        wheel = self._wheel
+        first, self._last_slot = self._last_slot + 1, max(slot, self._last_slot)
+        for number in range(first, slot + 1):  # reschedules during the loop go to ready
+            bucket = wheel.pop(number, None)
+            if bucket:
+                for device in bucket:
+                    if device.slot == number and device.state != STOPPED:
+                        device.slot = -1
+                        device.fire(now, epoch_ms)
+        ready = self._ready
+        budget_end = loop.time() + READY_BUDGET
+        fired = 0
+        while ready:
+            device = ready.popleft()
+            device.queued = False
+            if device.state == CONNECTED:
+                device.fire(now, epoch_ms)
+            fired += 1
+            if not fired % 64 and loop.time() > budget_end:
+                break
+
+    def connected(self, device: Device, now: float) -> None:
+        """A device's session is up: put it on the schedule."""
+        if not self.publishing and math.isinf(self.anchor):
+            return  # still in the connect phase: ``_begin_stage`` schedules everyone
+        self._join(device, now)
+
+    def _join(self, device: Device, now: float) -> None:
+        interval = self.interval
+        if interval <= 0:
+            device.joined = True
+            self.ready(device)
+            return
+        device.offset = 0.0 if self.burst else (device.info.index * GOLDEN % 1.0) * interval
+        first = self.anchor + device.offset
+        if device.joined and device.due < math.inf:
+            due = device.due  # a reconnecting device keeps its grid (missed slots were counted)
+        else:
+            due = first + max(0, math.ceil((now - first) / interval)) * interval
+            device.joined = True
+        device.due = due
+        self.schedule(device)
+
+    # ------------------------------------------------------------------ connections
+
+    def request_connect(self, device: Device) -> None:
+        """Queue a connection attempt."""
+        self._connect_queue.append(device)
+        self._connect_wakeup.set()
+
+    def connect_failed(self, device: Device, now: float) -> None:
+        """An attempt failed or a connection dropped: try again after a jittered backoff."""
+        if device.state == STOPPED or self.stopped:
+            return
+        delay = device.backoff(self.rng.random())
+        self.loop.call_at(now + delay, self._retry, device)
+
+    def _retry(self, device: Device) -> None:
+        if device.state == WAITING and not self.stopped:
+            self.request_connect(device)
+
+    async def _connector(self) -> None:
+        scenario = self.scenario
+        limit = scenario.connect_concurrency
+        spacing = 1.0 / scenario.connect_rate if scenario.connect_rate else 0.0
+        next_start = self.loop.time()
+        while True:
+            while not self._connect_queue or self._connecting >= limit:
+                self._connect_wakeup.clear()
+                await self._connect_wakeup.wait()
+            device = self._connect_queue.popleft()
+            if device.state in (STOPPED, CONNECTED):
+                continue
+            if spacing:
+                next_start = max(next_start + spacing, self.loop.time())
+                delay = next_start - self.loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._connecting += 1
+            task = asyncio.create_task(self._attempt(device))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, device: Device) -> None:
+        first = device.state == IDLE
+        try:
+            await device.connect()
+        except Exception:
+            log.exception("unexpected failure connecting %s", device.info.device_id)
+        finally:
+            self._connecting -= 1
+            self._connect_wakeup.set()
+            if first:
+                if device.state != STOPPED:
+                    device.counted = True
+                    self.meter.fleet += 1
+                self._first_attempts -= 1
+                if self._first_attempts <= 0:
+                    self._first_done.set()
+
+    # ------------------------------------------------------------------ timeline
+
+    def _resize(self, size: int, now: float) -> None:
+        wanted = [i for i in self.indexes if i < size]
+        for index in wanted:
+            if index not in self.devices:
+                device = self._device(index)
+                self.devices[index] = device
+                device.behaviour.start(now)
+                self._first_attempts += 1
+                self.request_connect(device)
+        for index in [i for i in self.devices if i >= size]:
+            device = self.devices.pop(index)
+            if device.counted:
+                self.meter.fleet -= 1
+            device.stop(now)
+        if self._first_attempts <= 0:
+            self._first_done.set()
+        else:
+            self._first_done.clear()
+
+    def _begin_stage(self, stage: Stage, now: float) -> None:
+        self.interval = stage.interval
+        self.burst = stage.burst
+        self.anchor = now
+        for device in self.devices.values():
+            device.joined = False
+            device.due = math.inf
+            device.slot = -1
+            if device.state == CONNECTED:
+                self._join(device, now)
+
+    async def run(self) -> list[Second]:
+        """Run the whole timeline, drain, disconnect; returns every second measured."""
+        loop = self.loop
+        scenario = self.scenario
+        helpers = [
+            asyncio.create_task(self._connector()),
+            asyncio.create_task(self._housekeeper()),
+            asyncio.create_task(self._lag_probe()),
+        ]
+        self.loop.call_soon(self._tick)
+        self.meter.set_phase("connect", loop.time())
+        try:
+            await self._start_observer()
+            stages = scenario.stages
+            self._resize(stages[0].devices, loop.time())
+            await self._wait_or_stop(self._first_done.wait())
+            self.meter.set_phase("run", loop.time())
+            for stage in stages:
+                if self.stopped:
+                    break
+                now = loop.time()
+                self._resize(stage.devices, now)
+                self._begin_stage(stage, now)
+                self.publish_until = now + stage.duration - 1e-9  # a message due at the very end is not in it
+                self.publishing = True
+                await self._wait_or_stop(asyncio.sleep(stage.duration))
+                self._fire_due(min(loop.time(), self.publish_until))
+            self.publishing = False
+            self._count_unsent(loop.time())
+            self.meter.set_phase("drain", loop.time())
+            await self._drain()
+        finally:
+            now = loop.time()
+            for device in self.devices.values():
+                device.stop(now)
+            if self.observer is not None:
+                self.observer.close()
+            self._stop.set()
+            self.meter.set_phase("done", now)
+            for task in helpers:
+                task.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
+            self._close_second(final=True)
+        return self.seconds
+
+    def stop(self, reason: str) -> None:
+        """End the run early (a signal, a collapse): the timeline stops, the run drains."""
+        if self.stopped is None:
+            self.stopped = reason
+        else:
+            self._skip_drain = True  # a second signal: stop waiting for acknowledgements
+        self._stop.set()
+
+    async def _wait_or_stop(self, waitable: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(waitable)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stop):
+                if not pending.done():
+                    pending.cancel()
+
+    def _count_unsent(self, now: float) -> None:
+        """Messages that were due but never sent (the connection held them back)."""
+        if self.interval <= 0:
+            return
+        for device in self.devices.values():
+            if device.blocked and device.state == CONNECTED and device.due <= now:
+                samples = math.floor((now - device.due) / self.interval) + 1
+                count = samples * device.per_sample
+                self.meter.current.offered += count
+                self.meter.error("publish", "back-pressure", now, count=count)
+                device.due = math.inf
+
+    async def _drain(self) -> None:
+        loop = self.loop
+        deadline = loop.time() + self.scenario.drain
+        while loop.time() < deadline and not self._skip_drain:
+            waiting = any(device.inflight for device in self.devices.values())
+            observer = self.observer
+            if observer is not None and observer.delivered < observer.expected():
+                waiting = True
+            if not waiting:
+                break
+            await asyncio.sleep(0.02)
+        now = loop.time()
+        for device in self.devices.values():
+            if device.inflight:
+                self.meter.error("ack", "unacked-at-end", now, count=len(device.inflight))
+                device.inflight.clear()
+
+    async def _start_observer(self) -> None:
+        options = self.target.observer_options()
+        if options is None or not self.sampled:
+            return
+        attributes = self.behaviour_class.attributes
+        topics = [
+            topic.topic
+            for index in sorted(self.sampled)
+            for topic in self.target.topics(self.info(index), attributes)
+        ]
+        self.observer = Observer(self, options, topics)
+        await self.observer.start()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def _housekeeper(self) -> None:
+        loop = self.loop
+        t = 1
+        while True:
+            await asyncio.sleep(max(0.0, self.start + t - loop.time()))
+            now = loop.time()
+            ack_timeout = self.scenario.ack_timeout
+            for device in self.devices.values():
+                session = device.session
+                if session is not None and device.state == CONNECTED:
+                    session.keepalive_due(now)
+                inflight = device.inflight
+                if inflight:
+                    expired = 0
+                    for packet_id, sent in list(inflight.items()):
+                        if now - sent < ack_timeout:
+                            break
+                        del inflight[packet_id]
+                        expired += 1
+                    if expired:
+                        self.meter.error("ack", "ack-timeout", now, count=expired)
+                        if device.blocked:
+                            self.ready(device)
+            if self.observer is not None:
+                self.observer.keepalive(now)
+            self._close_second(t=t)
+            t += 1
+
+    def _close_second(self, t: int | None = None, *, final: bool = False) -> None:
+        number = t if t is not None else self.meter.current.t + 1
+        second = self.meter.roll(number)
+        idle = not (second.sent or second.acked or second.failed or second.connects or second.disconnects)
+        if final and idle and self.seconds:
+            return  # the stub of a second after the last one that counted
+        self.seconds.append(second)
+        if self.on_second is not None:
+            self.on_second(second)
+
+    async def _lag_probe(self) -> None:
+        loop = self.loop
+        period = 0.05
+        while True:
+            before = loop.time()
+            await asyncio.sleep(period)
+            self.meter.current.lag.record(max(0.0, loop.time() - before - period))

@@ -1,0 +1,108 @@
+"""The end-to-end subscriber: times messages of a sample of devices from send to delivery.
+
+It subscribes, on the same broker, to every topic of the sampled devices and reads the send
+time each payload carries (``{ts}``); delivery latency is its arrival time minus that. Both
+clocks are this machine's, so no synchronisation is involved. What the sampled devices sent
+and what arrived are both counted: a shortfall is loss (QoS 0) or a delivery still queued.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from stress.mqtt import codec
+from stress.mqtt.codec import ConnectOptions
+from stress.mqtt.session import ConnectError, Session, open_session
+
+if TYPE_CHECKING:
+    from stress.engine import Engine
+
+#: Topic filters per SUBSCRIBE packet.
+FILTERS_PER_PACKET = 100
+
+
+class Observer:
+    """One subscriber connection of the engine's process."""
+
+    def __init__(self, engine: Engine, options: ConnectOptions, topics: list[str]) -> None:
+        self.engine = engine
+        self.options = options
+        self.topics = topics
+        self.session: Session | None = None
+        self.delivered = 0
+        self.unreadable = 0
+        self._expected_before = 0
+
+    async def start(self) -> None:
+        """Connect and subscribe; a failure is counted (stage ``observer``), never fatal."""
+        engine = self.engine
+        broker = engine.scenario.broker
+        try:
+            self.session = await open_session(
+                broker.host,
+                broker.port,
+                self.options,
+                self,
+                tls=engine.tls,
+                server_hostname=engine.server_hostname,
+                timeout=engine.scenario.connect_timeout,
+            )
+            qos = engine.qos
+            for start in range(0, len(self.topics), FILTERS_PER_PACKET):
+                chunk = [(topic, qos) for topic in self.topics[start : start + FILTERS_PER_PACKET]]
+                granted = await self.session.subscribe(chunk, timeout=engine.scenario.connect_timeout)
+                if any(code >= 0x80 for code in granted):
+                    raise ConnectError("suback-refused", "the broker refused the end-to-end subscription")
+        except ConnectError as exc:
+            engine.meter.error(
+                "observer", exc.reason, engine.loop.time(), device="observer", detail=exc.detail
+            )
+            if self.session is not None:
+                self.session.close()
+            self.session = None
+
+    def expected(self) -> int:
+        """Messages the sampled devices have sent so far (all seconds, this process)."""
+        return (
+            sum(second.e2e_expected for second in self.engine.seconds)
+            + self.engine.meter.current.e2e_expected
+        )
+
+    def keepalive(self, now: float) -> None:
+        """Ping when idle (called once a second)."""
+        if self.session is not None:
+            self.session.keepalive_due(now)
+
+    def close(self) -> None:
+        """Disconnect."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    # ------------------------------------------------------------------ SessionHandler
+
+    def on_message(self, message: codec.Publish) -> None:
+        """Time one delivery from the send time in its payload."""
+        if message.qos and self.session is not None:
+            self.session.ack(message.packet_id)
+        sent = self.engine.target.sent_at(message.payload)
+        if sent is None:
+            self.unreadable += 1
+            return
+        current = self.engine.meter.current
+        current.delivered += 1
+        current.e2e.record(max(0.0, time.time() - sent / 1000))
+        self.delivered += 1
+
+    def on_puback(self, packet_id: int, reason: int) -> None:
+        """The observer publishes nothing."""
+
+    def on_lost(self, reason: str, detail: str) -> None:
+        """Counted; end-to-end timing stops for this process (the run goes on)."""
+        engine = self.engine
+        engine.meter.error("observer", reason, engine.loop.time(), device="observer", detail=detail)
+        self.session = None
+
+    def on_writable(self) -> None:
+        """Nothing is queued here."""

@@ -1,0 +1,130 @@
+"""The run folder: ``timeseries.csv`` and ``events.jsonl`` as the run goes, ``summary.json`` at the end.
+
+Files are written incrementally (one row per second, one line per event), so a run that is
+killed outright still leaves everything up to its last second on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from stress.meter import Event, Second
+
+COLUMNS = (
+    "t",
+    "phase",
+    "offered",
+    "sent",
+    "acked",
+    "failed",
+    "delivered",
+    "connected",
+    "connects",
+    "disconnects",
+    "lateness_p99_ms",
+    "ack_p50_ms",
+    "ack_p95_ms",
+    "ack_p99_ms",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "loop_lag_ms",
+    "cpu_percent",
+    "overruns",
+)
+
+DEFAULT_ROOT = Path("data/runs")
+
+
+def new_run_id(target: str, devices: int) -> str:
+    """``YYYYmmdd-HHMMSS-<target>-<devices>`` (UTC)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{target}-{devices}"
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def row(second: Second) -> list[str | int]:
+    """One line of ``timeseries.csv``."""
+    cpu = 100 * second.cpu_s / second.wall_s if second.wall_s else 0.0
+    return [
+        second.t,
+        second.phase,
+        second.offered,
+        second.sent,
+        second.acked,
+        second.failed,
+        second.delivered,
+        second.connected,
+        second.connects,
+        second.disconnects,
+        _ms(second.lateness.percentile(0.99)),
+        _ms(second.ack.percentile(0.50)),
+        _ms(second.ack.percentile(0.95)),
+        _ms(second.ack.percentile(0.99)),
+        _ms(second.e2e.percentile(0.50)),
+        _ms(second.e2e.percentile(0.99)),
+        _ms(second.lag.max_us / 1000 if second.lag.count else None),
+        f"{cpu:.1f}",
+        second.overruns,
+    ]
+
+
+class RunFolder:
+    """Writes one run's folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=False)
+        self._events = (path / "events.jsonl").open("w", encoding="utf-8")
+        self._series_file = (path / "timeseries.csv").open("w", newline="", encoding="utf-8")
+        self._series = csv.writer(self._series_file)
+        self._series.writerow(COLUMNS)
+
+    @classmethod
+    def create(cls, out: Path | None, run_id: str) -> RunFolder:
+        """``out`` itself when given (it must not exist yet, or be empty), else ``data/runs/<run-id>``."""
+        if out is not None:
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
+            if out.exists():
+                out.rmdir()
+            return cls(out)
+        path = DEFAULT_ROOT / run_id
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = DEFAULT_ROOT / f"{run_id}-{suffix}"
+        return cls(path)
+
+    def event(self, event: Event) -> None:
+        """Append one event line (device names and reasons are stored as given: JSON escapes them)."""
+        self._events.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def second(self, second: Second) -> None:
+        """Append one row, and the per-second error counts as ``errors`` events."""
+        self._series.writerow(row(second))
+        self._series_file.flush()
+        for (stage, reason), count in second.errors.items():
+            self.event({"t": second.t, "event": "errors", "stage": stage, "reason": reason, "count": count})
+        self._events.flush()
+
+    def finish(self, summary: dict[str, Any]) -> Path:
+        """Write ``summary.json`` (atomically) and close the files."""
+        self.close()
+        target = self.path / "summary.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        temporary.replace(target)
+        return target
+
+    def close(self) -> None:
+        """Close the streaming files (idempotent)."""
+        if not self._events.closed:
+            self._events.close()
+        if not self._series_file.closed:
+            self._series_file.close()

@@ -1,0 +1,164 @@
+"""What a run does, validated once: the fleet, its schedule, the target and how to measure.
+
+A :class:`Scenario` is built by the CLI from flags (or by a program directly) and trusted by
+everything inside the engine. Its timeline is a list of :class:`Stage`: a steady or burst
+run is one stage, a ramp is several.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Shape = Literal["steady", "ramp", "burst"]
+SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst")
+
+
+class ScenarioError(ValueError):
+    """A setting that cannot be run; the message is one line naming the setting."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One part of the timeline: this many devices, publishing at this interval, for this long.
+
+    ``burst`` stages have every device publish at the same instant of each interval; steady
+    ones spread the devices evenly over the interval.
+    """
+
+    devices: int
+    interval: float
+    duration: float
+    burst: bool = False
+
+    def __post_init__(self) -> None:
+        if self.devices < 0:
+            raise ScenarioError(f"a stage needs 0 or more devices, not {self.devices}")
+        if not math.isfinite(self.interval) or self.interval < 0:
+            raise ScenarioError(f"interval must be 0 (capacity mode) or more seconds, not {self.interval}")
+        if not math.isfinite(self.duration) or self.duration <= 0:
+            raise ScenarioError(f"a stage lasts more than 0 seconds, not {self.duration}")
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the fleet connects and how."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    tls: bool = False
+    #: PEM file of the authority to trust for TLS (default: the system's).
+    ca_file: Path | None = None
+    #: Skip certificate checks (self-signed labs); the run records that it did.
+    insecure: bool = False
+    keepalive: int = 60
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole run. ``devices`` is the largest fleet of the timeline."""
+
+    target: str
+    broker: Broker
+    stages: tuple[Stage, ...]
+    shape: Shape = "steady"
+    qos: int = 0
+    behaviour: str = "thermostat"
+    #: Device ids are ``prefix`` + a zero-padded number; rooms ``room-01``...
+    prefix: str = "dev"
+    rooms: int = 10
+    #: Most QoS 1 messages in flight per device (MQTT 5: also at most the broker's Receive Maximum).
+    inflight: int = 20
+    connect_timeout: float = 10.0
+    #: New connections started per second (0: as fast as ``connect_concurrency`` allows).
+    connect_rate: float = 0.0
+    connect_concurrency: int = 500
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    #: Seconds without a PUBACK before a QoS 1 message counts as failed.
+    ack_timeout: float = 30.0
+    #: Seconds after the end to wait for acknowledgements and end-to-end deliveries.
+    drain: float = 5.0
+    #: Devices whose messages a subscriber on the same broker times end to end (0: none).
+    e2e_devices: int = 50
+    #: A second is a collapse when delivered < share x offered, or connected < share x fleet.
+    collapse_share: float = 0.9
+    #: One published message in this many is written to events.jsonl.
+    sample_every: int = 10_000
+    seed: int = 1
+    out: Path | None = None
+    #: Target-specific settings (templates, credentials), already validated by the target.
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (bool(self.stages), "the timeline has no stage"),
+            (self.qos in (0, 1), f"--qos must be 0 or 1, not {self.qos}"),
+            (self.rooms >= 1, f"--rooms must be 1 or more, not {self.rooms}"),
+            (1 <= self.inflight <= 65_535, f"--inflight must be 1..65535, not {self.inflight}"),
+            (_finite(self.connect_timeout) > 0, "--connect-timeout must be more than 0 seconds (and finite)"),
+            (self.connect_rate >= 0, "--connect-rate must be 0 (no limit) or more per second"),
+            (self.connect_concurrency >= 1, "--connect-concurrency must be 1 or more"),
+            (
+                0 < _finite(self.reconnect_min) <= _finite(self.reconnect_max),
+                "--reconnect-min must be more than 0 and at most --reconnect-max (both finite)",
+            ),
+            (_finite(self.ack_timeout) > 0, "--ack-timeout must be more than 0 seconds (and finite)"),
+            (_finite(self.drain) >= 0, "--drain must be 0 or more seconds (and finite)"),
+            (self.e2e_devices >= 0, "--e2e-devices must be 0 or more"),
+            (0 < self.collapse_share <= 1, "--collapse-share must be more than 0 and at most 1"),
+            (self.sample_every >= 1, "--sample-every must be 1 or more"),
+            (0 < self.broker.port < 65_536, f"--port must be 1..65535, not {self.broker.port}"),
+            (0 <= self.broker.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
+            (valid_level(self.prefix), "--prefix must be a topic level: no '/', '+', '#', not empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ScenarioError(message)
+        if self.devices > 9_999_999:
+            raise ScenarioError("at most 9,999,999 devices")
+
+    @property
+    def devices(self) -> int:
+        """The largest fleet of the timeline."""
+        return max(stage.devices for stage in self.stages)
+
+    @property
+    def duration(self) -> float:
+        """The publishing phase: all stages, back to back."""
+        return sum(stage.duration for stage in self.stages)
+
+    @property
+    def interval(self) -> float:
+        """The interval of the first stage (what a one-stage run is known by)."""
+        return self.stages[0].interval
+
+
+def _finite(value: float) -> float:
+    """``value``, or NaN (which fails every comparison) when it is infinite."""
+    return value if math.isfinite(value) else math.nan
+
+
+def valid_level(text: str) -> bool:
+    """Whether ``text`` can be one level of a topic."""
+    return bool(text) and not any(char in text for char in "/+#\0")
+
+
+def timeline(
+    shape: Shape, devices: int, interval: float, duration: float, stages: int = 4
+) -> tuple[Stage, ...]:
+    """The stages of a shape: one for steady and burst; ``stages`` equal steps up for ramp."""
+    if devices < 1:
+        raise ScenarioError(f"--devices must be 1 or more, not {devices}")
+    if shape == "ramp":
+        if not 1 <= stages <= devices:
+            raise ScenarioError(f"--stages must be 1..{devices} (one device at least per step), not {stages}")
+        return tuple(
+            Stage(math.ceil(devices * (k + 1) / stages), interval, duration / stages) for k in range(stages)
+        )
+    if shape not in SHAPES:
+        raise ScenarioError(f"unknown shape {shape!r}: choose one of {', '.join(SHAPES)}")
+    return (Stage(devices, interval, duration, burst=shape == "burst"),)

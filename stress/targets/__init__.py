@@ -1,0 +1,21 @@
+"""Targets: where a fleet publishes (this lab, any MQTT broker), behind one interface."""
+
+from __future__ import annotations
+
+from stress.scenario import Scenario, ScenarioError
+from stress.targets.base import Target
+from stress.targets.lab import LabTarget
+from stress.targets.mqtt import MqttTarget
+
+TARGETS: dict[str, type[Target]] = {"lab": LabTarget, "mqtt": MqttTarget}
+
+
+def build(scenario: Scenario) -> Target:
+    """The target a scenario names."""
+    cls = TARGETS.get(scenario.target)
+    if cls is None:
+        raise ScenarioError(f"unknown target {scenario.target!r}: choose one of {', '.join(TARGETS)}")
+    return cls(scenario)
+
+
+__all__ = ["TARGETS", "Target", "build"]

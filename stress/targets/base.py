@@ -1,0 +1,177 @@
+"""The interface every target implements, and the topic and payload templates they share.
+
+A target says how a simulated device talks to one kind of server: which topics and payloads
+it publishes, how it logs in, where its commands arrive, and how the end-to-end subscriber
+finds the send time in a payload it receives. The engine knows nothing else about targets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+
+from stress.behaviours import DeviceInfo, Value
+from stress.mqtt.codec import ConnectOptions, TopicCode
+from stress.scenario import Scenario, ScenarioError
+
+#: Placeholders fixed per device (filled once) and per message (filled at each publish).
+STATIC_FIELDS = ("root", "room", "device", "attr")
+DYNAMIC_FIELDS = ("value", "seq", "ts", "values")
+
+Encoder = Callable[[Sequence[Value], int, float], list[bytes]]
+
+
+def literal(value: Value) -> bytes:
+    """A value as JSON text: numbers plain, booleans ``true``/``false``, strings quoted."""
+    kind = type(value)
+    if kind is float:
+        return repr(value).encode() if math.isfinite(value) else b"null"  # type: ignore[arg-type]
+    if kind is int:
+        return str(value).encode()
+    if kind is bool:
+        return b"true" if value else b"false"
+    return json.dumps(value).encode()
+
+
+@dataclass(frozen=True)
+class Template:
+    """A topic or payload template with ``{placeholders}``, checked once."""
+
+    text: str
+    fields: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str, allowed: Sequence[str], what: str) -> Template:
+        """Parse ``text``; an unknown placeholder or a format spec is a :class:`ScenarioError`."""
+        fields: list[str] = []
+        try:
+            parts = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise ScenarioError(f"{what} {text!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+        for _literal, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in allowed or spec or conversion:
+                raise ScenarioError(
+                    f"{what} {text!r}: unknown placeholder {{{name}}}; "
+                    f"use {', '.join('{' + a + '}' for a in allowed)}"
+                )
+            fields.append(name)
+        return cls(text, tuple(fields))
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        """Fill the static placeholders; dynamic ones stay as ``%b`` slots (literal ``%`` doubled)."""
+        out: list[str] = []
+        for literal_text, name, _spec, _conversion in string.Formatter().parse(self.text):
+            out.append(literal_text.replace("%", "%%"))
+            if name is not None:
+                out.append("%b" if name in DYNAMIC_FIELDS else values[name].replace("%", "%%"))
+        return "".join(out)
+
+    def pattern(self) -> re.Pattern[bytes]:
+        """A regular expression matching rendered payloads, ``ts`` captured."""
+        out: list[str] = []
+        for literal_text, name, _spec, _conversion in string.Formatter().parse(self.text):
+            out.append(re.escape(literal_text))
+            if name is not None:
+                out.append(
+                    "(?P<ts>-?[0-9.eE+]+)" if name == "ts" and "(?P<ts>" not in "".join(out) else ".*?"
+                )
+        return re.compile("".join(out).encode(), re.DOTALL)
+
+
+class Target(ABC):
+    """How a fleet talks to one kind of server."""
+
+    name: str = ""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    @abstractmethod
+    def topics(self, device: DeviceInfo, attributes: Sequence[str]) -> list[TopicCode]:
+        """The topics of one sample, in the order ``encoder`` returns payloads."""
+
+    @abstractmethod
+    def encoder(self, device: DeviceInfo, attributes: Sequence[str]) -> Encoder:
+        """``encode(values, seq, epoch_ms) -> payloads``, one per topic."""
+
+    @abstractmethod
+    def connect_options(self, device: DeviceInfo) -> ConnectOptions:
+        """How ``device`` logs in."""
+
+    def command_filters(self, device: DeviceInfo) -> list[str]:
+        """Topic filters where commands for ``device`` arrive (none by default)."""
+        return []
+
+    def command_attr(self, device: DeviceInfo, topic: str) -> str | None:
+        """The attribute a command on ``topic`` sets, or None if it is not a command."""
+        return None
+
+    def observer_options(self) -> ConnectOptions | None:
+        """How the end-to-end subscriber logs in (None: end-to-end timing impossible)."""
+        return None
+
+    def sent_at(self, payload: bytes) -> float | None:
+        """The send time (epoch ms) written in a payload, or None."""
+        return None
+
+    def describe(self) -> str:
+        """One line saying where the fleet goes."""
+        broker = self.scenario.broker
+        scheme = "mqtts" if broker.tls else "mqtt"
+        return f"{self.name} at {scheme}://{broker.host}:{broker.port} (MQTT {broker.protocol})"
+
+
+def _picker(names: Sequence[str], order: Sequence[str]) -> Callable[[tuple[bytes, ...]], tuple[bytes, ...]]:
+    """A function picking ``names`` (in template order) out of a tuple laid out as ``order``."""
+    indexes = [order.index(name) for name in names]
+    if not indexes:
+        return lambda _args: ()
+    if len(indexes) == 1:
+        only = indexes[0]
+        return lambda args: (args[only],)
+    return itemgetter(*indexes)
+
+
+class AttributeEncoder:
+    """One message per attribute: ``{value}``, ``{seq}`` and ``{ts}`` filled per message."""
+
+    ORDER = ("value", "seq", "ts")
+
+    def __init__(self, formats: Sequence[str], fields: Sequence[str]) -> None:
+        self.formats = [text.encode() for text in formats]
+        self.pick = _picker([name for name in fields if name in self.ORDER], self.ORDER)
+
+    def __call__(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
+        seq_b = b"%d" % seq
+        ts_b = b"%.3f" % epoch_ms
+        pick = self.pick
+        return [
+            fmt % pick((literal(value), seq_b, ts_b)) for fmt, value in zip(self.formats, values, strict=True)
+        ]
+
+
+class SampleEncoder:
+    """One message per sample: ``{values}`` (a JSON object of all attributes), ``{seq}``, ``{ts}``."""
+
+    ORDER = ("values", "seq", "ts")
+
+    def __init__(self, fmt: str, fields: Sequence[str], attributes: Sequence[str]) -> None:
+        self.format = fmt.encode()
+        self.pick = _picker([name for name in fields if name in self.ORDER], self.ORDER)
+        self.keys = [json.dumps(name).encode() + b":" for name in attributes]
+
+    def __call__(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
+        body = (
+            b"{"
+            + b",".join(key + literal(value) for key, value in zip(self.keys, values, strict=True))
+            + b"}"
+        )
+        return [self.format % self.pick((body, b"%d" % seq, b"%.3f" % epoch_ms))]

@@ -1,0 +1,79 @@
+"""This lab: ``<root>/<room>/<device>/<attr>``, one value per message, commands on ``.../set/<attr>``.
+
+Devices log in either with one fleet account from the lab's ``.env`` (``LAB_FLEET_USER``,
+``LAB_FLEET_PASSWORD``) or each with its own account, created by
+``stress provision --target lab`` and listed in a credentials file (``device,password``).
+Payloads are ``{"value": v, "ts": epoch_ms}``, which the portal stores with the device's
+own timestamp, and from which the end-to-end subscriber (the fleet account) times delivery.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from stress.behaviours import DeviceInfo
+from stress.mqtt.codec import ConnectOptions
+from stress.scenario import Scenario, ScenarioError
+from stress.targets.mqtt import DEFAULT_PAYLOAD, DEFAULT_TOPIC, MqttTarget
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """``device -> password`` from a credentials file (CSV with a ``device,password`` header)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read --credentials {path}: {exc.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"--credentials {path} is not a device,password CSV file: {exc}") from None
+    if rows and not {"device", "password"} <= set(rows[0]):
+        raise ScenarioError(f"--credentials {path} needs the columns device,password")
+    return {row["device"]: row["password"] for row in rows if row.get("device")}
+
+
+class LabTarget(MqttTarget):
+    """The lab started by ``./lab up`` (or Compose)."""
+
+    name = "lab"
+
+    def __init__(self, scenario: Scenario) -> None:
+        options = dict(scenario.options)
+        for fixed in ("topic", "payload", "command_topic"):
+            if options.get(fixed):
+                raise ScenarioError(
+                    f"--{fixed.replace('_', '-')} is for --target mqtt; the lab's topics are fixed"
+                )
+        options.update(
+            topic=DEFAULT_TOPIC,
+            payload=DEFAULT_PAYLOAD,
+            command_topic="{root}/{room}/{device}/set/{attr}",
+            root=options.get("root") or "office",
+        )
+        super().__init__(Scenario(**{**scenario.__dict__, "options": options}))
+        credentials = options.get("credentials")
+        self.passwords = read_credentials(Path(credentials)) if credentials else None
+        if self.passwords is None and not (self.username and self.password):
+            raise ScenarioError(
+                "the lab target needs the fleet account (LAB_FLEET_USER and LAB_FLEET_PASSWORD in the "
+                "lab's .env, see --env-file) or per-device accounts "
+                "(--credentials FILE from stress provision)"
+            )
+
+    def connect_options(self, device: DeviceInfo) -> ConnectOptions:
+        if self.passwords is None:
+            return super().connect_options(device)
+        password = self.passwords.get(device.device_id)
+        if password is None:
+            raise ScenarioError(
+                f"device {device.device_id} has no account in --credentials: provision the fleet with "
+                f"stress provision --target lab --devices {self.scenario.devices} "
+                f"--prefix {self.scenario.prefix}"
+            )
+        return ConnectOptions(
+            client_id=device.device_id,
+            username=device.device_id,
+            password=password,
+            keepalive=self.scenario.broker.keepalive,
+            version=self.version,
+        )

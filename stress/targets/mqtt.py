@@ -1,0 +1,140 @@
+"""Any MQTT broker: topics and payloads from templates, one account for the whole fleet.
+
+Templates take ``{placeholders}``:
+
+* topic: ``{root}``, ``{room}``, ``{device}``, ``{attr}``. With ``{attr}`` each attribute
+  is its own message; without it, one message carries them all as ``{values}``.
+* payload: ``{value}`` (per attribute) or ``{values}`` (per sample), ``{seq}`` (the device's
+  message number), ``{ts}`` (send time, epoch milliseconds). Values are written as JSON
+  (numbers plain, strings quoted). The end-to-end subscriber needs ``{ts}``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+
+from stress.behaviours import DeviceInfo
+from stress.mqtt.codec import VERSIONS, ConnectOptions, TopicCode
+from stress.scenario import Scenario, ScenarioError, valid_level
+from stress.targets.base import (
+    DYNAMIC_FIELDS,
+    STATIC_FIELDS,
+    AttributeEncoder,
+    Encoder,
+    SampleEncoder,
+    Target,
+    Template,
+)
+
+DEFAULT_TOPIC = "{root}/{room}/{device}/{attr}"
+DEFAULT_PAYLOAD = '{{"value":{value},"ts":{ts}}}'
+DEFAULT_ROOT = "stress"
+
+
+class MqttTarget(Target):
+    """A plain MQTT broker."""
+
+    name = "mqtt"
+
+    def __init__(self, scenario: Scenario) -> None:
+        super().__init__(scenario)
+        options = scenario.options
+        self.version = VERSIONS[scenario.broker.protocol]
+        self.root = options.get("root", DEFAULT_ROOT)
+        if not valid_level(self.root):
+            raise ScenarioError(f"--root {self.root!r} must be one topic level: no '/', '+', '#'")
+        self.topic_template = Template.parse(options.get("topic", DEFAULT_TOPIC), STATIC_FIELDS, "--topic")
+        if not self.topic_template.text or any(char in self.topic_template.text for char in "+#\0"):
+            raise ScenarioError(
+                f"--topic {self.topic_template.text!r}: a topic to publish to is not empty "
+                "and has no '+' or '#'"
+            )
+        per_attribute = "attr" in self.topic_template.fields
+        allowed = (
+            ("value", "seq", "ts", *STATIC_FIELDS)
+            if per_attribute
+            else ("values", "seq", "ts", "root", "room", "device")
+        )
+        self.payload_template = Template.parse(options.get("payload", DEFAULT_PAYLOAD), allowed, "--payload")
+        self.per_attribute = per_attribute
+        self.username = options.get("username") or None
+        self.password = options.get("password") or None
+        command = options.get("command_topic", "")
+        self.command_template = Template.parse(command, STATIC_FIELDS, "--command-topic") if command else None
+        if self.command_template and "attr" not in self.command_template.fields:
+            raise ScenarioError("--command-topic must contain {attr}: the attribute a command sets")
+        self._ts_pattern = self.payload_template.pattern() if "ts" in self.payload_template.fields else None
+
+    def _static(self, device: DeviceInfo, attr: str = "") -> dict[str, str]:
+        return {"root": self.root, "room": device.room, "device": device.device_id, "attr": attr}
+
+    def topics(self, device: DeviceInfo, attributes: Sequence[str]) -> list[TopicCode]:
+        names = attributes if self.per_attribute else [""]
+        out = []
+        for attr in names:
+            out.append(
+                TopicCode(
+                    self.topic_template.fill(self._static(device, attr)).replace("%%", "%"), self.version
+                )
+            )
+        return out
+
+    def encoder(self, device: DeviceInfo, attributes: Sequence[str]) -> Encoder:
+        fields = [name for name in self.payload_template.fields if name in DYNAMIC_FIELDS]
+        if self.per_attribute:
+            formats = [self.payload_template.fill(self._static(device, attr)) for attr in attributes]
+            return AttributeEncoder(formats, fields)
+        return SampleEncoder(self.payload_template.fill(self._static(device)), fields, attributes)
+
+    def client_id(self, device: DeviceInfo) -> str:
+        """The MQTT client id of a device: its id (a second run with the same ids takes over)."""
+        return device.device_id
+
+    def connect_options(self, device: DeviceInfo) -> ConnectOptions:
+        return ConnectOptions(
+            client_id=self.client_id(device),
+            username=self.username,
+            password=self.password,
+            keepalive=self.scenario.broker.keepalive,
+            version=self.version,
+            receive_maximum=None,
+        )
+
+    def command_filters(self, device: DeviceInfo) -> list[str]:
+        if self.command_template is None:
+            return []
+        return [self.command_template.fill(self._static(device, "+")).replace("%%", "%")]
+
+    def command_attr(self, device: DeviceInfo, topic: str) -> str | None:
+        for topic_filter in self.command_filters(device):
+            levels, wanted = topic.split("/"), topic_filter.split("/")
+            if len(levels) != len(wanted):
+                continue
+            attr = [level for level, want in zip(levels, wanted, strict=True) if want == "+"]
+            if len(attr) == 1 and all(w in ("+", level) for level, w in zip(levels, wanted, strict=True)):
+                return attr[0]
+        return None
+
+    def observer_options(self) -> ConnectOptions | None:
+        if self._ts_pattern is None:
+            return None
+        return ConnectOptions(
+            client_id=f"stress-observer-{os.getpid()}-{secrets.token_hex(3)}",
+            username=self.username,
+            password=self.password,
+            keepalive=self.scenario.broker.keepalive,
+            version=self.version,
+        )
+
+    def sent_at(self, payload: bytes) -> float | None:
+        if self._ts_pattern is None:
+            return None
+        match = self._ts_pattern.fullmatch(payload)
+        if match is None:
+            return None
+        try:
+            return float(match.group("ts"))
+        except ValueError:
+            return None

@@ -1,0 +1,676 @@
+"""The run report: reading a run folder, the console table, the self-contained HTML and its charts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stress.report import (
+    SATURATED_WARNING,
+    ReportError,
+    chart_data,
+    console_table,
+    load_run,
+    report,
+    write_html,
+)
+
+RUN_ID = "20261122-153012-mqtt-1000"
+COLUMNS = (
+    "t,phase,offered,sent,acked,failed,delivered,connected,connects,disconnects,lateness_p99_ms,"
+    "ack_p50_ms,ack_p95_ms,ack_p99_ms,e2e_p50_ms,e2e_p99_ms,loop_lag_ms,cpu_percent,overruns"
+)
+HOSTILE = "<script>alert(1)</script> & \"quoted\" 'single' ünï©ødé 漢字 \x1b[31m\r\n"
+
+
+def summary(**changes: Any) -> dict[str, Any]:
+    """A summary as the stress engine writes it, with ``changes`` applied."""
+    data: dict[str, Any] = {
+        "run_id": RUN_ID,
+        "target": "mqtt",
+        "host": "127.0.0.1",
+        "port": 1883,
+        "protocol": "3.1.1",
+        "tls": False,
+        "qos": 1,
+        "shape": "steady",
+        "interval_s": 1.0,
+        "devices": 1000,
+        "processes": 2,
+        "behaviour": "thermostat",
+        "started_at": "2026-11-22T15:30:12.123Z",
+        "ended_at": "2026-11-22T15:31:22.456Z",
+        "duration_s": 60.0,
+        "stopped": "completed",
+        "offered": 120000,
+        "sent": 119990,
+        "acked": 119980,
+        "failed": 20,
+        "delivered": 5000,
+        "e2e_expected": 5000,
+        "msgs_per_s": 1999.7,
+        "offered_per_s": 2000.0,
+        "latency_ms": {
+            "connect": {"p50": 1.2, "p95": 3.4, "p99": 5.0, "max": 9.1, "count": 1000},
+            "ack": {"p50": 2.5, "p95": 7.25, "p99": 12.5, "max": 48.0, "count": 119980},
+            "e2e": {"p50": 3.1, "p95": 9.0, "p99": 15.0, "max": 61.5, "count": 5000},
+            "lateness": {"p50": None, "p95": None, "p99": None, "max": None, "count": 0},
+        },
+        "connections_peak": 1000,
+        "errors_by_reason": {"connack-bad-credentials": 3, "not-connected": 17},
+        "errors_by_stage": {"connect": {"connack-bad-credentials": 3}, "publish": {"not-connected": 17}},
+        "generator": {
+            "loop_lag_p99_ms": 1.1,
+            "loop_lag_max_ms": 4.0,
+            "cpu_percent": 43.0,
+            "overruns": 0,
+            "saturated": False,
+        },
+        "collapse": None,
+    }
+    data.update(changes)
+    return data
+
+
+def row(t: int, phase: str = "run", **cells: object) -> dict[str, object]:
+    """One second of a steady run at 2000 msgs/s, with ``cells`` changed."""
+    values: dict[str, object] = {
+        "t": t,
+        "phase": phase,
+        "offered": 2000,
+        "sent": 2000,
+        "acked": 1999,
+        "failed": 0,
+        "delivered": 80,
+        "connected": 1000,
+        "connects": 0,
+        "disconnects": 0,
+        "lateness_p99_ms": 0.8,
+        "ack_p50_ms": 2.5,
+        "ack_p95_ms": 7.0,
+        "ack_p99_ms": 12.0,
+        "e2e_p50_ms": 3.0,
+        "e2e_p99_ms": 14.0,
+        "loop_lag_ms": 0.4,
+        "cpu_percent": 40.0,
+        "overruns": 0,
+    }
+    values.update(cells)
+    return values
+
+
+def steady_rows() -> list[dict[str, object]]:
+    """Ten seconds: two connecting, six running, two draining."""
+    rows = [
+        row(t, "connect", offered=0, sent=0, acked=0, connected=500 * (t + 1), connects=500) for t in (0, 1)
+    ]
+    rows += [row(t) for t in range(2, 8)]
+    rows += [row(t, "drain", offered=0, sent=0, acked=3) for t in (8, 9)]
+    return rows
+
+
+def write_run(
+    folder: Path,
+    summary_data: object = None,
+    rows: Iterable[Mapping[str, object]] | None = None,
+    events: Iterable[object] | None = None,
+) -> Path:
+    """Write a run folder; ``None`` leaves a file out, a ``str`` event is written as is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if summary_data is not None:
+        text = summary_data if isinstance(summary_data, str) else json.dumps(summary_data)
+        (folder / "summary.json").write_text(text, encoding="utf-8")
+    if rows is not None:
+        lines = [COLUMNS]
+        lines += [",".join("" if r[c] is None else str(r[c]) for c in COLUMNS.split(",")) for r in rows]
+        (folder / "timeseries.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if events is not None:
+        lines = [event if isinstance(event, str) else json.dumps(event) for event in events]
+        (folder / "events.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def normal_events() -> list[object]:
+    return [
+        {"t": 0.01, "event": "phase", "phase": "connect"},
+        {"t": 0.53, "event": "connected", "device": "d00001", "ms": 1.9},
+        {
+            "t": 0.61,
+            "event": "error",
+            "device": "d00002",
+            "stage": "connect",
+            "reason": "connack-bad-credentials",
+            "detail": "CONNACK 4: bad user name or password",
+        },
+        {"t": 0, "event": "errors", "stage": "connect", "reason": "connack-bad-credentials", "count": 1},
+        {"t": 2.0, "event": "phase", "phase": "run"},
+        {"t": 3.2, "event": "published", "device": "d00007", "topic": "office/r01/d00007/temperature"},
+        {"t": 5, "event": "errors", "stage": "publish", "reason": "not-connected", "count": 12},
+        {"t": 6, "event": "errors", "stage": "publish", "reason": "not-connected", "count": 5},
+        {"t": 8.0, "event": "phase", "phase": "drain"},
+        {"t": 10.0, "event": "phase", "phase": "done"},
+    ]
+
+
+@pytest.fixture
+def normal_run(tmp_path: Path) -> Path:
+    return write_run(tmp_path / RUN_ID, summary(), steady_rows(), normal_events())
+
+
+def kv(label: str, value: str) -> str:
+    """A line of facts in the console table: labels padded to the longest, "generator loop lag"."""
+    return f"{label:<18}  {value}"
+
+
+def svg_count(page: str) -> int:
+    return len(re.findall(r"<svg\b", page))
+
+
+# --- a normal run ------------------------------------------------------------------------------
+
+
+def test_a_normal_run_is_read_whole(normal_run: Path) -> None:
+    run = load_run(normal_run)
+    assert run.summary.run_id == RUN_ID
+    assert run.summary.latency.ack.p99 == 12.5
+    assert run.summary.latency.lateness.p50 is None
+    assert [s.t for s in run.seconds] == list(range(10))
+    assert run.seconds[0].connects == 500
+    assert run.seconds[0].phase == "connect"
+    per_second = {(e.t, e.reason): e.count for e in run.events.errors}
+    assert per_second == {
+        (0, "connack-bad-credentials"): 1,
+        (5, "not-connected"): 12,
+        (6, "not-connected"): 5,
+    }
+    assert [p for _, p in run.events.phases] == ["connect", "run", "drain", "done"]
+    assert run.events.samples[0].device == "d00002"
+    assert run.events.malformed == 0
+    assert run.notes == ()
+
+
+def test_the_console_table_shows_the_figures(normal_run: Path) -> None:
+    text = console_table(load_run(normal_run))
+    lines = text.splitlines()
+    assert kv("run", RUN_ID) in lines
+    assert kv("broker", "127.0.0.1:1883") in lines
+    assert kv("sent", "119,990") in lines
+    assert kv("acked", "119,980") in lines
+    assert kv("delivered", "5,000 of 5,000 sampled (100.0 %)") in lines
+    assert kv("rate", "1,999.7 msgs/s vs 2,000.0 offered/s (100.0 %)") in lines
+    assert kv("duration", "60.0 s") in lines
+    latency = next(line for line in lines if line.startswith("ack "))
+    assert latency.split() == ["ack", "2.50", "7.25", "12.5", "48.0", "119,980"]
+    lateness = next(line for line in lines if line.startswith("lateness"))
+    assert lateness.split() == ["lateness", "-", "-", "-", "-", "-"]
+    errors = [line.split() for line in lines if "not-connected" in line or "connack-bad" in line]
+    assert errors == [["17", "publish", "not-connected"], ["3", "connect", "connack-bad-credentials"]]
+    assert kv("generator loop lag", "p99 1.10 ms, max 4.00 ms") in lines
+    assert kv("generator CPU", "43.0 %") in lines
+    assert SATURATED_WARNING not in text
+    assert "collapse" not in text
+
+
+def test_the_latency_table_is_aligned(normal_run: Path) -> None:
+    lines = console_table(load_run(normal_run)).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("latency (ms)"))
+    table = lines[start : start + 5]
+    assert [line.split()[0] for line in table[1:]] == ["connect", "ack", "e2e", "lateness"]
+    # Right-aligned figures: every row ends in the same column as the header's "count".
+    assert len({len(line) for line in table}) == 1
+
+
+def test_the_html_is_one_self_contained_file_with_four_charts(normal_run: Path) -> None:
+    before = set(normal_run.iterdir())
+    path = write_html(load_run(normal_run), normal_run / "report.html")
+    assert path == normal_run / "report.html"
+    assert set(normal_run.iterdir()) - before == {path}
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>")
+    assert svg_count(page) == 4
+    assert f"<h1>Stress run {RUN_ID}</h1>" in page
+    for outside in ("src=", "href=", "http:", "https:", "@import", "url(", "<script", "<link"):
+        assert outside not in page, outside
+    assert "<td>119,990</td>" in page
+    assert "<td>connack-bad-credentials</td>" in page
+    assert "CONNACK 4: bad user name or password" in page
+    for title in ("Throughput per second", "Latency percentiles per second", "Connected devices per second"):
+        assert title in page
+    assert "Errors per second" in page
+
+
+def test_the_charts_have_axes_legend_and_phases(normal_run: Path) -> None:
+    run = load_run(normal_run)
+    charts = chart_data(run)
+    assert charts.bucket_s == 1
+    assert charts.end_s == 10
+    assert [(s.phase, s.start, s.end) for s in charts.phases] == [
+        ("connect", 0.0, 2.0),
+        ("run", 2.0, 8.0),
+        ("drain", 8.0, 10.0),
+    ]
+    assert [s.name for s in charts.throughput.series] == ["offered", "sent", "acked", "delivered"]
+    sent = dict(charts.throughput.series[1].points)
+    assert sent[0.0] == 0
+    assert sent[3.0] == 2000
+    assert [s.name for s in charts.latency.series] == [
+        "ack p50",
+        "ack p95",
+        "ack p99",
+        "e2e p50",
+        "e2e p99",
+        "lateness p99",
+    ]
+    errors = {s.name: dict(s.points) for s in charts.errors.series}
+    assert errors["not-connected"][5.0] == 12
+    assert errors["not-connected"][4.0] == 0
+    assert errors["connack-bad-credentials"][0.0] == 1
+    page = write_html(run, normal_run / "report.html").read_text(encoding="utf-8")
+    assert page.count('class="phase-run"') == 4
+    assert page.count('class="phase-connect"') == 4
+    assert ">2k</text>" in page  # y tick of the throughput chart
+    assert "time since the start (seconds)" in page
+    assert '<span class="swatch" style="background:#2563eb"></span>offered</li>' in page
+
+
+def test_report_writes_report_html_in_the_run_folder(normal_run: Path) -> None:
+    text, path = report(normal_run)
+    assert path == normal_run / "report.html"
+    assert path.is_file()
+    assert text == console_table(load_run(normal_run))
+    assert RUN_ID in text
+
+
+def test_report_without_html_writes_nothing(normal_run: Path) -> None:
+    text, path = report(normal_run, html=False)
+    assert path is None
+    assert RUN_ID in text
+    assert not (normal_run / "report.html").exists()
+
+
+# --- partial and unusual runs -----------------------------------------------------------------
+
+
+def test_a_qos0_run_has_no_acknowledgements(tmp_path: Path) -> None:
+    latency = summary()["latency_ms"] | {
+        "ack": {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}
+    }
+    rows = [row(t, acked=0, ack_p50_ms=None, ack_p95_ms=None, ack_p99_ms=None) for t in range(5)]
+    folder = write_run(tmp_path / "qos0", summary(qos=0, acked=None, latency_ms=latency), rows, [])
+    run = load_run(folder)
+    assert run.summary.acked is None
+    lines = console_table(run).splitlines()
+    assert kv("acked", "- (QoS 0 is not acknowledged)") in lines
+    assert next(line for line in lines if line.startswith("ack ")).split() == ["ack", "-", "-", "-", "-", "-"]
+    charts = chart_data(run)
+    assert [s.name for s in charts.throughput.series] == ["offered", "sent", "delivered"]
+    assert [s.name for s in charts.latency.series] == ["e2e p50", "e2e p99", "lateness p99"]
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert svg_count(page) == 4
+    assert "</span>acked</li>" not in page
+
+
+def test_a_summary_alone_still_makes_a_report(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "bare", summary())
+    run = load_run(folder)
+    assert run.seconds == ()
+    assert run.events.lines == 0
+    assert run.notes == (
+        "no timeseries.csv: the charts have no per-second figures",
+        "no events.jsonl: errors per second come from the failed column",
+    )
+    text, path = report(folder)
+    assert "note: no timeseries.csv" in text
+    assert path is not None
+    page = path.read_text(encoding="utf-8")
+    assert svg_count(page) == 4
+    assert page.count("no data for this run") == 4
+
+
+def test_an_older_summary_without_optional_keys(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "old", {"run_id": "old-1", "sent": 10})
+    run = load_run(folder)
+    assert run.summary.generator is None
+    assert run.summary.errors == ()
+    text = console_table(run)
+    lines = text.splitlines()
+    assert "sent              10" in lines  # no generator: labels padded to "connections peak"
+    assert "broker            -" in lines
+    assert "errors: none" in lines
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert "No generator figures in this summary." in page
+
+
+def test_without_rows_the_phases_come_from_the_events(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "events-only", summary(), events=normal_events()))
+    charts = chart_data(run)
+    assert [(s.phase, s.start, s.end) for s in charts.phases] == [
+        ("connect", 0.01, 2.0),
+        ("run", 2.0, 8.0),
+        ("drain", 8.0, 10.0),
+    ]
+    errors = {s.name: dict(s.points) for s in charts.errors.series}
+    assert errors["not-connected"][5.0] == 12
+
+
+@pytest.mark.parametrize("content", ["", COLUMNS + "\n"])
+def test_an_empty_timeseries_has_no_rows(tmp_path: Path, content: str) -> None:
+    folder = write_run(tmp_path / "empty", summary(), events=[])
+    (folder / "timeseries.csv").write_text(content, encoding="utf-8")
+    run = load_run(folder)
+    assert run.seconds == ()
+    assert "timeseries.csv has no rows: the run stopped before its first second" in run.notes
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert svg_count(page) == 4
+    assert page.count("no data for this run") == 4
+
+
+def test_a_single_second_is_drawn_as_dots(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "one", summary(), [row(0, "connect")], [])
+    run = load_run(folder)
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert svg_count(page) == 4
+    assert "no data for this run" not in page
+    assert page.count("<circle") == 4 + 6 + 3 + 1  # throughput, latency, connections, failed
+
+
+def test_a_million_devices(tmp_path: Path) -> None:
+    rows = [row(t, connected=1_000_000, connects=0, sent=250_000) for t in range(60)]
+    folder = write_run(tmp_path / "big", summary(devices=1_000_000, connections_peak=1_000_000), rows, [])
+    run = load_run(folder)
+    assert kv("devices", "1,000,000") in console_table(run).splitlines()
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert ">1M</text>" in page
+
+
+def test_a_saturated_generator_is_called_out(tmp_path: Path) -> None:
+    generator = summary()["generator"] | {"saturated": True, "overruns": 312, "cpu_percent": 99.5}
+    folder = write_run(tmp_path / "saturated", summary(generator=generator), steady_rows(), [])
+    run = load_run(folder)
+    text = console_table(run)
+    assert f"WARNING: {SATURATED_WARNING}" in text.splitlines()
+    assert kv("generator overruns", "312") in text.splitlines()
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert f"<strong>Warning:</strong> {SATURATED_WARNING}." in page
+
+
+def test_a_collapse_is_marked(tmp_path: Path) -> None:
+    collapse = {"t": 6, "reason": "delivered 52% of offered (below 90%)"}
+    folder = write_run(
+        tmp_path / "collapse", summary(collapse=collapse, stopped="collapse"), steady_rows(), []
+    )
+    run = load_run(folder)
+    assert "collapse at 6 s: delivered 52% of offered (below 90%)" in console_table(run).splitlines()
+    assert chart_data(run).collapse_t == 6
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert page.count(">collapse</text>") == 4
+    assert "collapse at 6 s: delivered 52% of offered (below 90%)" in page
+
+
+def test_without_error_events_the_failed_column_is_charted(tmp_path: Path) -> None:
+    rows = [row(t, failed=t * 2) for t in range(5)]
+    folder = write_run(tmp_path / "failed", summary(), rows, [{"t": 0.0, "event": "phase", "phase": "run"}])
+    charts = chart_data(load_run(folder))
+    assert [s.name for s in charts.errors.series] == ["failed"]
+    assert [y for _, y in charts.errors.series[0].points] == [0, 2, 4, 6, 8]
+    assert charts.errors.caption.startswith("From the failed column of timeseries.csv")
+
+
+# --- text from the run is data, never markup -----------------------------------------------------
+
+
+def test_hostile_text_is_escaped_in_html_and_kept_on_its_line_in_the_console(tmp_path: Path) -> None:
+    long_reason = "x" * 5000
+    errors = {"publish": {HOSTILE: 7, long_reason: 2}}
+    events = [
+        {
+            "t": 1.0,
+            "event": "error",
+            "device": HOSTILE,
+            "stage": "connect",
+            "reason": HOSTILE,
+            "detail": HOSTILE,
+        },
+        {"t": 2, "event": "errors", "stage": "publish", "reason": long_reason, "count": 2},
+    ]
+    folder = write_run(
+        tmp_path / "hostile",
+        summary(run_id=HOSTILE, stopped=HOSTILE, behaviour=HOSTILE, errors_by_stage=errors),
+        steady_rows(),
+        events,
+    )
+    run = load_run(folder)
+    assert run.summary.run_id == HOSTILE
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in page
+    assert (
+        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot; &#x27;single&#x27; ünï©ødé 漢字"
+        in page
+    )
+    assert svg_count(page) == 4
+    assert "x" * 301 not in page  # very long text is clipped
+    text = console_table(run)
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "<script>alert(1)</script> & \"quoted\" 'single' ünï©ødé 漢字 \\x1b[31m\\r\\n" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    error_rows = [line for line in text.splitlines() if line.lstrip().startswith(("7 ", "2 "))]
+    assert len(error_rows) == 2
+    assert error_rows[1].endswith("x" * 47 + "…")
+
+
+# --- what stops the report, what is skipped ------------------------------------------------------
+
+
+def test_a_folder_without_summary_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReportError) as caught:
+        load_run(tmp_path)
+    assert str(caught.value) == f"no summary.json in {tmp_path}: is this a run folder (data/runs/<run-id>/)?"
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="is not a folder"):
+        load_run(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"run_id": "r",\n\n "sent": }', "is not valid JSON (line 3): Expecting value"),
+        ("[1, 2]", "holds an array, not an object"),
+        ("null", "holds null, not an object"),
+        ('{"sent": 3}', "has no run_id"),
+        ('{"run_id": ""}', "has no run_id"),
+        ('{"run_id": "r", "sent": "many"}', "sent should be a number, got 'many'"),
+        ('{"run_id": "r", "latency_ms": {"ack": {"p99": "slow"}}}', "latency_ms.ack.p99 should be a number"),
+        ('{"run_id": "r", "generator": [1]}', "generator should be an object"),
+        ('{"run_id": "r", "notes": "one"}', "notes should be a list of text"),
+    ],
+)
+def test_a_malformed_summary_is_refused_in_one_line_naming_the_file(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    folder = write_run(tmp_path / "bad", content)
+    with pytest.raises(ReportError) as caught:
+        load_run(folder)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"summary.json in {folder}")
+    assert message in text
+
+
+def test_a_summary_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    (folder / "summary.json").write_bytes('{"run_id": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(ReportError) as caught:
+        load_run(folder)
+    assert str(caught.value) == f"summary.json in {folder} is not UTF-8 text (byte 15)"
+
+
+def test_a_report_that_cannot_be_written_says_where(normal_run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "no-such-folder" / "report.html"
+    with pytest.raises(ReportError) as caught:
+        write_html(load_run(normal_run), target)
+    assert str(caught.value) == f"cannot write {target}: No such file or directory"
+
+
+def test_a_cell_that_is_not_a_number_stops_the_report_naming_line_and_column(tmp_path: Path) -> None:
+    rows = steady_rows()
+    rows[3]["sent"] = "abc"
+    folder = write_run(tmp_path / "badcell", summary(), rows)
+    with pytest.raises(ReportError) as caught:
+        load_run(folder)
+    assert str(caught.value) == "timeseries.csv line 5: 'abc' is not a number in column sent"
+
+
+def test_an_infinite_latency_is_not_a_number(tmp_path: Path) -> None:
+    rows = steady_rows()
+    rows[0]["ack_p99_ms"] = "inf"
+    folder = write_run(tmp_path / "inf", summary(), rows)
+    with pytest.raises(
+        ReportError, match=r"^timeseries.csv line 2: 'inf' is not a number in column ack_p99_ms$"
+    ):
+        load_run(folder)
+
+
+def test_a_last_line_cut_short_is_skipped_with_a_note(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "cut", summary(), steady_rows())
+    with (folder / "timeseries.csv").open("a", encoding="utf-8") as file:
+        file.write("10,drain,0,0,3")
+    run = load_run(folder)
+    assert len(run.seconds) == 10
+    assert run.notes == (
+        "timeseries.csv: the last line (12) is cut short, as an interrupted write leaves it: skipped",
+        "no events.jsonl: errors per second come from the failed column",
+    )
+
+
+def test_a_short_line_before_the_end_stops_the_report(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "short", summary(), steady_rows())
+    lines = (folder / "timeseries.csv").read_text(encoding="utf-8").splitlines()
+    lines[4] = "3,run,2000"
+    (folder / "timeseries.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ReportError, match=r"^timeseries.csv line 5: 3 cells, the header has 19$"):
+        load_run(folder)
+
+
+def test_malformed_event_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    events: list[object] = [
+        {"t": 1, "event": "errors", "stage": "publish", "reason": "not-connected", "count": 4},
+        "not json at all",
+        '{"t": 2, "event": "errors", "reason": "not-connected", "cou',  # cut short
+        "[1, 2, 3]",
+        '{"t": "soon", "event": "error", "reason": "x"}',
+        '{"t": 3, "event": "errors", "reason": "not-connected", "count": "many"}',
+        '{"t": 3, "event": "error", "reason": null}',
+        '{"t": 3, "event": "published", "device": "d1"',  # cut short, not charted
+        {"t": 3, "event": "error", "device": "d1", "stage": "connect", "reason": "timeout"},
+        {"t": 3.5, "event": "published", "device": "d1", "topic": "a/b", "payload": "1"},
+        {"t": 3.6, "event": "published", "device": "error", "topic": "phase/collapse", "payload": "1"},
+        "",
+    ]
+    folder = write_run(tmp_path / "events", summary(), steady_rows(), events)
+    run = load_run(folder)
+    assert run.events.malformed == 7
+    assert run.events.lines == 11
+    assert {(e.t, e.reason): e.count for e in run.events.errors} == {(1, "not-connected"): 4}
+    assert [(e.t, e.device, e.reason) for e in run.events.samples] == [(3.0, "d1", "timeout")]
+    assert "events.jsonl: 7 malformed lines skipped (of 11)" in run.notes
+    assert "note: events.jsonl: 7 malformed lines skipped (of 11)" in console_table(run).splitlines()
+
+
+def test_errors_with_a_device_are_not_counted_twice(tmp_path: Path) -> None:
+    # The per-second totals include the errors that also have an event of their own.
+    events = [
+        {"t": 2.5, "event": "error", "device": "d1", "stage": "connect", "reason": "refused"},
+        {"t": 2.7, "event": "error", "device": "d2", "stage": "connect", "reason": "refused"},
+        {"t": 2, "event": "errors", "stage": "connect", "reason": "refused", "count": 2},
+        {"t": 2, "event": "errors", "stage": "publish", "reason": "not-connected", "count": 9},
+    ]
+    run = load_run(write_run(tmp_path / "both", summary(), steady_rows(), events))
+    assert {(e.t, e.reason): e.count for e in run.events.errors} == {
+        (2, "refused"): 2,
+        (2, "not-connected"): 9,
+    }
+    assert len(run.events.samples) == 2
+
+
+def test_a_log_without_totals_counts_its_error_events(tmp_path: Path) -> None:
+    events = [
+        {"t": 2.5, "event": "error", "device": "d1", "stage": "connect", "reason": "refused"},
+        {"t": 2.7, "event": "error", "device": "d2", "stage": "connect", "reason": "refused"},
+        {"t": 4.1, "event": "error", "device": "d2", "stage": "connect", "reason": "timeout"},
+    ]
+    run = load_run(write_run(tmp_path / "singles", summary(), steady_rows(), events))
+    assert {(e.t, e.reason): e.count for e in run.events.errors} == {(2, "refused"): 2, (4, "timeout"): 1}
+
+
+def test_the_runs_own_notes_are_shown(tmp_path: Path) -> None:
+    notes = ["interval 0: capacity mode", "<b>bold</b> claim"]
+    folder = write_run(tmp_path / "notes", summary(notes=notes), steady_rows(), [])
+    run = load_run(folder)
+    assert run.summary.notes == tuple(notes)
+    lines = console_table(run).splitlines()
+    assert lines[-2:] == ["note: interval 0: capacity mode", "note: <b>bold</b> claim"]
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert "<li>interval 0: capacity mode</li><li>&lt;b&gt;bold&lt;/b&gt; claim</li>" in page
+
+
+def test_many_distinct_reasons_are_bounded(tmp_path: Path) -> None:
+    events = [{"t": i % 10, "event": "errors", "reason": f"reason-{i:03d}", "count": 1} for i in range(120)]
+    run = load_run(write_run(tmp_path / "reasons", summary(), steady_rows(), events))
+    reasons = {e.reason for e in run.events.errors}
+    assert len(reasons) == 51
+    assert sum(e.count for e in run.events.errors if e.reason == "other reasons") == 70
+    series = {s.name: s for s in chart_data(run).errors.series}
+    # Eight lines of their own (each reason counted once, so in name order), the rest share one.
+    assert list(series) == [f"reason-{i:03d}" for i in range(8)] + ["other reasons"]
+    assert sum(y for _, y in series["other reasons"].points if y is not None) == 120 - 8
+
+
+# --- long runs ---------------------------------------------------------------------------------
+
+
+def test_a_long_run_is_downsampled_keeping_the_latency_spike(tmp_path: Path) -> None:
+    rows = [row(t, sent=1000 + t % 7, ack_p99_ms=10.0 + t % 5) for t in range(20_000)]
+    rows[12_345]["ack_p99_ms"] = 987.6
+    rows[15_001]["connected"] = 3
+    folder = write_run(tmp_path / "long", summary(), rows, [])
+    run = load_run(folder)
+    charts = chart_data(run)
+    assert charts.bucket_s == 10
+    for chart in charts.all():
+        for series in chart.series:
+            assert len(series.points) == 2000, series.name
+    p99 = next(s for s in charts.latency.series if s.name == "ack p99")
+    peak_t, peak = max(((t, y) for t, y in p99.points if y is not None), key=lambda point: point[1])
+    assert peak == 987.6
+    assert peak_t <= 12_345 < peak_t + charts.bucket_s
+    highs = sorted({y for _, y in p99.points if y is not None})
+    assert highs == [14.0, 987.6]  # every other bucket keeps its own highest, 10 + 4
+    sent = next(s for s in charts.throughput.series if s.name == "sent")
+    sent_total = sum(1000 + t % 7 for t in range(20_000))
+    # Mean per second times the seconds in each bucket gives back every message sent.
+    covered = [min(charts.bucket_s, 20_000 - int(t)) for t, _ in sent.points]
+    assert sum(
+        y * n for (_, y), n in zip(sent.points, covered, strict=True) if y is not None
+    ) == pytest.approx(sent_total)
+    connected = next(s for s in charts.connections.series if s.name == "connected")
+    assert min(y for _, y in connected.points if y is not None) == 3
+    assert "Each point covers 10 s: the highest value in the interval" in charts.latency.caption
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert svg_count(page) == 4
+    assert "time since the start (hours:minutes:seconds)" in page
+
+
+def test_a_gap_in_the_rows_breaks_the_line(tmp_path: Path) -> None:
+    rows = [row(t) for t in (0, 1, 2, 6, 7)]
+    run = load_run(write_run(tmp_path / "gap", summary(), rows, []))
+    sent = next(s for s in chart_data(run).throughput.series if s.name == "sent")
+    assert sent.points == ((0.0, 2000), (1.0, 2000), (2.0, 2000), (3.0, None), (6.0, 2000), (7.0, 2000))
