@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import socket
 import stat
 from dataclasses import dataclass
@@ -36,13 +37,32 @@ def _others_can_reach(folder: Path) -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now on 127.0.0.1 (held open together, so all distinct)."""
-    sockets = []
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
     try:
-        for _ in range(count):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now on 127.0.0.1 (held open together, so all distinct).
+
+    They are chosen below the kernel's range for outgoing connections: a load test opening
+    thousands of client connections could otherwise take a port between its choice here and
+    the service binding it.
+    """
+    high = _ephemeral_floor()
+    low = 10_000 if high > 11_000 else 1_024
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", secrets.randbelow(high - low) + low))
+            except OSError:
+                sock.close()  # in use: draw again
+                continue
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:

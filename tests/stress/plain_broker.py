@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from labctl.config import free_ports
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class PlainBroker:
