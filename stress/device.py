@@ -12,7 +12,6 @@ sent count as failed (``not-connected``).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -249,31 +248,19 @@ class Device:
         qos = engine.qos
         window = self.window
         inflight = self.inflight
-        topics = self.topics
-        next_values = self.behaviour.next_values
         chunks: list[bytes] = []
+        payloads: list[bytes] = []
         samples = 0
         lateness = current.lateness
         while self.due <= now and samples < MAX_CATCH_UP:
             if qos and len(inflight) + per_sample > window:
                 self.blocked = True
                 break
-            payloads = self.encode(next_values(now), self.seq, epoch_ms)
-            self.seq += 1
+            payloads = self._sample(now, epoch_ms, qos, chunks)
             late = now - self.due
             lateness.record(late, per_sample)
             if late >= interval:
                 current.overruns += per_sample
-            if qos:
-                packet_id = self.packet_id
-                for topic, payload in zip(topics, payloads, strict=True):
-                    packet_id = packet_id % 65_535 + 1
-                    inflight[packet_id] = now
-                    chunks.append(topic.publish(payload, 1, packet_id))
-                self.packet_id = packet_id
-            else:
-                for topic, payload in zip(topics, payloads, strict=True):
-                    chunks.append(topic.publish(payload))
             samples += 1
             self.due += interval
         if samples:
@@ -301,30 +288,16 @@ class Device:
             self.blocked = True
             return
         engine = self.engine
+        qos = engine.qos
         per_sample = self.per_sample
-        topics = self.topics
-        next_values = self.behaviour.next_values
+        # QoS 1: fill the in-flight window (acks bring the device back); QoS 0: one chunk
+        samples = max(0, (self.window - len(self.inflight)) // per_sample) if qos else CAPACITY_CHUNK
         chunks: list[bytes] = []
-        if engine.qos:
-            inflight = self.inflight
-            samples = max(0, (self.window - len(inflight)) // per_sample)
-            packet_id = self.packet_id
-            for _ in range(samples):
-                payloads = self.encode(next_values(now), self.seq, epoch_ms)
-                self.seq += 1
-                for topic, payload in zip(topics, payloads, strict=True):
-                    packet_id = packet_id % 65_535 + 1
-                    inflight[packet_id] = now
-                    chunks.append(topic.publish(payload, 1, packet_id))
-            self.packet_id = packet_id
-            self.blocked = True  # acks bring it back
-        else:
-            samples = CAPACITY_CHUNK
-            for _ in range(samples):
-                payloads = self.encode(next_values(now), self.seq, epoch_ms)
-                self.seq += 1
-                for topic, payload in zip(topics, payloads, strict=True):
-                    chunks.append(topic.publish(payload))
+        payloads: list[bytes] = []
+        for _ in range(samples):
+            payloads = self._sample(now, epoch_ms, qos, chunks)
+        if qos:
+            self.blocked = True
         if samples:
             self.engine.meter.current.offered += samples * per_sample
             self._written(chunks, samples * per_sample, now, payloads)
@@ -333,6 +306,24 @@ class Device:
                 self.blocked = True
             else:
                 engine.ready(self)
+
+    def _sample(self, now: float, epoch_ms: float, qos: int, chunks: list[bytes]) -> list[bytes]:
+        """Encode the next sample into ``chunks`` (QoS 1: ids taken, in flight from ``now``)."""
+        payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
+        self.seq += 1
+        if qos:
+            inflight = self.inflight
+            packet_id = self.packet_id
+            for topic, payload in zip(self.topics, payloads, strict=True):
+                packet_id = packet_id % 65_535 + 1
+                inflight[packet_id] = now
+                chunks.append(topic.publish(payload, 1, packet_id))
+            self.packet_id = packet_id
+        else:
+            chunks.extend(
+                topic.publish(payload) for topic, payload in zip(self.topics, payloads, strict=True)
+            )
+        return payloads
 
     def _written(self, chunks: list[bytes], messages: int, now: float, last: Sequence[bytes]) -> None:
         session = self.session
@@ -367,10 +358,3 @@ def pick_sampled(fleet: int, count: int) -> frozenset[int]:
         return frozenset(range(fleet))
     step = fleet / count
     return frozenset(int(k * step) for k in range(count))
-
-
-async def sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """Sleep until the loop's clock reads ``when``."""
-    delay = when - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)

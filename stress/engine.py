@@ -48,14 +48,13 @@ class Engine:
         indexes: range | None = None,
         on_second: Callable[[Second], None] | None = None,
         meter: Meter | None = None,
-        start_at: float | None = None,
     ) -> None:
         self.scenario = scenario
         self.loop = asyncio.get_running_loop()
         #: Which devices of the fleet this process runs (all of them unless split over processes).
         self.indexes = indexes if indexes is not None else range(scenario.devices)
         self.meter = meter or Meter(self.loop.time())
-        self.start = self.meter.start if start_at is None else start_at
+        self.start = self.meter.start
         self.on_second = on_second
         self.target = build(scenario)
         self.behaviour_class = load(scenario.behaviour)

@@ -54,6 +54,7 @@ class Histogram:
     def record(self, seconds: float, times: int = 1) -> None:
         """Add ``times`` samples of ``seconds`` (negative values count as zero)."""
         us = int(seconds * 1_000_000)
+        # bucket_of, inlined: this runs for every message acknowledged or delivered
         if us < _LINEAR:
             index = us if us > 0 else 0
         else:

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from stress import summary as summaries
@@ -100,8 +99,3 @@ def run(
         document = summaries.build(scenario, seconds, facts)
         folder.finish(document)
     return Summary(document, folder.path)
-
-
-def summary_path(folder: Path) -> Path:
-    """Where a run folder keeps its summary."""
-    return folder / "summary.json"

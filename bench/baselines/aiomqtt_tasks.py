@@ -12,35 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
 from importlib.metadata import version
 
 import aiomqtt
-from contract import PAYLOAD, Options, Report, cap_devices, log, reason_of
+from contract import PAYLOAD, Options, Report, TaskFleet, cap_devices, reason_of, run_loop
 
 
-class Fleet:
-    """The devices' shared state: who has connected, when publishing starts and ends, the counts."""
-
-    def __init__(self, options: Options, devices: int) -> None:
-        self.options = options
-        self.devices = devices
-        self.connected = 0
-        self.failed = 0
-        self.all_settled = asyncio.Event()
-        self.go = asyncio.Event()
-        self.deadline = 0.0
-        self.sent = 0
-        self.errors: Counter[str] = Counter()
-
-    def settle(self, *, ok: bool) -> None:
-        """One device is connected (``ok``) or gave up."""
-        if ok:
-            self.connected += 1
-        else:
-            self.failed += 1
-        if self.connected + self.failed >= self.devices:
-            self.all_settled.set()
+class Fleet(TaskFleet):
+    """aiomqtt devices: ``publish`` returns once written (QoS 0) or acknowledged (QoS 1)."""
 
     async def device(self, index: int) -> None:
         """One device: connect, wait for the start, publish until the deadline."""
@@ -67,52 +46,19 @@ class Fleet:
                         due += options.interval
                     await client.publish(topic, PAYLOAD, qos=options.qos)
                     self.sent += 1
+                    self.confirmed += 1
         except aiomqtt.MqttError as exc:
             self.errors[("publish: " if settled else "connect: ") + reason_of(exc)] += 1
             if not settled:
                 self.settle(ok=False)
 
 
-async def run(options: Options, devices: int) -> Report:
-    """Connect the fleet, publish for the duration, return the report."""
-    fleet = Fleet(options, devices)
-    report = Report(f"aiomqtt {version('aiomqtt')}", options.qos, options.devices, devices)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    tasks = [asyncio.create_task(fleet.device(index)) for index in range(devices)]
-    try:
-        await asyncio.wait_for(fleet.all_settled.wait(), options.connect_timeout)
-    except TimeoutError:
-        log(f"connect timeout: {fleet.connected} connected, {fleet.failed} failed of {devices}")
-    report.connect_s = round(loop.time() - began, 3)
-    report.connected = fleet.connected
-    report.connect_failures = devices - fleet.connected
-    log(f"{fleet.connected} devices connected in {report.connect_s:.1f}s; publishing")
-    fleet.deadline = loop.time() + options.duration
-    fleet.go.set()
-    # Each device stops at the deadline; a reply it still waits for is given a few seconds.
-    _done, late = await asyncio.wait(tasks, timeout=options.duration + 10)
-    for task in late:
-        task.cancel()
-    report.publish_s = options.duration
-    report.sent = report.confirmed = fleet.sent  # publish() returned: written (QoS 0) or acked (QoS 1)
-    report.errors = fleet.errors
-    if late:
-        report.errors["still busy at the end"] += len(late)
-    return report
-
-
 def main() -> None:
     """Run the fleet and print its report."""
     options = Options.parse(__doc__ or "")
     devices = cap_devices(options.devices, 1, "one socket per device, within the open-file limit")
-    try:
-        import uvloop  # noqa: PLC0415 - optional
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(run(options, devices)).emit()
+    report = Report(f"aiomqtt {version('aiomqtt')}", options.qos, options.devices, devices)
+    run_loop(Fleet(options, devices).run(report)).emit()
 
 
 if __name__ == "__main__":

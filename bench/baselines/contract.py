@@ -14,11 +14,13 @@ fewer devices than asked, and why; the last line is a JSON object (:class:`Repor
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import resource
 import sys
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,3 +128,73 @@ def reason_of(exc: BaseException) -> str:
 def log(message: str) -> None:
     """A progress line on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+class TaskFleet:
+    """A fleet with a task per device: shared counts, and the run (connect all, go, publish, stop).
+
+    A subclass writes ``device``: connect, ``settle``, wait for ``go``, publish until ``deadline``,
+    and add to ``sent`` and ``confirmed``.
+    """
+
+    #: Seconds a device may still need after the deadline (a reply it waits for, its drain).
+    grace = 10.0
+
+    def __init__(self, options: Options, devices: int) -> None:
+        self.options = options
+        self.devices = devices
+        self.connected = 0
+        self.failed = 0
+        self.all_settled = asyncio.Event()
+        self.go = asyncio.Event()
+        self.deadline = 0.0
+        self.sent = 0
+        self.confirmed = 0
+        self.errors: Counter[str] = Counter()
+
+    def settle(self, *, ok: bool) -> None:
+        """One device is connected (``ok``) or gave up."""
+        if ok:
+            self.connected += 1
+        else:
+            self.failed += 1
+        if self.connected + self.failed >= self.devices:
+            self.all_settled.set()
+
+    async def device(self, index: int) -> None:
+        """One device's whole life."""
+        raise NotImplementedError
+
+    async def run(self, report: Report) -> Report:
+        """Connect the fleet, publish for the duration, fill in ``report``."""
+        options, devices = self.options, self.devices
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        tasks = [asyncio.create_task(self.device(index)) for index in range(devices)]
+        try:
+            await asyncio.wait_for(self.all_settled.wait(), options.connect_timeout)
+        except TimeoutError:
+            log(f"connect timeout: {self.connected} connected, {self.failed} failed of {devices}")
+        report.connect_s = round(loop.time() - began, 3)
+        report.connected = self.connected
+        report.connect_failures = devices - self.connected
+        log(f"{self.connected} devices connected in {report.connect_s:.1f}s; publishing")
+        self.deadline = loop.time() + options.duration
+        self.go.set()
+        _done, late = await asyncio.wait(tasks, timeout=options.duration + self.grace)
+        for task in late:
+            task.cancel()
+        report.publish_s = options.duration
+        report.sent, report.confirmed, report.errors = self.sent, self.confirmed, self.errors
+        if late:
+            report.errors["still busy at the end"] += len(late)
+        return report
+
+
+def run_loop(main: Coroutine[object, object, Report]) -> Report:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import Counter
 from importlib.metadata import version
 
 import gmqtt
-from contract import DRAIN_S, PAYLOAD, WINDOW, Options, Report, cap_devices, log, reason_of
+from contract import DRAIN_S, PAYLOAD, WINDOW, Options, Report, TaskFleet, cap_devices, reason_of, run_loop
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.storage import PersistentStorage
 
@@ -53,29 +52,10 @@ class InflightWindow(PersistentStorage):  # type: ignore[misc] - gmqtt is untype
         super().remove_message_by_mid(mid)
 
 
-class Fleet:
-    """The devices' shared state: who has connected, when publishing starts and ends, the counts."""
+class Fleet(TaskFleet):
+    """gmqtt devices, each with its in-flight window."""
 
-    def __init__(self, options: Options, devices: int) -> None:
-        self.options = options
-        self.devices = devices
-        self.connected = 0
-        self.failed = 0
-        self.all_settled = asyncio.Event()
-        self.go = asyncio.Event()
-        self.deadline = 0.0
-        self.sent = 0
-        self.confirmed = 0
-        self.errors: Counter[str] = Counter()
-
-    def settle(self, *, ok: bool) -> None:
-        """One device is connected (``ok``) or gave up."""
-        if ok:
-            self.connected += 1
-        else:
-            self.failed += 1
-        if self.connected + self.failed >= self.devices:
-            self.all_settled.set()
+    grace = DRAIN_S + 10
 
     async def device(self, index: int) -> None:
         """One device: connect, wait for the start, publish until the deadline, disconnect."""
@@ -128,33 +108,6 @@ class Fleet:
         return sent
 
 
-async def run(options: Options, devices: int) -> Report:
-    """Connect the fleet, publish for the duration, return the report."""
-    fleet = Fleet(options, devices)
-    report = Report(f"gmqtt {version('gmqtt')}", options.qos, options.devices, devices)
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    tasks = [asyncio.create_task(fleet.device(index)) for index in range(devices)]
-    try:
-        await asyncio.wait_for(fleet.all_settled.wait(), options.connect_timeout)
-    except TimeoutError:
-        log(f"connect timeout: {fleet.connected} connected, {fleet.failed} failed of {devices}")
-    report.connect_s = round(loop.time() - began, 3)
-    report.connected = fleet.connected
-    report.connect_failures = devices - fleet.connected
-    log(f"{fleet.connected} devices connected in {report.connect_s:.1f}s; publishing")
-    fleet.deadline = loop.time() + options.duration
-    fleet.go.set()
-    _done, late = await asyncio.wait(tasks, timeout=options.duration + DRAIN_S + 10)
-    for task in late:
-        task.cancel()
-    report.publish_s = options.duration
-    report.sent, report.confirmed, report.errors = fleet.sent, fleet.confirmed, fleet.errors
-    if late:
-        report.errors["still busy at the end"] += len(late)
-    return report
-
-
 def main() -> None:
     """Run the fleet and print its report."""
     options = Options.parse(__doc__ or "")
@@ -162,13 +115,8 @@ def main() -> None:
         options.devices, FILES_PER_DEVICE, "one socket per device, within the open-file limit"
     )
     logging.getLogger("gmqtt").setLevel(logging.ERROR)
-    try:
-        import uvloop  # noqa: PLC0415 - optional
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(run(options, devices)).emit()
+    report = Report(f"gmqtt {version('gmqtt')}", options.qos, options.devices, devices)
+    run_loop(Fleet(options, devices).run(report)).emit()
 
 
 if __name__ == "__main__":

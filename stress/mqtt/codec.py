@@ -12,7 +12,7 @@ DISCONNECT); the tests in ``tests/stress/mqtt`` check them against the real brok
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -485,9 +485,3 @@ def parse_disconnect(body: bytes, version: int) -> tuple[int, dict[int, Any]]:
     if len(body) > 1:
         properties, _ = read_properties(body, 1)
     return body[0], properties
-
-
-def packets(reader: PacketReader, chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Every packet in a sequence of chunks (for tests and tools)."""
-    for chunk in chunks:
-        yield from reader.feed(chunk)

@@ -204,10 +204,6 @@ class Session(asyncio.Protocol):
             self.last_out = self.ping_sent = now
         return None
 
-    def buffered(self) -> int:
-        """Bytes written but still in the transport's buffer (not yet in the kernel)."""
-        return self.transport.get_write_buffer_size() if self.transport is not None else 0
-
     def close(self) -> None:
         """DISCONNECT and close; no ``on_lost`` follows."""
         self._closing = True

@@ -342,3 +342,18 @@ def test_flags_come_from_stress_variables(broker: PlainBroker, tmp_path: Path) -
         broker.port,
     )  # the flag wins over the variable
     assert result.stderr == ""  # quiet
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_report_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path, folder: str) -> None:
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "stress", "report", str(tmp_path / folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "run folder" in result.stderr
