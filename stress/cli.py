@@ -83,6 +83,13 @@ def share(text: str) -> float:
     return value
 
 
+def processes(text: str) -> int:
+    """``auto`` (one per core) or a count of 1 or more."""
+    if text.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return positive_int(text)
+
+
 def port(text: str) -> int:
     """A TCP port."""
     value = int(_number(text, int, "a port number"))
@@ -223,6 +230,12 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         "--inflight", type=positive_int, default=20, help="QoS 1 messages in flight per device at most"
     )
     fleet.add_argument("--seed", type=count, default=1, help="random seed of the behaviours and backoff")
+    fleet.add_argument(
+        "--processes",
+        type=processes,
+        default=1,
+        help="worker processes the fleet is split over (auto: one per core); results are merged exactly",
+    )
 
     timing = run.add_argument_group("connections and timing")
     timing.add_argument(
@@ -370,6 +383,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         collapse_share=args.collapse_share,
         sample_every=args.sample_every,
         seed=args.seed,
+        processes=args.processes,
         out=args.out,
         options=options,
     )
@@ -401,6 +415,9 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"stress: error: no device could connect ({reasons})", file=sys.stderr)
         return 1
     stopped = summary["stopped"]
+    if stopped.startswith("error"):
+        print(f"stress: {stopped} (the summary covers the run up to then)", file=sys.stderr)
+        return 1
     return {"signal SIGINT": 130, "signal SIGTERM": 143}.get(stopped, 0)
 
 

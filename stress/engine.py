@@ -22,6 +22,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from stress.behaviours import DeviceInfo, load
 from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sampled
@@ -36,6 +37,16 @@ TICK = 0.001
 #: Most time one tick spends on the ready list before letting the loop breathe.
 READY_BUDGET = 0.02
 GOLDEN = (math.sqrt(5) - 1) / 2
+T = TypeVar("T")
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (several times faster I/O), else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:  # pragma: no cover - uvloop is in the stress extra; plain asyncio works too
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class Engine:
@@ -48,6 +59,7 @@ class Engine:
         indexes: range | None = None,
         on_second: Callable[[Second], None] | None = None,
         meter: Meter | None = None,
+        gate: Callable[[], Awaitable[float]] | None = None,
     ) -> None:
         self.scenario = scenario
         self.loop = asyncio.get_running_loop()
@@ -56,6 +68,9 @@ class Engine:
         self.meter = meter or Meter(self.loop.time())
         self.start = self.meter.start
         self.on_second = on_second
+        #: Awaited once every device of the first stage has tried to connect; returns the time
+        #: publishing starts (processes of one run agree on it). Default: at once.
+        self.gate = gate
         self.target = build(scenario)
         self.behaviour_class = load(scenario.behaviour)
         self.qos = scenario.qos
@@ -63,7 +78,7 @@ class Engine:
         self.burst = scenario.stages[0].burst
         self.anchor = math.inf
         self.tls, self.server_hostname = self._tls()
-        self.rng = random.Random(scenario.seed)
+        self.rng = random.Random(scenario.seed * 7_919 + self.indexes.start)
         self.devices: dict[int, Device] = {}
         self.sampled = {i for i in pick_sampled(scenario.devices, scenario.e2e_devices) if i in self.indexes}
         self.sample_countdown = scenario.sample_every
@@ -152,7 +167,6 @@ class Engine:
 
     def _fire_due(self, now: float) -> None:
         """Fire the devices due by ``now``, then those ready to send again."""
-        loop = self.loop
         epoch_ms = time.time() * 1000
         slot = int(now / TICK)
         wheel = self._wheel
@@ -164,6 +178,21 @@ class Engine:
                     if device.slot == number and device.state != STOPPED:
                         device.slot = -1
                         device.fire(now, epoch_ms)
+        self._fire_ready(now, epoch_ms)
+
+    def _fire_stage_end(self, now: float) -> None:
+        """The stage ends at ``now``: also fire those due in its last, partial millisecond."""
+        self._fire_due(now)
+        epoch_ms = time.time() * 1000
+        number = self._last_slot + 1
+        for device in self._wheel.get(number, ()):
+            if device.slot == number and device.state != STOPPED and device.due <= now:
+                device.slot = -1
+                device.fire(now, epoch_ms)  # its next message is after ``now``: back on the wheel
+        self._fire_ready(now, epoch_ms)
+
+    def _fire_ready(self, now: float, epoch_ms: float) -> None:
+        loop = self.loop
         ready = self._ready
         budget_end = loop.time() + READY_BUDGET
         fired = 0
@@ -276,16 +305,17 @@ class Engine:
         else:
             self._first_done.clear()
 
-    def _begin_stage(self, stage: Stage, now: float) -> None:
+    def _begin_stage(self, stage: Stage, anchor: float) -> None:
+        """Put every connected device on the stage's grid, which starts at ``anchor``."""
         self.interval = stage.interval
         self.burst = stage.burst
-        self.anchor = now
+        self.anchor = anchor
         for device in self.devices.values():
             device.joined = False
             device.due = math.inf
             device.slot = -1
             if device.state == CONNECTED:
-                self._join(device, now)
+                self._join(device, anchor)
 
     async def run(self) -> list[Second]:
         """Run the whole timeline, drain, disconnect; returns every second measured."""
@@ -303,17 +333,26 @@ class Engine:
             stages = scenario.stages
             self._resize(stages[0].devices, loop.time())
             await self._wait_or_stop(self._first_done.wait())
+            begin = loop.time()
+            if self.gate is not None and not self.stopped:
+                begin = await self._wait_or_stop(self.gate()) or begin
+            await self._wait_or_stop(asyncio.sleep(max(0.0, begin - loop.time())))
             self.meter.set_phase("run", loop.time())
             for stage in stages:
                 if self.stopped:
                     break
-                now = loop.time()
-                self._resize(stage.devices, now)
-                self._begin_stage(stage, now)
-                self.publish_until = now + stage.duration - 1e-9  # a message due at the very end is not in it
+                # Stages follow each other on the clock from ``begin``, so processes stay in step
+                self._resize(stage.devices, loop.time())
+                self._begin_stage(stage, begin)
+                self.publish_until = (
+                    begin + stage.duration - 1e-9
+                )  # a message due at the very end is not in it
                 self.publishing = True
-                await self._wait_or_stop(asyncio.sleep(stage.duration))
-                self._fire_due(min(loop.time(), self.publish_until))
+                begin += stage.duration
+                await self._wait_or_stop(asyncio.sleep(max(0.0, begin - loop.time())))
+                # The stage is over: whatever was due in it goes now (the loop's clock may read
+                # a hair early, and a device due in the last millisecond is still in the stage)
+                self._fire_stage_end(self.publish_until if not self.stopped else loop.time())
             self.publishing = False
             self._count_unsent(loop.time())
             self.meter.set_phase("drain", loop.time())
@@ -342,7 +381,8 @@ class Engine:
             self._skip_drain = True  # a second signal: stop waiting for acknowledgements
         self._stop.set()
 
-    async def _wait_or_stop(self, waitable: Awaitable[object]) -> None:
+    async def _wait_or_stop(self, waitable: Awaitable[T]) -> T | None:
+        """What ``waitable`` returns, or None when the run is stopped first."""
         task = asyncio.ensure_future(waitable)
         stop = asyncio.ensure_future(self._stop.wait())
         try:
@@ -351,6 +391,7 @@ class Engine:
             for pending in (task, stop):
                 if not pending.done():
                     pending.cancel()
+        return task.result() if task.done() and not task.cancelled() else None
 
     def _count_unsent(self, now: float) -> None:
         """Messages that were due but never sent (the connection held them back)."""

@@ -52,7 +52,9 @@ class Second:
     connected: int = 0
     #: Devices of the fleet that have had their first chance to connect, at the end of the second.
     fleet: int = 0
+    #: CPU time of the run's processes in this second (summed), and of the busiest one.
     cpu_s: float = 0.0
+    cpu_busiest_s: float = 0.0
     wall_s: float = 0.0
     errors: dict[tuple[str, str], int] = field(default_factory=dict)
     lateness: Histogram = field(default_factory=Histogram)
@@ -68,6 +70,7 @@ class Second:
         self.connected += other.connected
         self.fleet += other.fleet
         self.cpu_s += other.cpu_s
+        self.cpu_busiest_s = max(self.cpu_busiest_s, other.cpu_busiest_s)
         self.wall_s = max(self.wall_s, other.wall_s)
         for key, count in other.errors.items():
             self.errors[key] = self.errors.get(key, 0) + count
@@ -178,6 +181,7 @@ class Meter:
         done = self.current
         cpu, wall = time.process_time(), time.monotonic()
         done.cpu_s, done.wall_s = cpu - self._cpu, wall - self._wall
+        done.cpu_busiest_s = done.cpu_s
         self._cpu, self._wall = cpu, wall
         done.connected = self.connected
         done.fleet = self.fleet

@@ -9,29 +9,23 @@ disconnects first; a second signal skips the drain), or on an unexpected error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from stress import summary as summaries
 from stress.console import Console
-from stress.engine import Engine
-from stress.meter import Meter, Second
+from stress.engine import Engine, new_loop
+from stress.meter import EventSink, Meter, Second
+from stress.processes import Fleet
+from stress.processes import split as split_fleet
 from stress.runfolder import RunFolder, new_run_id
 from stress.scenario import Scenario
 from stress.summary import RunFacts, Summary
 from stress.targets import build
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (several times faster I/O), else asyncio's own loop."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional
-    except ImportError:  # pragma: no cover - uvloop is in the stress extra; plain asyncio works too
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def run(
@@ -41,7 +35,10 @@ def run(
     quiet: bool = False,
     on_second: Callable[[Second], None] | None = None,
 ) -> Summary:
-    """Run ``scenario`` in this process; returns the summary (also in the run folder).
+    """Run ``scenario``; returns the summary (also in the run folder).
+
+    The fleet runs in this process, or split over ``scenario.processes`` worker processes
+    whose seconds this one merges (see :mod:`stress.processes`).
 
     ``console`` (default stderr) shows live progress unless ``quiet``.
     """
@@ -62,30 +59,11 @@ def run(
         if on_second is not None:
             on_second(second)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        meter = Meter(loop.time(), wall_start=facts.started_at)
-        meter.sinks.append(folder.event)
-        engine = Engine(scenario, on_second=closed, meter=meter)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, engine.stop, f"signal {signal.Signals(signum).name}")
-        try:
-            await engine.run()
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-            if engine.stopped:
-                facts.stopped = engine.stopped
-            if engine.observer is not None and engine.observer.unreadable:
-                facts.notes.append(
-                    f"{engine.observer.unreadable} delivered messages had no readable send time"
-                )
-            if engine.observer is None and scenario.e2e_devices:
-                facts.notes.append("end-to-end latency not measured: the payload has no {ts}")
-
+    facts.processes = len(split_fleet(scenario.devices, scenario.processes))
     try:
         with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(main())
+            whole = _here if facts.processes == 1 else _split
+            runner.run(whole(scenario, facts, closed, folder.event))
     except BaseException as exc:
         facts.stopped = (
             facts.stopped if facts.stopped != "completed" else f"error: {type(exc).__name__}: {exc}"
@@ -99,3 +77,58 @@ def run(
         document = summaries.build(scenario, seconds, facts)
         folder.finish(document)
     return Summary(document, folder.path)
+
+
+async def _here(
+    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], on_event: EventSink
+) -> None:
+    """The whole fleet in this process."""
+    loop = asyncio.get_running_loop()
+    meter = Meter(loop.time(), wall_start=facts.started_at)
+    meter.sinks.append(on_event)
+    engine = Engine(scenario, on_second=closed, meter=meter)
+    with _signals(loop, engine.stop):
+        try:
+            await engine.run()
+        finally:
+            facts.stopped = engine.stopped or facts.stopped
+            observer = engine.observer
+            _note_observer(facts, scenario, observer is not None, observer.unreadable if observer else 0)
+
+
+async def _split(
+    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], on_event: EventSink
+) -> None:
+    """The fleet over worker processes; this one merges their seconds."""
+    loop = asyncio.get_running_loop()
+    fleet = Fleet(
+        scenario, start=loop.time(), wall_start=facts.started_at, on_second=closed, on_event=on_event
+    )
+    fleet.launch()
+    with _signals(loop, fleet.stop):
+        try:
+            await fleet.run()
+        finally:
+            ending = fleet.ending()
+            facts.stopped = ending.stopped or facts.stopped
+            facts.notes.extend(fleet.failures)
+            _note_observer(facts, scenario, ending.observed, ending.unreadable)
+
+
+@contextlib.contextmanager
+def _signals(loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the run (a second one skips the drain) while inside."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, f"signal {signal.Signals(signum).name}")
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _note_observer(facts: RunFacts, scenario: Scenario, observed: bool, unreadable: int) -> None:
+    if unreadable:
+        facts.notes.append(f"{unreadable} delivered messages had no readable send time")
+    if not observed and scenario.e2e_devices:
+        facts.notes.append("end-to-end latency not measured: the payload has no {ts}")

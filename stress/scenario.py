@@ -89,6 +89,8 @@ class Scenario:
     #: One published message in this many is written to events.jsonl.
     sample_every: int = 10_000
     seed: int = 1
+    #: Worker processes the fleet is split over (1: this process runs it).
+    processes: int = 1
     out: Path | None = None
     #: Target-specific settings (templates, credentials), already validated by the target.
     options: dict[str, str] = field(default_factory=dict)
@@ -111,6 +113,7 @@ class Scenario:
             (self.e2e_devices >= 0, "--e2e-devices must be 0 or more"),
             (0 < self.collapse_share <= 1, "--collapse-share must be more than 0 and at most 1"),
             (self.sample_every >= 1, "--sample-every must be 1 or more"),
+            (1 <= self.processes <= 1024, f"--processes must be 1..1024, not {self.processes}"),
             (0 < self.broker.port < 65_536, f"--port must be 1..65535, not {self.broker.port}"),
             (0 <= self.broker.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
             (valid_level(self.prefix), "--prefix must be a topic level: no '/', '+', '#', not empty"),

@@ -15,7 +15,8 @@ from typing import Any
 from stress.meter import Second
 from stress.scenario import Scenario
 
-#: A generator second counts as saturated above this CPU share of one core or this loop lag.
+#: A generator second counts as saturated when its busiest process used this share of a core,
+#: or its loop lagged this long.
 SATURATED_CPU = 0.9
 SATURATED_LAG_S = 0.1
 #: The whole run is "saturated" when at least this share of its publishing seconds were.
@@ -122,10 +123,11 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
     saturated_seconds = sum(
         1
         for second in running
-        if (second.wall_s and second.cpu_s / second.wall_s / facts.processes >= SATURATED_CPU)
+        if (second.wall_s and second.cpu_busiest_s / second.wall_s >= SATURATED_CPU)
         or (second.lag.max_us / 1e6 >= SATURATED_LAG_S)
     )
     cpu_s = sum(second.cpu_s for second in running)
+    busiest_s = sum(second.cpu_busiest_s for second in running)
     wall_s = sum(second.wall_s for second in running) or 1e-9
     lag = total.lag
     broker = scenario.broker
@@ -171,6 +173,7 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
             "loop_lag_p99_ms": lag.percentile(0.99),
             "loop_lag_max_ms": lag.max_us / 1000 if lag.count else None,
             "cpu_percent": round(100 * cpu_s / wall_s, 1),
+            "busiest_process_cpu_percent": round(100 * busiest_s / wall_s, 1),
             "overruns": total.overruns,
             "saturated": bool(running) and saturated_seconds >= SATURATED_SHARE * len(running),
         },

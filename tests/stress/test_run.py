@@ -62,9 +62,7 @@ def test_round_trip_every_message_counted(
     summary = run(
         scenario(broker.port, tmp_path / "run", qos=qos, protocol=protocol, e2e_devices=5), quiet=True
     )
-    per_device = summary["sent"] / 20 / ATTRIBUTES
-    assert 6 <= per_device <= 7  # 3 s at 0.5 s, whichever side of the end the last instant fell
-    assert summary["offered"] == summary["sent"]
+    assert summary["offered"] == summary["sent"] == 20 * 6 * ATTRIBUTES  # 3 s at 0.5 s, the end excluded
     assert summary["failed"] == 0
     assert summary["errors_by_reason"] == {}
     assert summary["acked"] == (summary["sent"] if qos else None)
@@ -213,6 +211,110 @@ def test_a_ramp_grows_the_fleet_stage_by_stage(broker: PlainBroker, tmp_path: Pa
     assert rates[1] < rates[-2]
 
 
+def test_two_processes_split_the_fleet_and_merge_exactly(broker: PlainBroker, tmp_path: Path) -> None:
+    devices, bursts = 60, 4
+    summary = run(
+        scenario(
+            broker.port,
+            tmp_path / "run",
+            shape="burst",
+            devices=devices,
+            interval=0.5,
+            duration=bursts * 0.5,
+            qos=1,
+            e2e_devices=10,
+            processes=2,
+        ),
+        quiet=True,
+    )
+    assert summary["processes"] == 2
+    expected = devices * bursts * ATTRIBUTES
+    assert summary["offered"] == summary["sent"] == summary["acked"] == expected
+    assert summary["failed"] == 0
+    latency = summary["latency_ms"]
+    assert latency["connect"]["count"] == devices
+    assert latency["ack"]["count"] == latency["lateness"]["count"] == expected  # every sample, once
+    assert (
+        summary["delivered"] == summary["e2e_expected"] == latency["e2e"]["count"] == 10 * bursts * ATTRIBUTES
+    )
+    # One burst is one instant on the whole machine: the processes share the grid
+    assert latency["lateness"]["max"] <= BURST_BOUND_S * 1000
+    rows = series(summary)
+    assert [int(row["t"]) for row in rows] == list(range(len(rows)))  # one merged row per second
+    assert sum(int(row["sent"]) for row in rows) == expected
+    assert summary["connections_peak"] == devices
+    connected = [e for e in events(summary) if e["event"] == "connected"]
+    by_process = {e["device"]: e["process"] for e in connected}
+    assert len(connected) == len(by_process) == devices
+    assert {device for device, process in by_process.items() if process == 0} == {
+        f"dev{index + 1:05d}" for index in range(0, devices, 2)
+    }
+    assert [e["phase"] for e in events(summary) if e["event"] == "phase"] == [
+        "connect",
+        "run",
+        "drain",
+        "done",
+    ]
+
+
+def test_a_signal_stops_every_process_once(broker: PlainBroker, tmp_path: Path) -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the run drains once, not twice
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "stress", "run", "--target", "mqtt", "--port", str(broker.port)]
+    command += ["--devices", "40", "--interval", "0.2", "--duration", "600", "--qos", "1"]
+    command += ["--processes", "2", "--quiet", "--out", str(out)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        row["phase"] == "run" and int(row["sent"]) for row in csv_rows(out)
+    ):
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    written = json.loads((out / "summary.json").read_text())
+    assert written["stopped"] == "signal SIGINT"
+    assert written["processes"] == 2
+    assert written["sent"] > 0
+    assert written["acked"] == written["sent"]  # both processes drained before disconnecting
+
+
+def test_a_worker_that_dies_ends_the_run_with_the_summary_written(
+    broker: PlainBroker, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "stress", "run", "--target", "mqtt", "--port", str(broker.port)]
+    command += ["--devices", "20", "--interval", "0.2", "--duration", "600", "--processes", "2"]
+    command += ["--quiet", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        row["phase"] == "run" and int(row["sent"]) for row in csv_rows(out)
+    ):
+        time.sleep(0.1)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    workers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+    os.kill(int(workers[1]), signal.SIGKILL)
+    _, stderr = process.communicate(timeout=30)
+    written = json.loads((out / "summary.json").read_text())
+    assert written["stopped"].startswith("error: process "), written["stopped"]
+    assert any("exited early" in note for note in written["notes"])
+    assert written["sent"] > 0
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith("stress: error: process 1 exited early")
+
+
+def csv_rows(folder: Path) -> list[dict[str, str]]:
+    try:
+        with (folder / "timeseries.csv").open() as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
+
+
 @pytest.mark.parametrize(
     ("signum", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
 )
@@ -276,6 +378,9 @@ HOSTILE = [
     (["--topic", "{nope}/x"], "--topic"),
     (["--payload", "{value"], "--payload"),
     (["--reconnect-min", "5", "--reconnect-max", "1"], "--reconnect-min"),
+    (["--processes", "0"], "--processes"),
+    (["--processes", "many"], "--processes"),
+    (["--processes", "5000"], "--processes"),
 ]
 
 

@@ -43,13 +43,13 @@ def second(t: int, phase: str = "run", **values: Any) -> Second:
 def test_merge_adds_counters_and_errors_and_merges_histograms() -> None:
     one = second(3, offered=10, sent=9, acked=8, failed=1, delivered=2, e2e_expected=3, connects=4)
     one.disconnects, one.overruns, one.connected, one.fleet = 1, 2, 50, 60
-    one.cpu_s, one.wall_s = 0.25, 1.0
+    one.cpu_s, one.cpu_busiest_s, one.wall_s = 0.25, 0.25, 1.0
     one.errors = {("ack", "timeout"): 1, ("connect", "refused"): 2}
     one.ack.record(ms(2))
     one.connect.record(ms(30))
     other = second(3, offered=5, sent=5, acked=5, delivered=1, e2e_expected=1, connects=1)
     other.disconnects, other.overruns, other.connected, other.fleet = 0, 1, 40, 40
-    other.cpu_s, other.wall_s = 0.5, 1.02
+    other.cpu_s, other.cpu_busiest_s, other.wall_s = 0.5, 0.5, 1.02
     other.errors = {("ack", "timeout"): 4, ("publish", "closed"): 1}
     other.ack.record(ms(9))
     other.lag.record(ms(1))
@@ -74,6 +74,7 @@ def test_merge_adds_counters_and_errors_and_merges_histograms() -> None:
     assert (one.ack.count, one.ack.max_us, one.ack.percentile(0.5)) == (2, 9_000, 2.015)  # 2 ms' bucket
     assert (one.connect.count, one.lag.count, one.lag.max_us) == (1, 1, 1_000)
     assert one.cpu_s == 0.75
+    assert one.cpu_busiest_s == 0.5  # the busiest process, so one saturated process stays visible
     assert one.wall_s == 1.02  # the longest, not the sum: the processes ran side by side
     assert other.errors == {("ack", "timeout"): 4, ("publish", "closed"): 1}  # the source is untouched
     assert other.ack.count == 1
@@ -88,7 +89,7 @@ def test_confirmed_is_acked_at_qos_1_and_sent_at_qos_0() -> None:
 def filled_second() -> Second:
     filled = second(7, phase="drain", offered=100, sent=99, acked=97, failed=3, delivered=20, e2e_expected=21)
     filled.connects, filled.disconnects, filled.overruns, filled.connected, filled.fleet = 2, 1, 4, 99, 100
-    filled.cpu_s, filled.wall_s = 0.123456789, 1.000001
+    filled.cpu_s, filled.cpu_busiest_s, filled.wall_s = 0.123456789, 0.1, 1.000001
     filled.errors = {
         ("ack", "timeout"): 2,
         ("publish", "back-pressure"): 1,
@@ -105,7 +106,7 @@ def test_the_wire_form_round_trips_through_json() -> None:
     wire = json.loads(json.dumps(original.to_wire()))
     back = Second.from_wire(wire)
     assert snapshot(back) == snapshot(original)
-    assert (back.cpu_s, back.wall_s) == (0.123456789, 1.000001)
+    assert (back.cpu_s, back.cpu_busiest_s, back.wall_s) == (0.123456789, 0.1, 1.000001)
     assert back.errors == original.errors
     assert back.ack.percentile(0.99) == original.ack.percentile(0.99)
     assert back.to_wire() == original.to_wire()
@@ -268,11 +269,11 @@ def run_seconds() -> list[Second]:
         connecting.connect.record(ms(value))
     one = second(1, offered=10, sent=10, acked=8, failed=2, connected=10, fleet=10)
     one.errors = {("ack", "timeout"): 2}
-    one.cpu_s, one.wall_s = 0.25, 1.0
+    one.cpu_s, one.cpu_busiest_s, one.wall_s = 0.25, 0.25, 1.0
     one.lag.record(ms(2))
     two = second(2, offered=10, sent=10, acked=10, delivered=5, e2e_expected=5, connected=9, fleet=10)
     two.errors = {("connect", "timeout"): 1, ("connect", "refused"): 3}
-    two.cpu_s, two.wall_s, two.overruns = 0.5, 1.0, 3
+    two.cpu_s, two.cpu_busiest_s, two.wall_s, two.overruns = 0.5, 0.5, 1.0, 3
     two.lag.record(ms(150))  # one stall: a saturated second
     for value in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18):
         (one if value <= 8 else two).ack.record(ms(value))
@@ -330,6 +331,7 @@ def test_build_reports_the_generator_health() -> None:
     assert generator["loop_lag_p99_ms"] == 150.0
     assert generator["loop_lag_max_ms"] == 150.0
     assert generator["cpu_percent"] == 37.5  # 0.75 s of CPU over 2 s of publishing
+    assert generator["busiest_process_cpu_percent"] == 37.5
     assert generator["overruns"] == 3
     assert generator["saturated"] is True  # one of two publishing seconds stalled 150 ms
 
@@ -375,3 +377,18 @@ def test_a_broker_that_stops_acknowledging_at_qos_1_is_a_collapse() -> None:
         "t": 3,
         "reason": "delivered 0% of offered (0 of 100; below 90%)",
     }
+
+
+def test_one_saturated_process_of_two_makes_the_generator_saturated() -> None:
+    def publishing(t: int, cpu: float) -> Second:
+        one = second(t, offered=10, sent=10, acked=10, connected=10, fleet=10)
+        one.cpu_s, one.cpu_busiest_s, one.wall_s = cpu, cpu, 1.0
+        return one
+
+    busy = [publishing(1, 0.95), publishing(2, 0.95)]
+    idle = [publishing(1, 0.1), publishing(2, 0.1)]
+    merged = merge_by_second([busy, idle])
+    generator = build(scenario(), merged, RunFacts(**{**vars(FACTS), "processes": 2}))["generator"]
+    assert generator["cpu_percent"] == 105.0  # both processes, of one core
+    assert generator["busiest_process_cpu_percent"] == 95.0
+    assert generator["saturated"] is True
