@@ -5,7 +5,7 @@ Two files come out, both in the broker's state folder:
 * `mosquitto.conf`, from `mosquitto/mosquitto.conf.template` with the profile's listeners
   and paths, plus a TLS listener when a certificate and key are present;
 * `dynamic-security.json`, the dynamic security plugin's accounts: the admin, the portal,
-  Node-RED and the demo device from `.env`, with the roles of `mosquitto/roles.json`.
+  Node-RED, the demo device and the stress fleet's shared account from `.env`, with the roles of `mosquitto/roles.json`.
   Accounts added at run time (provisioned devices) are kept; accounts this module seeded
   earlier but no longer named in `.env` are removed.
 
@@ -174,6 +174,7 @@ def seeded_accounts(env: Mapping[str, str]) -> tuple[list[tuple[str, str, str]],
         (PORTAL_USER, env["MQTT_PORTAL_PASSWORD"], "lab-portal"),
         (NODERED_USER, env["MQTT_NODERED_PASSWORD"], "lab-nodered"),
         (device, env["LAB_DEVICE_PASSWORD"], f"device:{device}"),
+        (env["LAB_FLEET_USER"], env["LAB_FLEET_PASSWORD"], "lab-fleet"),
     ]
     return accounts, roles
 
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "MQTT_NODERED_PASSWORD",
         "LAB_DEVICE_ID",
         "LAB_DEVICE_PASSWORD",
+        "LAB_FLEET_USER",
+        "LAB_FLEET_PASSWORD",
     )
     missing = [name for name in names if not os.environ.get(name)]
     if missing:

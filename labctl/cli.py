@@ -107,6 +107,10 @@ def _ensure_env(args: argparse.Namespace) -> LabConfig:
     env_file = (args.env_file or ROOT / ".env").resolve()
     if envfile.ensure(env_file, ROOT / ".env.example"):
         ui.info(f"Created {env_file} with fresh random secrets (keep it private; it is not in git).")
+    else:
+        added = envfile.add_new_secrets(env_file, ROOT / ".env.example")
+        if added:
+            ui.info(f"Added new secret(s) {', '.join(added)} to {env_file}.")
     return LabConfig.load(env_file, args.data_dir)
 
 

@@ -130,6 +130,23 @@ class LabConfig:
             seen[port] = name
         _check_topic_level("TOPIC_ROOT", self.env["TOPIC_ROOT"])
         _check_topic_level("LAB_DEVICE_ID", self.env["LAB_DEVICE_ID"])
+        accounts = {
+            "MQTT_ADMIN_USER": self.env["MQTT_ADMIN_USER"],
+            "the portal": "portal",
+            "Node-RED": "nodered",
+            "LAB_DEVICE_ID": self.env["LAB_DEVICE_ID"],
+            "LAB_FLEET_USER": self.env["LAB_FLEET_USER"],
+        }
+        owners: dict[str, str] = {}
+        for owner, username in accounts.items():
+            if not username:
+                raise ConfigError(f"{owner} is empty; every broker account needs a user name")
+            if username in owners:
+                raise ConfigError(
+                    f"{owners[username]} and {owner} are both the broker account {username!r}; "
+                    "give each its own name"
+                )
+            owners[username] = owner
 
     def port(self, name: str) -> int:
         """A port variable as an int, with a clear error when it is not a valid port."""

@@ -94,6 +94,24 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
     return True
 
 
+def add_new_secrets(env_path: Path, example_path: Path) -> list[str]:
+    """Append to an existing `env_path` each secret the example declares and it lacks.
+
+    A newer version of the lab may need a new secret; the file's own lines are kept as they are.
+    Returns the names added.
+    """
+    values = read(env_path)
+    example = read(example_path)
+    added = [name for name in example if is_secret(name) and name not in values and not example[name]]
+    if added:
+        text = env_path.read_text(encoding="utf-8")
+        lines = "".join(f"{name}={new_secret()}\n" for name in added)
+        env_path.write_text(
+            text + ("" if text.endswith("\n") or not text else "\n") + lines, encoding="utf-8"
+        )
+    return added
+
+
 def missing_secrets(values: dict[str, str], example: dict[str, str]) -> list[str]:
     """Names of secrets declared in the example that are absent or empty in `values`."""
     return [name for name in example if is_secret(name) and not values.get(name)]

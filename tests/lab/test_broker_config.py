@@ -17,6 +17,8 @@ ENV = {
     "MQTT_NODERED_PASSWORD": "nodered-pw",
     "LAB_DEVICE_ID": "sensor1",
     "LAB_DEVICE_PASSWORD": "device-pw",
+    "LAB_FLEET_USER": "fleet",
+    "LAB_FLEET_PASSWORD": "fleet-pw",
 }
 
 
@@ -66,7 +68,7 @@ def test_tls_listener_appears_only_with_certificate_and_key(tmp_path: Path) -> N
 def test_seeded_accounts_have_the_roles_of_the_contract() -> None:
     config = broker.render_dynsec(None, ENV)
     clients = {c["username"]: c for c in config["clients"]}
-    assert set(clients) == {"admin", "portal", "nodered", "sensor1"}
+    assert set(clients) == {"admin", "portal", "nodered", "sensor1", "fleet"}
     assert all(
         broker.password_matches(clients[u], ENV[v])
         for u, v in [
@@ -74,10 +76,17 @@ def test_seeded_accounts_have_the_roles_of_the_contract() -> None:
             ("portal", "MQTT_PORTAL_PASSWORD"),
             ("nodered", "MQTT_NODERED_PASSWORD"),
             ("sensor1", "LAB_DEVICE_PASSWORD"),
+            ("fleet", "LAB_FLEET_PASSWORD"),
         ]
     )
     roles = {r["rolename"]: {(a["acltype"], a["topic"]) for a in r["acls"]} for r in config["roles"]}
     assert ("publishClientSend", "office/+/sensor1/#") in roles["device:sensor1"]
+    assert roles["lab-fleet"] == {
+        ("publishClientSend", "office/#"),
+        ("subscribePattern", "office/#"),
+        ("publishClientReceive", "office/#"),
+    }
+    assert clients["fleet"]["roles"] == [{"rolename": "lab-fleet"}]
     assert ("subscribePattern", "office/+/sensor1/set/#") in roles["device:sensor1"]
     assert ("subscribePattern", "office/#") in roles["lab-portal"]
     assert ("subscribePattern", "alarms/#") in roles["lab-portal"]
@@ -100,7 +109,7 @@ def test_accounts_added_at_run_time_survive_and_stale_seeds_go() -> None:
     renamed = dict(ENV, LAB_DEVICE_ID="sensor9", MQTT_ADMIN_PASSWORD="new-admin-pw")
     second = broker.render_dynsec(json.loads(json.dumps(first)), renamed)
     usernames = {c["username"] for c in second["clients"]}
-    assert usernames == {"admin", "portal", "nodered", "sensor9", "dev-42"}
+    assert usernames == {"admin", "portal", "nodered", "sensor9", "fleet", "dev-42"}
     assert {r["rolename"] for r in second["roles"]} >= {"device:dev-42", "device:sensor9"}
     assert "device:sensor1" not in {r["rolename"] for r in second["roles"]}
     admin = next(c for c in second["clients"] if c["username"] == "admin")
@@ -132,7 +141,7 @@ def test_write_state_keeps_a_corrupt_accounts_file_aside(tmp_path: Path) -> None
     broker.write_state(profile, ENV)
     assert (profile.state_dir / "dynamic-security.json.corrupt").read_text() == "{not json"
     written = json.loads((profile.state_dir / "dynamic-security.json").read_text())
-    assert {c["username"] for c in written["clients"]} == {"admin", "portal", "nodered", "sensor1"}
+    assert {c["username"] for c in written["clients"]} == {"admin", "portal", "nodered", "sensor1", "fleet"}
     assert (profile.state_dir / "dynamic-security.json").stat().st_mode & 0o077 == 0
 
 

@@ -71,3 +71,19 @@ def test_device_reads_only_its_own_commands(lab: RunningLab, unique_room: str) -
         [f"{root}/{unique_room}/{device}/set/#", f"{root}/{unique_room}/other/set/#", f"{root}/#"],
     )
     assert codes == [1, 0x80, 0x80]  # own commands granted at QoS 1; the rest refused
+
+
+def test_the_fleet_account_publishes_and_reads_under_the_root_only(lab: RunningLab, unique_room: str) -> None:
+    root = lab.env["TOPIC_ROOT"]
+    fleet = (lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
+    codes = granted_qos(
+        lab.mqtt_client(*fleet),
+        lab.port("MQTT_PORT"),
+        [f"{root}/#", "alarms/#", "$CONTROL/dynamic-security/#", "#"],
+    )
+    assert codes == [1, 0x80, 0x80, 0x80]
+    topic = f"{root}/{unique_room}/any-device/temperature"
+    watcher = lab.mqtt_client("portal", lab.env["MQTT_PORTAL_PASSWORD"])
+    with collecting(watcher, lab.port("MQTT_PORT"), f"{root}/{unique_room}/#") as seen:
+        publish(lab.mqtt_client(*fleet), lab.port("MQTT_PORT"), topic, "20.5")
+        assert seen.wait_for(topic) == b"20.5"

@@ -572,4 +572,10 @@ def test_mosquitto_init_command_writes_the_broker_files(tmp_path: Path, lab_env:
     assert f"plugin_opt_config_file {out}/dynamic-security.json" in config
     accounts = json.loads((out / "dynamic-security.json").read_text(encoding="utf-8"))
     usernames = {client["username"] for client in accounts["clients"]}
-    assert {lab_env["MQTT_ADMIN_USER"], "portal", "nodered", lab_env["LAB_DEVICE_ID"]} <= usernames
+    assert {
+        lab_env["MQTT_ADMIN_USER"],
+        "portal",
+        "nodered",
+        lab_env["LAB_DEVICE_ID"],
+        lab_env["LAB_FLEET_USER"],
+    } <= usernames

@@ -33,6 +33,11 @@ def test_generated_env_is_valid(tmp_path: Path) -> None:
         ({"TOPIC_ROOT": "#"}, r"TOPIC_ROOT='#'"),
         ({"LAB_DEVICE_ID": "sensor+"}, r"LAB_DEVICE_ID='sensor\+'"),
         ({"POSTGRES_PASSWORD": ""}, r"empty secret\(s\) POSTGRES_PASSWORD"),
+        ({"LAB_FLEET_PASSWORD": ""}, r"empty secret\(s\) LAB_FLEET_PASSWORD"),
+        ({"LAB_FLEET_USER": "portal"}, r"the portal and LAB_FLEET_USER are both the broker account 'portal'"),
+        ({"LAB_FLEET_USER": "sensor1"}, r"LAB_DEVICE_ID and LAB_FLEET_USER are both the broker account"),
+        ({"MQTT_ADMIN_USER": "nodered"}, r"MQTT_ADMIN_USER and Node-RED are both"),
+        ({"LAB_FLEET_USER": ""}, r"LAB_FLEET_USER is empty"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(

@@ -57,3 +57,26 @@ def test_overrides_replace_example_values(tmp_path: Path) -> None:
     values = envfile.read(tmp_path / ".env")
     assert values["MQTT_PORT"] == "4000"
     assert values["EXTRA"] == "1"
+
+
+def test_a_secret_new_to_the_example_is_added_and_nothing_else_changes(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    envfile.ensure(target, ROOT / ".env.example")
+    before = target.read_text()
+    lines = [line for line in before.splitlines() if not line.startswith("LAB_FLEET_PASSWORD=")]
+    lines = [line.replace("MQTT_PORT=1883", "MQTT_PORT=2883") for line in lines]  # the user's own edit
+    target.write_text("\n".join(lines))  # and no newline at the end
+    assert envfile.add_new_secrets(target, ROOT / ".env.example") == ["LAB_FLEET_PASSWORD"]
+    after = target.read_text()
+    assert after.startswith("\n".join(lines) + "\n")
+    values = envfile.read(target)
+    assert len(values["LAB_FLEET_PASSWORD"]) == 32
+    assert values["MQTT_PORT"] == "2883"
+    assert envfile.add_new_secrets(target, ROOT / ".env.example") == []  # once only
+    assert target.read_text() == after
+
+
+def test_a_secret_the_user_emptied_is_not_refilled(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    envfile.ensure(target, ROOT / ".env.example", {"LAB_FLEET_PASSWORD": ""})
+    assert envfile.add_new_secrets(target, ROOT / ".env.example") == []  # the lab names it instead
