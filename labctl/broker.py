@@ -5,7 +5,8 @@ Two files come out, both in the broker's state folder:
 * `mosquitto.conf`, from `mosquitto/mosquitto.conf.template` with the profile's listeners
   and paths, plus a TLS listener when a certificate and key are present;
 * `dynamic-security.json`, the dynamic security plugin's accounts: the admin, the portal,
-  Node-RED, the demo device and the stress fleet's shared account from `.env`, with the roles of `mosquitto/roles.json`.
+  Node-RED, the demo device and the stress fleet's shared account from `.env`, with the
+  roles of `mosquitto/roles.json`.
   Accounts added at run time (provisioned devices) are kept; accounts this module seeded
   earlier but no longer named in `.env` are removed.
 

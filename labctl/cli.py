@@ -108,10 +108,15 @@ def _ensure_env(args: argparse.Namespace) -> LabConfig:
     if envfile.ensure(env_file, ROOT / ".env.example"):
         ui.info(f"Created {env_file} with fresh random secrets (keep it private; it is not in git).")
     else:
-        added = envfile.add_new_secrets(env_file, ROOT / ".env.example")
-        if added:
-            ui.info(f"Added new secret(s) {', '.join(added)} to {env_file}.")
+        _add_new_secrets(env_file)
     return LabConfig.load(env_file, args.data_dir)
+
+
+def _add_new_secrets(env_file: Path) -> None:
+    """A secret that this version of the lab needs and an older `.env` lacks is added to it."""
+    added = envfile.add_new_secrets(env_file, ROOT / ".env.example")
+    if added:
+        ui.info(f"Added new secret(s) {', '.join(added)} to {env_file}.")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -249,7 +254,10 @@ def run(args: argparse.Namespace) -> int:
     """Carry out one parsed command."""
     if args.command in _WITHOUT_LAB:
         return _WITHOUT_LAB[args.command](args)
-    config = LabConfig.load(args.env_file, args.data_dir)
+    env_file = (args.env_file or ROOT / ".env").resolve()
+    if env_file.is_file():
+        _add_new_secrets(env_file)
+    config = LabConfig.load(env_file, args.data_dir)
     if args.command == "users":
         return _users(config, args.user_args)
     return _WITH_LAB[args.command](Lab(config), args)

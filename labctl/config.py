@@ -105,11 +105,8 @@ class LabConfig:
         data_dir = (data_dir or ROOT / "data").resolve()
         if not env_file.exists():
             raise ConfigError(f"{env_file} does not exist; run ./lab up (or ./lab env) to create it")
-        env = envfile.read(env_file)
+        env = envfile.read_with_defaults(env_file, ROOT / ".env.example")
         example = envfile.read(ROOT / ".env.example")
-        # A setting added to the example after this .env was made takes its documented default;
-        # a secret cannot be defaulted.
-        env = {**{k: v for k, v in example.items() if not envfile.is_secret(k)}, **env}
         empty = envfile.missing_secrets(env, example)
         if empty:
             raise ConfigError(

@@ -94,6 +94,16 @@ def ensure(env_path: Path, example_path: Path, overrides: dict[str, str] | None 
     return True
 
 
+def read_with_defaults(path: Path, example_path: Path) -> dict[str, str]:
+    """`path`'s values, with the example's documented default for each setting it lacks.
+
+    A setting added to the example after this `.env` was made takes its default this way; a
+    secret has no default and stays missing.
+    """
+    example = read(example_path)
+    return {**{k: v for k, v in example.items() if not is_secret(k)}, **read(path)}
+
+
 def add_new_secrets(env_path: Path, example_path: Path) -> list[str]:
     """Append to an existing `env_path` each secret the example declares and it lacks.
 

@@ -9,134 +9,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from stress.behaviours import BUILTIN, BehaviourError, load
+from stress.behaviours import BUILTIN
+from stress.flags import (
+    Parser,
+    behaviour,
+    count,
+    env_defaults,
+    port,
+    positive_int,
+    positive_seconds,
+    processes,
+    qos,
+    seconds,
+    share,
+)
+from stress.provision.cli import add_parsers as add_provision_parsers
+from stress.provision.cli import command_deprovision, command_provision
+from stress.provision.dynsec import ControlError
+from stress.provision.lab import ProvisionError
 from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, timeline
-
-ENV_PREFIX = "STRESS_"
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``stress run: error: ... (see stress run --help)``."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print one line and exit 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-# ---------------------------------------------------------------------------- value types
-
-
-def _number(text: str, kind: Callable[[str], float | int], what: str) -> float | int:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An integer of 1 or more."""
-    value = int(_number(text, int, "a whole number"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-def count(text: str) -> int:
-    """An integer of 0 or more."""
-    value = int(_number(text, int, "a whole number"))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
-def seconds(text: str) -> float:
-    """A number of seconds, 0 or more."""
-    value = float(_number(text, float, "a number of seconds"))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be 0 or more seconds")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """A number of seconds, more than 0."""
-    value = seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0 seconds")
-    return value
-
-
-def share(text: str) -> float:
-    """A share, more than 0 and at most 1."""
-    value = float(_number(text, float, "a number between 0 and 1"))
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0 and at most 1")
-    return value
-
-
-def processes(text: str) -> int:
-    """``auto`` (one per core) or a count of 1 or more."""
-    if text.strip().lower() == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
-    return positive_int(text)
-
-
-def port(text: str) -> int:
-    """A TCP port."""
-    value = int(_number(text, int, "a port number"))
-    if not 0 < value < 65_536:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535)")
-    return value
-
-
-def qos(text: str) -> int:
-    """0 or 1."""
-    if text not in ("0", "1"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or 1")
-    return int(text)
-
-
-def behaviour(text: str) -> str:
-    """A built-in behaviour or ``module:Class``, checked now."""
-    try:
-        load(text)
-    except BehaviourError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-# ---------------------------------------------------------------------------- parser
-
-
-def _env_default(parser: argparse.ArgumentParser, action: argparse.Action) -> None:
-    """Make the ``STRESS_<DEST>`` variable the default of ``action``, converted and checked."""
-    name = ENV_PREFIX + action.dest.upper()
-    action.help = f"{action.help} [{name}]" if action.help else f"[{name}]"
-    raw = os.environ.get(name)
-    if raw is None:
-        return
-    if isinstance(action, argparse._StoreTrueAction):
-        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-            parser.error(f"{name}={raw!r} is not a yes/no value")
-        action.default = raw.lower() in ("1", "true", "yes", "on")
-        return
-    convert = action.type if callable(action.type) else str
-    try:
-        value = convert(raw)
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        parser.error(f"{name}={raw!r}: {exc}")
-    if action.choices is not None and value not in action.choices:
-        parser.error(f"{name}={raw!r}: choose one of {', '.join(map(str, action.choices))}")
-    action.default = value
 
 
 def add_run_parser(commands: Any) -> argparse.ArgumentParser:
@@ -282,14 +178,15 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
     measure.add_argument("--quiet", action="store_true", help="no live progress line")
     measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
-    for action in run._actions:
-        if action.dest != "help":
-            _env_default(run, action)
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for ``stress`` and its subcommands."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``stress`` and its subcommands.
+
+    ``command``'s flags take their defaults from ``STRESS_*`` variables (only that command's:
+    a variable meant for ``run`` cannot break ``provision``).
+    """
     parser = Parser(
         prog="stress",
         description="Simulated device fleets against this lab, any MQTT broker, or ThingsBoard: "
@@ -297,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_run_parser(commands)
+    add_provision_parsers(commands)
     report = commands.add_parser(
         "report",
         help="print a run's summary and write its report.html",
@@ -304,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (data/runs/<run-id>)")
     report.add_argument("--no-html", action="store_true", help="only print the table")
+    if command in ("run", "provision", "deprovision"):
+        env_defaults(commands.choices[command])
     return parser
 
 
@@ -312,22 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
     """The lab's port, topic root and fleet account from its .env; returns the port."""
-    from labctl import envfile  # noqa: PLC0415 - only the lab target needs it
+    from stress.targets.lab import lab_env, lab_port  # noqa: PLC0415 - only the lab target needs it
 
-    if not args.env_file.is_file():
-        if args.port is None or not args.credentials:
-            raise ScenarioError(
-                f"no lab settings at {args.env_file}: start the lab (./lab up) from its folder, "
-                "or pass --env-file"
-            )
-        return int(args.port)
-    env = envfile.read(args.env_file)
-    options.setdefault("root", env.get("TOPIC_ROOT", "office"))
-    if not options["root"]:
-        options["root"] = env.get("TOPIC_ROOT", "office")
+    if not args.env_file.is_file() and args.port is not None and args.credentials:
+        return int(args.port)  # per-device accounts on a lab whose settings are elsewhere
+    env = lab_env(args.env_file)
+    options["root"] = options.get("root") or env.get("TOPIC_ROOT") or "office"
     options["username"] = env.get("LAB_FLEET_USER", "")
     options["password"] = env.get("LAB_FLEET_PASSWORD", "")
-    return int(args.port or env.get("MQTT_PORT", "1883"))
+    return lab_port(env, args.port)
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:
@@ -438,8 +331,9 @@ def command_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stress`` command; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((word for word in words if not word.startswith("-")), None))
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return 2
@@ -447,9 +341,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    handlers = {"run": command_run, "report": command_report}
+    handlers = {
+        "run": command_run,
+        "report": command_report,
+        "provision": command_provision,
+        "deprovision": command_deprovision,
+    }
     try:
         return handlers[args.command](args)
+    except (ProvisionError, ControlError) as exc:
+        if debug:
+            raise
+        print(f"stress {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except (ScenarioError, FileExistsError) as exc:
         if debug:
             raise

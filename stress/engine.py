@@ -28,7 +28,7 @@ from stress.behaviours import DeviceInfo, load
 from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sampled
 from stress.meter import Meter, Second
 from stress.observer import Observer
-from stress.scenario import Scenario, Stage
+from stress.scenario import Scenario, Stage, device_name
 from stress.targets import build
 
 log = logging.getLogger(__name__)
@@ -114,11 +114,11 @@ class Engine:
 
     def info(self, index: int) -> DeviceInfo:
         """Who device ``index`` of the fleet is: ``<prefix>00001`` in ``room-01``..."""
-        width = max(5, len(str(self.scenario.devices)))
+        scenario = self.scenario
         return DeviceInfo(
             index,
-            f"{self.scenario.prefix}{index + 1:0{width}d}",
-            f"room-{index % self.scenario.rooms + 1:02d}",
+            device_name(scenario.prefix, index, scenario.devices),
+            f"room-{index % scenario.rooms + 1:02d}",
         )
 
     def _device(self, index: int) -> Device:

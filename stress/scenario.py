@@ -145,6 +145,11 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def device_name(prefix: str, index: int, fleet: int) -> str:
+    """The id of device ``index`` (from 0) of a fleet: ``<prefix>00001``, wider past 99,999."""
+    return f"{prefix}{index + 1:0{max(5, len(str(fleet)))}d}"
+
+
 def valid_level(text: str) -> bool:
     """Whether ``text`` can be one level of a topic."""
     return bool(text) and not any(char in text for char in "/+#\0")

@@ -32,6 +32,31 @@ def read_credentials(path: Path) -> dict[str, str]:
     return {row["device"]: row["password"] for row in rows if row.get("device")}
 
 
+def lab_env(env_file: Path) -> dict[str, str]:
+    """The lab's settings from its ``.env``, with the documented defaults for what it lacks."""
+    from labctl import envfile  # noqa: PLC0415 - only the lab's own commands need it
+    from labctl.config import ROOT  # noqa: PLC0415
+
+    if not env_file.is_file():
+        raise ScenarioError(
+            f"no lab settings at {env_file}: start the lab (./lab up) from its folder, or pass --env-file"
+        )
+    try:
+        return envfile.read_with_defaults(env_file, ROOT / ".env.example")
+    except (envfile.EnvFileError, OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read the lab's settings: {exc}") from None
+
+
+def lab_port(env: dict[str, str], flag: int | None) -> int:
+    """``--port`` when given, else the lab's ``MQTT_PORT``."""
+    if flag is not None:
+        return flag
+    raw = env.get("MQTT_PORT", "1883")
+    if not raw.isdigit() or not 0 < int(raw) < 65_536:
+        raise ScenarioError(f"MQTT_PORT={raw!r} in the lab's settings is not a port: fix it, or pass --port")
+    return int(raw)
+
+
 class LabTarget(MqttTarget):
     """The lab started by ``./lab up`` (or Compose)."""
 

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Sequence
 
 from stress.behaviours import DeviceInfo
-from stress.mqtt.codec import VERSIONS, ConnectOptions, TopicCode
+from stress.mqtt.codec import MQTT5, VERSIONS, ConnectOptions, TopicCode
 from stress.scenario import Scenario, ScenarioError, valid_level
 from stress.targets.base import (
     DYNAMIC_FIELDS,
@@ -61,6 +61,8 @@ class MqttTarget(Target):
         self.per_attribute = per_attribute
         self.username = options.get("username") or None
         self.password = options.get("password") or None
+        if self.password and not self.username and self.version != MQTT5:
+            raise ScenarioError("a password needs a user name with MQTT 3.1.1 (--username, or --protocol 5)")
         command = options.get("command_topic", "")
         self.command_template = Template.parse(command, STATIC_FIELDS, "--command-topic") if command else None
         if self.command_template and "attr" not in self.command_template.fields:
