@@ -102,6 +102,14 @@ def test_mqtt_logs_in_with_the_fleet_account_and_the_device_id() -> None:
     assert built.describe() == "mqtt at mqtt://127.0.0.1:1883 (MQTT 3.1.1)"
 
 
+def test_a_password_without_a_user_name_is_refused_before_mqtt_5() -> None:
+    # MQTT 3.1.1 forbids it, and the broker would drop every connection as a protocol error
+    with pytest.raises(ScenarioError, match="a password needs a user name with MQTT 3.1.1"):
+        target(password="secret")
+    alone = target(password="secret", protocol="5").connect_options(DEVICE)
+    assert (alone.username, alone.password) == (None, "secret")
+
+
 def test_mqtt_5_is_used_for_topics_and_logins() -> None:
     built = target(protocol="5")
     assert {code.version for code in built.topics(DEVICE, THERMOSTAT)} == {MQTT5}
