@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,16 @@ def accounts(lab: RunningLab, name: str) -> list[str]:
     return asyncio.run(provisioning.provisioned(admin, name))
 
 
+def run_on_lab(lab: RunningLab, out: Path, *flags: str) -> dict[str, Any]:
+    """``stress run --target lab`` for 2 s at 0.5 s; returns its summary."""
+    env_file = str(lab.config.env_file)
+    common = ["--interval", "0.5", "--duration", "2", "--quiet", "--out", str(out)]
+    run = stress("run", "--target", "lab", "--env-file", env_file, *common, *flags)
+    assert run.returncode == 0, run.stderr
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
 def logs_in(lab: RunningLab, username: str, password: str) -> bool:
     client = lab.mqtt_client(username, password)
     reason = connect(client, lab.port("MQTT_PORT"))
@@ -79,31 +90,18 @@ def test_each_device_gets_an_account_and_the_fleet_runs_on_them(lab: RunningLab,
     assert len(set(passwords.values())) == 12
     assert credentials.stat().st_mode & 0o777 == 0o600
     assert accounts(lab, name) == sorted(passwords)
-    out = tmp_path / "run"
-    run = stress(
-        "run",
-        "--target",
-        "lab",
-        "--env-file",
-        str(lab.config.env_file),
+    summary = run_on_lab(
+        lab,
+        tmp_path / "run",
         "--credentials",
         str(credentials),
         "--devices",
         "12",
         "--prefix",
         name,
-        "--interval",
-        "0.5",
-        "--duration",
-        "2",
         "--qos",
         "1",
-        "--quiet",
-        "--out",
-        str(out),
     )
-    assert run.returncode == 0, run.stderr
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["connections_peak"] == 12
     assert summary["sent"] == summary["acked"] == 12 * 4 * 3
     assert summary["failed"] == 0
@@ -210,27 +208,7 @@ def test_deprovision_looks_asks_and_deletes(lab: RunningLab, tmp_path: Path) -> 
 
 
 def test_the_lab_target_uses_the_fleet_account_from_env(lab: RunningLab, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    run = stress(
-        "run",
-        "--target",
-        "lab",
-        "--env-file",
-        str(lab.config.env_file),
-        "--devices",
-        "5",
-        "--prefix",
-        prefix(),
-        "--interval",
-        "0.5",
-        "--duration",
-        "2",
-        "--quiet",
-        "--out",
-        str(out),
-    )
-    assert run.returncode == 0, run.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = run_on_lab(lab, tmp_path / "run", "--devices", "5", "--prefix", prefix())
     assert (summary["connections_peak"], summary["failed"]) == (5, 0)
     assert summary["sent"] == 5 * 4 * 3
     assert summary["delivered"] == summary["e2e_expected"] == 5 * 4 * 3
