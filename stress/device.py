@@ -13,7 +13,6 @@ sent count as failed (``not-connected``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stress.behaviours import Behaviour, DeviceInfo
@@ -47,11 +46,13 @@ class Device:
         "inflight",
         "info",
         "joined",
+        "last_payload",
         "offset",
         "options",
         "packet_id",
         "per_sample",
         "queued",
+        "sample",
         "sampled",
         "seq",
         "session",
@@ -76,6 +77,7 @@ class Device:
         self.info = info
         self.behaviour = behaviour
         self.topics = topics
+        self.sample = codec.SampleCode(topics)
         self.encode = encode
         self.options = options
         self.per_sample = len(topics)
@@ -86,6 +88,8 @@ class Device:
         self.window = engine.scenario.inflight
         self.packet_id = 0
         self.seq = 0
+        #: The last payload written (the ``published`` event shows it).
+        self.last_payload = b""
         self.attempts = 0
         self.due = math.inf
         self.offset = 0.0
@@ -236,8 +240,6 @@ class Device:
         if interval <= 0:
             self._fire_capacity(now, epoch_ms)
             return
-        current = engine.meter.current
-        per_sample = self.per_sample
         session = self.session
         if session is None or not session.connected:
             self._miss(now, interval)
@@ -245,28 +247,43 @@ class Device:
         if session.paused:
             self.blocked = True
             return
-        qos = engine.qos
-        window = self.window
-        inflight = self.inflight
-        chunks: list[bytes] = []
-        payloads: list[bytes] = []
+        due = self.due
+        if due <= now:
+            if engine.qos or due + interval <= now:
+                self._catch_up(now, epoch_ms, interval)
+            else:  # the steady case, what _catch_up does for one sample at QoS 0 (never an overrun)
+                per_sample = self.per_sample
+                current = engine.meter.current
+                current.lateness.record(now - due, per_sample)
+                current.offered += per_sample
+                self.due = due + interval
+                self._written(self._sample(now, epoch_ms, 0), per_sample, now)
+        if not self.blocked:
+            engine.schedule(self)
+
+    def _catch_up(self, now: float, epoch_ms: float, interval: float) -> None:
+        """Send the samples due by ``now`` (at most ``MAX_CATCH_UP``; at QoS 1 what the window takes)."""
+        current = self.engine.meter.current
+        per_sample = self.per_sample
+        qos = self.engine.qos
+        due = self.due
+        data = b""
         samples = 0
-        lateness = current.lateness
-        while self.due <= now and samples < MAX_CATCH_UP:
-            if qos and len(inflight) + per_sample > window:
+        while due <= now and samples < MAX_CATCH_UP:
+            if qos and len(self.inflight) + per_sample > self.window:
                 self.blocked = True
                 break
-            payloads = self._sample(now, epoch_ms, qos, chunks)
-            late = now - self.due
-            lateness.record(late, per_sample)
+            data += self._sample(now, epoch_ms, qos)
+            late = now - due
+            current.lateness.record(late, per_sample)
             if late >= interval:
                 current.overruns += per_sample
             samples += 1
-            self.due += interval
+            due += interval
+        self.due = due
         if samples:
-            self._written(chunks, samples * per_sample, now, payloads)
-        if not self.blocked:
-            engine.schedule(self)
+            current.offered += samples * per_sample
+            self._written(data, samples * per_sample, now)
 
     def _miss(self, now: float, interval: float) -> None:
         """Disconnected: every sample due by now is offered and failed (``not-connected``)."""
@@ -292,50 +309,42 @@ class Device:
         per_sample = self.per_sample
         # QoS 1: fill the in-flight window (acks bring the device back); QoS 0: one chunk
         samples = max(0, (self.window - len(self.inflight)) // per_sample) if qos else CAPACITY_CHUNK
-        chunks: list[bytes] = []
-        payloads: list[bytes] = []
-        for _ in range(samples):
-            payloads = self._sample(now, epoch_ms, qos, chunks)
+        chunks = [self._sample(now, epoch_ms, qos) for _ in range(samples)]
         if qos:
             self.blocked = True
         if samples:
             self.engine.meter.current.offered += samples * per_sample
-            self._written(chunks, samples * per_sample, now, payloads)
+            self._written(b"".join(chunks), samples * per_sample, now)
         if not engine.qos:
             if session.paused:
                 self.blocked = True
             else:
                 engine.ready(self)
 
-    def _sample(self, now: float, epoch_ms: float, qos: int, chunks: list[bytes]) -> list[bytes]:
-        """Encode the next sample into ``chunks`` (QoS 1: ids taken, in flight from ``now``)."""
+    def _sample(self, now: float, epoch_ms: float, qos: int) -> bytes:
+        """The packets of the next sample (QoS 1: ids taken, in flight from ``now``)."""
         payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
         self.seq += 1
-        if qos:
-            inflight = self.inflight
-            packet_id = self.packet_id
-            for topic, payload in zip(self.topics, payloads, strict=True):
-                packet_id = packet_id % 65_535 + 1
-                inflight[packet_id] = now
-                chunks.append(topic.publish(payload, 1, packet_id))
-            self.packet_id = packet_id
-        else:
-            chunks.extend(
-                topic.publish(payload) for topic, payload in zip(self.topics, payloads, strict=True)
-            )
-        return payloads
+        self.last_payload = payloads[-1]
+        if not qos:
+            return self.sample.publish(payloads)
+        chunks: list[bytes] = []
+        inflight = self.inflight
+        packet_id = self.packet_id
+        for topic, payload in zip(self.topics, payloads, strict=True):
+            packet_id = packet_id % 65_535 + 1
+            inflight[packet_id] = now
+            topic.append(chunks, payload, packet_id)
+        self.packet_id = packet_id
+        return b"".join(chunks)
 
-    def _written(self, chunks: list[bytes], messages: int, now: float, last: Sequence[bytes]) -> None:
-        session = self.session
-        assert session is not None  # noqa: S101 - callers checked
-        session.write(b"".join(chunks), now)
+    def _written(self, data: bytes, messages: int, now: float) -> None:
+        """``messages`` (in ``data``) go to the socket: count them; one in ``sample_every`` is an event."""
+        self.session.write(data, now)  # type: ignore[union-attr] # callers checked
         engine = self.engine
-        current = engine.meter.current
-        current.sent += messages
-        if engine.interval > 0:
-            current.offered += messages
+        engine.meter.current.sent += messages
         if self.sampled:
-            current.e2e_expected += messages
+            engine.meter.current.e2e_expected += messages
         engine.sample_countdown -= messages
         if engine.sample_countdown <= 0:
             engine.sample_countdown = engine.scenario.sample_every
@@ -344,7 +353,7 @@ class Device:
                     "event": "published",
                     "device": self.info.device_id,
                     "topic": self.topics[-1].topic,
-                    "payload": last[-1][:200].decode("utf-8", "replace"),
+                    "payload": self.last_payload[:200].decode("utf-8", "replace"),
                 },
                 now,
             )

@@ -34,6 +34,8 @@ from stress.targets import build
 log = logging.getLogger(__name__)
 
 TICK = 0.001
+#: A millionth of a tick: how far below a boundary a reading of the clock still counts as on it.
+_NUDGE = 1e-6
 #: Most time one tick spends on the ready list before letting the loop breathe.
 READY_BUDGET = 0.02
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -139,7 +141,7 @@ class Engine:
 
     def schedule(self, device: Device) -> None:
         """File ``device`` under the wheel slot of its next due time (the first tick at or after it)."""
-        slot = -int(-device.due // TICK)
+        slot = -math.floor(-device.due // TICK)  # (floor of a float: cheaper than int())
         if slot <= self._last_slot:
             self.ready(device)
             return
@@ -163,7 +165,11 @@ class Engine:
         if self.publishing:
             self._fire_due(min(now, self.publish_until))
         if not self._stop.is_set() or self.publishing:
-            loop.call_at(max(now + TICK / 2, (int(now / TICK) + 1) * TICK), self._tick)
+            # The next millisecond boundary. uvloop's clock counts whole milliseconds, so ``now``
+            # is often a hair below one: without the nudge the tick would be re-armed half a
+            # millisecond on, which its millisecond timers round to "at once" (a wasted tick)
+            boundary = (math.floor(now / TICK + _NUDGE) + 1) * TICK
+            loop.call_at(max(now + TICK / 2, boundary), self._tick)
 
     def _fire_due(self, now: float) -> None:
         """Fire the devices due by ``now``, then those ready to send again."""

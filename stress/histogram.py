@@ -14,6 +14,7 @@ edge of its bucket is reported, never an underestimate). The maximum is kept exa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from math import floor as _floor
 
 _LINEAR = 128  # values below this many µs are exact
 _SUB_BITS = 6  # 64 buckets per power of two above
@@ -41,6 +42,22 @@ def bucket_upper(index: int) -> int:
     return ((sub + _SUB + 1) << shift) - 1
 
 
+def _bucket_table(size: int) -> list[int]:
+    """``bucket_of(us)`` for every ``us`` below ``size``, built a bucket at a time."""
+    table: list[int] = []
+    for index in range(BUCKETS):
+        upper = min(bucket_upper(index), size - 1)
+        table.extend([index] * (upper + 1 - len(table)))
+        if upper == size - 1:
+            break
+    return table
+
+
+#: The bucket of every value below about 131 ms: one list lookup for the commonest latencies.
+_TABLE = _bucket_table(1 << 17)
+_TABLED = len(_TABLE)
+
+
 class Histogram:
     """Counts of latencies; ``record`` in seconds, percentiles in milliseconds."""
 
@@ -53,17 +70,20 @@ class Histogram:
 
     def record(self, seconds: float, times: int = 1) -> None:
         """Add ``times`` samples of ``seconds`` (negative values count as zero)."""
-        us = int(seconds * 1_000_000)
-        # bucket_of, inlined: this runs for every message acknowledged or delivered
-        if us < _LINEAR:
-            index = us if us > 0 else 0
+        us = _floor(seconds * 1e6)  # (cheaper than int(); below zero is bucket 0 either way)
+        # bucket_of, inlined (a table below 131 ms): this runs for every message sent, acked or delivered
+        if 0 <= us < _TABLED:
+            index = _TABLE[us]
+        elif us < 0:
+            index = 0
         else:
             us = min(us, MAX_US)
             shift = us.bit_length() - _SUB_BITS - 1
             index = _LINEAR + (shift - 1) * _SUB + (us >> shift) - _SUB
         self.counts[index] += times
         self.count += times
-        self.max_us = max(self.max_us, us)
+        if us > self.max_us:  # noqa: PLR1730 - max() is a slow call on this hot path
+            self.max_us = us
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s samples to this histogram."""

@@ -7,6 +7,7 @@ finds the send time in a payload it receives. The engine knows nothing else abou
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -27,16 +28,36 @@ DYNAMIC_FIELDS = ("value", "seq", "ts", "values")
 Encoder = Callable[[Sequence[Value], int, float], list[bytes]]
 
 
+#: Text of the finite floats written lately: a sensor's readings repeat, and ``repr`` is slow.
+_FLOAT_TEXT: dict[float, bytes] = {}
+_FLOAT_TEXT_MAX = 1 << 16
+
+
 def literal(value: Value) -> bytes:
     """A value as JSON text: numbers plain, booleans ``true``/``false``, strings quoted."""
     kind = type(value)
     if kind is float:
-        return repr(value).encode() if math.isfinite(value) else b"null"  # type: ignore[arg-type]
+        text = _FLOAT_TEXT.get(value)  # type: ignore[arg-type]
+        if text is None:
+            if not math.isfinite(value):  # type: ignore[arg-type]
+                return b"null"
+            text = repr(value).encode()
+            if value:  # 0.0 and -0.0 are equal keys but different text: never kept
+                if len(_FLOAT_TEXT) >= _FLOAT_TEXT_MAX:
+                    _FLOAT_TEXT.clear()
+                _FLOAT_TEXT[value] = text  # type: ignore[index]
+        return text
     if kind is int:
         return str(value).encode()
     if kind is bool:
         return b"true" if value else b"false"
     return json.dumps(value).encode()
+
+
+@functools.lru_cache(maxsize=1)
+def stamp(epoch_ms: float) -> bytes:
+    """``{ts}`` as text; every message of one engine tick has the same, so it is formatted once."""
+    return b"%.3f" % epoch_ms
 
 
 @dataclass(frozen=True)
@@ -141,17 +162,39 @@ def _picker(names: Sequence[str], order: Sequence[str]) -> Callable[[tuple[bytes
 
 
 class AttributeEncoder:
-    """One message per attribute: ``{value}``, ``{seq}`` and ``{ts}`` filled per message."""
+    """One message per attribute: ``{value}``, ``{seq}`` and ``{ts}`` filled per message.
+
+    Its :class:`Encoder` is the bound ``encode`` (a bound method is much cheaper to call than
+    an object's ``__call__``, and it is called at every instant of every device).
+    """
 
     ORDER = ("value", "seq", "ts")
 
     def __init__(self, formats: Sequence[str], fields: Sequence[str]) -> None:
         self.formats = [text.encode() for text in formats]
-        self.pick = _picker([name for name in fields if name in self.ORDER], self.ORDER)
+        self.size = len(self.formats)
+        names = [name for name in fields if name in self.ORDER]
+        self.pick = _picker(names, self.ORDER)
+        self.uses_seq = "seq" in names
+        self.uses_ts = "ts" in names
+        #: Every payload is its value alone (``--payload '{value}'``): no formatting at all.
+        self.bare = names == ["value"] and all(fmt == b"%b" for fmt in self.formats)
 
-    def __call__(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
-        seq_b = b"%d" % seq
-        ts_b = b"%.3f" % epoch_ms
+    def encode(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
+        if self.bare:
+            if len(values) != self.size:
+                raise ValueError(f"{len(values)} values for {self.size} attributes")
+            # literal(), inlined for the floats it has written before (a lookup then, no call)
+            payloads = []
+            known = _FLOAT_TEXT.get
+            for value in values:
+                text = known(value)  # type: ignore[arg-type]
+                if text is None or type(value) is not float:
+                    text = literal(value)
+                payloads.append(text)
+            return payloads
+        seq_b = b"%d" % seq if self.uses_seq else b""
+        ts_b = stamp(epoch_ms) if self.uses_ts else b""
         pick = self.pick
         return [
             fmt % pick((literal(value), seq_b, ts_b)) for fmt, value in zip(self.formats, values, strict=True)
@@ -159,19 +202,27 @@ class AttributeEncoder:
 
 
 class SampleEncoder:
-    """One message per sample: ``{values}`` (a JSON object of all attributes), ``{seq}``, ``{ts}``."""
+    """One message per sample: ``{values}`` (a JSON object of all attributes), ``{seq}``, ``{ts}``.
+
+    Its :class:`Encoder` is the bound ``encode``.
+    """
 
     ORDER = ("values", "seq", "ts")
 
     def __init__(self, fmt: str, fields: Sequence[str], attributes: Sequence[str]) -> None:
         self.format = fmt.encode()
-        self.pick = _picker([name for name in fields if name in self.ORDER], self.ORDER)
+        names = [name for name in fields if name in self.ORDER]
+        self.pick = _picker(names, self.ORDER)
+        self.uses_seq = "seq" in names
+        self.uses_ts = "ts" in names
         self.keys = [json.dumps(name).encode() + b":" for name in attributes]
 
-    def __call__(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
+    def encode(self, values: Sequence[Value], seq: int, epoch_ms: float) -> list[bytes]:
         body = (
             b"{"
             + b",".join(key + literal(value) for key, value in zip(self.keys, values, strict=True))
             + b"}"
         )
-        return [self.format % self.pick((body, b"%d" % seq, b"%.3f" % epoch_ms))]
+        seq_b = b"%d" % seq if self.uses_seq else b""
+        ts_b = stamp(epoch_ms) if self.uses_ts else b""
+        return [self.format % self.pick((body, seq_b, ts_b))]

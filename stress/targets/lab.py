@@ -75,15 +75,15 @@ class LabTarget(MqttTarget):
             command_topic="{root}/{room}/{device}/set/{attr}",
             root=options.get("root") or "office",
         )
-        super().__init__(Scenario(**{**scenario.__dict__, "options": options}))
         credentials = options.get("credentials")
-        self.passwords = read_credentials(Path(credentials)) if credentials else None
-        if self.passwords is None and not (self.username and self.password):
+        if not credentials and not (options.get("username") and options.get("password")):
             raise ScenarioError(
                 "the lab target needs the fleet account (LAB_FLEET_USER and LAB_FLEET_PASSWORD in the "
                 "lab's .env, see --env-file) or per-device accounts "
                 "(--credentials FILE from stress provision)"
             )
+        super().__init__(Scenario(**{**scenario.__dict__, "options": options}))
+        self.passwords = read_credentials(Path(credentials)) if credentials else None
 
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:
         if self.passwords is None:

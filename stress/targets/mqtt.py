@@ -68,6 +68,7 @@ class MqttTarget(Target):
         if self.command_template and "attr" not in self.command_template.fields:
             raise ScenarioError("--command-topic must contain {attr}: the attribute a command sets")
         self._ts_pattern = self.payload_template.pattern() if "ts" in self.payload_template.fields else None
+        self._encoders: dict[tuple[tuple[str, ...], tuple[str, ...]], Encoder] = {}
 
     def _static(self, device: DeviceInfo, attr: str = "") -> dict[str, str]:
         return {"root": self.root, "room": device.room, "device": device.device_id, "attr": attr}
@@ -86,9 +87,20 @@ class MqttTarget(Target):
     def encoder(self, device: DeviceInfo, attributes: Sequence[str]) -> Encoder:
         fields = [name for name in self.payload_template.fields if name in DYNAMIC_FIELDS]
         if self.per_attribute:
-            formats = [self.payload_template.fill(self._static(device, attr)) for attr in attributes]
-            return AttributeEncoder(formats, fields)
-        return SampleEncoder(self.payload_template.fill(self._static(device)), fields, attributes)
+            formats = tuple(self.payload_template.fill(self._static(device, attr)) for attr in attributes)
+        else:
+            formats = (self.payload_template.fill(self._static(device)),)
+        # Devices whose payloads differ only in their values share an encoder: it holds no state,
+        # and one object the whole fleet touches stays in the CPU's cache
+        key = (formats, tuple(attributes))
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            if self.per_attribute:
+                encoder = AttributeEncoder(formats, fields).encode
+            else:
+                encoder = SampleEncoder(formats[0], fields, attributes).encode
+            self._encoders[key] = encoder
+        return encoder
 
     def client_id(self, device: DeviceInfo) -> str:
         """The MQTT client id of a device: its id (a second run with the same ids takes over)."""

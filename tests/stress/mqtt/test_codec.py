@@ -130,3 +130,53 @@ def test_random_bytes_give_protocol_errors_or_packets_never_crashes(data: bytes,
                 codec.parse_disconnect(body, version)
     except ProtocolError:
         pass
+
+
+# ---------------------------------------------------------------------------- the hot paths
+
+TOPICS = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0xD7FF, blacklist_characters="+#"),
+    min_size=1,
+    max_size=40,
+).map(lambda text: text + "%")  # a '%' in every topic: the sample's template must escape it
+PAYLOADS = st.binary(max_size=300) | st.sampled_from([b"x" * 127, b"x" * 128, b"x" * 16_383, b"%b%%"])
+
+
+@given(
+    topics=st.lists(TOPICS, min_size=1, max_size=4), data=st.data(), version=st.sampled_from([MQTT311, MQTT5])
+)
+def test_a_sample_is_the_publishes_of_its_topics_back_to_back(
+    topics: list[str], data: st.DataObject, version: int
+) -> None:
+    codes = [codec.TopicCode(topic, version) for topic in topics]
+    sample = codec.SampleCode(codes)
+    for _ in range(3):  # the templates it keeps give the same bytes again
+        payloads = data.draw(st.lists(PAYLOADS, min_size=len(codes), max_size=len(codes)))
+        assert sample.publish(payloads) == b"".join(
+            code.publish(p) for code, p in zip(codes, payloads, strict=True)
+        )
+
+
+@given(
+    topic=TOPICS,
+    payload=PAYLOADS,
+    packet_id=st.integers(0, 65_535),
+    version=st.sampled_from([MQTT311, MQTT5]),
+)
+def test_append_gives_the_bytes_of_publish(topic: str, payload: bytes, packet_id: int, version: int) -> None:
+    code = codec.TopicCode(topic, version)
+    for _ in range(2):  # the second time from its kept header
+        pieces: list[bytes] = []
+        code.append(pieces, payload, packet_id)
+        assert b"".join(pieces) == code.publish(payload, 1 if packet_id else 0, packet_id)
+
+
+def test_a_sample_parses_back_into_its_messages() -> None:
+    codes = [codec.TopicCode(f"office/room-1/dev%/{attr}") for attr in ("temperature", "humidity")]
+    reader = codec.PacketReader()
+    packets = reader.feed(codec.SampleCode(codes).publish([b"21.5", b"x" * 200]))
+    parsed = [codec.parse_publish(first, body, MQTT311) for first, body in packets]
+    assert [(p.topic, p.payload) for p in parsed] == [
+        ("office/room-1/dev%/temperature", b"21.5"),
+        ("office/room-1/dev%/humidity", b"x" * 200),
+    ]
