@@ -237,7 +237,7 @@ def write_state(profile: Profile, env: Mapping[str, str], owner: tuple[int, int]
             backup = dynsec_path.with_suffix(".json.corrupt")
             shutil.copyfile(dynsec_path, backup)
             print(f"warning: {dynsec_path} was not valid JSON ({exc}); kept as {backup}", file=sys.stderr)
-    _write_private(dynsec_path, json.dumps(render_dynsec(existing, env), indent=2) + "\n")
+    write_private(dynsec_path, json.dumps(render_dynsec(existing, env), indent=2) + "\n")
     written = [state, dynsec_path, state / "mosquitto.conf"]
     # The broker reads its certificate after dropping privileges, so it gets its own copies,
     # readable by it alone, wherever (and however privately) the originals are kept.
@@ -246,17 +246,17 @@ def write_state(profile: Profile, env: Mapping[str, str], owner: tuple[int, int]
     if tls_enabled(profile.tls_dir):
         tls_copy.mkdir(mode=0o700)
         for name in ("server.crt", "server.key"):
-            _write_private(tls_copy / name, (profile.tls_dir / name).read_text())
+            write_private(tls_copy / name, (profile.tls_dir / name).read_text())
             written.append(tls_copy / name)
         written.append(tls_copy)
-    _write_private(state / "mosquitto.conf", render_config(profile, tls_copy))
+    write_private(state / "mosquitto.conf", render_config(profile, tls_copy))
     if owner is not None and os.geteuid() == 0:
         for path in written:
             os.chown(path, *owner)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace a file atomically, readable by its owner only (it holds password hashes)."""
+def write_private(path: Path, text: str) -> None:
+    """Replace a file atomically, readable by its owner only (for secrets and password hashes)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

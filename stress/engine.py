@@ -379,12 +379,17 @@ class Engine:
             self._close_second(final=True)
         return self.seconds
 
-    def stop(self, reason: str) -> None:
-        """End the run early (a signal, a collapse): the timeline stops, the run drains."""
+    def stop(self, reason: str, *, drain: bool = True) -> None:
+        """End the run early (a signal, a collapse): the timeline stops, the run drains.
+
+        A second stop, or ``drain=False``, skips the drain: nobody waits for acknowledgements.
+        """
         if self.stopped is None:
             self.stopped = reason
         else:
-            self._skip_drain = True  # a second signal: stop waiting for acknowledgements
+            drain = False
+        if not drain:
+            self._skip_drain = True
         self._stop.set()
 
     async def _wait_or_stop(self, waitable: Awaitable[T]) -> T | None:

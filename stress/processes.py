@@ -140,8 +140,7 @@ async def _work(
                 elif kind == "stop":
                     engine.stop(value)
         except GONE:  # the parent is gone: nobody will read the results
-            engine.stop("the parent process exited")
-            engine.stop("the parent process exited")
+            engine.stop("the parent process exited", drain=False)
 
     listener = asyncio.create_task(listen())
     loop.add_signal_handler(signal.SIGTERM, engine.stop, "signal SIGTERM")

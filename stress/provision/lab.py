@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import secrets
 import string
@@ -28,10 +27,10 @@ from typing import Any
 from labctl import broker
 from stress.provision.dynsec import Command, ControlError, DynamicSecurity, Response
 from stress.targets.lab import lab_env, lab_port
+from stress.targets.lab import read_credentials as read_device_passwords
 
 #: The text name of every account made here (and the only ones ``deprovision`` removes).
 MARK = "stress provision"
-DEFAULT_CREDENTIALS = Path("data/provisioning/lab-devices.csv")
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -78,21 +77,7 @@ def new_password() -> str:
 
 def read_credentials(path: Path) -> dict[str, str]:
     """``device -> password`` from a credentials file; empty when there is none yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProvisionError(f"cannot read {path}: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    try:
-        rows = list(reader)
-        header = reader.fieldnames or []
-    except csv.Error as exc:
-        raise ProvisionError(f"{path} is not a device,password CSV file ({exc}): move it away") from None
-    if text.strip() and not {"device", "password"} <= set(header):
-        raise ProvisionError(f"{path} is not a device,password CSV file: move it away or pass --credentials")
-    return {row["device"]: row["password"] for row in rows if row.get("device") and row.get("password")}
+    return read_device_passwords(path) if path.exists() else {}
 
 
 def write_credentials(path: Path, passwords: dict[str, str]) -> None:
@@ -102,12 +87,7 @@ def write_credentials(path: Path, passwords: dict[str, str]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["device", "password"])
     writer.writerows(sorted(passwords.items()))
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(buffer.getvalue())
-    temporary.replace(path)
+    broker.write_private(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------- commands

@@ -22,13 +22,16 @@ def read_credentials(path: Path) -> dict[str, str]:
     """``device -> password`` from a credentials file (CSV with a ``device,password`` header)."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows = list(reader)
     except OSError as exc:
         raise ScenarioError(f"cannot read --credentials {path}: {exc.strerror}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise ScenarioError(f"--credentials {path} is not a device,password CSV file: {exc}") from None
-    if rows and not {"device", "password"} <= set(rows[0]):
-        raise ScenarioError(f"--credentials {path} needs the columns device,password")
+    if reader.fieldnames is not None and not {"device", "password"} <= set(reader.fieldnames):
+        raise ScenarioError(
+            f"--credentials {path} is not a device,password CSV file: it needs the columns device,password"
+        )
     return {row["device"]: row["password"] for row in rows if row.get("device")}
 
 
