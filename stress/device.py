@@ -110,7 +110,7 @@ class Device:
         self.state = CONNECTING
         try:
             session = await open_session(
-                engine.scenario.broker.host,
+                engine.address,
                 engine.scenario.broker.port,
                 self.options,
                 self,

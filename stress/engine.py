@@ -15,9 +15,11 @@ drains (waits for acknowledgements and end-to-end deliveries) and every device d
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import random
+import socket
 import ssl
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from typing import TypeVar
 from stress.behaviours import DeviceInfo, load
 from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sampled
 from stress.meter import Meter, Second
+from stress.mqtt.session import wait_closed
 from stress.observer import Observer
 from stress.scenario import Scenario, Stage, device_name
 from stress.targets import build
@@ -38,6 +41,8 @@ TICK = 0.001
 _NUDGE = 1e-6
 #: Most time one tick spends on the ready list before letting the loop breathe.
 READY_BUDGET = 0.02
+#: Connection attempts the connector starts before it lets the rest of the loop run.
+CONNECT_BATCH = 32
 GOLDEN = (math.sqrt(5) - 1) / 2
 T = TypeVar("T")
 
@@ -80,6 +85,8 @@ class Engine:
         self.burst = scenario.stages[0].burst
         self.anchor = math.inf
         self.tls, self.server_hostname = self._tls()
+        #: Where devices connect: the broker's host, its name looked up once (``_look_up``).
+        self.address = scenario.broker.host
         self.rng = random.Random(scenario.seed * 7_919 + self.indexes.start)
         self.devices: dict[int, Device] = {}
         self.sampled = {i for i in pick_sampled(scenario.devices, scenario.e2e_devices) if i in self.indexes}
@@ -94,6 +101,9 @@ class Engine:
         self._ready: deque[Device] = deque()
         self._last_slot = int(self.loop.time() / TICK)
         self._connect_queue: deque[Device] = deque()
+        #: Devices of the fleet not created yet (the connector creates them as it goes).
+        self._unborn: deque[int] = deque()
+        self._unborn_set: set[int] = set()
         self._connect_wakeup = asyncio.Event()
         self._connecting = 0
         self._first_attempts = 0
@@ -113,6 +123,31 @@ class Engine:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context, broker.host
+
+    async def _look_up(self) -> None:
+        """Look the broker's name up once, not once per connection (a fleet of thousands would
+        send a DNS query each): its first address that takes a TCP connection is used for the
+        whole run. An address given as such, or a name that does not resolve or connect, is used
+        as it is, so each attempt reports its own failure."""
+        broker = self.scenario.broker
+        try:
+            ipaddress.ip_address(broker.host)
+            return
+        except ValueError:
+            pass
+        try:
+            found = await self.loop.getaddrinfo(broker.host, broker.port, type=socket.SOCK_STREAM)
+        except OSError:
+            return
+        for address in dict.fromkeys(str(entry[4][0]) for entry in found):
+            try:
+                async with asyncio.timeout(self.scenario.connect_timeout):
+                    transport, _ = await self.loop.create_connection(asyncio.Protocol, address, broker.port)
+            except (OSError, TimeoutError):
+                continue
+            transport.close()
+            self.address = address
+            return
 
     def info(self, index: int) -> DeviceInfo:
         """Who device ``index`` of the fleet is: ``<prefix>00001`` in ``room-01``..."""
@@ -256,13 +291,20 @@ class Engine:
         limit = scenario.connect_concurrency
         spacing = 1.0 / scenario.connect_rate if scenario.connect_rate else 0.0
         next_start = self.loop.time()
+        started = 0
         while True:
-            while not self._connect_queue or self._connecting >= limit:
+            while not (self._connect_queue or self._unborn) or self._connecting >= limit or self.stopped:
                 self._connect_wakeup.clear()
                 await self._connect_wakeup.wait()
-            device = self._connect_queue.popleft()
-            if device.state in (STOPPED, CONNECTED):
-                continue
+            if self._connect_queue:
+                device = self._connect_queue.popleft()
+                if device.state in (STOPPED, CONNECTED):
+                    continue
+            else:
+                device = self._birth(self._unborn.popleft())
+            started += 1
+            if not started % CONNECT_BATCH:
+                await asyncio.sleep(0)  # the clock's tick goes first
             if spacing:
                 next_start = max(next_start + spacing, self.loop.time())
                 delay = next_start - self.loop.time()
@@ -293,14 +335,18 @@ class Engine:
     # ------------------------------------------------------------------ timeline
 
     def _resize(self, size: int, now: float) -> None:
-        wanted = [i for i in self.indexes if i < size]
-        for index in wanted:
-            if index not in self.devices:
-                device = self._device(index)
-                self.devices[index] = device
-                device.behaviour.start(now)
+        """Make the fleet ``size`` devices: new ones wait for the connector to create them."""
+        indexes = self.indexes
+        for index in range(indexes.start, min(indexes.stop, size), indexes.step):
+            if index not in self.devices and index not in self._unborn_set:
+                self._unborn.append(index)
+                self._unborn_set.add(index)
                 self._first_attempts += 1
-                self.request_connect(device)
+        dropped = [i for i in self._unborn if i >= size]
+        if dropped:
+            self._unborn = deque(i for i in self._unborn if i < size)
+            self._unborn_set.difference_update(dropped)
+            self._first_attempts -= len(dropped)
         for index in [i for i in self.devices if i >= size]:
             device = self.devices.pop(index)
             if device.counted:
@@ -310,6 +356,16 @@ class Engine:
             self._first_done.set()
         else:
             self._first_done.clear()
+            self._connect_wakeup.set()
+
+    def _birth(self, index: int) -> Device:
+        """Create device ``index`` (when its first connection is about to start, so a large
+        fleet, or a ramp stage that adds thousands, never holds the loop while it is built)."""
+        self._unborn_set.discard(index)
+        device = self._device(index)
+        self.devices[index] = device
+        device.behaviour.start(self.loop.time())
+        return device
 
     def _begin_stage(self, stage: Stage, anchor: float) -> None:
         """Put every connected device on the stage's grid, which starts at ``anchor``."""
@@ -335,6 +391,7 @@ class Engine:
         self.loop.call_soon(self._tick)
         self.meter.set_phase("connect", loop.time())
         try:
+            await self._look_up()
             await self._start_observer()
             stages = scenario.stages
             self._resize(stages[0].devices, loop.time())
@@ -365,9 +422,12 @@ class Engine:
             await self._drain()
         finally:
             now = loop.time()
+            sessions = [device.session for device in self.devices.values() if device.session is not None]
             for device in self.devices.values():
                 device.stop(now)
             if self.observer is not None:
+                if self.observer.session is not None:
+                    sessions.append(self.observer.session)
                 self.observer.close()
             self._stop.set()
             self.meter.set_phase("done", now)
@@ -376,6 +436,8 @@ class Engine:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
+            # The broker closes each connection after its DISCONNECT (this machine's ports stay free)
+            await wait_closed(sessions)
             self._close_second(final=True)
         return self.seconds
 

@@ -38,6 +38,9 @@ COLUMNS = (
 
 DEFAULT_ROOT = Path("data/runs")
 
+#: One encoder for every event line (``json.dumps`` with options builds a new one per call).
+_event_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def new_run_id(target: str, devices: int) -> str:
     """``YYYYmmdd-HHMMSS-<target>-<devices>`` (UTC)."""
@@ -103,7 +106,7 @@ class RunFolder:
 
     def event(self, event: Event) -> None:
         """Append one event line (device names and reasons are stored as given: JSON escapes them)."""
-        self._events.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._events.write(_event_json(event) + "\n")
 
     def second(self, second: Second) -> None:
         """Append one row, and the per-second error counts as ``errors`` events."""

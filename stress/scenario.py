@@ -7,6 +7,7 @@ run is one stage, a ramp is several.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,7 @@ class Scenario:
         if self.devices > 9_999_999:
             raise ScenarioError("at most 9,999,999 devices")
 
-    @property
+    @functools.cached_property
     def devices(self) -> int:
         """The largest fleet of the timeline."""
         return max(stage.devices for stage in self.stages)

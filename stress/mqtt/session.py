@@ -11,8 +11,8 @@ Callbacks (``SessionHandler``) run on the event loop and must stay short.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
+from collections.abc import Iterable
 from typing import Protocol, cast
 
 from stress.mqtt import codec
@@ -21,6 +21,8 @@ from stress.mqtt.reasons import classify_exception, connack_reason, describe_con
 
 #: Bytes the transport may hold before ``pause_writing``; small, so "sent" stays close to "in the kernel".
 WRITE_HIGH_WATER = 32 * 1024
+#: Seconds ``Session.close`` leaves the broker to close the connection after DISCONNECT.
+CLOSE_WAIT_S = 1.0
 
 
 class SessionHandler(Protocol):
@@ -70,15 +72,14 @@ class Session(asyncio.Protocol):
         self._lost_reason: tuple[str, str] | None = None
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._next_sub_id = 0
+        #: Set by ``close`` when it leaves the broker to close the connection; done once closed.
+        self.gone: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Send CONNECT as soon as the socket is up."""
+        """Send CONNECT as soon as the socket is up (both event loops set TCP_NODELAY themselves)."""
         self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.transport.write(codec.connect(self.options))
         self.last_out = asyncio.get_running_loop().time()
@@ -142,6 +143,8 @@ class Session(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(ConnectError(reason, detail))
         self._subacks.clear()
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
         if was_connected and not self._closing and self.handler is not None:
             self.handler.on_lost(reason, detail)
 
@@ -205,12 +208,25 @@ class Session(asyncio.Protocol):
         return None
 
     def close(self) -> None:
-        """DISCONNECT and close; no ``on_lost`` follows."""
+        """DISCONNECT, and leave the broker to close the connection; no ``on_lost`` follows.
+
+        The side that closes first keeps the connection's address in TIME_WAIT for a minute.
+        When that is the broker, this machine's local ports stay free for the next run (a
+        fleet of tens of thousands would otherwise find them taken). A broker that has not
+        closed within ``CLOSE_WAIT_S`` has the connection closed here.
+        """
+        if self._closing:
+            return
         self._closing = True
         transport = self.transport
-        if transport is not None:
-            if self.connected:
-                transport.write(codec.disconnect(self.version))
+        if transport is None:
+            return
+        if self.connected:
+            transport.write(codec.disconnect(self.version))
+            loop = asyncio.get_running_loop()
+            self.gone = loop.create_future()
+            loop.call_later(CLOSE_WAIT_S, transport.close)
+        else:
             transport.close()
 
     def abort(self) -> None:
@@ -259,6 +275,13 @@ class Session(asyncio.Protocol):
         waiter = self._subacks.get(packet_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(codes)
+
+
+async def wait_closed(sessions: Iterable[Session]) -> None:
+    """Until every one of ``sessions`` is closed (``Session.close`` bounds how long)."""
+    pending = [s.gone for s in sessions if s.gone is not None and not s.gone.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=CLOSE_WAIT_S * 2)
 
 
 async def open_session(

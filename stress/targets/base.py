@@ -86,11 +86,19 @@ class Template:
             fields.append(name)
         return cls(text, tuple(fields))
 
+    @functools.cached_property
+    def _slots(self) -> tuple[tuple[str, str | None], ...]:
+        """The template once parsed: (literal text with ``%`` doubled, the placeholder after it)."""
+        return tuple(
+            (literal_text.replace("%", "%%"), name)
+            for literal_text, name, _spec, _conversion in string.Formatter().parse(self.text)
+        )
+
     def fill(self, values: Mapping[str, str]) -> str:
         """Fill the static placeholders; dynamic ones stay as ``%b`` slots (literal ``%`` doubled)."""
         out: list[str] = []
-        for literal_text, name, _spec, _conversion in string.Formatter().parse(self.text):
-            out.append(literal_text.replace("%", "%%"))
+        for literal_text, name in self._slots:
+            out.append(literal_text)
             if name is not None:
                 out.append("%b" if name in DYNAMIC_FIELDS else values[name].replace("%", "%%"))
         return "".join(out)

@@ -10,6 +10,7 @@ own timestamp, and from which the end-to-end subscriber (the fleet account) time
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 from stress.behaviours import DeviceInfo
@@ -85,7 +86,7 @@ class LabTarget(MqttTarget):
                 "lab's .env, see --env-file) or per-device accounts "
                 "(--credentials FILE from stress provision)"
             )
-        super().__init__(Scenario(**{**scenario.__dict__, "options": options}))
+        super().__init__(dataclasses.replace(scenario, options=options))
         self.passwords = read_credentials(Path(credentials)) if credentials else None
 
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:

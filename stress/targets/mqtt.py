@@ -69,6 +69,8 @@ class MqttTarget(Target):
             raise ScenarioError("--command-topic must contain {attr}: the attribute a command sets")
         self._ts_pattern = self.payload_template.pattern() if "ts" in self.payload_template.fields else None
         self._encoders: dict[tuple[tuple[str, ...], tuple[str, ...]], Encoder] = {}
+        #: Whether every device's payloads share one form (the template names no room or device).
+        self._payload_same = not {"room", "device", "root"} & set(self.payload_template.fields)
 
     def _static(self, device: DeviceInfo, attr: str = "") -> dict[str, str]:
         return {"root": self.root, "room": device.room, "device": device.device_id, "attr": attr}
@@ -85,6 +87,10 @@ class MqttTarget(Target):
         return out
 
     def encoder(self, device: DeviceInfo, attributes: Sequence[str]) -> Encoder:
+        if self._payload_same:  # no per-device placeholder: one encoder per attribute list
+            encoder = self._encoders.get(((), tuple(attributes)))
+            if encoder is not None:
+                return encoder
         fields = [name for name in self.payload_template.fields if name in DYNAMIC_FIELDS]
         if self.per_attribute:
             formats = tuple(self.payload_template.fill(self._static(device, attr)) for attr in attributes)
@@ -92,7 +98,7 @@ class MqttTarget(Target):
             formats = (self.payload_template.fill(self._static(device)),)
         # Devices whose payloads differ only in their values share an encoder: it holds no state,
         # and one object the whole fleet touches stays in the CPU's cache
-        key = (formats, tuple(attributes))
+        key = ((), tuple(attributes)) if self._payload_same else (formats, tuple(attributes))
         encoder = self._encoders.get(key)
         if encoder is None:
             if self.per_attribute:

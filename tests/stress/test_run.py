@@ -114,6 +114,44 @@ def test_the_fleet_reconnects_after_a_broker_restart(own_broker: PlainBroker, tm
     assert int(last_run["acked"]) > 0
 
 
+def client_side_time_waits(port: int) -> set[str]:
+    """Connections to ``port`` that this machine's side closed first (TIME_WAIT, remote port ``port``)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if state == "06" and int(remote.rsplit(":", 1)[1], 16) == port:
+                found.add(f"{local}-{remote}")
+    return found
+
+
+def test_the_broker_closes_first_so_no_local_port_is_held_after_a_run(
+    own_broker: PlainBroker, tmp_path: Path
+) -> None:
+    before = client_side_time_waits(own_broker.port)
+    summary = run(scenario(own_broker.port, tmp_path / "run", duration=1, e2e_devices=5), quiet=True)
+    assert summary["connections_peak"] == 20
+    assert summary["stopped"] == "completed"
+    # Every device (and the end-to-end subscriber) sent DISCONNECT and waited for the broker to close
+    assert client_side_time_waits(own_broker.port) - before == set()
+
+
+def test_a_broker_name_is_looked_up_and_connected_to(broker: PlainBroker, tmp_path: Path) -> None:
+    # "localhost" may resolve to ::1 first, where the broker does not listen: 127.0.0.1 is used
+    base = scenario(broker.port, tmp_path / "run", duration=1)
+    summary = run(replace(base, broker=Broker(host="localhost", port=broker.port)), quiet=True)
+    assert summary["connections_peak"] == 20
+    assert summary["errors_by_reason"] == {}
+
+
+def test_a_broker_name_that_does_not_resolve_is_classified(tmp_path: Path) -> None:
+    base = scenario(1883, tmp_path / "run", duration=1, devices=3, connect_timeout=2.0)
+    summary = run(replace(base, broker=Broker(host="no-such-host.invalid", port=1883)), quiet=True)
+    assert summary["connections_peak"] == 0
+    assert summary["errors_by_reason"].get("dns", 0) >= 3
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_bad_credentials_are_classified(auth_broker: PlainBroker, tmp_path: Path, protocol: str) -> None:
     bad = scenario(
