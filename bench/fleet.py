@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import itertools
 import json
 import os
@@ -339,7 +338,8 @@ class Outcome:
         return (self.rss_up_kib - self.rss_one_kib) / (self.devices_up - 1)
 
     def own_connect_rate(self) -> str:
-        """The contender's own account: devices connected per second of its connect phase."""
+        """The contender's own account: devices connected per second of its connect phase
+        (the engine's from its first attempt to its last CONNACK)."""
         if self.name == "engine":
             connects = engine_connects(self)
             return f"{connects[0] / connects[1]:,.0f}" if connects and connects[1] else "-"
@@ -667,15 +667,19 @@ def connect(bench: Bench, settings: Settings) -> list[Outcome]:
     return outcomes
 
 
-def engine_connects(outcome: Outcome) -> tuple[int, int] | None:
-    """The engine's own count of its connect phase: connects, and the seconds with any."""
-    series = (outcome.out_dir or Path()) / "timeseries.csv"
-    if not series.exists():
+def engine_connects(outcome: Outcome) -> tuple[int, float] | None:
+    """The engine's own count of its connect phase: devices connected, and the run time of the
+    last one's CONNACK (``events.jsonl`` holds every connection, stamped from the run's start)."""
+    events = (outcome.out_dir or Path()) / "events.jsonl"
+    if not events.exists():
         return None
-    with series.open() as rows:
-        seconds = [int(row["connects"] or 0) for row in csv.DictReader(rows)]
-    busy = [n for n in seconds if n]
-    return sum(busy), len(busy)
+    connects, last = 0, 0.0
+    with events.open() as lines:
+        for line in lines:
+            if '"event":"connected"' in line:
+                connects += 1
+                last = max(last, json.loads(line)["t"])
+    return connects, last
 
 
 def engine_messages_per_instant() -> int:

@@ -305,10 +305,8 @@ class SampleCode:
         self._templates: dict[tuple[int, ...], bytes] = {}
         #: Per topic, what follows the remaining length (the topic, MQTT 5's empty properties)
         #: and its length; the template holds it with ``%`` escaped, then the payload's slot.
-        self._slots = [
-            (len(tail), tail.replace(b"%", b"%%") + b"%b")
-            for tail in (topic._topic_field + topic._after_id for topic in self.topics)
-        ]
+        #: Made with the first template (a device connecting does not pay for it).
+        self._slots: list[tuple[int, bytes]] | None = None
 
     def publish(self, payloads: Sequence[bytes]) -> bytes:
         """A QoS 0 PUBLISH of each payload to its topic, in order, as one run of bytes."""
@@ -319,6 +317,11 @@ class SampleCode:
         return template % tuple(payloads)
 
     def _template(self, lengths: tuple[int, ...]) -> bytes:
+        if self._slots is None:
+            self._slots = [
+                (len(tail), tail.replace(b"%", b"%%") + b"%b")
+                for tail in (topic._topic_field + topic._after_id for topic in self.topics)
+            ]
         template = b"".join(
             b"\x30" + remaining(size + length).replace(b"%", b"%%") + slot
             for (size, slot), length in zip(self._slots, lengths, strict=True)
