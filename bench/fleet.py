@@ -19,7 +19,9 @@ Scenarios (``--scenario``, default all):
 * ``connect``: 15,000 idle devices (one message per device per hour) held by one process for
   15 s: connect rate, and resident memory per connected device;
 * ``lateness``: the engine at half its ``qos0`` rate (1,000 devices, steady; or ``--rate``), and
-  how late its messages left (``latency_ms.lateness`` of its summary.json).
+  how late its messages left (``latency_ms.lateness`` of its summary.json); twice: with the
+  engine and the broker wherever the system's scheduler puts them (*shared*), then with the
+  broker pinned to the other CPUs and the engine to the last one (``--cpus``, *apart*).
 
 **How the broker counts.** A paho subscriber in this process records, with the time it arrives,
 each ``$SYS/broker/publish/messages/received``, ``$SYS/broker/clients/connected`` and
@@ -75,6 +77,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -282,6 +285,8 @@ class Load:
     qos: int
     interval: float
     connect_timeout: float
+    #: The engine's ``--cpus`` (empty: anywhere).
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass
@@ -358,6 +363,7 @@ def contender_argv(name: str, port: int, load: Load, out_dir: Path) -> list[str]
             sys.executable,
             *("-m", "stress", "run", "--target", "mqtt", *common, *ENGINE_MESSAGES),
             *("--e2e-devices", "0", "--out", str(out_dir), "--quiet"),
+            *(("--cpus", ",".join(map(str, load.cpus))) if load.cpus else ()),
         ]
     script = {"gmqtt": "gmqtt_tasks.py", "aiomqtt": "aiomqtt_tasks.py", "paho": "paho_threads.py"}[name]
     return [
@@ -704,17 +710,41 @@ def lateness(bench: Bench, settings: Settings, engine_rate: float | None) -> Non
         f"\n== lateness: the engine at {rate:,.0f} msg/s ({devices:,} devices every {interval:.4g}s,"
         f" {engine_messages_per_instant()} messages each), QoS 0, steady =="
     )
-    outcome = run_all(
-        bench, ["engine"], Load(devices, settings.duration, 0, interval, settings.connect_timeout)
-    )[0]
-    if outcome.skipped is not None:
-        return
-    late = (outcome.report.get("latency_ms") or {}).get("lateness") or {}
-    print(
-        f"  lateness (ms): p50 {late.get('p50')}, p99 {late.get('p99')}, max {late.get('max')}"
-        f" over {count(late.get('count'))} messages; offered {count(outcome.report.get('offered_per_s'))}/s,"
-        f" broker counted {count(outcome.rate)}/s"
-    )
+    cpus = sorted(os.sched_getaffinity(0))
+    placements: list[tuple[str, tuple[int, ...]]] = [("shared", ())]
+    if len(cpus) >= 2:
+        placements.append(("apart", (cpus[-1],)))
+    for placement, engine_cpus in placements:
+        load = Load(devices, settings.duration, 0, interval, settings.connect_timeout, engine_cpus)
+        print(
+            f"- {placement}: "
+            + (
+                f"the broker on CPU {','.join(map(str, cpus[:-1]))}, the engine on CPU {engine_cpus[0]}"
+                if engine_cpus
+                else "the broker and the engine wherever the scheduler puts them"
+            )
+        )
+        with pinned(bench.broker.pid, cpus[:-1] if engine_cpus else cpus):
+            outcome = run_all(bench, ["engine"], load)[0]
+        if outcome.skipped is not None:
+            continue
+        late = (outcome.report.get("latency_ms") or {}).get("lateness") or {}
+        print(
+            f"  lateness ({placement}, ms): p50 {late.get('p50')}, p99 {late.get('p99')},"
+            f" max {late.get('max')} over {count(late.get('count'))} messages;"
+            f" offered {count(outcome.report.get('offered_per_s'))}/s, broker counted {count(outcome.rate)}/s"
+        )
+
+
+@contextlib.contextmanager
+def pinned(pid: int, cpus: list[int]) -> Iterator[None]:
+    """Process ``pid`` on ``cpus`` while inside (then back where it was)."""
+    before = os.sched_getaffinity(pid)
+    os.sched_setaffinity(pid, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(pid, before)
 
 
 # -- main ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from stress.flags import (
     Parser,
     behaviour,
     count,
+    cpus,
     env_defaults,
     port,
     positive_int,
@@ -131,6 +132,14 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         type=processes,
         default=1,
         help="worker processes the fleet is split over (auto: one per core); results are merged exactly",
+    )
+    fleet.add_argument(
+        "--cpus",
+        type=cpus,
+        default=(),
+        metavar="LIST",
+        help="CPUs the generator runs on, such as 1 or 2-3 (default: any); with --processes, each "
+        "worker takes one in turn. Keep the generator off the broker's CPUs when both share a machine",
     )
 
     timing = run.add_argument_group("connections and timing")
@@ -277,6 +286,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         sample_every=args.sample_every,
         seed=args.seed,
         processes=args.processes,
+        cpus=args.cpus,
         out=args.out,
         options=options,
     )

@@ -87,6 +87,17 @@ def processes(text: str) -> int:
     return positive_int(text)
 
 
+def cpus(text: str) -> tuple[int, ...]:
+    """A CPU list such as ``1``, ``0,2`` or ``2-3`` (as taskset takes it), sorted; empty: all."""
+    found: set[int] = set()
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        low, _, high = part.partition("-")
+        if not (low.isdigit() and (not high or high.isdigit())) or (high and int(high) < int(low)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list such as 1, 0,2 or 2-3")
+        found.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(found))
+
+
 def port(text: str) -> int:
     """A TCP port."""
     value = int(_number(text, int, "a port number"))

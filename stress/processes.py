@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import pickle
 import signal
 import socket
@@ -99,9 +100,20 @@ class Channel:
 GONE = (asyncio.IncompleteReadError, ConnectionError)
 
 
-def work(sock: socket.socket, scenario: Scenario, indexes: range, start: float, wall_start: float) -> None:
-    """A worker process: run this share of the fleet and report to the parent over ``sock``."""
+def work(
+    sock: socket.socket,
+    scenario: Scenario,
+    indexes: range,
+    start: float,
+    wall_start: float,
+    *,
+    cpu: int | None = None,
+) -> None:
+    """A worker process: run this share of the fleet and report to the parent over ``sock``
+    (on CPU ``cpu`` alone, when given)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpu is not None:
+        os.sched_setaffinity(0, (cpu,))
     with asyncio.Runner(loop_factory=new_loop) as runner:
         runner.run(_work(sock, scenario, indexes, start, wall_start))
 
@@ -199,11 +211,14 @@ class Fleet:
     def launch(self) -> None:
         """Start one worker per share of the fleet."""
         context = multiprocessing.get_context("spawn")
+        cpus = self.scenario.cpus
         for number, indexes in enumerate(split(self.scenario.devices, self.scenario.processes)):
             mine, theirs = socket.socketpair()
+            cpu = cpus[number % len(cpus)] if cpus else None
             process = context.Process(
                 target=work,
                 args=(theirs, self.scenario, indexes, self.start, self.wall_start),
+                kwargs={"cpu": cpu},
                 name=f"stress-worker-{number}",
                 daemon=True,
             )

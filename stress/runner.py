@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -61,7 +62,7 @@ def run(
 
     facts.processes = len(split_fleet(scenario.devices, scenario.processes))
     try:
-        with asyncio.Runner(loop_factory=new_loop) as runner:
+        with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
             whole = _here if facts.processes == 1 else _split
             runner.run(whole(scenario, facts, closed, folder.event))
     except BaseException as exc:
@@ -113,6 +114,20 @@ async def _split(
             facts.stopped = ending.stopped or facts.stopped
             facts.notes.extend(fleet.failures)
             _note_observer(facts, scenario, ending.observed, ending.unreadable)
+
+
+@contextlib.contextmanager
+def _pinned(cpus: tuple[int, ...]) -> Iterator[None]:
+    """This process (and the workers it starts) on ``cpus`` while inside; none: unchanged."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -92,6 +94,9 @@ class Scenario:
     seed: int = 1
     #: Worker processes the fleet is split over (1: this process runs it).
     processes: int = 1
+    #: CPUs the generator's processes run on (empty: wherever the system puts them); with
+    #: several processes, worker ``n`` runs on ``cpus[n % len(cpus)]`` alone.
+    cpus: tuple[int, ...] = ()
     out: Path | None = None
     #: Target-specific settings (templates, credentials), already validated by the target.
     options: dict[str, str] = field(default_factory=dict)
@@ -122,6 +127,12 @@ class Scenario:
         for ok, message in checks:
             if not ok:
                 raise ScenarioError(message)
+        allowed = os.sched_getaffinity(0)
+        refused = [cpu for cpu in self.cpus if cpu not in allowed]
+        if refused:
+            raise ScenarioError(
+                f"--cpus: CPU {refused[0]} is not one this process may use ({cpu_list(allowed)})"
+            )
         if self.devices > 9_999_999:
             raise ScenarioError("at most 9,999,999 devices")
 
@@ -171,3 +182,15 @@ def timeline(
     if shape not in SHAPES:
         raise ScenarioError(f"unknown shape {shape!r}: choose one of {', '.join(SHAPES)}")
     return (Stage(devices, interval, duration, burst=shape == "burst"),)
+
+
+def cpu_list(cpus: Iterable[int]) -> str:
+    """CPUs written as a list with ranges: ``0-3,6``."""
+    ordered = sorted(cpus)
+    runs: list[list[int]] = []
+    for cpu in ordered:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)

@@ -175,6 +175,7 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
             "cpu_percent": round(100 * cpu_s / wall_s, 1),
             "busiest_process_cpu_percent": round(100 * busiest_s / wall_s, 1),
             "overruns": total.overruns,
+            "cpus": list(scenario.cpus) or None,
             "saturated": bool(running) and saturated_seconds >= SATURATED_SHARE * len(running),
         },
         "collapse": collapse(seconds, scenario.collapse_share, scenario.qos),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -295,6 +296,37 @@ def test_two_processes_split_the_fleet_and_merge_exactly(broker: PlainBroker, tm
     ]
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs to tell apart")
+def test_cpus_pin_the_generator_and_each_worker_to_its_own(broker: PlainBroker, tmp_path: Path) -> None:
+    before = os.sched_getaffinity(0)
+    first, second = sorted(before)[:2]
+    seen: list[set[int]] = []
+    workers: dict[int, set[int]] = {}
+
+    def watch(_second: object) -> None:
+        seen.append(os.sched_getaffinity(0))
+        for child in multiprocessing.active_children():
+            if child.name.startswith("stress-worker-") and child.pid is not None:
+                workers[int(child.name.rsplit("-", 1)[1])] = os.sched_getaffinity(child.pid)
+
+    alone = run(
+        scenario(broker.port, tmp_path / "one", duration=1, cpus=(second,)), quiet=True, on_second=watch
+    )
+    assert seen and all(cpus == {second} for cpus in seen)
+    assert alone["generator"]["cpus"] == [second]
+    assert os.sched_getaffinity(0) == before  # given back after the run
+    seen.clear()
+    split = run(
+        scenario(broker.port, tmp_path / "two", duration=1, processes=2, cpus=(first, second)),
+        quiet=True,
+        on_second=watch,
+    )
+    assert split["sent"] == 20 * 2 * ATTRIBUTES
+    assert workers == {0: {first}, 1: {second}}
+    assert all(cpus == {first, second} for cpus in seen)  # this process merges on both
+    assert os.sched_getaffinity(0) == before
+
+
 def test_a_signal_stops_every_process_once(broker: PlainBroker, tmp_path: Path) -> None:
     # A terminal's Ctrl-C reaches the whole process group: the run drains once, not twice
     out = tmp_path / "run"
@@ -419,6 +451,10 @@ HOSTILE = [
     (["--processes", "0"], "--processes"),
     (["--processes", "many"], "--processes"),
     (["--processes", "5000"], "--processes"),
+    (["--cpus", "two"], "--cpus"),
+    (["--cpus", "3-1"], "--cpus"),
+    (["--cpus", "-1"], "--cpus"),
+    (["--cpus", "4096"], "--cpus"),
 ]
 
 
