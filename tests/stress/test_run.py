@@ -115,14 +115,15 @@ def test_the_fleet_reconnects_after_a_broker_restart(own_broker: PlainBroker, tm
     assert int(last_run["acked"]) > 0
 
 
-def client_side_time_waits(port: int) -> set[str]:
-    """Connections to ``port`` that this machine's side closed first (TIME_WAIT, remote port ``port``)."""
+def client_side(port: int, state: str | None = None) -> set[str]:
+    """This machine's connections to ``port`` (remote port ``port``), in ``state`` if given
+    (``06``: TIME_WAIT, the side that closed first)."""
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state == "06" and int(remote.rsplit(":", 1)[1], 16) == port:
+            local, remote = fields[1], fields[2]
+            if int(remote.rsplit(":", 1)[1], 16) == port and state in (None, fields[3]):
                 found.add(f"{local}-{remote}")
     return found
 
@@ -130,12 +131,18 @@ def client_side_time_waits(port: int) -> set[str]:
 def test_the_broker_closes_first_so_no_local_port_is_held_after_a_run(
     own_broker: PlainBroker, tmp_path: Path
 ) -> None:
-    before = client_side_time_waits(own_broker.port)
+    # The fixture's own readiness probe closed first: it may still be on its way to TIME_WAIT
+    before = client_side(own_broker.port)
     summary = run(scenario(own_broker.port, tmp_path / "run", duration=1, e2e_devices=5), quiet=True)
     assert summary["connections_peak"] == 20
     assert summary["stopped"] == "completed"
+    # Connections that are still closing (FIN_WAIT) have not chosen their side yet: wait for them
+    deadline = time.monotonic() + 10
+    while client_side(own_broker.port) - client_side(own_broker.port, "06") - before:
+        assert time.monotonic() < deadline, "connections still closing after 10 s"
+        time.sleep(0.05)
     # Every device (and the end-to-end subscriber) sent DISCONNECT and waited for the broker to close
-    assert client_side_time_waits(own_broker.port) - before == set()
+    assert client_side(own_broker.port, "06") - before == set()
 
 
 def test_a_broker_name_is_looked_up_and_connected_to(broker: PlainBroker, tmp_path: Path) -> None:
