@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from stress.behaviours import BUILTIN
+from stress.control import SteerError
+from stress.control_cli import COMMANDS as CONTROL_COMMANDS
+from stress.control_cli import add_parsers as add_control_parsers
+from stress.control_cli import command_control
 from stress.flags import (
     Parser,
     behaviour,
@@ -204,6 +208,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     add_run_parser(commands)
     add_provision_parsers(commands)
+    add_control_parsers(commands)
     report = commands.add_parser(
         "report",
         help="print a run's summary and write its report.html",
@@ -311,13 +316,13 @@ def command_run(args: argparse.Namespace) -> int:
         text, html = "", None
     print(text)
     print(f"run folder: {summary.folder}" + (f"  (report: {html})" if html else ""))
-    if summary["connections_peak"] == 0:
+    stopped = summary["stopped"]
+    if summary["connections_peak"] == 0 and (summary["errors_by_reason"] or stopped == "completed"):
         reasons = (
             ", ".join(f"{reason} x{n}" for reason, n in summary["errors_by_reason"].items()) or "no answer"
         )
         print(f"stress: error: no device could connect ({reasons})", file=sys.stderr)
         return 1
-    stopped = summary["stopped"]
     if stopped.startswith("error"):
         print(f"stress: {stopped} (the summary covers the run up to then)", file=sys.stderr)
         return 1
@@ -356,10 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": command_report,
         "provision": command_provision,
         "deprovision": command_deprovision,
+        **dict.fromkeys(CONTROL_COMMANDS, command_control),
     }
     try:
         return handlers[args.command](args)
-    except (ProvisionError, ControlError) as exc:
+    except (ProvisionError, ControlError, SteerError) as exc:
         if debug:
             raise
         print(f"stress {args.command}: error: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ class Device:
         "due",
         "encode",
         "engine",
+        "held",
         "inflight",
         "info",
         "joined",
@@ -92,6 +93,8 @@ class Device:
         self.last_payload = b""
         self.attempts = 0
         self.due = math.inf
+        #: Paused by ``stress pause``: connected, silent, off the schedule until resumed.
+        self.held = False
         self.offset = 0.0
         self.slot = -1
         self.joined = False
@@ -235,6 +238,8 @@ class Device:
 
     def fire(self, now: float, epoch_ms: float) -> None:
         """Send every sample due by ``now`` that the connection takes; reschedule."""
+        if self.held:
+            return
         engine = self.engine
         interval = engine.interval
         if interval <= 0:

@@ -15,6 +15,7 @@ drains (waits for acknowledgements and end-to-end deliveries) and every device d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -23,7 +24,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from stress.behaviours import DeviceInfo, load
@@ -31,7 +32,7 @@ from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sample
 from stress.meter import Meter, Second
 from stress.mqtt.session import wait_closed
 from stress.observer import Observer
-from stress.scenario import Scenario, Stage, device_name
+from stress.scenario import MAX_DEVICES, Scenario, Stage, device_name
 from stress.targets import build
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ class Engine:
         self.scenario = scenario
         self.loop = asyncio.get_running_loop()
         #: Which devices of the fleet this process runs (all of them unless split over processes).
-        self.indexes = indexes if indexes is not None else range(scenario.devices)
+        #: (``stress scale`` may grow the fleet past the timeline's largest, so the share is open-ended.)
+        share = indexes if indexes is not None else range(scenario.devices)
+        self.indexes = range(share.start, MAX_DEVICES, share.step)
         self.meter = meter or Meter(self.loop.time())
         self.start = self.meter.start
         self.on_second = on_second
@@ -110,6 +113,13 @@ class Engine:
         self._first_done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.observer: Observer | None = None
+        #: Devices paused by ``stress pause`` (indexes; those not created yet are paused at birth).
+        self.held: set[int] = set()
+        #: The fleet size and interval asked by ``stress scale`` and ``stress rate``, for the
+        #: current stage (the timeline's next stage brings its own).
+        self._asked_size: int | None = None
+        self._asked_interval: float | None = None
+        self._stage = scenario.stages[0]
         self.seconds: list[Second] = []
 
     # ------------------------------------------------------------------ setup
@@ -253,6 +263,9 @@ class Engine:
         self._join(device, now)
 
     def _join(self, device: Device, now: float) -> None:
+        if device.held:
+            device.due = math.inf
+            return
         interval = self.interval
         if interval <= 0:
             device.joined = True
@@ -332,6 +345,52 @@ class Engine:
                 if self._first_attempts <= 0:
                     self._first_done.set()
 
+    # ------------------------------------------------------------------ control (stress.control)
+
+    def set_paused(self, indexes: Iterable[int], paused: bool) -> None:
+        """Pause devices (connected and silent, nothing offered) or resume them on the grid."""
+        now = self.loop.time()
+        mine = [index for index in indexes if index in self.indexes]
+        if paused:
+            self.held.update(mine)
+        else:
+            self.held.difference_update(mine)
+        for index in mine:
+            device = self.devices.get(index)
+            if device is None or device.held == paused:
+                continue
+            device.held = paused
+            name = device.info.device_id
+            self.meter.emit({"event": "paused" if paused else "resumed", "device": name}, now)
+            device.joined = False
+            device.due = math.inf
+            device.slot = -1
+            if not paused and device.state == CONNECTED and self.publishing:
+                self._join(device, now)
+
+    def scale(self, devices: int) -> None:
+        """Make the fleet ``devices`` strong now (until the timeline's next stage)."""
+        self._asked_size = devices
+        self._resize(devices, self.loop.time())
+
+    def set_interval(self, interval: float, anchor: float | None = None) -> None:
+        """Publish every ``interval`` seconds from ``anchor`` (default now), until the next stage."""
+        self._asked_interval = interval
+        if self.publishing:
+            now = self.loop.time()
+            self._begin_stage(self._as_asked(self._stage), max(now, anchor if anchor is not None else now))
+
+    def connected_count(self) -> int:
+        """Devices connected now."""
+        return self.meter.connected
+
+    def _as_asked(self, stage: Stage) -> Stage:
+        if self._asked_size is not None:
+            stage = dataclasses.replace(stage, devices=self._asked_size)
+        if self._asked_interval is not None:
+            stage = dataclasses.replace(stage, interval=self._asked_interval)
+        return stage
+
     # ------------------------------------------------------------------ timeline
 
     def _resize(self, size: int, now: float) -> None:
@@ -363,12 +422,14 @@ class Engine:
         fleet, or a ramp stage that adds thousands, never holds the loop while it is built)."""
         self._unborn_set.discard(index)
         device = self._device(index)
+        device.held = index in self.held
         self.devices[index] = device
         device.behaviour.start(self.loop.time())
         return device
 
     def _begin_stage(self, stage: Stage, anchor: float) -> None:
         """Put every connected device on the stage's grid, which starts at ``anchor``."""
+        self._stage = stage
         self.interval = stage.interval
         self.burst = stage.burst
         self.anchor = anchor
@@ -394,16 +455,19 @@ class Engine:
             await self._look_up()
             await self._start_observer()
             stages = scenario.stages
-            self._resize(stages[0].devices, loop.time())
+            self._resize(self._asked_size if self._asked_size is not None else stages[0].devices, loop.time())
             await self._wait_or_stop(self._first_done.wait())
             begin = loop.time()
             if self.gate is not None and not self.stopped:
                 begin = await self._wait_or_stop(self.gate()) or begin
             await self._wait_or_stop(asyncio.sleep(max(0.0, begin - loop.time())))
             self.meter.set_phase("run", loop.time())
-            for stage in stages:
+            for number, planned in enumerate(stages):
                 if self.stopped:
                     break
+                if number:
+                    self._asked_size = self._asked_interval = None
+                stage = self._as_asked(planned)
                 # Stages follow each other on the clock from ``begin``, so processes stay in step
                 self._resize(stage.devices, loop.time())
                 self._begin_stage(stage, begin)

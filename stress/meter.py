@@ -48,8 +48,10 @@ class Second:
     connects: int = 0
     disconnects: int = 0
     overruns: int = 0
-    #: Devices connected at the end of the second.
+    #: Devices connected at the end of the second, and the most at once within it (over
+    #: several processes: the sum of each one's most, which they reach together when connecting).
     connected: int = 0
+    connected_peak: int = 0
     #: Devices of the fleet that have had their first chance to connect, at the end of the second.
     fleet: int = 0
     #: CPU time of the run's processes in this second (summed), and of the busiest one.
@@ -68,6 +70,7 @@ class Second:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.connected += other.connected
+        self.connected_peak += other.connected_peak
         self.fleet += other.fleet
         self.cpu_s += other.cpu_s
         self.cpu_busiest_s = max(self.cpu_busiest_s, other.cpu_busiest_s)
@@ -133,6 +136,7 @@ class Meter:
         current.connects += 1
         current.connect.record(seconds)
         self.connected += 1
+        current.connected_peak = max(current.connected_peak, self.connected)
         self.emit({"event": "connected", "device": device, "ms": round(seconds * 1000, 3)}, now)
 
     def disconnected_device(self, device: str, reason: str, now: float) -> None:
@@ -187,5 +191,5 @@ class Meter:
         done.fleet = self.fleet
         # A second is known by the phase it ended in (the last one of a run is "drain")
         done.phase = "drain" if self.phase == "done" else self.phase
-        self.current = Second(t, phase=self.phase)
+        self.current = Second(t, phase=self.phase, connected_peak=self.connected)
         return done

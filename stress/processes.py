@@ -44,6 +44,10 @@ from stress.summary import merge_by_second
 START_MARGIN_S = 0.05
 
 
+#: Seconds between the parent relaying a new interval and the instant every worker adopts it.
+RELAY_LEAD_S = 0.1
+
+
 def split(devices: int, processes: int) -> list[range]:
     """Device indexes of each process: every N-th device, so every stage splits evenly."""
     count = max(1, min(processes, devices))
@@ -151,6 +155,8 @@ async def _work(
                     go.set_result(value)
                 elif kind == "stop":
                     engine.stop(value)
+                elif kind == "control":
+                    _apply(engine, value)
         except GONE:  # the parent is gone: nobody will read the results
             engine.stop("the parent process exited", drain=False)
 
@@ -167,6 +173,17 @@ async def _work(
         ending = Ending(engine.stopped, observer.unreadable if observer else 0, observer is not None)
         channel.send("done", vars(ending), events)
         await channel.close()
+
+
+def _apply(engine: Engine, request: tuple[Any, ...]) -> None:
+    """A control request relayed by the parent (already validated there)."""
+    op, *args = request
+    if op == "pause":
+        engine.set_paused(args[0], args[1])
+    elif op == "scale":
+        engine.scale(args[0])
+    elif op == "rate":
+        engine.set_interval(args[0], args[1])
 
 
 @dataclass
@@ -207,6 +224,8 @@ class Fleet:
         #: When publishing starts, once every worker is ready.
         self.begin: float | None = None
         self.failures: list[str] = []
+        #: Devices connected at the end of the last merged second.
+        self.last_connected = 0
 
     def launch(self) -> None:
         """Start one worker per share of the fleet."""
@@ -246,6 +265,37 @@ class Fleet:
         for worker in self.workers:
             if not worker.done and worker.channel is not None:
                 worker.channel.send("stop", reason)
+
+    # ------------------------------------------------------------------ control (stress.control)
+
+    def set_paused(self, indexes: list[int], paused: bool) -> None:
+        """Each device's pause or resume goes to the worker that runs it (``split``: index mod N)."""
+        count = len(self.workers)
+        shares: dict[int, list[int]] = {}
+        for index in indexes:
+            shares.setdefault(index % count, []).append(index)
+        for number, share in shares.items():
+            self._relay(self.workers[number], "pause", share, paused)
+
+    def scale(self, devices: int) -> None:
+        """Every worker resizes its share of the fleet."""
+        for worker in self.workers:
+            self._relay(worker, "scale", devices)
+
+    def set_interval(self, interval: float) -> None:
+        """Every worker moves to the new grid at one instant, shortly after now."""
+        anchor = asyncio.get_running_loop().time() + RELAY_LEAD_S
+        for worker in self.workers:
+            self._relay(worker, "rate", interval, anchor)
+
+    def connected_count(self) -> int:
+        """Devices connected at the end of the last second."""
+        return self.last_connected
+
+    @staticmethod
+    def _relay(worker: Worker, *request: Any) -> None:
+        if not worker.done and worker.channel is not None:
+            worker.channel.send("control", request)
 
     # ------------------------------------------------------------------ messages
 
@@ -307,7 +357,9 @@ class Fleet:
             t = min(self.pending)
             if not everything and any(not w.done and w.last_t < t for w in self.workers):
                 return
-            self.on_second(merge_by_second([[part] for part in self.pending.pop(t)])[0])
+            second = merge_by_second([[part] for part in self.pending.pop(t)])[0]
+            self.last_connected = second.connected
+            self.on_second(second)
 
     # ------------------------------------------------------------------ results
 

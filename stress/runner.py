@@ -14,13 +14,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TextIO
 
 from stress import summary as summaries
 from stress.console import Console
+from stress.control import Controls, ControlServer, RunControl, control_dir
 from stress.engine import Engine, new_loop
-from stress.meter import EventSink, Meter, Second
+from stress.meter import Meter, Second
 from stress.processes import Fleet
 from stress.processes import split as split_fleet
 from stress.runfolder import RunFolder, new_run_id
@@ -64,7 +65,7 @@ def run(
     try:
         with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
             whole = _here if facts.processes == 1 else _split
-            runner.run(whole(scenario, facts, closed, folder.event))
+            runner.run(whole(scenario, facts, closed, folder))
     except BaseException as exc:
         facts.stopped = (
             facts.stopped if facts.stopped != "completed" else f"error: {type(exc).__name__}: {exc}"
@@ -81,16 +82,17 @@ def run(
 
 
 async def _here(
-    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], on_event: EventSink
+    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], folder: RunFolder
 ) -> None:
     """The whole fleet in this process."""
     loop = asyncio.get_running_loop()
     meter = Meter(loop.time(), wall_start=facts.started_at)
-    meter.sinks.append(on_event)
+    meter.sinks.append(folder.event)
     engine = Engine(scenario, on_second=closed, meter=meter)
     with _signals(loop, engine.stop):
         try:
-            await engine.run()
+            async with _controlled(scenario, facts, folder, engine):
+                await engine.run()
         finally:
             facts.stopped = engine.stopped or facts.stopped
             observer = engine.observer
@@ -98,22 +100,40 @@ async def _here(
 
 
 async def _split(
-    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], on_event: EventSink
+    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], folder: RunFolder
 ) -> None:
     """The fleet over worker processes; this one merges their seconds."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(
-        scenario, start=loop.time(), wall_start=facts.started_at, on_second=closed, on_event=on_event
+        scenario, start=loop.time(), wall_start=facts.started_at, on_second=closed, on_event=folder.event
     )
     fleet.launch()
     with _signals(loop, fleet.stop):
         try:
-            await fleet.run()
+            async with _controlled(scenario, facts, folder, fleet):
+                await fleet.run()
         finally:
             ending = fleet.ending()
             facts.stopped = ending.stopped or facts.stopped
             facts.notes.extend(fleet.failures)
             _note_observer(facts, scenario, ending.observed, ending.unreadable)
+
+
+@contextlib.asynccontextmanager
+async def _controlled(
+    scenario: Scenario, facts: RunFacts, folder: RunFolder, controls: Controls
+) -> AsyncIterator[None]:
+    """The run's control socket (``stress stop``, ``pause`` ...) while inside. A run that cannot
+    open one still runs, and its summary says why it could not be steered."""
+    server = ControlServer(RunControl(scenario, facts.run_id, controls), folder.path)
+    try:
+        await server.start()
+    except OSError as exc:
+        facts.notes.append(f"no control socket in {control_dir()}: {exc.strerror or exc}")
+    try:
+        yield
+    finally:
+        await server.close()
 
 
 @contextlib.contextmanager

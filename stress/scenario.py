@@ -17,6 +17,8 @@ from typing import Literal
 
 Shape = Literal["steady", "ramp", "burst"]
 SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst")
+#: The largest fleet of a run (device ids have at most 7 digits).
+MAX_DEVICES = 9_999_999
 
 
 class ScenarioError(ValueError):
@@ -133,8 +135,8 @@ class Scenario:
             raise ScenarioError(
                 f"--cpus: CPU {refused[0]} is not one this process may use ({cpu_list(allowed)})"
             )
-        if self.devices > 9_999_999:
-            raise ScenarioError("at most 9,999,999 devices")
+        if self.devices > MAX_DEVICES:
+            raise ScenarioError(f"at most {MAX_DEVICES:,} devices")
 
     @functools.cached_property
     def devices(self) -> int:

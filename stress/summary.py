@@ -166,7 +166,9 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
             "e2e": total.e2e.summary(),
             "lateness": total.lateness.summary(),
         },
-        "connections_peak": max((second.connected for second in seconds), default=0),
+        "connections_peak": max(
+            (max(second.connected, second.connected_peak) for second in seconds), default=0
+        ),
         "errors_by_reason": errors_by_reason,
         "errors_by_stage": errors_by_stage,
         "generator": {

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stress.histogram import Histogram
-from stress.meter import COUNTERS, HISTOGRAMS, Second
+from stress.meter import COUNTERS, HISTOGRAMS, Meter, Second
 from stress.scenario import Broker, Scenario, timeline
 from stress.summary import COLLAPSE_MIN_OFFERED, RunFacts, build, collapse, merge_by_second
 
@@ -392,3 +392,21 @@ def test_one_saturated_process_of_two_makes_the_generator_saturated() -> None:
     assert generator["cpu_percent"] == 105.0  # both processes, of one core
     assert generator["busiest_process_cpu_percent"] == 95.0
     assert generator["saturated"] is True
+
+
+def test_the_connection_peak_counts_devices_connected_within_a_second() -> None:
+    # A run stopped within its first second: every device connected, and left, in second 0
+    meter = Meter(0.0)
+    for name in ("dev00001", "dev00002", "dev00003"):
+        meter.connected_device(name, 0.01, 0.1)
+    for name in ("dev00001", "dev00002", "dev00003"):
+        meter.disconnected_device(name, "stopped", 0.5)
+    meter.connected_device("dev00001", 0.01, 0.6)
+    only = meter.roll(1)
+    assert (only.connected, only.connected_peak) == (1, 3)
+    assert build(scenario(), [only], FACTS)["connections_peak"] == 3
+    # Over processes the peaks add (they connect together), and so does the wire form
+    other = Second.from_wire(json.loads(json.dumps(only.to_wire())))
+    assert merge_by_second([[only], [other]])[0].connected_peak == 6
+    # The next second starts from those still connected
+    assert meter.current.connected_peak == 1
