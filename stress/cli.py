@@ -37,7 +37,7 @@ from stress.provision.cli import add_parsers as add_provision_parsers
 from stress.provision.cli import command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.provision.lab import ProvisionError
-from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, timeline
+from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
 
 
 def add_run_parser(commands: Any) -> argparse.ArgumentParser:
@@ -50,6 +50,15 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         "Ctrl-C or SIGTERM ends the run cleanly, with the summary written.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    run.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a scenario file (YAML, or TOML by its .toml extension) with any of these flags and a "
+        "timeline of stages; flags given here win over it (examples in stress/scenarios/)",
+    )
+    run.set_defaults(run_parser=run)
     where = run.add_argument_group("target")
     where.add_argument("--target", choices=("lab", "mqtt"), default="lab", help="what the fleet talks to")
     where.add_argument("--host", default="127.0.0.1", help="broker host")
@@ -237,8 +246,38 @@ def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
     return lab_port(env, args.port)
 
 
-def scenario_from(args: argparse.Namespace) -> Scenario:
-    """A scenario from parsed ``stress run`` flags."""
+#: Flags that a timeline of stages in a scenario file replaces.
+TIMELINE_FLAGS = ("devices", "interval", "duration", "shape", "stages")
+
+
+def given_flags(words: Sequence[str]) -> set[str]:
+    """The ``dest`` of every ``stress run`` flag given on the command line ``words``."""
+    parser = build_parser("run")
+    run = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr,index]
+    for action in run._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(words))) - {"command", "run_parser"}
+
+
+def apply_scenario_file(args: argparse.Namespace, given: set[str]) -> tuple[Stage, ...] | None:
+    """Fill ``args`` from ``--scenario FILE`` where the command line gave nothing; its timeline."""
+    from stress.scenario_file import load  # noqa: PLC0415 - only scenario files need YAML
+
+    loaded = load(args.scenario, args.run_parser)
+    for dest, value in loaded.values.items():
+        if dest not in given:
+            setattr(args, dest, value)
+    if loaded.stages is not None:
+        clashing = [f"--{dest}" for dest in TIMELINE_FLAGS if dest in given]
+        if clashing:
+            raise ScenarioError(
+                f"{', '.join(clashing)} cannot change the timeline of stages in {args.scenario}"
+            )
+    return loaded.stages
+
+
+def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = None) -> Scenario:
+    """A scenario from parsed ``stress run`` flags (and a scenario file's timeline)."""
     options = {
         key: value
         for key, value in {
@@ -272,8 +311,8 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
             insecure=args.insecure,
             keepalive=args.keepalive,
         ),
-        stages=timeline(args.shape, args.devices, args.interval, args.duration, args.stages),
-        shape=args.shape,
+        stages=stages or timeline(args.shape, args.devices, args.interval, args.duration, args.stages),
+        shape="timeline" if stages else args.shape,
         qos=args.qos,
         behaviour=args.behaviour,
         prefix=args.prefix,
@@ -303,7 +342,8 @@ def command_run(args: argparse.Namespace) -> int:
     from stress.runner import run  # noqa: PLC0415
     from stress.targets import build  # noqa: PLC0415
 
-    scenario = scenario_from(args)
+    stages = apply_scenario_file(args, args.given) if args.scenario is not None else None
+    scenario = scenario_from(args, stages)
     target = build(scenario)
     if not args.quiet:
         print(f"stress: {scenario.devices:,} devices -> {target.describe()}", file=sys.stderr)
@@ -349,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((word for word in words if not word.startswith("-")), None))
     args = parser.parse_args(words)
+    if args.command == "run":
+        args.given = given_flags(words)
     if args.command is None:
         parser.print_help()
         return 2

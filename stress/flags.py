@@ -66,7 +66,7 @@ def seconds(text: str) -> float:
 
 def positive_seconds(text: str) -> float:
     """A number of seconds, more than 0."""
-    value = seconds(text)
+    value = float(_number(text, float, "a number of seconds"))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be more than 0 seconds")
     return value

@@ -69,7 +69,8 @@ class Scenario:
     target: str
     broker: Broker
     stages: tuple[Stage, ...]
-    shape: Shape = "steady"
+    #: How the timeline was made: a shape of ``SHAPES``, or ``timeline`` (a scenario file's stages).
+    shape: str = "steady"
     qos: int = 0
     behaviour: str = "thermostat"
     #: Device ids are ``prefix`` + a zero-padded number; rooms ``room-01``...
