@@ -21,10 +21,12 @@ from stress.control_cli import add_parsers as add_control_parsers
 from stress.control_cli import command_control
 from stress.flags import (
     Parser,
+    any_share,
     behaviour,
     count,
     cpus,
     env_defaults,
+    moments,
     port,
     positive_int,
     positive_seconds,
@@ -38,6 +40,69 @@ from stress.provision.cli import command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.provision.lab import ProvisionError
 from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
+
+
+def _add_fault_flags(run: argparse.ArgumentParser) -> None:
+    """``stress run``'s faults: churn, reconnect storms, slow devices."""
+    faults = run.add_argument_group("faults")
+    faults.add_argument(
+        "--churn",
+        type=seconds,
+        default=0.0,
+        metavar="SHARE",
+        help="connection churn: this share of the fleet disconnects and reconnects per minute "
+        "(0.5: half of it; 0: none)",
+    )
+    faults.add_argument(
+        "--storm-at",
+        type=moments,
+        default=(),
+        metavar="SECONDS",
+        help="reconnect storms: at these seconds into publishing (30 or 30,90) every device drops "
+        "its connection, as in a network outage, and all reconnect at once",
+    )
+    faults.add_argument(
+        "--slow-devices",
+        type=any_share,
+        default=0.0,
+        metavar="SHARE",
+        help="this share of the devices acknowledges the QoS 1 commands it receives late",
+    )
+    faults.add_argument(
+        "--slow-ack-delay",
+        type=seconds,
+        default=2.0,
+        help="seconds a slow device waits before acknowledging a command",
+    )
+
+
+def _add_timing_flags(run: argparse.ArgumentParser) -> None:
+    """``stress run``'s connections and timing."""
+    timing = run.add_argument_group("connections and timing")
+    timing.add_argument(
+        "--connect-timeout", type=positive_seconds, default=10.0, help="seconds a handshake may take"
+    )
+    timing.add_argument(
+        "--connect-rate", type=seconds, default=0.0, help="new connections per second (0: no limit)"
+    )
+    timing.add_argument(
+        "--connect-concurrency", type=positive_int, default=500, help="handshakes in progress at once"
+    )
+    timing.add_argument(
+        "--reconnect-min", type=positive_seconds, default=0.5, help="first reconnect backoff cap, seconds"
+    )
+    timing.add_argument(
+        "--reconnect-max", type=positive_seconds, default=30.0, help="largest reconnect backoff, seconds"
+    )
+    timing.add_argument(
+        "--ack-timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="seconds without PUBACK before a message counts as failed",
+    )
+    timing.add_argument(
+        "--drain", type=seconds, default=5.0, help="seconds to wait at the end for acks and deliveries"
+    )
 
 
 def add_run_parser(commands: Any) -> argparse.ArgumentParser:
@@ -155,31 +220,9 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         "worker takes one in turn. Keep the generator off the broker's CPUs when both share a machine",
     )
 
-    timing = run.add_argument_group("connections and timing")
-    timing.add_argument(
-        "--connect-timeout", type=positive_seconds, default=10.0, help="seconds a handshake may take"
-    )
-    timing.add_argument(
-        "--connect-rate", type=seconds, default=0.0, help="new connections per second (0: no limit)"
-    )
-    timing.add_argument(
-        "--connect-concurrency", type=positive_int, default=500, help="handshakes in progress at once"
-    )
-    timing.add_argument(
-        "--reconnect-min", type=positive_seconds, default=0.5, help="first reconnect backoff cap, seconds"
-    )
-    timing.add_argument(
-        "--reconnect-max", type=positive_seconds, default=30.0, help="largest reconnect backoff, seconds"
-    )
-    timing.add_argument(
-        "--ack-timeout",
-        type=positive_seconds,
-        default=30.0,
-        help="seconds without PUBACK before a message counts as failed",
-    )
-    timing.add_argument(
-        "--drain", type=seconds, default=5.0, help="seconds to wait at the end for acks and deliveries"
-    )
+    _add_fault_flags(run)
+
+    _add_timing_flags(run)
 
     measure = run.add_argument_group("measurement and output")
     measure.add_argument(
@@ -329,6 +372,10 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         collapse_share=args.collapse_share,
         sample_every=args.sample_every,
         seed=args.seed,
+        churn=args.churn,
+        storms=args.storm_at,
+        slow_devices=args.slow_devices,
+        slow_ack_delay=args.slow_ack_delay,
         processes=args.processes,
         cpus=args.cpus,
         out=args.out,

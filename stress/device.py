@@ -58,6 +58,7 @@ class Device:
         "seq",
         "session",
         "slot",
+        "slow",
         "state",
         "topics",
         "window",
@@ -95,6 +96,8 @@ class Device:
         self.due = math.inf
         #: Paused by ``stress pause``: connected, silent, off the schedule until resumed.
         self.held = False
+        #: A slow device acknowledges the commands it receives late (``--slow-devices``).
+        self.slow = False
         self.offset = 0.0
         self.slot = -1
         self.joined = False
@@ -213,8 +216,35 @@ class Device:
                 },
                 engine.loop.time(),
             )
-        if message.qos and self.session is not None:
-            self.session.ack(message.packet_id)
+        session = self.session
+        if message.qos and session is not None:
+            delay = engine.scenario.slow_ack_delay
+            if self.slow and delay > 0:
+                engine.loop.call_later(delay, self._late_ack, session, message.packet_id)
+            else:
+                session.ack(message.packet_id)
+
+    def _late_ack(self, session: Session, packet_id: int) -> None:
+        if session is self.session and session.connected:
+            session.ack(packet_id)
+
+    def drop(self, reason: str, now: float, *, abrupt: bool) -> None:
+        """Leave the broker on purpose (churn, a storm), then reconnect: ``abrupt`` is a cut
+        connection, else a clean DISCONNECT. Reconnecting is the caller's to arrange."""
+        session = self.session
+        if self.state != CONNECTED or session is None:
+            return
+        self.session = None
+        self.state = WAITING
+        if abrupt:
+            session.abort()
+        else:
+            session.close()
+        engine = self.engine
+        engine.meter.disconnected_device(self.info.device_id, reason, now)
+        if self.inflight:
+            engine.meter.error("ack", reason, now, count=len(self.inflight))
+            self.inflight.clear()
 
     def on_lost(self, reason: str, detail: str) -> None:
         """The connection dropped: count what was in flight, then reconnect after a backoff."""

@@ -423,6 +423,7 @@ class Engine:
         self._unborn_set.discard(index)
         device = self._device(index)
         device.held = index in self.held
+        device.slow = (index * GOLDEN) % 1.0 < self.scenario.slow_devices
         self.devices[index] = device
         device.behaviour.start(self.loop.time())
         return device
@@ -462,6 +463,7 @@ class Engine:
                 begin = await self._wait_or_stop(self.gate()) or begin
             await self._wait_or_stop(asyncio.sleep(max(0.0, begin - loop.time())))
             self.meter.set_phase("run", loop.time())
+            helpers += self._start_faults(begin)
             for number, planned in enumerate(stages):
                 if self.stopped:
                     break
@@ -571,6 +573,45 @@ class Engine:
         ]
         self.observer = Observer(self, options, topics)
         await self.observer.start()
+
+    # ------------------------------------------------------------------ faults
+
+    def _start_faults(self, begin: float) -> list[asyncio.Task[None]]:
+        """Schedule the storms, and start the churn, of a run publishing from ``begin``."""
+        for at in self.scenario.storms:
+            self.loop.call_at(begin + at, self._storm)
+        return [asyncio.create_task(self._churn(begin))] if self.scenario.churn else []
+
+    async def _churn(self, begin: float) -> None:
+        """Each second of publishing, drop ``churn / 60`` of the fleet (at random) and let it back."""
+        loop = self.loop
+        owed = 0.0
+        t = 1
+        while True:
+            await asyncio.sleep(max(0.0, begin + t - loop.time()))
+            t += 1
+            if not self.publishing:
+                continue
+            now = loop.time()
+            connected = [d for d in self.devices.values() if d.state == CONNECTED and not d.held]
+            owed += self.scenario.churn * len(self.devices) / 60
+            count = min(int(owed), len(connected))
+            owed -= count
+            for device in self.rng.sample(connected, count):
+                device.drop("churn", now, abrupt=False)
+                self.connect_failed(device, now)  # back after a jittered backoff
+
+    def _storm(self) -> None:
+        """Every connected device drops at once, as in a network outage; all reconnect at once."""
+        if not self.publishing or self.stopped:
+            return
+        now = self.loop.time()
+        dropped = [d for d in self.devices.values() if d.state == CONNECTED]
+        for device in dropped:
+            device.drop("storm", now, abrupt=True)
+        self.meter.emit({"event": "storm", "devices": len(dropped)}, now)
+        for device in dropped:
+            self.request_connect(device)
 
     # ------------------------------------------------------------------ housekeeping
 

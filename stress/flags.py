@@ -72,6 +72,14 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def any_share(text: str) -> float:
+    """A share, 0 to 1."""
+    value = float(_number(text, float, "a number between 0 and 1"))
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} must be 0 to 1")
+    return value
+
+
 def share(text: str) -> float:
     """A share, more than 0 and at most 1."""
     value = float(_number(text, float, "a number between 0 and 1"))
@@ -95,6 +103,14 @@ def cpus(text: str) -> tuple[int, ...]:
         if not (low.isdigit() and (not high or high.isdigit())) or (high and int(high) < int(low)):
             raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list such as 1, 0,2 or 2-3")
         found.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(found))
+
+
+def moments(text: str) -> tuple[float, ...]:
+    """Seconds, comma-separated: ``30`` or ``30,90``, sorted."""
+    found = [seconds(part) for part in text.split(",") if part.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not seconds such as 30 or 30,90")
     return tuple(sorted(found))
 
 

@@ -95,6 +95,15 @@ class Scenario:
     #: One published message in this many is written to events.jsonl.
     sample_every: int = 10_000
     seed: int = 1
+    #: Faults. Churn: this share of the fleet disconnects (cleanly) and reconnects per minute.
+    churn: float = 0.0
+    #: Reconnect storms: seconds into publishing at which every device drops (no DISCONNECT,
+    #: as in a network outage) and all come back at once.
+    storms: tuple[float, ...] = ()
+    #: Slow devices: this share of the fleet acknowledges the QoS 1 commands it receives only
+    #: after ``slow_ack_delay`` seconds.
+    slow_devices: float = 0.0
+    slow_ack_delay: float = 2.0
     #: Worker processes the fleet is split over (1: this process runs it).
     processes: int = 1
     #: CPUs the generator's processes run on (empty: wherever the system puts them); with
@@ -123,6 +132,10 @@ class Scenario:
             (0 < self.collapse_share <= 1, "--collapse-share must be more than 0 and at most 1"),
             (self.sample_every >= 1, "--sample-every must be 1 or more"),
             (1 <= self.processes <= 1024, f"--processes must be 1..1024, not {self.processes}"),
+            (0 <= _finite(self.churn) <= 60, "--churn must be 0..60 (a share of the fleet per minute)"),
+            (all(_finite(at) >= 0 for at in self.storms), "--storm-at needs seconds of 0 or more"),
+            (0 <= self.slow_devices <= 1, "--slow-devices must be a share of 0..1 of the fleet"),
+            (0 <= _finite(self.slow_ack_delay) <= 3600, "--slow-ack-delay must be 0..3600 seconds"),
             (0 < self.broker.port < 65_536, f"--port must be 1..65535, not {self.broker.port}"),
             (0 <= self.broker.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
             (valid_level(self.prefix), "--prefix must be a topic level: no '/', '+', '#', not empty"),

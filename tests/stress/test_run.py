@@ -462,6 +462,12 @@ HOSTILE = [
     (["--cpus", "3-1"], "--cpus"),
     (["--cpus", "-1"], "--cpus"),
     (["--cpus", "4096"], "--cpus"),
+    (["--churn", "-1"], "--churn"),
+    (["--churn", "100"], "--churn"),
+    (["--storm-at", "soon"], "--storm-at"),
+    (["--storm-at", "5,-1"], "--storm-at"),
+    (["--slow-devices", "2"], "--slow-devices"),
+    (["--slow-ack-delay", "-1"], "--slow-ack-delay"),
 ]
 
 
