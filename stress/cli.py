@@ -39,7 +39,7 @@ from stress.provision.cli import add_parsers as add_provision_parsers
 from stress.provision.cli import command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.provision.lab import ProvisionError
-from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
+from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
 
 
 def _add_fault_flags(run: argparse.ArgumentParser) -> None:
@@ -190,9 +190,20 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         choices=SHAPES,
         default="steady",
         help="steady: spread over the interval; ramp: the fleet grows in --stages steps; "
-        "burst: every device at the same instant",
+        "burst: every device at the same instant; wave: the rate swings like a sine around its "
+        "mean (--wave-period, --wave-amplitude); random-burst: bursts at random instants, "
+        "--interval apart on average",
     )
     fleet.add_argument("--stages", type=positive_int, default=4, help="ramp: number of equal steps")
+    fleet.add_argument(
+        "--wave-period", type=positive_seconds, default=60.0, help="wave: seconds of one swing of the rate"
+    )
+    fleet.add_argument(
+        "--wave-amplitude",
+        type=any_share,
+        default=0.5,
+        help=f"wave: how far the rate swings, as a share of its mean (0..{MAX_AMPLITUDE})",
+    )
     fleet.add_argument(
         "--behaviour",
         type=behaviour,
@@ -354,7 +365,15 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
             insecure=args.insecure,
             keepalive=args.keepalive,
         ),
-        stages=stages or timeline(args.shape, args.devices, args.interval, args.duration, args.stages),
+        stages=stages
+        or timeline(
+            args.shape,
+            args.devices,
+            args.interval,
+            args.duration,
+            args.stages,
+            wave=(args.wave_period, args.wave_amplitude),
+        ),
         shape="timeline" if stages else args.shape,
         qos=args.qos,
         behaviour=args.behaviour,

@@ -120,6 +120,11 @@ class Engine:
         self._asked_size: int | None = None
         self._asked_interval: float | None = None
         self._stage = scenario.stages[0]
+        self._stage_number = 0
+        #: Whether the current stage changes the interval as it goes (a wave, random bursts).
+        self._modulated = False
+        self._burst_rng = random.Random(0)
+        self._burst_next = math.inf
         self.seconds: list[Second] = []
 
     # ------------------------------------------------------------------ setup
@@ -208,6 +213,8 @@ class Engine:
         loop = self.loop
         now = loop.time()
         if self.publishing:
+            if self._modulated:
+                self._modulate(now)
             self._fire_due(min(now, self.publish_until))
         if not self._stop.is_set() or self.publishing:
             # The next millisecond boundary. uvloop's clock counts whole milliseconds, so ``now``
@@ -215,6 +222,25 @@ class Engine:
             # millisecond on, which its millisecond timers round to "at once" (a wasted tick)
             boundary = (math.floor(now / TICK + _NUDGE) + 1) * TICK
             loop.call_at(max(now + TICK / 2, boundary), self._tick)
+
+    def _modulate(self, now: float) -> None:
+        """A wave's interval now; or, at a random burst's instant, the gap to the next one
+        (devices firing at it add that gap to reach the next burst)."""
+        stage = self._stage
+        if stage.wave is not None:
+            period, amplitude = stage.wave
+            self.interval = stage.interval / (
+                1 + amplitude * math.sin(math.tau * (now - self.anchor) / period)
+            )
+            return
+        while now >= self._burst_next:
+            gap = self._burst_gap()
+            self.interval = gap
+            self._burst_next += gap
+
+    def _burst_gap(self) -> float:
+        """Seconds to the next random burst: exponential, ``interval`` on average, a tick at least."""
+        return max(2 * TICK, self._burst_rng.expovariate(1.0 / self._stage.interval))
 
     def _fire_due(self, now: float) -> None:
         """Fire the devices due by ``now``, then those ready to send again."""
@@ -273,7 +299,10 @@ class Engine:
             return
         device.offset = 0.0 if self.burst else (device.info.index * GOLDEN % 1.0) * interval
         first = self.anchor + device.offset
-        if device.joined and device.due < math.inf:
+        if self._stage.random_bursts:
+            due = device.due if device.joined and device.due < math.inf else self._burst_next
+            device.joined = True
+        elif device.joined and device.due < math.inf:
             due = device.due  # a reconnecting device keeps its grid (missed slots were counted)
         else:
             due = first + max(0, math.ceil((now - first) / interval)) * interval
@@ -384,6 +413,14 @@ class Engine:
         """Devices connected now."""
         return self.meter.connected
 
+    def _next_stage(self, number: int, planned: Stage) -> Stage:
+        """Stage ``number`` of the timeline, as ``stress scale`` and ``rate`` asked (only until
+        the timeline's next stage: a new stage forgets what was asked)."""
+        if number:
+            self._asked_size = self._asked_interval = None
+        self._stage_number = number
+        return self._as_asked(planned)
+
     def _as_asked(self, stage: Stage) -> Stage:
         if self._asked_size is not None:
             stage = dataclasses.replace(stage, devices=self._asked_size)
@@ -434,6 +471,11 @@ class Engine:
         self.interval = stage.interval
         self.burst = stage.burst
         self.anchor = anchor
+        self._modulated = stage.interval > 0 and (stage.wave is not None or stage.random_bursts)
+        if stage.random_bursts:
+            # The same instants in every process: a generator seeded by the run and the stage
+            self._burst_rng = random.Random(f"{self.scenario.seed}:{self._stage_number}")
+            self._burst_next = anchor + self._burst_gap()
         for device in self.devices.values():
             device.joined = False
             device.due = math.inf
@@ -467,9 +509,7 @@ class Engine:
             for number, planned in enumerate(stages):
                 if self.stopped:
                     break
-                if number:
-                    self._asked_size = self._asked_interval = None
-                stage = self._as_asked(planned)
+                stage = self._next_stage(number, planned)
                 # Stages follow each other on the clock from ``begin``, so processes stay in step
                 self._resize(stage.devices, loop.time())
                 self._begin_stage(stage, begin)

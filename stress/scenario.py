@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Shape = Literal["steady", "ramp", "burst"]
-SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst")
+Shape = Literal["steady", "ramp", "burst", "wave", "random-burst"]
+SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst", "wave", "random-burst")
+#: The largest wave amplitude, as a share of the mean rate (at 1 the rate would touch 0).
+MAX_AMPLITUDE = 0.95
 #: The largest fleet of a run (device ids have at most 7 digits).
 MAX_DEVICES = 9_999_999
 
@@ -30,15 +32,27 @@ class Stage:
     """One part of the timeline: this many devices, publishing at this interval, for this long.
 
     ``burst`` stages have every device publish at the same instant of each interval; steady
-    ones spread the devices evenly over the interval.
+    ones spread the devices evenly over the interval. A ``wave`` (period, amplitude) makes the
+    rate swing around its mean: ``1 + amplitude * sin(2 pi t / period)`` times it. Random
+    bursts come at random instants instead, ``interval`` apart on average (the same instants
+    in every process of a run).
     """
 
     devices: int
     interval: float
     duration: float
     burst: bool = False
+    wave: tuple[float, float] | None = None
+    random_bursts: bool = False
 
     def __post_init__(self) -> None:
+        if self.wave is not None:
+            period, amplitude = self.wave
+            if not (math.isfinite(period) and period > 0 and 0 <= amplitude <= MAX_AMPLITUDE):
+                raise ScenarioError(
+                    f"a wave needs a period of more than 0 seconds and an amplitude of 0..{MAX_AMPLITUDE}"
+                    f" (a share of the mean rate), not {period:g} s and {amplitude:g}"
+                )
         if self.devices < 0:
             raise ScenarioError(f"a stage needs 0 or more devices, not {self.devices}")
         if not math.isfinite(self.interval) or self.interval < 0:
@@ -184,9 +198,16 @@ def valid_level(text: str) -> bool:
 
 
 def timeline(
-    shape: Shape, devices: int, interval: float, duration: float, stages: int = 4
+    shape: Shape,
+    devices: int,
+    interval: float,
+    duration: float,
+    stages: int = 4,
+    *,
+    wave: tuple[float, float] = (60.0, 0.5),
 ) -> tuple[Stage, ...]:
-    """The stages of a shape: one for steady and burst; ``stages`` equal steps up for ramp."""
+    """The stages of a shape: one for steady, burst, wave (``wave``: period, amplitude) and
+    random-burst; ``stages`` equal steps up for ramp."""
     if devices < 1:
         raise ScenarioError(f"--devices must be 1 or more, not {devices}")
     if shape == "ramp":
@@ -197,6 +218,10 @@ def timeline(
         )
     if shape not in SHAPES:
         raise ScenarioError(f"unknown shape {shape!r}: choose one of {', '.join(SHAPES)}")
+    if shape == "wave":
+        return (Stage(devices, interval, duration, wave=wave),)
+    if shape == "random-burst":
+        return (Stage(devices, interval, duration, burst=True, random_bursts=True),)
     return (Stage(devices, interval, duration, burst=shape == "burst"),)
 
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from stress.scenario import MAX_DEVICES, ScenarioError, Stage
+from stress.scenario import MAX_AMPLITUDE, MAX_DEVICES, ScenarioError, Stage
 
 #: Keys of a stage, with what they must be (the top level may give the defaults of the last three).
-STAGE_KEYS = ("devices", "duration", "interval", "shape")
+STAGE_KEYS = ("devices", "duration", "interval", "shape", "wave-period", "wave-amplitude")
 #: Shapes a stage of a timeline may have.
-STAGE_SHAPES = ("steady", "burst")
+STAGE_SHAPES = ("steady", "burst", "wave", "random-burst")
 #: Flags a file cannot set (they are about the command line itself).
 NOT_IN_FILES = {"scenario", "help"}
 #: Largest scenario file read.
@@ -225,10 +225,11 @@ class _Checker:
         if values.get("shape") == "ramp":
             raise self.fail(("shape",), "ramp builds its own stages: give a timeline or a ramp, not both")
         built = []
-        for index, stage in enumerate(stages):
+        for index, given in enumerate(stages):
             where: Path_ = ("stages", index)
-            if not isinstance(stage, dict):
-                raise self.fail(where, f"must be a table of {', '.join(STAGE_KEYS)}, not {_shown(stage)}")
+            if not isinstance(given, dict):
+                raise self.fail(where, f"must be a table of {', '.join(STAGE_KEYS)}, not {_shown(given)}")
+            stage = {str(key).replace("_", "-"): value for key, value in given.items()}
             for key in stage:
                 if key not in STAGE_KEYS:
                     hint = self._suggest(str(key), list(STAGE_KEYS))
@@ -242,8 +243,9 @@ class _Checker:
         def take(key: str) -> Any:
             if key in stage:
                 return self.value((*where, key), self.flags[key], stage[key])
-            if key in values:
-                return values[key]
+            dest = self.flags[key].dest
+            if dest in values:
+                return values[dest]
             if key == "duration":
                 raise self.fail(where, "needs a duration")
             return self.flags[key].default
@@ -254,7 +256,19 @@ class _Checker:
         shape = take("shape")
         if shape not in STAGE_SHAPES:
             raise self.fail((*where, "shape"), f"a stage is {' or '.join(STAGE_SHAPES)}, not {shape!r}")
-        return Stage(devices, take("interval"), take("duration"), burst=shape == "burst")
+        interval, duration = take("interval"), take("duration")
+        if shape == "wave":
+            amplitude = take("wave-amplitude")
+            if amplitude > MAX_AMPLITUDE:
+                raise self.fail((*where, "wave-amplitude"), f"at most {MAX_AMPLITUDE}, not {amplitude:g}")
+            return Stage(devices, interval, duration, wave=(take("wave-period"), amplitude))
+        return Stage(
+            devices,
+            interval,
+            duration,
+            burst=shape in ("burst", "random-burst"),
+            random_bursts=shape == "random-burst",
+        )
 
 
 def _kind(value: Any) -> str:

@@ -224,3 +224,24 @@ def test_flags_win_over_the_file_and_the_file_over_variables(broker: PlainBroker
         if '"connected"' in line
     ]
     assert sorted(connected) == [f"file{n:05d}" for n in range(1, 6)]  # the file, not the variable
+
+
+def test_stages_can_be_waves_and_random_bursts(tmp_path: Path) -> None:
+    result = loaded(
+        tmp_path,
+        "shapes.yaml",
+        "interval: 1\nwave-amplitude: 0.3\nstages:\n"
+        "  - {devices: 5, duration: 4, shape: wave, wave_period: 2}\n"
+        "  - {devices: 5, duration: 4, shape: random-burst}\n",
+    )
+    assert result.stages == (
+        Stage(5, 1.0, 4.0, wave=(2.0, 0.3)),
+        Stage(5, 1.0, 4.0, burst=True, random_bursts=True),
+    )
+
+
+def test_a_wave_too_deep_names_its_stage(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"w\.yaml:2: stages\[0\]\.wave-amplitude: at most 0\.95"):
+        loaded(
+            tmp_path, "w.yaml", "stages:\n  - {devices: 5, duration: 4, shape: wave, wave-amplitude: 0.99}\n"
+        )
