@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -251,6 +253,14 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         default=10_000,
         help="write one published message in this many to events.jsonl",
     )
+    measure.add_argument(
+        "--metrics-port",
+        type=count,
+        default=0,
+        metavar="PORT",
+        help="serve the run's figures to Prometheus at http://HOST:PORT/metrics while it runs (0: no)",
+    )
+    measure.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address of /metrics")
     measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
     measure.add_argument("--quiet", action="store_true", help="no live progress line")
     measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
@@ -402,6 +412,18 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
     )
 
 
+def _check_free(host: str, port: int) -> None:
+    """One line now, rather than a run without the ``/metrics`` it was asked for."""
+    if port > 65_535:
+        raise ScenarioError(f"--metrics-port must be 1..65535, not {port}")
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ScenarioError(f"--metrics-port: cannot listen on {host}:{port}: {reason}") from None
+
+
 def command_run(args: argparse.Namespace) -> int:
     """``stress run``."""
     from stress.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
@@ -411,9 +433,13 @@ def command_run(args: argparse.Namespace) -> int:
     stages = apply_scenario_file(args, args.given) if args.scenario is not None else None
     scenario = scenario_from(args, stages)
     target = build(scenario)
+    metrics_at = None
+    if args.metrics_port:
+        metrics_at = (args.metrics_host, args.metrics_port)
+        _check_free(*metrics_at)
     if not args.quiet:
         print(f"stress: {scenario.devices:,} devices -> {target.describe()}", file=sys.stderr)
-    summary = run(scenario, quiet=args.quiet)
+    summary = run(scenario, quiet=args.quiet, metrics_at=metrics_at)
     assert summary.folder is not None  # noqa: S101 - run always writes a folder
     try:
         text, html = report(summary.folder)

@@ -22,6 +22,7 @@ from stress.console import Console
 from stress.control import Controls, ControlServer, RunControl, control_dir
 from stress.engine import Engine, new_loop
 from stress.meter import Meter, Second
+from stress.metrics import RunMetrics, serving
 from stress.processes import Fleet
 from stress.processes import split as split_fleet
 from stress.runfolder import RunFolder, new_run_id
@@ -36,13 +37,15 @@ def run(
     console: TextIO | None = None,
     quiet: bool = False,
     on_second: Callable[[Second], None] | None = None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> Summary:
     """Run ``scenario``; returns the summary (also in the run folder).
 
     The fleet runs in this process, or split over ``scenario.processes`` worker processes
     whose seconds this one merges (see :mod:`stress.processes`).
 
-    ``console`` (default stderr) shows live progress unless ``quiet``.
+    ``console`` (default stderr) shows live progress unless ``quiet``. With ``metrics_at``
+    (host, port), ``/metrics`` there gives the run's figures to Prometheus while it runs.
     """
     build(scenario)  # target settings are checked before anything is created
     run_id = new_run_id(scenario.target, scenario.devices)
@@ -52,9 +55,11 @@ def run(
     )
     facts = RunFacts(run_id=folder.path.name, started_at=time.time(), ended_at=0.0, run_seconds=0.0)
     seconds: list[Second] = []
+    metrics = RunMetrics(facts.run_id, scenario.target, scenario.devices)
 
     def closed(second: Second) -> None:
         seconds.append(second)
+        metrics.second(second)
         folder.second(second)
         if view is not None:
             view.second(second)
@@ -65,7 +70,8 @@ def run(
     try:
         with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
             whole = _here if facts.processes == 1 else _split
-            runner.run(whole(scenario, facts, closed, folder))
+            served = (metrics, *metrics_at) if metrics_at is not None else None
+            runner.run(whole(scenario, facts, closed, folder, served))
     except BaseException as exc:
         facts.stopped = (
             facts.stopped if facts.stopped != "completed" else f"error: {type(exc).__name__}: {exc}"
@@ -82,7 +88,11 @@ def run(
 
 
 async def _here(
-    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], folder: RunFolder
+    scenario: Scenario,
+    facts: RunFacts,
+    closed: Callable[[Second], None],
+    folder: RunFolder,
+    served: Served | None,
 ) -> None:
     """The whole fleet in this process."""
     loop = asyncio.get_running_loop()
@@ -91,7 +101,7 @@ async def _here(
     engine = Engine(scenario, on_second=closed, meter=meter)
     with _signals(loop, engine.stop):
         try:
-            async with _controlled(scenario, facts, folder, engine):
+            async with _controlled(scenario, facts, folder, engine, served):
                 await engine.run()
         finally:
             facts.stopped = engine.stopped or facts.stopped
@@ -100,7 +110,11 @@ async def _here(
 
 
 async def _split(
-    scenario: Scenario, facts: RunFacts, closed: Callable[[Second], None], folder: RunFolder
+    scenario: Scenario,
+    facts: RunFacts,
+    closed: Callable[[Second], None],
+    folder: RunFolder,
+    served: Served | None,
 ) -> None:
     """The fleet over worker processes; this one merges their seconds."""
     loop = asyncio.get_running_loop()
@@ -110,7 +124,7 @@ async def _split(
     fleet.launch()
     with _signals(loop, fleet.stop):
         try:
-            async with _controlled(scenario, facts, folder, fleet):
+            async with _controlled(scenario, facts, folder, fleet, served):
                 await fleet.run()
         finally:
             ending = fleet.ending()
@@ -119,21 +133,32 @@ async def _split(
             _note_observer(facts, scenario, ending.observed, ending.unreadable)
 
 
+#: Figures served to Prometheus, and where.
+Served = tuple[RunMetrics, str, int]
+
+
 @contextlib.asynccontextmanager
 async def _controlled(
-    scenario: Scenario, facts: RunFacts, folder: RunFolder, controls: Controls
+    scenario: Scenario, facts: RunFacts, folder: RunFolder, controls: Controls, served: Served | None
 ) -> AsyncIterator[None]:
-    """The run's control socket (``stress stop``, ``pause`` ...) while inside. A run that cannot
-    open one still runs, and its summary says why it could not be steered."""
+    """The run's control socket (``stress stop``, ``pause`` ...) and its ``/metrics`` while
+    inside. A run that cannot open them still runs, and its summary says why."""
     server = ControlServer(RunControl(scenario, facts.run_id, controls), folder.path)
     try:
         await server.start()
     except OSError as exc:
         facts.notes.append(f"no control socket in {control_dir()}: {exc.strerror or exc}")
-    try:
-        yield
-    finally:
-        await server.close()
+    async with contextlib.AsyncExitStack() as stack:
+        if served is not None:
+            metrics, host, port = served
+            try:
+                await stack.enter_async_context(serving(metrics, host, port))
+            except OSError as exc:
+                facts.notes.append(f"no /metrics on {host}:{port}: {exc.strerror or exc}")
+        try:
+            yield
+        finally:
+            await server.close()
 
 
 @contextlib.contextmanager
