@@ -108,7 +108,15 @@ def _add_timing_flags(run: argparse.ArgumentParser) -> None:
 
 
 def add_run_parser(commands: Any) -> argparse.ArgumentParser:
-    """``stress run`` and its flags."""
+    """``stress run`` and ``stress check`` (which takes the same flags, to check what the run would meet)."""
+    commands.add_parser(
+        "check",
+        help="say in one line whether the target is reachable and takes the credentials",
+        description="Connect to the target as the run with the same flags (or --scenario) would, "
+        "as its first device, and say in one line whether the broker is reachable and accepts "
+        "the credentials. Exit status 0 when it does, 1 when it does not.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     run: argparse.ArgumentParser = commands.add_parser(
         "run",
         help="run a simulated fleet and write a run folder",
@@ -117,6 +125,13 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         "Ctrl-C or SIGTERM ends the run cleanly, with the summary written.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    for parser in (run, commands.choices["check"]):
+        _add_run_flags(parser)
+    return run
+
+
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags of ``stress run`` (also ``stress check``'s)."""
     run.add_argument(
         "--scenario",
         type=Path,
@@ -264,7 +279,6 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
     measure.add_argument("--quiet", action="store_true", help="no live progress line")
     measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
-    return run
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -289,7 +303,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (data/runs/<run-id>)")
     report.add_argument("--no-html", action="store_true", help="only print the table")
-    if command in ("run", "provision", "deprovision"):
+    if command in ("run", "check", "provision", "deprovision"):
         env_defaults(commands.choices[command])
     return parser
 
@@ -314,11 +328,11 @@ def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
 TIMELINE_FLAGS = ("devices", "interval", "duration", "shape", "stages")
 
 
-def given_flags(words: Sequence[str]) -> set[str]:
-    """The ``dest`` of every ``stress run`` flag given on the command line ``words``."""
-    parser = build_parser("run")
-    run = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr,index]
-    for action in run._actions:
+def given_flags(command: str, words: Sequence[str]) -> set[str]:
+    """The ``dest`` of every flag of ``command`` (run, check) given on the command line ``words``."""
+    parser = build_parser(command)
+    chosen = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr,index]
+    for action in chosen._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(words))) - {"command", "run_parser"}
 
@@ -424,14 +438,31 @@ def _check_free(host: str, port: int) -> None:
         raise ScenarioError(f"--metrics-port: cannot listen on {host}:{port}: {reason}") from None
 
 
+def _scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario of ``stress run`` or ``check``: flags, and the ``--scenario`` file's."""
+    stages = apply_scenario_file(args, args.given) if args.scenario is not None else None
+    return scenario_from(args, stages)
+
+
+def command_check(args: argparse.Namespace) -> int:
+    """``stress check``."""
+    from stress.check import CheckError, check  # noqa: PLC0415
+
+    try:
+        print(check(_scenario(args)))
+    except CheckError as exc:
+        print(f"stress check: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def command_run(args: argparse.Namespace) -> int:
     """``stress run``."""
     from stress.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
     from stress.runner import run  # noqa: PLC0415
     from stress.targets import build  # noqa: PLC0415
 
-    stages = apply_scenario_file(args, args.given) if args.scenario is not None else None
-    scenario = scenario_from(args, stages)
+    scenario = _scenario(args)
     target = build(scenario)
     metrics_at = None
     if args.metrics_port:
@@ -481,8 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((word for word in words if not word.startswith("-")), None))
     args = parser.parse_args(words)
-    if args.command == "run":
-        args.given = given_flags(words)
+    if args.command in ("run", "check"):
+        args.given = given_flags(args.command, words)
     if args.command is None:
         parser.print_help()
         return 2
@@ -492,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handlers = {
         "run": command_run,
+        "check": command_check,
         "report": command_report,
         "provision": command_provision,
         "deprovision": command_deprovision,

@@ -32,7 +32,7 @@ from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sample
 from stress.meter import Meter, Second
 from stress.mqtt.session import wait_closed
 from stress.observer import Observer
-from stress.scenario import MAX_DEVICES, Scenario, Stage, device_name
+from stress.scenario import MAX_DEVICES, Broker, Scenario, Stage, device_name
 from stress.targets import build
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,17 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is in the stress extra; plain asyncio works too
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def tls_context(broker: Broker) -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context of connections to ``broker`` (None without TLS), and the name to check."""
+    if not broker.tls:
+        return None, None
+    context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+    if broker.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context, broker.host
 
 
 class Engine:
@@ -87,7 +98,7 @@ class Engine:
         self.interval = scenario.stages[0].interval
         self.burst = scenario.stages[0].burst
         self.anchor = math.inf
-        self.tls, self.server_hostname = self._tls()
+        self.tls, self.server_hostname = tls_context(scenario.broker)
         #: Where devices connect: the broker's host, its name looked up once (``_look_up``).
         self.address = scenario.broker.host
         self.rng = random.Random(scenario.seed * 7_919 + self.indexes.start)
@@ -128,16 +139,6 @@ class Engine:
         self.seconds: list[Second] = []
 
     # ------------------------------------------------------------------ setup
-
-    def _tls(self) -> tuple[ssl.SSLContext | None, str | None]:
-        broker = self.scenario.broker
-        if not broker.tls:
-            return None, None
-        context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-        if broker.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context, broker.host
 
     async def _look_up(self) -> None:
         """Look the broker's name up once, not once per connection (a fleet of thousands would
