@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stress.meter import Second
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 
 #: Longest request line a run reads (a pause of many devices fits).
@@ -82,7 +83,7 @@ class RunControl:
             op = request["op"]
             handler = getattr(self, f"_op_{op}", None)
             if handler is None:
-                raise SteerError(f"unknown op {op!r} (stop, pause, resume, scale, rate, status)")
+                raise SteerError(f"unknown op {op!r} (stop, pause, resume, scale, rate, status, watch)")
             return {"ok": True, **handler(request)}
         except SteerError as exc:
             return {"ok": False, "error": str(exc)}
@@ -197,6 +198,50 @@ class RunControl:
         }
 
 
+class Watchers:
+    """Connections that asked to ``watch`` the run: each closed second (``Second.digest``) and the
+    events a live view shows are written to them as JSON lines. A watcher that does not read
+    is dropped rather than let the run's memory grow."""
+
+    #: Events a watcher gets (connections and publishes are too many to pass on one by one).
+    EVENTS = frozenset({"error", "paused", "resumed", "storm", "phase", "command"})
+    #: Events passed on per second at most (a mass failure would otherwise flood the watchers).
+    EVENTS_PER_SECOND = 200
+    #: Bytes a watcher may leave unread before it is dropped.
+    MAX_BACKLOG = 4 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.writers: set[asyncio.StreamWriter] = set()
+        self._events_this_second = 0
+        self.dropped_events = 0
+
+    def second(self, second: Second) -> None:
+        """A second closed: pass its digest on."""
+        self._events_this_second = 0
+        self._send({"second": second.digest()})
+
+    def event(self, event: dict[str, Any]) -> None:
+        """An event of the run: pass it on if a live view shows it (and not too many)."""
+        if event.get("event") not in self.EVENTS or not self.writers:
+            return
+        if self._events_this_second >= self.EVENTS_PER_SECOND:
+            self.dropped_events += 1
+            return
+        self._events_this_second += 1
+        self._send({"event": event})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if not self.writers:
+            return
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        for writer in list(self.writers):
+            if writer.is_closing() or writer.transport.get_write_buffer_size() > self.MAX_BACKLOG:
+                self.writers.discard(writer)
+                writer.close()
+            else:
+                writer.write(line)
+
+
 @dataclass
 class Registration:
     """A run's entry in the control directory."""
@@ -208,9 +253,10 @@ class Registration:
 class ControlServer:
     """The run's end of the control socket."""
 
-    def __init__(self, control: RunControl, folder: Path) -> None:
+    def __init__(self, control: RunControl, folder: Path, watchers: Watchers | None = None) -> None:
         self.control = control
         self.folder = folder
+        self.watchers = watchers or Watchers()
         self.server: asyncio.AbstractServer | None = None
         self.registration: Registration | None = None
         #: Connections being served (closed with the server, so none is left to be cancelled).
@@ -269,6 +315,11 @@ class ControlServer:
                 except ValueError:
                     answer = {"ok": False, "error": "a request is one line of JSON"}
                 else:
+                    if isinstance(request, dict) and request.get("op") == "watch":
+                        answer = {"ok": True, "status": self.control.status()}
+                        writer.write(json.dumps(answer).encode() + b"\n")
+                        self.watchers.writers.add(writer)
+                        continue
                     answer = self.control.handle(request)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
@@ -276,6 +327,7 @@ class ControlServer:
             pass
         finally:
             del self._serving[writer]
+            self.watchers.writers.discard(writer)
             writer.close()
 
 

@@ -62,6 +62,7 @@ class Device:
         "state",
         "topics",
         "window",
+        "worst",
     )
 
     def __init__(
@@ -98,6 +99,8 @@ class Device:
         self.held = False
         #: A slow device acknowledges the commands it receives late (``--slow-devices``).
         self.slow = False
+        #: Its slowest message this second (seconds: ack time at QoS 1, lateness at QoS 0).
+        self.worst = 0.0
         self.offset = 0.0
         self.slot = -1
         self.joined = False
@@ -195,7 +198,9 @@ class Device:
         else:
             current = engine.meter.current
             current.acked += 1
-            current.ack.record(now - sent)
+            took = now - sent
+            current.ack.record(took)
+            self.worst = max(self.worst, took)
         if self.blocked and len(self.inflight) <= self.window // 2:
             engine.ready(self)
 
@@ -289,7 +294,9 @@ class Device:
             else:  # the steady case, what _catch_up does for one sample at QoS 0 (never an overrun)
                 per_sample = self.per_sample
                 current = engine.meter.current
-                current.lateness.record(now - due, per_sample)
+                late = now - due
+                current.lateness.record(late, per_sample)
+                self.worst = max(self.worst, late)
                 current.offered += per_sample
                 self.due = due + interval
                 self._written(self._sample(now, epoch_ms, 0), per_sample, now)
@@ -311,6 +318,8 @@ class Device:
             data += self._sample(now, epoch_ms, qos)
             late = now - due
             current.lateness.record(late, per_sample)
+            if late > self.worst and not qos:
+                self.worst = late
             if late >= interval:
                 current.overruns += per_sample
             samples += 1

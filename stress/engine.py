@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import ipaddress
 import logging
 import math
@@ -42,6 +43,8 @@ TICK = 0.001
 _NUDGE = 1e-6
 #: Most time one tick spends on the ready list before letting the loop breathe.
 READY_BUDGET = 0.02
+#: Devices each second names as the slowest (the dashboard shows them).
+SLOWEST = 10
 #: Connection attempts the connector starts before it lets the rest of the loop run.
 CONNECT_BATCH = 32
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -663,7 +666,15 @@ class Engine:
             await asyncio.sleep(max(0.0, self.start + t - loop.time()))
             now = loop.time()
             ack_timeout = self.scenario.ack_timeout
+            slowest: list[tuple[float, str]] = []  # a heap of the SLOWEST slowest, least first
             for device in self.devices.values():
+                if device.worst:
+                    entry = (device.worst, device.info.device_id)
+                    if len(slowest) < SLOWEST:
+                        heapq.heappush(slowest, entry)
+                    elif entry > slowest[0]:
+                        heapq.heapreplace(slowest, entry)
+                    device.worst = 0.0
                 session = device.session
                 if session is not None and device.state == CONNECTED:
                     session.keepalive_due(now)
@@ -681,6 +692,9 @@ class Engine:
                             self.ready(device)
             if self.observer is not None:
                 self.observer.keepalive(now)
+            self.meter.current.slowest = [
+                (round(w * 1000, 3), name) for w, name in sorted(slowest, reverse=True)
+            ]
             self._close_second(t=t)
             t += 1
 

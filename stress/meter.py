@@ -9,6 +9,7 @@ current :class:`Second` and hands it on; seconds merge exactly, across processes
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,8 @@ Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 
 HISTOGRAMS = ("lateness", "ack", "e2e", "connect", "lag")
+#: The slowest devices a merged second keeps.
+SLOWEST_KEPT = 10
 COUNTERS = (
     "offered",
     "sent",
@@ -64,6 +67,9 @@ class Second:
     e2e: Histogram = field(default_factory=Histogram)
     connect: Histogram = field(default_factory=Histogram)
     lag: Histogram = field(default_factory=Histogram)
+    #: The slowest devices of the second, slowest first: (ms, device); ack time at QoS 1,
+    #: lateness at QoS 0. Merged, the slowest of all processes.
+    slowest: list[tuple[float, str]] = field(default_factory=list)
 
     def merge(self, other: Second) -> None:
         """Add another process's same second (or another second, for totals)."""
@@ -79,6 +85,8 @@ class Second:
             self.errors[key] = self.errors.get(key, 0) + count
         for name in HISTOGRAMS:
             getattr(self, name).merge(getattr(other, name))
+        if other.slowest:
+            self.slowest = heapq.nlargest(SLOWEST_KEPT, [*self.slowest, *other.slowest])
 
     def to_wire(self) -> dict[str, Any]:
         """A JSON-able form, for sending between processes."""
@@ -100,7 +108,26 @@ class Second:
         for name in HISTOGRAMS:
             values[name] = Histogram.from_sparse(values[name])
         values["errors"] = {(stage, reason): count for stage, reason, count in values["errors"]}
+        values["slowest"] = [(ms, name) for ms, name in values.get("slowest", [])]
         return cls(**values)
+
+    def digest(self) -> dict[str, Any]:
+        """What a live view shows of the second: counters, gauges, percentiles (ms), errors."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
+        out.update(t=self.t, phase=self.phase, connected=self.connected, fleet=self.fleet)
+        out["cpu"] = round(self.cpu_s / self.wall_s, 3) if self.wall_s else 0.0
+        for name in HISTOGRAMS:
+            histogram: Histogram = getattr(self, name)
+            out[name] = {
+                "p50": histogram.percentile(0.5),
+                "p95": histogram.percentile(0.95),
+                "p99": histogram.percentile(0.99),
+                "max": histogram.max_us / 1000 if histogram.count else None,
+                "count": histogram.count,
+            }
+        out["errors"] = [[stage, reason, count] for (stage, reason), count in sorted(self.errors.items())]
+        out["slowest"] = [[ms, name] for ms, name in self.slowest]
+        return out
 
     def confirmed(self, qos: int) -> int:
         """Messages known to have reached the broker: acked at QoS 1, written to the socket at QoS 0."""

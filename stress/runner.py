@@ -15,13 +15,14 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import TextIO
 
 from stress import summary as summaries
 from stress.console import Console
-from stress.control import Controls, ControlServer, RunControl, control_dir
+from stress.control import Controls, ControlServer, RunControl, Watchers, control_dir
 from stress.engine import Engine, new_loop
-from stress.meter import Meter, Second
+from stress.meter import Event, EventSink, Meter, Second
 from stress.metrics import RunMetrics, serving
 from stress.processes import Fleet
 from stress.processes import split as split_fleet
@@ -56,10 +57,16 @@ def run(
     facts = RunFacts(run_id=folder.path.name, started_at=time.time(), ended_at=0.0, run_seconds=0.0)
     seconds: list[Second] = []
     metrics = RunMetrics(facts.run_id, scenario.target, scenario.devices)
+    watchers = Watchers()
+
+    def on_event(event: Event) -> None:
+        folder.event(event)
+        watchers.event(event)
 
     def closed(second: Second) -> None:
         seconds.append(second)
         metrics.second(second)
+        watchers.second(second)
         folder.second(second)
         if view is not None:
             view.second(second)
@@ -71,7 +78,8 @@ def run(
         with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
             whole = _here if facts.processes == 1 else _split
             served = (metrics, *metrics_at) if metrics_at is not None else None
-            runner.run(whole(scenario, facts, closed, folder, served))
+            outputs = Outputs(closed, on_event, folder, watchers, served)
+            runner.run(whole(scenario, facts, outputs))
     except BaseException as exc:
         facts.stopped = (
             facts.stopped if facts.stopped != "completed" else f"error: {type(exc).__name__}: {exc}"
@@ -87,21 +95,15 @@ def run(
     return Summary(document, folder.path)
 
 
-async def _here(
-    scenario: Scenario,
-    facts: RunFacts,
-    closed: Callable[[Second], None],
-    folder: RunFolder,
-    served: Served | None,
-) -> None:
+async def _here(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
     """The whole fleet in this process."""
     loop = asyncio.get_running_loop()
     meter = Meter(loop.time(), wall_start=facts.started_at)
-    meter.sinks.append(folder.event)
-    engine = Engine(scenario, on_second=closed, meter=meter)
+    meter.sinks.append(outputs.on_event)
+    engine = Engine(scenario, on_second=outputs.closed, meter=meter)
     with _signals(loop, engine.stop):
         try:
-            async with _controlled(scenario, facts, folder, engine, served):
+            async with _controlled(scenario, facts, outputs, engine):
                 await engine.run()
         finally:
             facts.stopped = engine.stopped or facts.stopped
@@ -109,22 +111,20 @@ async def _here(
             _note_observer(facts, scenario, observer is not None, observer.unreadable if observer else 0)
 
 
-async def _split(
-    scenario: Scenario,
-    facts: RunFacts,
-    closed: Callable[[Second], None],
-    folder: RunFolder,
-    served: Served | None,
-) -> None:
+async def _split(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
     """The fleet over worker processes; this one merges their seconds."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(
-        scenario, start=loop.time(), wall_start=facts.started_at, on_second=closed, on_event=folder.event
+        scenario,
+        start=loop.time(),
+        wall_start=facts.started_at,
+        on_second=outputs.closed,
+        on_event=outputs.on_event,
     )
     fleet.launch()
     with _signals(loop, fleet.stop):
         try:
-            async with _controlled(scenario, facts, folder, fleet, served):
+            async with _controlled(scenario, facts, outputs, fleet):
                 await fleet.run()
         finally:
             ending = fleet.ending()
@@ -137,13 +137,27 @@ async def _split(
 Served = tuple[RunMetrics, str, int]
 
 
+@dataclass
+class Outputs:
+    """Where a run's seconds and events go."""
+
+    closed: Callable[[Second], None]
+    on_event: EventSink
+    folder: RunFolder
+    watchers: Watchers
+    served: Served | None
+
+
 @contextlib.asynccontextmanager
 async def _controlled(
-    scenario: Scenario, facts: RunFacts, folder: RunFolder, controls: Controls, served: Served | None
+    scenario: Scenario, facts: RunFacts, outputs: Outputs, controls: Controls
 ) -> AsyncIterator[None]:
-    """The run's control socket (``stress stop``, ``pause`` ...) and its ``/metrics`` while
-    inside. A run that cannot open them still runs, and its summary says why."""
-    server = ControlServer(RunControl(scenario, facts.run_id, controls), folder.path)
+    """The run's control socket (``stress stop``, ``pause``, a dashboard's ``watch`` ...) and its
+    ``/metrics`` while inside. A run that cannot open them still runs, and its summary says why."""
+    served = outputs.served
+    server = ControlServer(
+        RunControl(scenario, facts.run_id, controls), outputs.folder.path, outputs.watchers
+    )
     try:
         await server.start()
     except OSError as exc:

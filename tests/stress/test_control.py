@@ -375,3 +375,36 @@ def test_the_control_socket_is_private(
     assert private.stat().st_mode & 0o777 == 0o700
     assert Path(entry.socket).stat().st_mode & 0o777 == 0o600
     assert stress("stop").returncode == 0
+
+
+def test_a_watcher_gets_every_second_and_the_events_a_live_view_shows(background: Any) -> None:
+    run = background("--devices", "6", "--interval", "0.2", "--duration", "4", "--qos", "1")
+    entry = find_run(None)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(entry.socket)
+        conn.sendall(b'{"op": "watch"}\n')
+        lines = conn.makefile("rb")
+        first = json.loads(lines.readline())
+        assert first["ok"] is True
+        assert first["status"]["devices"] == 6
+        run.wait_connected(6)
+        assert stress("pause", "dev00002").returncode == 0
+        messages = [json.loads(line) for line in lines]  # until the run ends and closes it
+    seconds = [m["second"] for m in messages if "second" in m]
+    events = [m["event"] for m in messages if "event" in m]
+    summary = run.finish()
+    assert sum(second["acked"] for second in seconds) == summary["acked"]
+    assert [second["t"] for second in seconds] == list(range(seconds[0]["t"], seconds[0]["t"] + len(seconds)))
+    publishing = [second for second in seconds if second["phase"] == "run" and second["acked"]]
+    assert publishing
+    for second in publishing:
+        assert second["ack"]["count"] == second["acked"]
+        assert second["ack"]["p99"] is not None
+        slowest = second["slowest"]
+        assert 1 <= len(slowest) <= 6
+        assert [ms for ms, _ in slowest] == sorted((ms for ms, _ in slowest), reverse=True)
+        assert {name for _, name in slowest} <= {f"dev{n:05d}" for n in range(1, 7)}
+    assert {"event": "paused", "device": "dev00002"}.items() <= next(
+        e for e in events if e["event"] == "paused"
+    ).items()
+    assert [e["phase"] for e in events if e["event"] == "phase"][-1] == "done"
