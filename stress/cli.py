@@ -42,6 +42,8 @@ from stress.provision.cli import command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.provision.lab import ProvisionError
 from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
+from stress.viewers_cli import add_parser as add_viewers_parser
+from stress.viewers_cli import command_viewers
 
 
 def _add_fault_flags(run: argparse.ArgumentParser) -> None:
@@ -296,6 +298,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_provision_parsers(commands)
     add_control_parsers(commands)
+    add_viewers_parser(commands)
     report = commands.add_parser(
         "report",
         help="print a run's summary and write its report.html",
@@ -303,7 +306,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (data/runs/<run-id>)")
     report.add_argument("--no-html", action="store_true", help="only print the table")
-    if command in ("run", "check", "provision", "deprovision"):
+    if command in ("run", "check", "provision", "deprovision", "viewers"):
         env_defaults(commands.choices[command])
     return parser
 
@@ -527,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": command_report,
         "provision": command_provision,
         "deprovision": command_deprovision,
+        "viewers": command_viewers,
         **dict.fromkeys(CONTROL_COMMANDS, command_control),
     }
     try:
