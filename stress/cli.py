@@ -21,6 +21,8 @@ from stress.control import SteerError
 from stress.control_cli import COMMANDS as CONTROL_COMMANDS
 from stress.control_cli import add_parsers as add_control_parsers
 from stress.control_cli import command_control
+from stress.dashboard.cli import add_parser as add_dashboard_parser
+from stress.dashboard.cli import beside_run, command_dashboard
 from stress.flags import (
     Parser,
     any_share,
@@ -41,6 +43,7 @@ from stress.provision.cli import add_parsers as add_provision_parsers
 from stress.provision.cli import command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.provision.lab import ProvisionError
+from stress.runfolder import DEFAULT_ROOT
 from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
 from stress.viewers_cli import add_parser as add_viewers_parser
 from stress.viewers_cli import command_viewers
@@ -278,6 +281,14 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
         help="serve the run's figures to Prometheus at http://HOST:PORT/metrics while it runs (0: no)",
     )
     measure.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address of /metrics")
+    measure.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve the live dashboard of this run (see stress dashboard) on --dashboard-port",
+    )
+    measure.add_argument(
+        "--dashboard-port", type=port, default=8089, metavar="PORT", help="the dashboard's port"
+    )
     measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
     measure.add_argument("--quiet", action="store_true", help="no live progress line")
     measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
@@ -298,6 +309,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_provision_parsers(commands)
     add_control_parsers(commands)
+    add_dashboard_parser(commands)
     add_viewers_parser(commands)
     report = commands.add_parser(
         "report",
@@ -471,9 +483,19 @@ def command_run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics_at = (args.metrics_host, args.metrics_port)
         _check_free(*metrics_at)
+    dashboard = None
+    if args.dashboard:
+        runs = scenario.out.resolve().parent if scenario.out is not None else DEFAULT_ROOT
+        dashboard = beside_run(args.metrics_host, args.dashboard_port, runs)
+        print(f"stress: dashboard at http://{args.metrics_host}:{args.dashboard_port}/", file=sys.stderr)
     if not args.quiet:
         print(f"stress: {scenario.devices:,} devices -> {target.describe()}", file=sys.stderr)
-    summary = run(scenario, quiet=args.quiet, metrics_at=metrics_at)
+    try:
+        summary = run(scenario, quiet=args.quiet, metrics_at=metrics_at)
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()
+            dashboard.wait(10)
     assert summary.folder is not None  # noqa: S101 - run always writes a folder
     try:
         text, html = report(summary.folder)
@@ -527,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": command_run,
         "check": command_check,
+        "dashboard": command_dashboard,
         "report": command_report,
         "provision": command_provision,
         "deprovision": command_deprovision,

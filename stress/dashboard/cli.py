@@ -1,0 +1,77 @@
+"""``stress dashboard``, and the dashboard that ``stress run --dashboard`` starts beside a run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from stress.flags import port
+from stress.runfolder import DEFAULT_ROOT
+
+DEFAULT_PORT = 8089
+
+
+def add_parser(commands: Any) -> None:
+    """``stress dashboard`` and its flags."""
+    parser = commands.add_parser(
+        "dashboard",
+        help="show the run in progress live in a browser, with its controls (or the last run)",
+        description="Serve the live dashboard: the run in progress (offered and delivered rates, "
+        "latency percentiles, connected devices, errors by reason, the generator's health, the "
+        "slowest and failing devices), pushed to the browser as it runs, with controls to stop "
+        "it, pause or resume devices, and scale the fleet or change its rate. With no run in "
+        "progress it shows the last run folder. Ctrl-C stops it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="port to serve on")
+    parser.add_argument("--run", metavar="ID", default=None, help="watch only this run (its run id or PID)")
+    parser.add_argument(
+        "--runs", type=Path, default=DEFAULT_ROOT, help="where run folders are (for the last run)"
+    )
+
+
+def command_dashboard(args: argparse.Namespace) -> int:
+    """``stress dashboard``: serve until interrupted."""
+    from stress.dashboard.app import create_app  # noqa: PLC0415 - Flask only when serving
+
+    check_free(args.host, args.port)
+    app, socketio, feed = create_app(args.runs, args.run)
+    feed.start()
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # its request lines and dev-server notes
+    print(
+        f"stress dashboard: http://{args.host}:{args.port}/  (Ctrl-C stops it)", file=sys.stderr, flush=True
+    )
+    try:
+        socketio.run(app, host=args.host, port=args.port, allow_unsafe_werkzeug=True, log_output=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        feed.stop()
+    return 0
+
+
+def check_free(host: str, number: int, flag: str = "--port") -> None:
+    """One clear line when the port is taken, before anything starts."""
+    try:
+        with socket.create_server((host, number)):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(
+            f"cannot serve the dashboard on {host}:{number}: {reason} (choose another {flag})"
+        ) from None
+
+
+def beside_run(host: str, number: int, runs: Path) -> subprocess.Popen[bytes]:
+    """A dashboard process watching this process's run (``stress run --dashboard``)."""
+    check_free(host, number, "--dashboard-port")
+    argv = [sys.executable, "-m", "stress", "dashboard", "--host", host, "--port", str(number)]
+    argv += ["--run", str(os.getpid()), "--runs", str(runs)]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -1,0 +1,215 @@
+"""The dashboard's view of runs: the run in progress (watched through its control socket), or the
+last run folder when none is in progress."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stress.control import MAX_REQUEST, RunEntry, SteerError, runs_in_progress, send
+
+log = logging.getLogger(__name__)
+
+#: Seconds of a live run a newly opened page gets at once.
+HISTORY = 600
+#: Failing devices the dashboard keeps (the most errors first).
+FAILING_KEPT = 20
+#: Seconds between looks for a run to watch.
+LOOK_EVERY_S = 0.5
+#: Seconds a run that ended has to write its summary before the page is told about it.
+SUMMARY_WAIT_S = 30.0
+
+Emit = Callable[[str, Any], None]
+
+
+class Feed:
+    """Watches runs in a thread of its own and hands each message to ``emit(event, data)``."""
+
+    def __init__(self, emit: Emit, runs_root: Path, run: str | None = None) -> None:
+        self.emit = emit
+        self.runs_root = runs_root
+        self.wanted = run
+        self.lock = threading.Lock()
+        self.live: RunEntry | None = None
+        self.status: dict[str, Any] = {}
+        self.seconds: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self.failing: dict[str, dict[str, Any]] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=200)
+        self._stop = threading.Event()
+        self._conn: socket.socket | None = None
+        self._thread = threading.Thread(target=self._watch_forever, name="dashboard-feed", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    # ------------------------------------------------------------------ what a page gets first
+
+    def state(self) -> dict[str, Any]:
+        """Everything a page needs when it opens: the live run, or the last one."""
+        with self.lock:
+            if self.live is not None:
+                return {
+                    "live": True,
+                    "run": {"run_id": self.live.run_id, "folder": self.live.folder, **self.status},
+                    "seconds": list(self.seconds),
+                    "failing": self._failing(),
+                    "events": list(self.events),
+                }
+        return {"live": False, **last_run(self.runs_root)}
+
+    def _failing(self) -> list[dict[str, Any]]:
+        ranked = sorted(self.failing.values(), key=lambda entry: -entry["errors"])
+        return ranked[:FAILING_KEPT]
+
+    # ------------------------------------------------------------------ controls
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send ``request`` to the live run; its answer (or why it could not be sent)."""
+        entry = self.live
+        if entry is None:
+            return {"ok": False, "error": "no run in progress"}
+        try:
+            return send(entry, request)
+        except SteerError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    # ------------------------------------------------------------------ the thread
+
+    def _watch_forever(self) -> None:
+        while not self._stop.is_set():
+            entry = self._find()
+            if entry is None:
+                self._stop.wait(LOOK_EVERY_S)
+                continue
+            try:
+                self._watch(entry)
+            except (OSError, ValueError) as exc:
+                log.info("stopped watching %s: %s", entry.run_id, exc)
+            with self.lock:
+                self.live = None
+            self.emit("ended", {"run_id": entry.run_id, **self._finished(Path(entry.folder))})
+
+    def _finished(self, folder: Path) -> dict[str, Any]:
+        """The run that just ended, once its summary is written (the run writes it after it
+        closes its control socket)."""
+        summary = folder / "summary.json"
+        deadline = time.monotonic() + SUMMARY_WAIT_S
+        while not summary.exists() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+        return run_folder(folder) if summary.exists() else last_run(self.runs_root)
+
+    def _find(self) -> RunEntry | None:
+        runs = runs_in_progress()
+        if self.wanted is not None:
+            runs = [run for run in runs if self.wanted in (run.run_id, str(run.pid))]
+        return runs[-1] if runs else None
+
+    def _watch(self, entry: RunEntry) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5.0)
+            conn.connect(entry.socket)
+            conn.sendall(b'{"op": "watch"}\n')
+            # Blocking reads from here (a timeout inside a buffered read can lose data): the
+            # run closing the connection, or ``stop`` shutting it down, ends the loop
+            conn.settimeout(None)
+            self._conn = conn
+            lines = conn.makefile("rb")
+            first = json.loads(lines.readline(MAX_REQUEST) or b"{}")
+            if not first.get("ok"):
+                return
+            with self.lock:
+                self.live = entry
+                self.status = first["status"]
+                self.seconds.clear()
+                self.failing.clear()
+                self.events.clear()
+            self.emit("started", self.state())
+            while not self._stop.is_set():
+                line = lines.readline(MAX_REQUEST)
+                if not line:
+                    return
+                self._take(json.loads(line))
+
+    def _take(self, message: dict[str, Any]) -> None:
+        if "second" in message:
+            second = message["second"]
+            with self.lock:
+                self.seconds.append(second)
+            self.emit("second", second)
+        elif "event" in message:
+            event = message["event"]
+            with self.lock:
+                self.events.append(event)
+                if event.get("event") == "error" and event.get("device"):
+                    entry = self.failing.setdefault(event["device"], {"device": event["device"], "errors": 0})
+                    entry["errors"] += 1
+                    entry["reason"] = f"{event.get('stage')}: {event.get('reason')}"
+                    entry["t"] = event.get("t")
+                failing = self._failing() if event.get("event") == "error" else None
+            self.emit("event", event)
+            if failing is not None:
+                self.emit("failing", failing)
+
+
+def last_run(root: Path) -> dict[str, Any]:
+    """The newest run folder under ``root`` with a summary: its summary and its seconds."""
+    folders = [path.parent for path in root.glob("*/summary.json")] if root.is_dir() else []
+    if not folders:
+        return {"run": None, "seconds": [], "failing": [], "events": []}
+    return run_folder(max(folders, key=lambda path: (path / "summary.json").stat().st_mtime))
+
+
+def run_folder(folder: Path) -> dict[str, Any]:
+    """A finished run's summary and seconds, as the page shows them."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        with (folder / "timeseries.csv").open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, ValueError) as exc:
+        return {"run": None, "seconds": [], "failing": [], "events": [], "error": f"{folder}: {exc}"}
+    return {
+        "run": {"run_id": summary.get("run_id"), "folder": str(folder), "summary": summary},
+        "seconds": [_row_digest(row) for row in rows[-HISTORY:]],
+        "failing": [],
+        "events": [],
+    }
+
+
+def _row_digest(row: dict[str, str]) -> dict[str, Any]:
+    """A ``timeseries.csv`` row in the shape of a live second's digest (what the page draws)."""
+
+    def number(name: str) -> float | None:
+        text = row.get(name) or ""
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    counters = ("offered", "sent", "acked", "failed", "delivered", "connected", "connects", "disconnects")
+    out: dict[str, Any] = {name: int(number(name) or 0) for name in counters}
+    out.update(t=int(number("t") or 0), phase=row.get("phase", ""), cpu=(number("cpu_percent") or 0) / 100)
+    out["ack"] = {"p50": number("ack_p50_ms"), "p99": number("ack_p99_ms")}
+    out["e2e"] = {"p50": number("e2e_p50_ms"), "p99": number("e2e_p99_ms")}
+    out["lateness"] = {"p99": number("lateness_p99_ms")}
+    out["lag"] = {"p99": number("loop_lag_ms")}
+    out["errors"] = []
+    out["slowest"] = []
+    return out
