@@ -22,7 +22,7 @@ from stress.control_cli import COMMANDS as CONTROL_COMMANDS
 from stress.control_cli import add_parsers as add_control_parsers
 from stress.control_cli import command_control
 from stress.dashboard.cli import add_parser as add_dashboard_parser
-from stress.dashboard.cli import beside_run, command_dashboard
+from stress.dashboard.cli import beside_run, close_beside, command_dashboard
 from stress.flags import (
     Parser,
     any_share,
@@ -289,6 +289,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     measure.add_argument(
         "--dashboard-port", type=port, default=8089, metavar="PORT", help="the dashboard's port"
     )
+    measure.add_argument(
+        "--dashboard-host", default="127.0.0.1", metavar="HOST", help="the dashboard's address"
+    )
     measure.add_argument("--out", type=Path, default=None, help="run folder (default data/runs/<run-id>)")
     measure.add_argument("--quiet", action="store_true", help="no live progress line")
     measure.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
@@ -486,16 +489,15 @@ def command_run(args: argparse.Namespace) -> int:
     dashboard = None
     if args.dashboard:
         runs = scenario.out.resolve().parent if scenario.out is not None else DEFAULT_ROOT
-        dashboard = beside_run(args.metrics_host, args.dashboard_port, runs)
-        print(f"stress: dashboard at http://{args.metrics_host}:{args.dashboard_port}/", file=sys.stderr)
+        dashboard = beside_run(args.dashboard_host, args.dashboard_port, runs)
+        print(f"stress: dashboard at http://{args.dashboard_host}:{args.dashboard_port}/", file=sys.stderr)
     if not args.quiet:
         print(f"stress: {scenario.devices:,} devices -> {target.describe()}", file=sys.stderr)
     try:
         summary = run(scenario, quiet=args.quiet, metrics_at=metrics_at)
     finally:
         if dashboard is not None:
-            dashboard.terminate()
-            dashboard.wait(10)
+            close_beside(dashboard, args.dashboard_host, args.dashboard_port)
     assert summary.folder is not None  # noqa: S101 - run always writes a folder
     try:
         text, html = report(summary.folder)

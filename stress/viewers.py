@@ -32,7 +32,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +58,8 @@ CONNECT_CONCURRENCY = 100
 SILENCE_S = 60.0
 #: Added to two flush intervals before the first comparison: the portal's ingest linger and the network.
 SETTLE_MARGIN_S = 0.3
+#: Devices seen this recently are the ones viewers are dealt over (when any are).
+ACTIVE_S = 60.0
 #: How often viewers that still lack a final value are checked again while settling.
 SETTLE_POLL_S = 0.1
 #: Seconds a viewer's close may take (its WebSocket close handshake included).
@@ -128,6 +130,8 @@ def assign_scopes(
     rooms: Mapping[str, Sequence[str]],
     room: str | None = None,
     device: str | None = None,
+    *,
+    active: Collection[tuple[str, str]] = (),
 ) -> list[Scope]:
     """The scope of each of ``count`` viewers, dealt round-robin over what exists.
 
@@ -137,6 +141,8 @@ def assign_scopes(
         rooms: the portal's rooms and the devices of each.
         room: watch only this room (``room``), or this room's devices (``device``).
         device: watch only this device of ``room``.
+        active: (room, device) pairs seen lately; when there are any, viewers are dealt over
+            these rooms and devices only, not over ones that fell silent long ago.
 
     Raises:
         ViewersInputError: a room or device that the portal does not know, or nothing to watch.
@@ -146,6 +152,12 @@ def assign_scopes(
     if room is not None and room not in rooms:
         known = ", ".join(sorted(rooms)[:5]) or "none yet"
         raise ViewersInputError(f"the portal knows no room {room!r} (rooms: {known})")
+    if active and device is None:
+        lively = {
+            name: [each for each in rooms[name] if (name, each) in active]
+            for name in ([room] if room is not None else rooms)
+        }
+        rooms = {name: names for name, names in lively.items() if names} or rooms
     if kind == "room":
         names = [room] if room is not None else sorted(rooms)
         if not names:
@@ -705,9 +717,10 @@ class Audience:
         assert session is not None  # noqa: S101 - inside the async with block
         await sign_in(session, plan.portal_url, plan.username, plan.password, plan.connect_timeout)
         rooms: dict[str, list[str]] = {}
+        active: set[tuple[str, str]] = set()
         if plan.scope != "site":
-            rooms = await portal_rooms(session, plan.portal_url, plan.connect_timeout)
-        scopes = assign_scopes(plan.scope, plan.count, rooms, plan.room, plan.device)
+            rooms, active = await portal_rooms(session, plan.portal_url, plan.connect_timeout)
+        scopes = assign_scopes(plan.scope, plan.count, rooms, plan.room, plan.device, active=active)
         if plan.reference is not None:
             self.reference = Reference(plan.reference, scopes)
             await self.reference.start(plan.connect_timeout)
@@ -862,8 +875,9 @@ async def sign_in(
 
 async def portal_rooms(
     session: aiohttp.ClientSession, portal_url: str, timeout: float
-) -> dict[str, list[str]]:
-    """The portal's rooms and the devices of each (``GET /api/devices``, signed in).
+) -> tuple[dict[str, list[str]], set[tuple[str, str]]]:
+    """The portal's rooms and the devices of each (``GET /api/devices``, signed in), and the
+    (room, device) pairs seen in the last ``ACTIVE_S`` seconds.
 
     Raises:
         ViewersError: the portal did not answer with its device list.
@@ -878,6 +892,10 @@ async def portal_rooms(
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise ViewersError(f"the portal did not list its devices: {failure_reason(exc, timeout)}") from None
     rooms: dict[str, list[str]] = {}
+    active: set[tuple[str, str]] = set()
+    lately = (time.time() - ACTIVE_S) * 1000
     for device in body.get("devices", []) if isinstance(body, dict) else []:
         rooms.setdefault(device["room"], []).append(device["device"])
-    return rooms
+        if isinstance(device.get("last_seen"), int | float) and device["last_seen"] >= lately:
+            active.add((device["room"], device["device"]))
+    return rooms, active

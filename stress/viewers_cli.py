@@ -106,7 +106,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="room: every viewer watches this room; device: the devices of this room "
-        "(default: viewers are dealt round-robin over the rooms or devices the portal knows)",
+        "(default: viewers are dealt round-robin over the rooms or devices the portal has seen in "
+        "the last minute, or over all it knows when none)",
     )
     what.add_argument(
         "--device", default=None, metavar="NAME", help="device scope: all watch this device of --room"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ from stress.flags import port
 from stress.runfolder import DEFAULT_ROOT
 
 DEFAULT_PORT = 8089
+#: Seconds a dashboard beside a run has, once the run is over, to show its pages the summary.
+ENDED_WAIT_S = 5.0
 
 
 def add_parser(commands: Any) -> None:
@@ -75,3 +80,19 @@ def beside_run(host: str, number: int, runs: Path) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "stress", "dashboard", "--host", host, "--port", str(number)]
     argv += ["--run", str(os.getpid()), "--runs", str(runs)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def close_beside(process: subprocess.Popen[bytes], host: str, number: int) -> None:
+    """Stop the dashboard beside a run, once it has shown its pages that the run ended."""
+    address = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - where it listens
+    deadline = time.monotonic() + ENDED_WAIT_S
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}:{number}/healthz", timeout=1) as answer:
+                if not json.load(answer)["live"]:
+                    break
+        except (OSError, ValueError, KeyError):
+            break
+        time.sleep(0.05)
+    process.terminate()
+    process.wait(10)

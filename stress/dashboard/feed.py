@@ -103,9 +103,10 @@ class Feed:
                 self._watch(entry)
             except (OSError, ValueError) as exc:
                 log.info("stopped watching %s: %s", entry.run_id, exc)
-            with self.lock:
+            ended = {"run_id": entry.run_id, **self._finished(Path(entry.folder))}
+            self.emit("ended", ended)
+            with self.lock:  # only now, so that /healthz saying "not live" means pages were told
                 self.live = None
-            self.emit("ended", {"run_id": entry.run_id, **self._finished(Path(entry.folder))})
 
     def _finished(self, folder: Path) -> dict[str, Any]:
         """The run that just ended, once its summary is written (the run writes it after it

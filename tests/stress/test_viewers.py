@@ -84,6 +84,21 @@ def test_viewers_are_dealt_round_robin_over_the_rooms_and_devices_that_exist() -
         assign_scopes("room", 1, {})
 
 
+def test_viewers_watch_the_rooms_and_devices_seen_lately_when_there_are_any() -> None:
+    rooms = {"old": ["d1"], "a": ["d1", "d2"], "b": ["d3"]}
+    active = {("a", "d2"), ("b", "d3")}
+    assert [s.room for s in assign_scopes("room", 3, rooms, active=active)] == ["a", "b", "a"]
+    devices = assign_scopes("device", 3, rooms, active=active)
+    assert [(s.room, s.device) for s in devices] == [("a", "d2"), ("b", "d3"), ("a", "d2")]
+    assert [s.device for s in assign_scopes("device", 2, rooms, room="a", active=active)] == ["d2"] * 2
+    # asked for by name, a silent room or device is still watched
+    assert assign_scopes("room", 1, rooms, room="old", active=active) == [Scope("room", "old")]
+    assert [s.device for s in assign_scopes("device", 1, rooms, room="old", active=active)] == ["d1"]
+    assert assign_scopes("device", 1, rooms, room="a", device="d1", active=active)[0].device == "d1"
+    # nothing seen lately: everything the portal knows
+    assert [s.room for s in assign_scopes("room", 3, rooms, active=set())] == ["a", "b", "old"]
+
+
 def test_the_reference_subscribes_to_the_fewest_filters_covering_every_scope() -> None:
     scopes = [Scope("room", "a"), Scope("device", "a", "d1"), Scope("device", "b", "d1")]
     assert topic_filters(scopes, "office") == ["office/a/+/+", "office/b/d1/+"]

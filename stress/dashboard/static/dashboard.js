@@ -54,6 +54,7 @@ function draw() {
     $("connected").textContent = fmt(last.connected) + (last.fleet ? " / " + fmt(last.fleet) : "");
     $("failed").textContent = fmt(last.failed);
     $("latency").textContent = fmt(lat.p50, 1) + " / " + fmt(lat.p99, 1);
+    $("latency-label").textContent = (lat === last.ack ? "publish to ack" : "publish to delivery") + " p50 / p99 (ms)";
     $("generator").textContent = fmt((last.cpu || 0) * 100) + " % / " + fmt(last.lag && last.lag.p99, 1) + " ms";
     rows("errors", last.errors || [], (e) => [e[0], e[1], fmt(e[2])]);
     rows("slowest", last.slowest || [], (s) => [s[1], fmt(s[0], 1)]);
@@ -68,6 +69,8 @@ function draw() {
   line(rate, offered, top, "currentColor");
   line(rate, delivered, top, "#1a7f37");
   line(rate, failed, top, "#cf222e");
+  const span = shown.length ? `last ${shown.length} s` : "";
+  $("rate-scale").textContent = shown.length ? `top ${fmt(top)} msg/s, ${span}` : "";
   const latency = $("latency-chart");
   latency.replaceChildren();
   const pick = (s) => (s.ack && s.ack.p99 !== null && s.ack.p99 !== undefined ? s.ack : s.e2e || {});
@@ -76,6 +79,7 @@ function draw() {
   const high = Math.max(1, ...p99.filter((v) => v !== null && v !== undefined));
   line(latency, p50, high, "currentColor");
   line(latency, p99, high, "#cf222e");
+  $("latency-scale").textContent = shown.length ? `top ${fmt(high, 1)} ms, ${span}` : "";
 }
 
 function showRun(state) {
