@@ -20,6 +20,8 @@ from stress.runfolder import DEFAULT_ROOT
 DEFAULT_PORT = 8089
 #: Seconds a dashboard beside a run has, once the run is over, to show its pages the summary.
 ENDED_WAIT_S = 5.0
+#: Seconds for the last messages to leave the dashboard's sockets once it has sent them.
+FLUSH_S = 1.0
 
 
 def add_parser(commands: Any) -> None:
@@ -88,8 +90,9 @@ def close_beside(process: subprocess.Popen[bytes], host: str, number: int) -> No
     deadline = time.monotonic() + ENDED_WAIT_S
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://{address}:{number}/healthz", timeout=1) as answer:
+            with urllib.request.urlopen(f"http://{address}:{number}/healthz", timeout=2) as answer:
                 if not json.load(answer)["live"]:
+                    time.sleep(FLUSH_S)
                     break
         except (OSError, ValueError, KeyError):
             break

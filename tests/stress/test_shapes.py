@@ -35,8 +35,10 @@ def test_a_wave_swings_the_rate_around_its_mean(broker: PlainBroker, tmp_path: P
     summary = run(scenario(broker.port, tmp_path / "run", stages, shape="wave"), quiet=True)
     sent = sent_per_second(tmp_path / "run")
     assert len(sent) == 8
-    crests, troughs = sent[0:2] + sent[4:6], sent[2:4] + sent[6:8]
-    assert min(crests) > 400  # the mean of 1 + 0.8 sin over a rising quarter: 1.5 x 300
+    # second 0 also holds the connections, so it may be short of a whole second of publishing
+    crests, troughs = sent[1:2] + sent[4:6], sent[2:4] + sent[6:8]
+    assert sent[0] > 300
+    assert min(crests) > 400  # the mean of 1 + 0.8 sin over a quarter period: 1.5 x 300
     assert max(troughs) < 200
     assert abs(summary["sent"] - 8 * 300) <= 0.03 * 8 * 300  # two whole periods: the mean rate
     assert summary["failed"] == 0
