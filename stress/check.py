@@ -13,7 +13,7 @@ import time
 from stress.behaviours import DeviceInfo
 from stress.engine import new_loop, tls_context
 from stress.mqtt.session import ConnectError, open_session, wait_closed
-from stress.scenario import Scenario, device_name
+from stress.scenario import Scenario, ScenarioError, device_name
 from stress.targets import build
 
 #: What to look at when the broker refuses, by the refusal's reason.
@@ -27,6 +27,7 @@ HINTS = {
     "timeout": "--host, --port and any firewall",
     "tls-verify": "--ca-file (or --insecure for a self-signed lab)",
     "tls-handshake": "--tls and --port (is it the TLS listener?)",
+    "connack-unknown-token": "the access token in --tokens (is the device still there? provision it again)",
 }
 
 
@@ -36,6 +37,48 @@ class CheckError(Exception):
 
 def check(scenario: Scenario) -> str:
     """One line saying that the target took the first device's connection; else ``CheckError``."""
+    if scenario.target == "thingsboard":
+        return check_thingsboard(scenario)
+    return check_connect(scenario)
+
+
+def check_thingsboard(scenario: Scenario) -> str:
+    """ThingsBoard: sign in to the REST API and list a page of devices; then, when the tokens
+    file has the first device, connect as it does (MQTT transports)."""
+    from stress.thingsboard import TbError  # noqa: PLC0415 - only this target needs it
+    from stress.thingsboard.rest import TbClient  # noqa: PLC0415
+
+    options = scenario.options
+    try:
+        client = TbClient(
+            options.get("url", ""),
+            options.get("tb_username", ""),
+            options.get("tb_password", ""),
+            timeout=scenario.connect_timeout,
+            retries=1,
+        )
+        started = time.perf_counter()
+        client.login()
+        page = client.call("GET", "/api/tenant/devices", params={"pageSize": 10, "page": 0})
+        elapsed = time.perf_counter() - started
+    except TbError as exc:
+        raise CheckError(str(exc)) from None
+    total = page.get("totalElements", "?") if isinstance(page, dict) else "?"
+    line = (
+        f"ok: ThingsBoard at {client.url} signed in {client.username!r} and listed a page of its "
+        f"{total} devices in {elapsed * 1000:.0f} ms"
+    )
+    if options.get("transport") == "http":
+        return line
+    try:
+        mqtt = check_connect(scenario)
+    except ScenarioError as exc:  # no tokens yet: the REST side is what can be checked
+        return f"{line}; MQTT not checked: {exc}"
+    return f"{line}; {mqtt.removeprefix('ok: ')}"
+
+
+def check_connect(scenario: Scenario) -> str:
+    """Connect as the first device of the run would, and disconnect."""
     target = build(scenario)
     info = DeviceInfo(0, device_name(scenario.prefix, 0, scenario.devices), "room-01")
     options = target.connect_options(info)

@@ -39,12 +39,13 @@ from stress.flags import (
     seconds,
     share,
 )
+from stress.provision import ProvisionError
 from stress.provision.cli import add_parsers as add_provision_parsers
-from stress.provision.cli import command_deprovision, command_provision
+from stress.provision.cli import add_tb_flags, command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
-from stress.provision.lab import ProvisionError
 from stress.runfolder import DEFAULT_ROOT
 from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
+from stress.thingsboard import TbError
 from stress.viewers_cli import add_parser as add_viewers_parser
 from stress.viewers_cli import command_viewers
 
@@ -112,6 +113,35 @@ def _add_timing_flags(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tb_run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags of ``stress run --target thingsboard``."""
+    tb = run.add_argument_group("thingsboard")
+    tb.add_argument(
+        "--transport",
+        choices=("mqtt", "gateway", "http"),
+        default="mqtt",
+        help="mqtt: a connection per device; gateway: devices share --gateways connections; "
+        "http: POST /api/v1/<token>/telemetry (with --qos 1)",
+    )
+    tb.add_argument("--gateways", type=count, default=0, help="gateway connections (--transport gateway)")
+    tb.add_argument(
+        "--tokens",
+        type=Path,
+        default=Path("data/provisioning/tokens.json"),
+        help="access tokens from stress provision --target thingsboard",
+    )
+    add_tb_flags(tb)
+    run.add_argument_group("device lifecycle").add_argument(
+        "--active",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a list of the devices that take part (one name or shell pattern per line, # comments), "
+        "read again whenever it changes: a device leaving the list disconnects, one coming back "
+        "reconnects; no file: every device takes part",
+    )
+
+
 def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     """``stress run`` and ``stress check`` (which takes the same flags, to check what the run would meet)."""
     commands.add_parser(
@@ -132,6 +162,7 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     )
     for parser in (run, commands.choices["check"]):
         _add_run_flags(parser)
+        _add_tb_run_flags(parser)
     return run
 
 
@@ -147,10 +178,15 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     )
     run.set_defaults(run_parser=run)
     where = run.add_argument_group("target")
-    where.add_argument("--target", choices=("lab", "mqtt"), default="lab", help="what the fleet talks to")
-    where.add_argument("--host", default="127.0.0.1", help="broker host")
     where.add_argument(
-        "--port", type=port, default=None, help="broker port (lab: MQTT_PORT of --env-file; else 1883)"
+        "--target", choices=("lab", "mqtt", "thingsboard"), default="lab", help="what the fleet talks to"
+    )
+    where.add_argument("--host", default="127.0.0.1", help="broker host (thingsboard: TB_MQTT_HOST)")
+    where.add_argument(
+        "--port",
+        type=port,
+        default=None,
+        help="broker port (lab: MQTT_PORT of --env-file; thingsboard: TB_MQTT_PORT; else 1883)",
     )
     where.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version")
     where.add_argument("--tls", action="store_true", help="connect with TLS")
@@ -163,7 +199,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
         "--env-file",
         type=Path,
         default=Path(".env"),
-        help="lab: the lab's .env (fleet account, port, topic root)",
+        help="lab: the lab's .env (fleet account, port, topic root); thingsboard: TB_* settings",
     )
     where.add_argument(
         "--credentials",
@@ -342,6 +378,30 @@ def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
     return lab_port(env, args.port)
 
 
+def _tb_settings(args: argparse.Namespace, options: dict[str, str]) -> tuple[str, int]:
+    """ThingsBoard's MQTT host and port, and the target's options, from flags and TB_* settings."""
+    from stress.thingsboard.settings import tb_settings  # noqa: PLC0415
+
+    given: set[str] = getattr(args, "given", set())
+    settings = tb_settings(
+        args.env_file,
+        url=args.tb_url,
+        username=args.tb_username,
+        password=args.tb_password,
+        mqtt_host=args.host if "host" in given else "",
+        mqtt_port=args.port,
+    )
+    options.update(
+        transport=args.transport,
+        gateways=str(args.gateways),
+        tokens=str(args.tokens),
+        url=settings.url,
+        tb_username=settings.username,
+        tb_password=settings.password,
+    )
+    return settings.mqtt_host, settings.mqtt_port
+
+
 #: Flags that a timeline of stages in a scenario file replaces.
 TIMELINE_FLAGS = ("devices", "interval", "duration", "shape", "stages")
 
@@ -387,6 +447,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         }.items()
         if value
     }
+    host = args.host
     if args.target == "lab":
         for flag in ("username", "password"):
             if flag in options:
@@ -394,12 +455,17 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
                     f"--{flag} is for --target mqtt; the lab's fleet account comes from --env-file"
                 )
         chosen_port = _lab_settings(args, options)
+    elif args.target == "thingsboard":
+        host, chosen_port = _tb_settings(args, options)
     else:
+        for flag in ("transport", "gateways", "tb_url", "tb_username", "tb_password"):
+            if flag in getattr(args, "given", ()):
+                raise ScenarioError(f"--{flag.replace('_', '-')} is for --target thingsboard")
         chosen_port = args.port or 1883
     return Scenario(
         target=args.target,
         broker=Broker(
-            host=args.host,
+            host=host,
             port=chosen_port,
             protocol=args.protocol,
             tls=args.tls,
@@ -440,6 +506,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         processes=args.processes,
         cpus=args.cpus,
         out=args.out,
+        active=args.active,
         options=options,
     )
 
@@ -560,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ProvisionError, ControlError, SteerError) as exc:
+    except (ProvisionError, ControlError, SteerError, TbError) as exc:
         if debug:
             raise
         print(f"stress {args.command}: error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from stress.behaviours import Behaviour, DeviceInfo
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions, TopicCode
 from stress.mqtt.session import ConnectError, Session, open_session, reason_for_ack
-from stress.targets.base import Encoder
+from stress.targets.base import Command, Encoder
 
 if TYPE_CHECKING:
     from stress.engine import Engine
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 MAX_CATCH_UP = 64
 #: Samples one ``fire`` writes in capacity mode at QoS 0 before giving the others a turn.
 CAPACITY_CHUNK = 16
+#: A connection the server ends within this many seconds of accepting it is "short".
+SHORT_SESSION_S = 60.0
+#: Short sessions in a row, ended by the server, after which a device stops reconnecting.
+TAKEN_OVER_LIMIT = 5
+#: How the server ends a connection another client took over (MQTT 3.1.1 says nothing more).
+TAKEOVER_SIGNS = frozenset({"connection-lost", "connection-reset", "server-disconnect-session-taken-over"})
 
 IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = range(5)
 
@@ -44,10 +50,13 @@ class Device:
         "encode",
         "engine",
         "held",
+        "id_base",
+        "id_span",
         "inflight",
         "info",
         "joined",
         "last_payload",
+        "offline",
         "offset",
         "options",
         "packet_id",
@@ -57,6 +66,8 @@ class Device:
         "sampled",
         "seq",
         "session",
+        "short_sessions",
+        "since",
         "slot",
         "slow",
         "state",
@@ -89,7 +100,11 @@ class Device:
         self.state = IDLE
         self.inflight: dict[int, float] = {}
         self.window = engine.scenario.inflight
+        #: Packet ids are ``id_base + 1 .. id_base + id_span`` (a share of a connection's ids when
+        #: devices share one, as behind a gateway).
         self.packet_id = 0
+        self.id_base = 0
+        self.id_span = 65_535
         self.seq = 0
         #: The last payload written (the ``published`` event shows it).
         self.last_payload = b""
@@ -97,6 +112,11 @@ class Device:
         self.due = math.inf
         #: Paused by ``stress pause``: connected, silent, off the schedule until resumed.
         self.held = False
+        #: Deactivated (``--active`` list): disconnected, and not coming back until activated.
+        self.offline = False
+        #: When its connection came up, and how many in a row ended soon after (taken over?).
+        self.since = 0.0
+        self.short_sessions = 0
         #: A slow device acknowledges the commands it receives late (``--slow-devices``).
         self.slow = False
         #: Its slowest message this second (seconds: ack time at QoS 1, lateness at QoS 0).
@@ -114,31 +134,30 @@ class Device:
     async def connect(self) -> None:
         """One connection attempt (run by the engine's connector, which bounds how many at once)."""
         engine = self.engine
+        if self.offline:  # deactivated while it waited for its turn
+            self.state = WAITING
+            return
         loop = engine.loop
         started = loop.time()
         self.state = CONNECTING
         try:
-            session = await open_session(
-                engine.address,
-                engine.scenario.broker.port,
-                self.options,
-                self,
-                tls=engine.tls,
-                server_hostname=engine.server_hostname,
-                timeout=engine.scenario.connect_timeout,
-            )
+            session = await self._open()
         except ConnectError as exc:
             now = loop.time()
-            engine.meter.error("connect", exc.reason, now, device=self.info.device_id, detail=exc.detail)
+            reason = engine.target.reason(exc.reason)
+            engine.meter.error("connect", reason, now, device=self.info.device_id, detail=exc.detail)
             self.state = WAITING
             engine.connect_failed(self, now)
             return
         now = loop.time()
-        if self.state == STOPPED:  # the fleet shrank (or the run ended) while connecting
-            session.close()
+        if self.state == STOPPED or self.offline:  # the fleet shrank (or the run ended) meanwhile
+            self._leave(session)
+            if self.state != STOPPED:
+                self.state = WAITING
             return
         self.session = session
         self.state = CONNECTED
+        self.since = now
         self.attempts = 0
         self.window = min(engine.scenario.inflight, session.receive_maximum)
         engine.meter.connected_device(self.info.device_id, now - started, now)
@@ -163,6 +182,23 @@ class Device:
                     detail=f"the broker refused the command subscription {filters} ({granted})",
                 )
 
+    async def _open(self) -> Session:
+        """A connection of its own (raises :class:`ConnectError`)."""
+        engine = self.engine
+        return await open_session(
+            engine.address,
+            engine.scenario.broker.port,
+            self.options,
+            self,
+            tls=engine.tls,
+            server_hostname=engine.server_hostname,
+            timeout=engine.scenario.connect_timeout,
+        )
+
+    def _leave(self, session: Session) -> None:
+        """End its part of ``session`` cleanly (its own connection: DISCONNECT)."""
+        session.close()
+
     def backoff(self, rng_value: float) -> float:
         """Seconds before the next attempt: full jitter over an exponentially growing cap."""
         scenario = self.engine.scenario
@@ -178,7 +214,7 @@ class Device:
         self.state = STOPPED
         self.due = math.inf
         if self.session is not None:
-            self.session.close()
+            self._leave(self.session)
             self.session = None
         if was_connected:
             self.engine.meter.disconnected_device(self.info.device_id, "stopped", now)
@@ -194,7 +230,7 @@ class Device:
         engine = self.engine
         now = engine.loop.time()
         if reason >= 0x80:
-            engine.meter.error("ack", reason_for_ack(reason), now)
+            engine.meter.error("ack", engine.target.reason(reason_for_ack(reason)), now)
         else:
             current = engine.meter.current
             current.acked += 1
@@ -206,11 +242,21 @@ class Device:
 
     def on_message(self, message: codec.Publish) -> None:
         """A command: the behaviour decides what it means."""
+        command = self.engine.target.command(self.info, message.topic, message.payload)
+        if command is not None:
+            self.obey(command)
+        session = self.session
+        if message.qos and session is not None:
+            self.answer(session, codec.puback(message.packet_id, session.version))
+
+    def obey(self, command: Command) -> None:
+        """Hand each setting of ``command`` to the behaviour; answer it when the target wants."""
         engine = self.engine
-        attr = engine.target.command_attr(self.info, message.topic)
-        if attr is not None:
-            value = message.payload.decode("utf-8", "replace")
+        now = engine.loop.time()
+        results = []
+        for attr, value in command.settings:
             obeyed = self.behaviour.command(attr, value)
+            results.append(obeyed)
             engine.meter.emit(
                 {
                     "event": "command",
@@ -219,19 +265,24 @@ class Device:
                     "value": value[:200],
                     "obeyed": obeyed,
                 },
-                engine.loop.time(),
+                now,
             )
-        session = self.session
-        if message.qos and session is not None:
-            delay = engine.scenario.slow_ack_delay
-            if self.slow and delay > 0:
-                engine.loop.call_later(delay, self._late_ack, session, message.packet_id)
-            else:
-                session.ack(message.packet_id)
+        if command.reply_topic is not None and self.session is not None:
+            payload = engine.target.reply(command, results)
+            packet = codec.publish(command.reply_topic, payload, version=self.session.version)
+            self.answer(self.session, packet)
 
-    def _late_ack(self, session: Session, packet_id: int) -> None:
+    def answer(self, session: Session, packet: bytes) -> None:
+        """Write an answer to the server (an ack, an RPC response): late for a slow device."""
+        delay = self.engine.scenario.slow_ack_delay
+        if self.slow and delay > 0:
+            self.engine.loop.call_later(delay, self._late_answer, session, packet)
+        else:
+            session.write(packet, self.engine.loop.time())
+
+    def _late_answer(self, session: Session, packet: bytes) -> None:
         if session is self.session and session.connected:
-            session.ack(packet_id)
+            session.write(packet, self.engine.loop.time())
 
     def drop(self, reason: str, now: float, *, abrupt: bool) -> None:
         """Leave the broker on purpose (churn, a storm), then reconnect: ``abrupt`` is a cut
@@ -244,7 +295,7 @@ class Device:
         if abrupt:
             session.abort()
         else:
-            session.close()
+            self._leave(session)
         engine = self.engine
         engine.meter.disconnected_device(self.info.device_id, reason, now)
         if self.inflight:
@@ -252,16 +303,42 @@ class Device:
             self.inflight.clear()
 
     def on_lost(self, reason: str, detail: str) -> None:
-        """The connection dropped: count what was in flight, then reconnect after a backoff."""
+        """The connection dropped: count what was in flight, then reconnect after a backoff.
+
+        A connection the server ends soon after accepting it, again and again, is most likely
+        taken over by another client with the same id or credentials (each connection of the
+        two ends the other's): after ``TAKEN_OVER_LIMIT`` in a row the device gives up, so two
+        clients do not push each other out for the rest of the run.
+        """
         engine = self.engine
         now = engine.loop.time()
         self.session = None
         self.state = WAITING
+        reason = engine.target.reason(reason)
         engine.meter.disconnected_device(self.info.device_id, reason, now)
-        engine.meter.error("connection", reason, now, device=self.info.device_id, detail=detail)
         if self.inflight:
             engine.meter.error("ack", "connection-lost", now, count=len(self.inflight))
             self.inflight.clear()
+        if now - self.since < SHORT_SESSION_S and reason in TAKEOVER_SIGNS:
+            self.short_sessions += 1
+        else:
+            self.short_sessions = 0
+        if self.short_sessions >= TAKEN_OVER_LIMIT or reason == "server-disconnect-session-taken-over":
+            if self.short_sessions >= TAKEN_OVER_LIMIT:
+                self.state = STOPPED
+                self.behaviour.stop()
+                detail = (
+                    f"the server ended this device's connection {self.short_sessions} times within "
+                    f"{SHORT_SESSION_S:g} s of accepting it ({detail}): {engine.target.takeover_hint()}; "
+                    "it gave up"
+                )
+            engine.meter.error(
+                "connection", "session-taken-over", now, device=self.info.device_id, detail=detail
+            )
+            if self.state == STOPPED:
+                return
+        else:
+            engine.meter.error("connection", reason, now, device=self.info.device_id, detail=detail)
         engine.connect_failed(self, now)
 
     def on_writable(self) -> None:
@@ -375,10 +452,11 @@ class Device:
         chunks: list[bytes] = []
         inflight = self.inflight
         packet_id = self.packet_id
+        base, span = self.id_base, self.id_span
         for topic, payload in zip(self.topics, payloads, strict=True):
-            packet_id = packet_id % 65_535 + 1
-            inflight[packet_id] = now
-            topic.append(chunks, payload, packet_id)
+            packet_id = packet_id % span + 1
+            inflight[base + packet_id] = now
+            topic.append(chunks, payload, base + packet_id)
         self.packet_id = packet_id
         return b"".join(chunks)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import heapq
 import ipaddress
 import logging
@@ -26,10 +27,11 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from stress.behaviours import DeviceInfo, load
-from stress.device import CONNECTED, IDLE, STOPPED, WAITING, Device, pick_sampled
+from stress.device import CONNECTED, CONNECTING, IDLE, STOPPED, WAITING, Device, pick_sampled
 from stress.meter import Meter, Second
 from stress.mqtt.session import wait_closed
 from stress.observer import Observer
@@ -48,6 +50,8 @@ SLOWEST = 10
 #: Connection attempts the connector starts before it lets the rest of the loop run.
 CONNECT_BATCH = 32
 GOLDEN = (math.sqrt(5) - 1) / 2
+#: Seconds between looks at the ``--active`` list.
+ACTIVE_POLL_S = 0.5
 T = TypeVar("T")
 
 
@@ -58,6 +62,19 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is in the stress extra; plain asyncio works too
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def read_active(path: Path) -> list[str]:
+    """The names and shell patterns of an ``--active`` list (blank lines and ``#`` comments skipped)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def membership(patterns: list[str] | None) -> Callable[[str], bool]:
+    """Whether a device name is on a list of names and patterns (everyone when there is no list)."""
+    if patterns is None:
+        return lambda _name: True
+    return lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def tls_context(broker: Broker) -> tuple[ssl.SSLContext | None, str | None]:
@@ -140,6 +157,8 @@ class Engine:
         self._burst_rng = random.Random(0)
         self._burst_next = math.inf
         self.seconds: list[Second] = []
+        #: Whether a device takes part (the ``--active`` list; everyone without one).
+        self.takes_part: Callable[[str], bool] = lambda _name: True
 
     # ------------------------------------------------------------------ setup
 
@@ -180,16 +199,7 @@ class Engine:
     def _device(self, index: int) -> Device:
         info = self.info(index)
         behaviour = self.behaviour_class(info, random.Random(self.scenario.seed * 1_000_003 + index))
-        attributes = self.behaviour_class.attributes
-        return Device(
-            self,
-            info,
-            behaviour,
-            topics=self.target.topics(info, attributes),
-            encode=self.target.encoder(info, attributes),
-            options=self.target.connect_options(info),
-            sampled=index in self.sampled,
-        )
+        return self.target.make_device(self, info, behaviour, sampled=index in self.sampled)
 
     # ------------------------------------------------------------------ clock
 
@@ -329,7 +339,7 @@ class Engine:
         self.loop.call_at(now + delay, self._retry, device)
 
     def _retry(self, device: Device) -> None:
-        if device.state == WAITING and not self.stopped:
+        if device.state == WAITING and not self.stopped and not device.offline:
             self.request_connect(device)
 
     async def _connector(self) -> None:
@@ -344,7 +354,7 @@ class Engine:
                 await self._connect_wakeup.wait()
             if self._connect_queue:
                 device = self._connect_queue.popleft()
-                if device.state in (STOPPED, CONNECTED):
+                if device.state in (STOPPED, CONNECTED, CONNECTING) or device.offline:
                     continue
             else:
                 device = self._birth(self._unborn.popleft())
@@ -413,6 +423,50 @@ class Engine:
             now = self.loop.time()
             self._begin_stage(self._as_asked(self._stage), max(now, anchor if anchor is not None else now))
 
+    def set_takes_part(self, takes_part: Callable[[str], bool]) -> None:
+        """Deactivate the devices ``takes_part`` leaves out (they disconnect and stay away) and
+        activate those it brings back (they reconnect and rejoin the schedule)."""
+        self.takes_part = takes_part
+        now = self.loop.time()
+        for device in self.devices.values():
+            if device.state == STOPPED:
+                continue
+            wanted = takes_part(device.info.device_id)
+            if wanted != device.offline:
+                continue
+            device.offline = not wanted
+            name = device.info.device_id
+            self.meter.emit({"event": "activated" if wanted else "deactivated", "device": name}, now)
+            if wanted:
+                if device.state == WAITING:
+                    self.request_connect(device)
+                continue
+            device.joined = False
+            device.due = math.inf
+            device.slot = -1
+            device.drop("deactivated", now, abrupt=False)
+
+    async def _watch_active(self, path: Path) -> None:
+        """Read the ``--active`` list now and whenever it changes (checked twice a second)."""
+        seen: tuple[int, int] | None = None
+        while True:
+            try:
+                stat = path.stat()
+                version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+            except FileNotFoundError:
+                version = None
+            except OSError:
+                version = seen  # unreadable for now: keep what was read
+            if version != seen:
+                seen = version
+                try:
+                    patterns = read_active(path) if version is not None else None
+                except (OSError, UnicodeDecodeError) as exc:
+                    self.meter.emit({"event": "active-list-unreadable", "detail": str(exc)}, self.loop.time())
+                else:
+                    self.set_takes_part(membership(patterns))
+            await asyncio.sleep(ACTIVE_POLL_S)
+
     def connected_count(self) -> int:
         """Devices connected now."""
         return self.meter.connected
@@ -464,6 +518,7 @@ class Engine:
         self._unborn_set.discard(index)
         device = self._device(index)
         device.held = index in self.held
+        device.offline = not self.takes_part(device.info.device_id)
         device.slow = (index * GOLDEN) % 1.0 < self.scenario.slow_devices
         self.devices[index] = device
         device.behaviour.start(self.loop.time())
@@ -532,7 +587,9 @@ class Engine:
             await self._drain()
         finally:
             now = loop.time()
-            sessions = [device.session for device in self.devices.values() if device.session is not None]
+            sessions = list(
+                {id(d.session): d.session for d in self.devices.values() if d.session is not None}.values()
+            )
             for device in self.devices.values():
                 device.stop(now)
             if self.observer is not None:
@@ -548,6 +605,7 @@ class Engine:
             await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
             # The broker closes each connection after its DISCONNECT (this machine's ports stay free)
             await wait_closed(sessions)
+            await self.target.close()
             self._close_second(final=True)
         return self.seconds
 
@@ -624,7 +682,10 @@ class Engine:
         """Schedule the storms, and start the churn, of a run publishing from ``begin``."""
         for at in self.scenario.storms:
             self.loop.call_at(begin + at, self._storm)
-        return [asyncio.create_task(self._churn(begin))] if self.scenario.churn else []
+        tasks = [asyncio.create_task(self._churn(begin))] if self.scenario.churn else []
+        if self.scenario.active is not None:  # devices leaving and coming back, by the list
+            tasks.append(asyncio.create_task(self._watch_active(self.scenario.active)))
+        return tasks
 
     async def _churn(self, begin: float) -> None:
         """Each second of publishing, drop ``churn / 60`` of the fleet (at random) and let it back."""

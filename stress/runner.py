@@ -205,4 +205,4 @@ def _note_observer(facts: RunFacts, scenario: Scenario, observed: bool, unreadab
     if unreadable:
         facts.notes.append(f"{unreadable} delivered messages had no readable send time")
     if not observed and scenario.e2e_devices:
-        facts.notes.append("end-to-end latency not measured: the payload has no {ts}")
+        facts.notes.append(f"end-to-end latency not measured: {build(scenario).no_e2e_reason()}")

@@ -124,6 +124,8 @@ class Scenario:
     #: several processes, worker ``n`` runs on ``cpus[n % len(cpus)]`` alone.
     cpus: tuple[int, ...] = ()
     out: Path | None = None
+    #: The list of devices that take part (``--active``), read again whenever it changes.
+    active: Path | None = None
     #: Target-specific settings (templates, credentials), already validated by the target.
     options: dict[str, str] = field(default_factory=dict)
 

@@ -1,1 +1,5 @@
-"""Device accounts on a target: created before a run, removed after (``stress provision``)."""
+"""Device accounts on a target: ``stress provision`` and ``stress deprovision``."""
+
+
+class ProvisionError(Exception):
+    """Provisioning cannot go on; the message is one line that says what to do."""

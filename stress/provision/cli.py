@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stress.flags import port, positive_int, positive_seconds
+from stress.flags import count, port, positive_int, positive_seconds
 from stress.scenario import ScenarioError, device_name, valid_level
 
 
@@ -17,21 +17,51 @@ def add_parsers(commands: Any) -> None:
     provision = commands.add_parser(
         "provision",
         help="create an account per device on the target",
-        description="Create one broker account per device (lab: through the broker's dynamic security "
-        "plugin, as the lab's admin from .env). Idempotent and resumable: existing accounts get the "
-        "password of the credentials file, which is rewritten after every batch. "
-        "Then: stress run --target lab --credentials FILE.",
+        description="Create one account per device on the target. lab: a broker account through the "
+        "broker's dynamic security plugin, as the lab's admin from .env; existing accounts get the "
+        "password of the credentials file, which is rewritten after every batch. thingsboard: a "
+        "device (and --gateways gateway devices) through the REST API as the tenant administrator "
+        "(TB_URL, TB_USERNAME, TB_PASSWORD), existing devices reused, access tokens and the device "
+        "table written as they come. Both are idempotent and resumable: run the same command again "
+        "after an interruption. Then: stress run --target lab --credentials FILE, or "
+        "stress run --target thingsboard --tokens FILE.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(provision)
     provision.add_argument("--devices", type=positive_int, required=True, help="devices to provision")
     provision.add_argument("--prefix", default="dev", help="device ids are <prefix>00001, ...")
+    tb = provision.add_argument_group("thingsboard devices")
+    tb.add_argument(
+        "--profile",
+        default=None,
+        help="device profile of new devices (default: the tenant's default profile)",
+    )
+    tb.add_argument(
+        "--gateways",
+        type=count,
+        default=0,
+        help="also make this many gateway devices, <prefix>-gateway-01, ... (for --transport gateway)",
+    )
+    tb.add_argument(
+        "--batch-label",
+        default="",
+        help="the server attribute stressBatch of every device (default: the prefix)",
+    )
+    tb.add_argument(
+        "--groups",
+        type=positive_int,
+        default=1,
+        help="devices are dealt into this many groups: server attribute stressGroup 1..N "
+        "(stressIndex is the device's number)",
+    )
 
     deprovision = commands.add_parser(
         "deprovision",
         help="delete the accounts made by stress provision",
-        description="Delete the accounts made by stress provision whose id is the prefix followed by "
-        "digits, with their roles, and remove them from the credentials file. Asks first unless --yes.",
+        description="Delete what stress provision made: lab: the accounts whose id is the prefix "
+        "followed by digits, with their roles; thingsboard: the tenant's devices named so (and "
+        "<prefix>-gateway-<digits>), found by a paged text search. They leave the credentials or "
+        "tokens file too. Asks first unless --yes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(deprovision)
@@ -43,9 +73,14 @@ def add_parsers(commands: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", choices=("lab",), default="lab", help="where the accounts live")
     parser.add_argument(
-        "--env-file", type=Path, default=Path(".env"), help="the lab's settings (admin account)"
+        "--target", choices=("lab", "thingsboard"), default="lab", help="where the accounts live"
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="settings: the lab's (admin account), or TB_URL, TB_USERNAME, TB_PASSWORD for thingsboard",
     )
     parser.add_argument("--host", default="127.0.0.1", help="broker host")
     parser.add_argument(
@@ -57,10 +92,58 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=Path("data/provisioning/lab-devices.csv"),
         help="the device,password file (written by provision, pruned by deprovision)",
     )
-    parser.add_argument("--batch", type=positive_int, default=100, help="accounts per request to the broker")
     parser.add_argument(
-        "--timeout", type=positive_seconds, default=10.0, help="seconds to wait for the broker"
+        "--batch", type=positive_int, default=100, help="lab: accounts per request to the broker"
     )
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to wait for each answer"
+    )
+    tb = parser.add_argument_group("thingsboard")
+    add_tb_flags(tb)
+    tb.add_argument(
+        "--tokens",
+        type=Path,
+        default=Path("data/provisioning/tokens.json"),
+        help="the access tokens, JSON {name: token} (written by provision, pruned by deprovision)",
+    )
+    tb.add_argument(
+        "--table",
+        type=Path,
+        default=Path("data/provisioning/devices.csv"),
+        help="the device table: name,id,token,profile,gateway",
+    )
+    tb.add_argument("--workers", type=positive_int, default=8, help="requests to ThingsBoard at a time")
+    tb.add_argument(
+        "--retries",
+        type=count,
+        default=5,
+        help="tries again after a connection error, a timeout, a 5xx or a 429, backing off",
+    )
+
+
+def add_tb_flags(group: Any) -> None:
+    """Where ThingsBoard is and who signs in (flags over TB_* variables over --env-file)."""
+    group.add_argument(
+        "--tb-url", default="", help="REST API base URL (default: TB_URL, else http://localhost:8080)"
+    )
+    group.add_argument("--tb-username", default="", help="tenant administrator (default: TB_USERNAME)")
+    group.add_argument("--tb-password", default="", help="their password (default: TB_PASSWORD)")
+
+
+def confirmed(args: argparse.Namespace, what: str) -> bool:
+    """Whether to delete ``what``: never on --dry-run, at once on --yes, else when the user says so."""
+    if args.dry_run:
+        print("dry run: nothing deleted")
+        return False
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ScenarioError("not deleting without confirmation: pass --yes (or --dry-run to look first)")
+    answer = input(f"delete these {what}? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing deleted")
+    return False
 
 
 def command_provision(args: argparse.Namespace) -> int:
@@ -70,6 +153,10 @@ def command_provision(args: argparse.Namespace) -> int:
 
     if not valid_level(args.prefix):
         raise ScenarioError("--prefix must be a topic level: no '/', '+', '#', not empty")
+    if args.target == "thingsboard":
+        from stress.provision import tb_cli  # noqa: PLC0415
+
+        return tb_cli.command_provision(args)
     admin = lab.LabAdmin.from_env(args.env_file, args.host, args.port)
     devices = [device_name(args.prefix, index, args.devices) for index in range(args.devices)]
     with Progress(len(devices), "provisioning") as bar:
@@ -94,6 +181,10 @@ def command_deprovision(args: argparse.Namespace) -> int:
     from stress.progress import Progress  # noqa: PLC0415
     from stress.provision import lab  # noqa: PLC0415
 
+    if args.target == "thingsboard":
+        from stress.provision import tb_cli  # noqa: PLC0415
+
+        return tb_cli.command_deprovision(args)
     admin = lab.LabAdmin.from_env(args.env_file, args.host, args.port)
     devices = asyncio.run(lab.provisioned(admin, args.prefix, timeout=args.timeout))
     shown = ", ".join(devices[:3]) + (f" ... {devices[-1]}" if len(devices) > 3 else "")
@@ -103,16 +194,8 @@ def command_deprovision(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"{len(devices):,} accounts match {args.prefix}<digits>: {shown}")
-    if args.dry_run:
-        print("dry run: nothing deleted")
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ScenarioError("not deleting without confirmation: pass --yes (or --dry-run to look first)")
-        answer = input(f"delete these {len(devices):,} accounts? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
-            return 1
+    if not confirmed(args, f"{len(devices):,} accounts"):
+        return 0 if args.dry_run else 1
     with Progress(len(devices), "deleting") as bar:
         outcome = asyncio.run(
             lab.deprovision(

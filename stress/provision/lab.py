@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl import broker
+from stress.provision import ProvisionError
 from stress.provision.dynsec import Command, ControlError, DynamicSecurity, Response
 from stress.targets.lab import lab_env, lab_port
 from stress.targets.lab import read_credentials as read_device_passwords
@@ -32,10 +33,6 @@ from stress.targets.lab import read_credentials as read_device_passwords
 #: The text name of every account made here (and the only ones ``deprovision`` removes).
 MARK = "stress provision"
 _ALPHABET = string.ascii_letters + string.digits
-
-
-class ProvisionError(Exception):
-    """Provisioning cannot go on; the message is one line that says what to do."""
 
 
 @dataclass(frozen=True)

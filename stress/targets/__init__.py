@@ -1,4 +1,4 @@
-"""Targets: where a fleet publishes (this lab, any MQTT broker), behind one interface."""
+"""Targets: where a fleet publishes (this lab, any MQTT broker, ThingsBoard), behind one interface."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from stress.scenario import Scenario, ScenarioError
 from stress.targets.base import Target
 from stress.targets.lab import LabTarget
 from stress.targets.mqtt import MqttTarget
+from stress.targets.thingsboard import ThingsBoardTarget
 
-TARGETS: dict[str, type[Target]] = {"lab": LabTarget, "mqtt": MqttTarget}
+TARGETS: dict[str, type[Target]] = {"lab": LabTarget, "mqtt": MqttTarget, "thingsboard": ThingsBoardTarget}
 
 
 def build(scenario: Scenario) -> Target:

@@ -16,10 +16,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
-from stress.behaviours import DeviceInfo, Value
+from stress.behaviours import Behaviour, DeviceInfo, Value
 from stress.mqtt.codec import ConnectOptions, TopicCode
 from stress.scenario import Scenario, ScenarioError
+
+if TYPE_CHECKING:
+    from stress.device import Device
+    from stress.engine import Engine
 
 #: Placeholders fixed per device (filled once) and per message (filled at each publish).
 STATIC_FIELDS = ("root", "room", "device", "attr")
@@ -58,6 +63,12 @@ def literal(value: Value) -> bytes:
 def stamp(epoch_ms: float) -> bytes:
     """``{ts}`` as text; every message of one engine tick has the same, so it is formatted once."""
     return b"%.3f" % epoch_ms
+
+
+@functools.lru_cache(maxsize=1)
+def stamp_ms(epoch_ms: float) -> bytes:
+    """``{ts}`` in whole milliseconds (ThingsBoard reads a timestamp as a long integer)."""
+    return b"%d" % epoch_ms
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,16 @@ class Template:
         return re.compile("".join(out).encode(), re.DOTALL)
 
 
+@dataclass(frozen=True)
+class Command:
+    """What a message to a device asks: settings ``(attribute, value as text)`` for its behaviour,
+    and where its answer goes (None: no answer), with what the target needs to write it."""
+
+    settings: tuple[tuple[str, str], ...]
+    reply_topic: str | None = None
+    request: Mapping[str, object] | None = None
+
+
 class Target(ABC):
     """How a fleet talks to one kind of server."""
 
@@ -143,9 +164,51 @@ class Target(ABC):
         """The attribute a command on ``topic`` sets, or None if it is not a command."""
         return None
 
+    def command(self, device: DeviceInfo, topic: str, payload: bytes) -> Command | None:
+        """What a message on ``topic`` asks of ``device`` (default: the payload sets ``command_attr``)."""
+        attr = self.command_attr(device, topic)
+        if attr is None:
+            return None
+        return Command(((attr, payload.decode("utf-8", "replace")),))
+
+    def reply(self, command: Command, obeyed: Sequence[bool]) -> bytes:
+        """The answer to a command that has a ``reply_topic``."""
+        return b'{"ok":' + (b"true" if obeyed and all(obeyed) else b"false") + b"}"
+
+    def reason(self, name: str) -> str:
+        """A failure reason as this target means it (a rate limit, an unknown token)."""
+        return name
+
+    def takeover_hint(self) -> str:
+        """What it most likely means when the server keeps ending a device's new connections."""
+        return "another client probably uses the same client id (a second run with the same --prefix?)"
+
+    def make_device(self, engine: Engine, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool) -> Device:
+        """The simulated device of ``info`` (one MQTT connection of its own, by default)."""
+        from stress.device import Device  # noqa: PLC0415 - the device module needs this one
+
+        attributes = type(behaviour).attributes
+        return Device(
+            engine,
+            info,
+            behaviour,
+            topics=self.topics(info, attributes),
+            encode=self.encoder(info, attributes),
+            options=self.connect_options(info),
+            sampled=sampled,
+        )
+
+    async def close(self) -> None:
+        """Release what the target holds for the run (shared connections), after the fleet stopped."""
+        return
+
     def observer_options(self) -> ConnectOptions | None:
         """How the end-to-end subscriber logs in (None: end-to-end timing impossible)."""
         return None
+
+    def no_e2e_reason(self) -> str:
+        """Why ``observer_options`` is None."""
+        return "the payload has no {ts}"
 
     def sent_at(self, payload: bytes) -> float | None:
         """The send time (epoch ms) written in a payload, or None."""
@@ -217,8 +280,11 @@ class SampleEncoder:
 
     ORDER = ("values", "seq", "ts")
 
-    def __init__(self, fmt: str, fields: Sequence[str], attributes: Sequence[str]) -> None:
+    def __init__(
+        self, fmt: str, fields: Sequence[str], attributes: Sequence[str], *, whole_ms: bool = False
+    ) -> None:
         self.format = fmt.encode()
+        self.stamp = stamp_ms if whole_ms else stamp
         names = [name for name in fields if name in self.ORDER]
         self.pick = _picker(names, self.ORDER)
         self.uses_seq = "seq" in names
@@ -232,5 +298,5 @@ class SampleEncoder:
             + b"}"
         )
         seq_b = b"%d" % seq if self.uses_seq else b""
-        ts_b = stamp(epoch_ms) if self.uses_ts else b""
+        ts_b = self.stamp(epoch_ms) if self.uses_ts else b""
         return [self.format % self.pick((body, seq_b, ts_b))]

@@ -220,7 +220,7 @@ HOSTILE = [
     (["--devices", "3", "--prefix", "a/b"], 2, "--prefix"),
     (["--devices", "3", "--batch", "0"], 2, "--batch"),
     (["--devices", "3", "--port", "99999"], 2, "--port"),
-    (["--devices", "3", "--target", "thingsboard"], 2, "--target"),
+    (["--devices", "3", "--target", "nowhere"], 2, "--target"),
 ]
 
 

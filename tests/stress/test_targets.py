@@ -58,11 +58,11 @@ def payloads(
 
 
 def test_build_picks_the_target_by_name() -> None:
-    assert set(TARGETS) == {"lab", "mqtt"}
+    assert set(TARGETS) == {"lab", "mqtt", "thingsboard"}
     assert type(target()) is MqttTarget
     assert type(build(scenario("lab", **FLEET))) is LabTarget
-    with pytest.raises(ScenarioError, match="unknown target 'thingsboard': choose one of lab, mqtt"):
-        build(scenario("thingsboard"))
+    with pytest.raises(ScenarioError, match="unknown target 'coap': choose one of lab, mqtt, thingsboard"):
+        build(scenario("coap"))
 
 
 def test_default_topics_are_one_per_attribute_under_stress() -> None:

@@ -1,0 +1,197 @@
+"""Devices behind ThingsBoard gateways: many devices share one MQTT connection.
+
+A :class:`Gateway` is one connection, logged in with a gateway device's token; it is opened
+when its first device connects and shared by the others (a failure to open it is each
+waiting device's failure, retried with its own backoff). A :class:`GatewayMember` is a fleet
+device: "connecting" announces it on ``v1/gateway/connect``, leaving is ``v1/gateway/disconnect``,
+and its samples go to ``v1/gateway/telemetry`` on the gateway's connection with its own
+schedule, so pausing, churn and lateness stay per device.
+
+At QoS 1 each member owns a fixed range of the connection's packet ids (twice its in-flight
+window), so an acknowledgement finds its device by arithmetic. When the gateway's connection
+drops, every member loses it; a storm cuts the gateways' connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from stress.device import CONNECTED, STOPPED, Device
+from stress.mqtt import codec
+from stress.mqtt.codec import ConnectOptions
+from stress.mqtt.session import ConnectError, Session, open_session
+from stress.targets.thingsboard import GATEWAY_CONNECT, GATEWAY_DISCONNECT, GATEWAY_RPC, rpc_command
+
+if TYPE_CHECKING:
+    from stress.engine import Engine
+
+#: MQTT packet ids of one connection.
+PACKET_IDS = 65_535
+
+
+def most_members(inflight: int) -> int:
+    """The most devices one gateway connection carries at QoS 1 with ``inflight`` per device."""
+    return PACKET_IDS // (2 * inflight)
+
+
+class Gateway:
+    """One gateway connection and the devices it carries (the handler of its session)."""
+
+    def __init__(self, engine: Engine, name: str, options: ConnectOptions) -> None:
+        self.engine = engine
+        self.name = name
+        self.options = options
+        self.session: Session | None = None
+        self.members: dict[str, GatewayMember] = {}
+        #: Members by their share of the packet ids.
+        self.by_slot: dict[int, GatewayMember] = {}
+        self.span = 2 * engine.scenario.inflight  # see most_members
+        self._opening: asyncio.Task[Session] | None = None
+
+    def join(self, member: GatewayMember, slot: int) -> None:
+        """Give ``member`` its packet ids (``slot`` wraps past the most the connection has: the
+        target checks the timeline's fleet fits; only ``stress scale`` past it can share ids)."""
+        slot %= PACKET_IDS // self.span
+        member.id_base = slot * self.span
+        member.id_span = self.span
+        self.by_slot[slot] = member
+        self.members[member.info.device_id] = member
+
+    async def ready(self) -> Session:
+        """The gateway's connection, opened by the first member that needs it."""
+        session = self.session
+        if session is not None and session.connected:
+            return session
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.create_task(self._open())
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> Session:
+        engine = self.engine
+        session = await open_session(
+            engine.address,
+            engine.scenario.broker.port,
+            self.options,
+            self,
+            tls=engine.tls,
+            server_hostname=engine.server_hostname,
+            timeout=engine.scenario.connect_timeout,
+        )
+        try:
+            granted = await session.subscribe([(GATEWAY_RPC, 1)], timeout=engine.scenario.connect_timeout)
+        except ConnectError:
+            session.abort()
+            raise
+        if any(code >= 0x80 for code in granted):
+            engine.meter.error(
+                "subscribe",
+                "suback-refused",
+                engine.loop.time(),
+                device=self.name,
+                detail=f"the server refused the gateway's RPC subscription ({granted})",
+            )
+        self.session = session
+        return session
+
+    def announce(self, member: GatewayMember, topic: str) -> None:
+        """``v1/gateway/connect`` or ``disconnect`` for a member."""
+        session = self.session
+        if session is not None and session.connected:
+            payload = json.dumps({"device": member.info.device_id}).encode()
+            session.write(codec.publish(topic, payload, version=session.version), self.engine.loop.time())
+
+    def leave(self, member: GatewayMember) -> None:
+        """A member leaves for good or for a while: the server hears it disconnect."""
+        self.announce(member, GATEWAY_DISCONNECT)
+
+    async def close(self) -> None:
+        """DISCONNECT the gateway (its members have left)."""
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+            if session.gone is not None:
+                await asyncio.wait([session.gone], timeout=2.0)
+
+    def abort(self) -> None:
+        """Cut the connection (a storm); every member loses it and reconnects."""
+        session = self.session
+        if session is not None:
+            session.abort()
+            self.session = None
+            self.on_lost("storm", "the connection was cut (reconnect storm)", by_us=True)
+
+    # ------------------------------------------------------------------ SessionHandler
+
+    def on_puback(self, packet_id: int, reason: int) -> None:
+        member = self.by_slot.get((packet_id - 1) // self.span)
+        if member is not None:
+            member.on_puback(packet_id, reason)
+
+    def on_message(self, message: codec.Publish) -> None:
+        session = self.session
+        if message.topic == GATEWAY_RPC:
+            try:
+                request: Any = json.loads(message.payload)
+            except (ValueError, UnicodeDecodeError):
+                request = None
+            name = request.get("device") if isinstance(request, dict) else None
+            member = self.members.get(name) if isinstance(name, str) else None
+            data = request.get("data") if isinstance(request, dict) else None
+            if member is not None and member.state == CONNECTED and isinstance(data, dict):
+                member.obey(rpc_command(str(data.get("id", "")), data, GATEWAY_RPC, device=name or ""))
+        if message.qos and session is not None:
+            session.write(codec.puback(message.packet_id, session.version), self.engine.loop.time())
+
+    def on_lost(self, reason: str, detail: str, *, by_us: bool = False) -> None:
+        self.session = None
+        for member in list(self.members.values()):
+            if member.state == CONNECTED:
+                if by_us:
+                    member.cut(reason)
+                else:
+                    member.on_lost(reason, detail)
+
+    def on_writable(self) -> None:
+        for member in self.members.values():
+            if member.blocked:
+                self.engine.ready(member)
+
+
+class GatewayMember(Device):
+    """A fleet device that talks through a gateway's connection."""
+
+    __slots__ = ("gateway",)
+
+    def __init__(self, *args: Any, gateway: Gateway, slot: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gateway = gateway
+        gateway.join(self, slot)
+
+    async def _open(self) -> Session:
+        session = await self.gateway.ready()
+        self.gateway.announce(self, GATEWAY_CONNECT)
+        return session
+
+    def _leave(self, session: Session) -> None:
+        if self.gateway.session is session:
+            self.gateway.leave(self)
+
+    def drop(self, reason: str, now: float, *, abrupt: bool) -> None:
+        """Churn: the device disconnects from the gateway; a storm cuts the gateway's connection."""
+        if abrupt:
+            self.gateway.abort()
+            return
+        super().drop(reason, now, abrupt=False)
+
+    def cut(self, reason: str) -> None:
+        """Its gateway's connection was cut on purpose (a storm): disconnected, no error."""
+        Device.drop(self, reason, self.engine.loop.time(), abrupt=False)
+
+    def stop(self, now: float) -> None:
+        if self.state != STOPPED:
+            super().stop(now)
+            self.gateway.members.pop(self.info.device_id, None)
