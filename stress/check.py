@@ -105,7 +105,8 @@ def check_connect(scenario: Scenario) -> str:
         try:
             elapsed = runner.run(attempt())
         except ConnectError as exc:
-            hint = HINTS.get(exc.reason)
+            reason = target.reason(exc.reason)
+            hint = HINTS.get(reason)
             look = f"; check {hint}" if hint else ""
-            raise CheckError(f"{where}: cannot connect {who}: {exc.detail} [{exc.reason}]{look}") from None
+            raise CheckError(f"{where}: cannot connect {who}: {exc.detail} [{reason}]{look}") from None
     return f"ok: {where} accepted {info.device_id} {who} in {elapsed * 1000:.1f} ms"
