@@ -314,32 +314,28 @@ class Device:
         now = engine.loop.time()
         self.session = None
         self.state = WAITING
-        reason = engine.target.reason(reason)
-        engine.meter.disconnected_device(self.info.device_id, reason, now)
-        if self.inflight:
-            engine.meter.error("ack", "connection-lost", now, count=len(self.inflight))
-            self.inflight.clear()
+        taken_over = reason == "server-disconnect-session-taken-over"
         if now - self.since < SHORT_SESSION_S and reason in TAKEOVER_SIGNS:
             self.short_sessions += 1
         else:
             self.short_sessions = 0
-        if self.short_sessions >= TAKEN_OVER_LIMIT or reason == "server-disconnect-session-taken-over":
-            if self.short_sessions >= TAKEN_OVER_LIMIT:
-                self.state = STOPPED
-                self.behaviour.stop()
-                detail = (
-                    f"the server ended this device's connection {self.short_sessions} times within "
-                    f"{SHORT_SESSION_S:g} s of accepting it ({detail}): {engine.target.takeover_hint()}; "
-                    "it gave up"
-                )
-            engine.meter.error(
-                "connection", "session-taken-over", now, device=self.info.device_id, detail=detail
+        named = "session-taken-over" if taken_over else engine.target.reason(reason)
+        engine.meter.disconnected_device(self.info.device_id, named, now)
+        if self.inflight:
+            engine.meter.error("ack", "connection-lost", now, count=len(self.inflight))
+            self.inflight.clear()
+        if self.short_sessions >= TAKEN_OVER_LIMIT:  # give up
+            self.state = STOPPED
+            self.behaviour.stop()
+            named = named if taken_over else "closed-repeatedly"
+            detail = (
+                f"the server ended this device's connection {self.short_sessions} times within "
+                f"{SHORT_SESSION_S:g} s of accepting it ({detail}): {engine.target.takeover_hint()}; "
+                "it gave up"
             )
-            if self.state == STOPPED:
-                return
-        else:
-            engine.meter.error("connection", reason, now, device=self.info.device_id, detail=detail)
-        engine.connect_failed(self, now)
+        engine.meter.error("connection", named, now, device=self.info.device_id, detail=detail)
+        if self.state != STOPPED:
+            engine.connect_failed(self, now)
 
     def on_writable(self) -> None:
         """The socket drains again: send what is due."""

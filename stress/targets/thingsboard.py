@@ -50,15 +50,19 @@ GATEWAY_DISCONNECT = "v1/gateway/disconnect"
 GATEWAY_TELEMETRY = "v1/gateway/telemetry"
 GATEWAY_RPC = "v1/gateway/rpc"
 TRANSPORTS = ("mqtt", "gateway", "http")
-#: What generic MQTT failures mean on ThingsBoard: it refuses an unknown access token, and
-#: answers a device over its rate limit with "quota exceeded" or "message rate too high".
+#: What generic MQTT failures mean on ThingsBoard. It refuses an unknown access token. A
+#: device over its rate limit has its connection closed: over MQTT 5 after DISCONNECT 0x83
+#: (the code it sends for any publish it fails to process, and for well-formed telemetry
+#: that is the rate limit), behind a gateway after PUBACK 0x97, at connect time with
+#: "connection rate exceeded". Over MQTT 3.1.1 it closes without saying why.
 RENAMED = {
     "connack-bad-credentials": "connack-unknown-token",
     "connack-not-authorized": "connack-unknown-token",
+    "connack-connection-rate-exceeded": "rate-limited",
     "puback-quota-exceeded": "rate-limited",
-    "puback-message-rate-too-high": "rate-limited",
-    "server-disconnect-quota-exceeded": "rate-limited",
+    "server-disconnect-implementation-specific-error": "rate-limited",
     "server-disconnect-message-rate-too-high": "rate-limited",
+    "connection-lost": "closed-by-thingsboard",
 }
 _SETTER = re.compile(r"set([A-Z_a-z][A-Za-z0-9_]*)")
 

@@ -503,7 +503,10 @@ def test_rpc_is_answered_by_the_behaviour(tb: Emulator, tmp_path: Path, transpor
         process.communicate(timeout=30)
 
 
-def test_a_token_used_twice_is_classified_and_not_retried_forever(tb: Emulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("protocol", "named"), [("5", "session-taken-over"), ("3.1.1", "closed-repeatedly")])
+def test_a_token_used_twice_is_classified_and_not_retried_forever(
+    tb: Emulator, tmp_path: Path, protocol: str, named: str
+) -> None:
     assert provision(tb, tmp_path, "--devices", "1", "--prefix", "to").returncode == 0
     token = json.loads((tmp_path / "tokens.json").read_text())["to00001"]
     rival = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rival")
@@ -523,6 +526,8 @@ def test_a_token_used_twice_is_classified_and_not_retried_forever(tb: Emulator, 
             "0.5",
             "--duration",
             "8",
+            "--protocol",
+            protocol,
             "--reconnect-min",
             "0.2",
             "--reconnect-max",
@@ -531,7 +536,8 @@ def test_a_token_used_twice_is_classified_and_not_retried_forever(tb: Emulator, 
     finally:
         rival.loop_stop()
         rival.disconnect()
-    assert summary["errors_by_reason"].get("session-taken-over", 0) >= 1, summary["errors_by_reason"]
+    assert summary["errors_by_reason"].get(named, 0) >= 1, summary["errors_by_reason"]
+    assert tb.sessions_taken_over >= 5
     # gave up after five short sessions, rather than connecting every half second for 8 s
     assert summary["latency_ms"]["connect"]["count"] <= 6
 

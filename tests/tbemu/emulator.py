@@ -15,9 +15,11 @@ API, HTTP device API) for what ``stress`` uses:
   ``v1/devices/me/rpc/request/+`` and ``.../response/<id>``, the gateway API
   (``v1/gateway/connect``, ``disconnect``, ``telemetry``, ``rpc``).
 * HTTP device API: ``POST /api/v1/<token>/telemetry``.
-* Rate limits (``set_rate_limit("capacity:seconds,...")``, ThingsBoard's format, per device):
-  over HTTP a 429; over MQTT 5 a PUBACK with reason 0x97 "quota exceeded"; over MQTT 3.1.1,
-  which has no way to say it, the message is dropped and acknowledged.
+* Rate limits (``set_rate_limit("capacity:seconds,...")``, ThingsBoard's format, per device),
+  answered as ThingsBoard's transports answer them: over HTTP a 429; a device over MQTT has
+  its connection closed (MQTT 5: DISCONNECT 0x83 "implementation specific error" first, the
+  code ThingsBoard sends for any publish it fails to process); a device behind a gateway gets
+  a PUBACK 0x97 "quota exceeded" (MQTT 5) and the gateway's connection is closed.
 
 Left out: customers, assets, dashboards, rule chains, other credential types, attributes
 other than server-side, WebSocket subscriptions. Failures can be injected with ``fail_next``.
@@ -303,14 +305,19 @@ class Emulator:
                 return
             if topic == "v1/devices/me/telemetry":
                 if not self._allowed(device.name):
-                    reason = 0x97
-                elif not self._store(device.name, data):
+                    conn.disconnect(0x83)
+                    return
+                if not self._store(device.name, data):
                     conn.close()
                     return
             elif topic.startswith("v1/devices/me/rpc/response/"):
                 self._answer(device.name, topic.rsplit("/", 1)[1], data)
             elif topic.startswith("v1/gateway/") and device.gateway and isinstance(data, dict):
                 reason = self._on_gateway(conn, topic, data)
+                if reason:
+                    conn.puback(packet_id, reason)
+                    conn.close()
+                    return
         if qos:
             conn.puback(packet_id, reason)
 
