@@ -181,7 +181,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--target", choices=("lab", "mqtt", "thingsboard"), default="lab", help="what the fleet talks to"
     )
-    where.add_argument("--host", default="127.0.0.1", help="broker host (thingsboard: TB_MQTT_HOST)")
+    where.add_argument(
+        "--host", default=None, help="broker host (default 127.0.0.1; thingsboard: TB_MQTT_HOST)"
+    )
     where.add_argument(
         "--port",
         type=port,
@@ -382,13 +384,12 @@ def _tb_settings(args: argparse.Namespace, options: dict[str, str]) -> tuple[str
     """ThingsBoard's MQTT host and port, and the target's options, from flags and TB_* settings."""
     from stress.thingsboard.settings import tb_settings  # noqa: PLC0415
 
-    given: set[str] = getattr(args, "given", set())
     settings = tb_settings(
         args.env_file,
         url=args.tb_url,
         username=args.tb_username,
         password=args.tb_password,
-        mqtt_host=args.host if "host" in given else "",
+        mqtt_host=args.host or "",
         mqtt_port=args.port,
     )
     options.update(
@@ -447,7 +448,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         }.items()
         if value
     }
-    host = args.host
+    host = args.host or "127.0.0.1"
     if args.target == "lab":
         for flag in ("username", "password"):
             if flag in options:

@@ -200,6 +200,10 @@ class ThingsBoardTarget(Target):
         return token
 
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:
+        if self.transport == "gateway":  # its connection is its gateway's
+            from stress.thingsboard import gateway_name  # noqa: PLC0415
+
+            return self.options_for(gateway_name(self.scenario.prefix, device.index % self.gateway_count + 1))
         return self.options_for(device.device_id)
 
     def options_for(self, name: str) -> ConnectOptions:

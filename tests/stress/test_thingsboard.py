@@ -363,6 +363,26 @@ def test_gateway_run_delivers_every_value(tb: Emulator, tmp_path: Path) -> None:
     assert stored == summary["acked"]
     assert all(tb.telemetry(f"gw{i:05d}") for i in range(1, 31))
     assert summary["connections_peak"] == 30  # devices, carried by three connections
+    check = stress(
+        tb,
+        "check",
+        "--target",
+        "thingsboard",
+        "--tokens",
+        str(tmp_path / "tokens.json"),
+        "--prefix",
+        "gw",
+        "--devices",
+        "30",
+        "--transport",
+        "gateway",
+        "--gateways",
+        "3",
+        "--env-file",
+        str(tmp_path / "none.env"),
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"as {tb.device('gw-gateway-01').token!r}" in check.stdout  # type: ignore[union-attr]
 
 
 def test_http_run_delivers_and_reports_rate_limits(tb: Emulator, tmp_path: Path) -> None:
