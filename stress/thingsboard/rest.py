@@ -25,7 +25,7 @@ import requests
 
 from stress.thingsboard import TbError, check_url
 
-#: Seconds before a token's expiry when it is refreshed.
+#: Seconds before a token's expiry when it is refreshed (at most half its lifetime).
 REFRESH_AHEAD_S = 60.0
 #: ThingsBoard's errorCode for an expired token.
 EXPIRED = 11
@@ -36,12 +36,13 @@ BAD_REQUEST = 31
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-def token_expiry(token: str) -> float | None:
-    """The ``exp`` (epoch seconds) of a JWT, read without checking its signature; None if unreadable."""
+def token_times(token: str) -> tuple[float, float] | None:
+    """``(iat, exp)`` (epoch seconds) of a JWT, read without checking its signature; None if unreadable."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
+        expiry = float(claims["exp"])
+        return float(claims.get("iat", expiry - 2 * REFRESH_AHEAD_S)), expiry
     except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
         return None
 
@@ -86,6 +87,7 @@ class TbClient:
         self._token = ""
         self._refresh_token = ""
         self._expires = 0.0
+        self._ahead = REFRESH_AHEAD_S
         self._auth_lock = threading.Lock()
         self._local = threading.local()
         #: Counters: requests sent, retried, token refreshes and logins.
@@ -113,8 +115,9 @@ class TbClient:
             raise TbError(f"ThingsBoard at {self.url} answered the login without a token: is TB_URL right?")
         self._token = body["token"]
         self._refresh_token = str(body.get("refreshToken") or "")
-        expiry = token_expiry(self._token)
-        self._expires = expiry if expiry is not None else time.time() + 15 * 60
+        times = token_times(self._token)
+        issued, self._expires = times if times is not None else (time.time(), time.time() + 15 * 60)
+        self._ahead = min(REFRESH_AHEAD_S, (self._expires - issued) / 2)
 
     def _refresh(self, stale: str) -> None:
         """A new token (``stale`` is the one the caller saw: another thread may have renewed it)."""
@@ -139,7 +142,7 @@ class TbClient:
                 if not self._token:
                     self.login()
             return self._token
-        if time.time() >= self._expires - REFRESH_AHEAD_S:
+        if time.time() >= self._expires - self._ahead:
             self._refresh(token)
         return self._token
 

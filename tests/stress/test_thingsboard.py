@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from stress.thingsboard import TbError
 from stress.thingsboard import provision as tb_provision
 from stress.thingsboard.rest import TbClient
 from tests.tbemu.emulator import Emulator
@@ -627,3 +628,30 @@ def test_run_flags_for_thingsboard_are_checked(tb: Emulator, tmp_path: Path) -> 
         assert done.stderr.count("\n") == 1, done.stderr
     plain = stress(None, "run", "--target", "mqtt", "--transport", "gateway", "--duration", "1")
     assert plain.returncode == 2 and "for --target thingsboard" in plain.stderr
+
+
+# ---------------------------------------------------------------------------- the REST client
+
+
+def test_client_retries_busy_answers_and_honours_retry_after(tb: Emulator) -> None:
+    client = TbClient(tb.url, USER, PASSWORD, retries=3, backoff=0.01)
+    tb.fail_next(
+        2, 429, '{"status":429,"message":"Too many requests","errorCode":33}', path="/api/auth/login"
+    )
+    client.login()
+    assert client.stats["retries"] == 2 and client.stats["logins"] == 1
+    tb.fail_next(4, 502, "<html>Bad Gateway</html>", path="/api/tenant")
+    with pytest.raises(TbError, match="HTTP 502"):
+        client.device_by_name("anything")
+
+
+def test_client_refreshes_a_token_before_it_expires() -> None:
+    with Emulator(username=USER, password=PASSWORD, token_ttl_s=4.0) as short_lived:
+        client = TbClient(short_lived.url, USER, PASSWORD)
+        client.login()
+        assert client.device_by_name("nothing") is None
+        assert client.stats["refreshes"] == 0  # renewed when half its life is left (a minute, for hours)
+        time.sleep(2.5)
+        assert client.device_by_name("nothing") is None
+        assert client.stats["refreshes"] == short_lived.stats["refreshes"] == 1
+        assert short_lived.stats["expired_rejected"] == 0  # renewed before the server refused it

@@ -138,6 +138,7 @@ class Emulator:
                 "telemetry_messages",
                 "rate_limited",
                 "connack_refused",
+                "expired_rejected",
             ),
             0,
         )
@@ -390,6 +391,7 @@ class Emulator:
             if not header.startswith("Bearer ") or expiry is None:
                 return _error(401, "Authentication failed", 10)
             if expiry < time.time():
+                self.stats["expired_rejected"] += 1
                 return _error(401, "Token has expired", 11)
             return None
 
