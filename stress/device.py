@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from stress.behaviours import Behaviour, DeviceInfo
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions, TopicCode
-from stress.mqtt.session import ConnectError, Session, open_session, reason_for_ack
+from stress.mqtt.session import ConnectError, Session, reason_for_ack
 from stress.targets.base import Command, Encoder
 
 if TYPE_CHECKING:
@@ -184,16 +184,7 @@ class Device:
 
     async def _open(self) -> Session:
         """A connection of its own (raises :class:`ConnectError`)."""
-        engine = self.engine
-        return await open_session(
-            engine.address,
-            engine.scenario.broker.port,
-            self.options,
-            self,
-            tls=engine.tls,
-            server_hostname=engine.server_hostname,
-            timeout=engine.scenario.connect_timeout,
-        )
+        return await self.engine.open_session(self.options, self)
 
     def _leave(self, session: Session) -> None:
         """End its part of ``session`` cleanly (its own connection: DISCONNECT)."""

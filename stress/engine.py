@@ -33,7 +33,8 @@ from typing import TypeVar
 from stress.behaviours import DeviceInfo, load
 from stress.device import CONNECTED, CONNECTING, IDLE, STOPPED, WAITING, Device, pick_sampled
 from stress.meter import Meter, Second
-from stress.mqtt.session import wait_closed
+from stress.mqtt.codec import ConnectOptions
+from stress.mqtt.session import Session, SessionHandler, open_session, wait_closed
 from stress.observer import Observer
 from stress.scenario import MAX_DEVICES, Broker, Scenario, Stage, device_name
 from stress.targets import build
@@ -186,6 +187,18 @@ class Engine:
             transport.close()
             self.address = address
             return
+
+    async def open_session(self, options: ConnectOptions, handler: SessionHandler) -> Session:
+        """A connection to the target's broker (raises :class:`ConnectError`)."""
+        return await open_session(
+            self.address,
+            self.scenario.broker.port,
+            options,
+            handler,
+            tls=self.tls,
+            server_hostname=self.server_hostname,
+            timeout=self.scenario.connect_timeout,
+        )
 
     def info(self, index: int) -> DeviceInfo:
         """Who device ``index`` of the fleet is: ``<prefix>00001`` in ``room-01``..."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from stress.device import CONNECTED, STOPPED, Device
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
-from stress.mqtt.session import ConnectError, Session, open_session
+from stress.mqtt.session import ConnectError, Session
 from stress.targets.thingsboard import GATEWAY_CONNECT, GATEWAY_DISCONNECT, GATEWAY_RPC, rpc_command
 
 if TYPE_CHECKING:
@@ -70,15 +70,7 @@ class Gateway:
 
     async def _open(self) -> Session:
         engine = self.engine
-        session = await open_session(
-            engine.address,
-            engine.scenario.broker.port,
-            self.options,
-            self,
-            tls=engine.tls,
-            server_hostname=engine.server_hostname,
-            timeout=engine.scenario.connect_timeout,
-        )
+        session = await engine.open_session(self.options, self)
         try:
             granted = await session.subscribe([(GATEWAY_RPC, 1)], timeout=engine.scenario.connect_timeout)
         except ConnectError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import functools
 import io
 import json
 import os
@@ -30,12 +31,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stress.provision import ProvisionError
+from stress.targets.thingsboard import read_tokens as load_tokens
 from stress.thingsboard import TbError
 from stress.thingsboard.rest import BAD_REQUEST, TbClient
 
+T = TypeVar("T")
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TABLE_COLUMNS = ("name", "id", "token", "profile", "gateway")
 #: Seconds between rewrites of the tokens file and the device table.
@@ -86,17 +89,7 @@ def new_token() -> str:
 
 def read_tokens(path: Path) -> dict[str, str]:
     """``name -> access token`` from a tokens file; empty when there is none yet."""
-    if not path.exists():
-        return {}
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProvisionError(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProvisionError(f"{path} is not a tokens file (JSON name: token): {exc}; move it away") from None
-    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
-        raise ProvisionError(f"{path} is not a tokens file (a JSON object of name: token); move it away")
-    return found
+    return load_tokens(path) if path.exists() else {}
 
 
 def read_table(path: Path) -> dict[str, dict[str, str]]:
@@ -170,6 +163,23 @@ class Ledger:
 # ---------------------------------------------------------------------------- provisioning
 
 
+def concurrently(
+    calls: Iterable[Callable[[], T]], workers: int, done: Callable[[T], None], ledger: Ledger
+) -> None:
+    """Run ``calls`` ``workers`` at a time, handing each result to ``done`` as it comes; the
+    first failure (or Ctrl-C) ends the work, and the ledger is saved with what was done."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thingsboard")
+    try:
+        for future in concurrent.futures.as_completed([pool.submit(call) for call in calls]):
+            done(future.result())
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        ledger.save()
+
+
 def server_attributes(wanted: Wanted, batch: str, groups: int) -> dict[str, Any]:
     """The server attributes a device gets: its batch, group (1..groups) and index (from 1)."""
     return {"stressBatch": batch, "stressGroup": wanted.index % groups + 1, "stressIndex": wanted.index + 1}
@@ -224,31 +234,25 @@ def provision(
     """Provision ``wanted`` with ``workers`` requests at a time; the ledger is saved as it goes."""
     profile_id = client.profile_id(profile)
     outcome = Outcome()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provision")
-    try:
-        futures = {
-            pool.submit(
-                provision_one,
-                client,
-                device,
-                known_token=ledger.tokens.get(device.name),
-                profile_id=profile_id,
-                profile_name=profile or "default",
-                attributes=server_attributes(device, batch, groups),
-            ): device
-            for device in wanted
-        }
-        for future in concurrent.futures.as_completed(futures):
-            done = future.result()  # the first failure ends the work (the ledger keeps what is done)
-            ledger.add(done)
-            (outcome.created if done.created else outcome.reused).append(done.name)
-            advance(1)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        ledger.save()
+
+    def done(device: Provisioned) -> None:
+        ledger.add(device)
+        (outcome.created if device.created else outcome.reused).append(device.name)
+        advance(1)
+
+    calls = [
+        functools.partial(
+            provision_one,
+            client,
+            device,
+            known_token=ledger.tokens.get(device.name),
+            profile_id=profile_id,
+            profile_name=profile or "default",
+            attributes=server_attributes(device, batch, groups),
+        )
+        for device in wanted
+    ]
+    concurrently(calls, workers, done, ledger)
     return outcome
 
 
@@ -275,18 +279,17 @@ def deprovision(
 ) -> list[str]:
     """Delete ``devices`` (name, id); they leave the ledger as they go. The names deleted."""
     deleted: list[str] = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deprovision")
-    try:
-        futures = {pool.submit(client.delete_device, device_id): name for name, device_id in devices}
-        for future in concurrent.futures.as_completed(futures):
-            future.result()
-            deleted.append(futures[future])
-            ledger.remove([futures[future]])
-            advance(1)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        ledger.save()
+
+    def done(name: str) -> None:
+        deleted.append(name)
+        ledger.remove([name])
+        advance(1)
+
+    def delete(name: str, device_id: str) -> str:
+        client.delete_device(device_id)
+        return name
+
+    concurrently(
+        [functools.partial(delete, name, device_id) for name, device_id in devices], workers, done, ledger
+    )
     return sorted(deleted)

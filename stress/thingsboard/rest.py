@@ -3,9 +3,10 @@
 It signs in with ``POST /api/auth/login`` and sends the JWT as ``X-Authorization: Bearer``.
 The token is refreshed (``POST /api/auth/token``) a minute before it expires (at half its
 life when that is shorter), and again when the server answers 401 "Token has expired"
-(errorCode 11); a refresh that is refused signs in again. Connection errors, timeouts, 5xx and 429 answers are retried with jittered exponential
-backoff (429's ``Retry-After`` honoured); other answers are final. Every failure the caller
-sees is a :class:`TbError` whose message is one line that says what to do.
+(errorCode 11); a refresh that is refused signs in again. Connection errors, timeouts, 5xx
+and 429 answers are retried with jittered exponential backoff (429's ``Retry-After``
+honoured); other answers are final. Every failure the caller sees is a :class:`TbError`
+whose message is one line that says what to do.
 
 The client is safe to share between threads (each thread gets its own HTTP connection pool).
 """

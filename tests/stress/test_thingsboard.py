@@ -37,10 +37,8 @@ def tb() -> Iterator[Emulator]:
         yield emulator
 
 
-def stress(
-    tb: Emulator | None, *args: str, stdin: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``python -m stress ARGS`` with the emulator's settings in ``TB_*`` variables."""
+def tb_env(tb: Emulator | None) -> dict[str, str]:
+    """This process's environment without TB_* and STRESS_* settings, and the emulator's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "STRESS_"))}
     if tb is not None:
         env.update(
@@ -50,6 +48,14 @@ def stress(
             TB_MQTT_HOST=tb.mqtt_host,
             TB_MQTT_PORT=str(tb.mqtt_port),
         )
+    return env
+
+
+def stress(
+    tb: Emulator | None, *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m stress ARGS`` with the emulator's settings in ``TB_*`` variables."""
+    env = tb_env(tb)
     return subprocess.run(
         [sys.executable, "-m", "stress", *args],
         capture_output=True,
@@ -76,23 +82,27 @@ def provision(tb: Emulator, tmp_path: Path, *args: str) -> subprocess.CompletedP
     return stress(tb, "provision", "--target", "thingsboard", *files(tmp_path), *args)
 
 
-def run(tb: Emulator, tmp_path: Path, *args: str, out: str = "run") -> dict[str, Any]:
-    """``stress run --target thingsboard``; its summary."""
-    folder = tmp_path / out
-    done = stress(
-        tb,
+def run_args(tmp_path: Path, folder: Path) -> list[str]:
+    """The flags every run here shares: the test's tokens, no .env, quiet, ``folder``."""
+    tokens, env_file = str(tmp_path / "tokens.json"), str(tmp_path / "none.env")
+    return [
         "run",
         "--target",
         "thingsboard",
         "--tokens",
-        str(tmp_path / "tokens.json"),
+        tokens,
         "--env-file",
-        str(tmp_path / "none.env"),
+        env_file,
         "--quiet",
         "--out",
         str(folder),
-        *args,
-    )
+    ]
+
+
+def run(tb: Emulator, tmp_path: Path, *args: str, out: str = "run") -> dict[str, Any]:
+    """``stress run --target thingsboard``; its summary."""
+    folder = tmp_path / out
+    done = stress(tb, *run_args(tmp_path, folder), *args)
     assert done.returncode in (0, 1), done.stderr
     summary: dict[str, Any] = json.loads((folder / "summary.json").read_text())
     summary["_stderr"] = done.stderr
@@ -278,7 +288,7 @@ def test_missing_credentials_and_bad_flags(tb: Emulator, tmp_path: Path) -> None
         assert expected in done.stderr and done.stderr.count("\n") == 1
     (tmp_path / "tokens.json").write_text("{not json")
     broken = provision(tb, tmp_path, "--devices", "2", "--prefix", "bk")
-    assert broken.returncode == 1 and "not a tokens file" in broken.stderr
+    assert broken.returncode == 2 and "not a tokens file" in broken.stderr
 
 
 # ---------------------------------------------------------------------------- check
@@ -451,35 +461,13 @@ def test_mqtt_rate_limit_is_reported_as_such(tb: Emulator, tmp_path: Path) -> No
 
 
 def start_run(tb: Emulator, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "STRESS_"))}
-    env.update(
-        TB_URL=tb.url,
-        TB_USERNAME=USER,
-        TB_PASSWORD=PASSWORD,
-        TB_MQTT_HOST=tb.mqtt_host,
-        TB_MQTT_PORT=str(tb.mqtt_port),
-    )
+    """``stress run --target thingsboard`` in the background, into ``tmp_path/live``."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stress",
-            "run",
-            "--target",
-            "thingsboard",
-            "--tokens",
-            str(tmp_path / "tokens.json"),
-            "--env-file",
-            str(tmp_path / "none.env"),
-            "--quiet",
-            "--out",
-            str(tmp_path / "live"),
-            *args,
-        ],
+        [sys.executable, "-m", "stress", *run_args(tmp_path, tmp_path / "live"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=tb_env(tb),
     )
 
 
