@@ -234,14 +234,9 @@ class ThingsBoardTarget(Target):
 
     def encoder(self, device: DeviceInfo, attributes: Sequence[str]) -> Encoder:
         if self.transport == "gateway":
-            name = json.dumps(device.device_id).replace("%", "%%")
-            form = "{" + name + ':[{"ts":{ts},"values":{values}}]}'
-            return SampleEncoder(
-                form.replace("{ts}", "%b").replace("{values}", "%b"),
-                ["ts", "values"],
-                attributes,
-                whole_ms=True,
-            ).encode
+            name = json.dumps(device.device_id).replace("%", "%%")  # its name, as a JSON key
+            form = "{" + name + ':[{"ts":%b,"values":%b}]}'
+            return SampleEncoder(form, ["ts", "values"], attributes, whole_ms=True).encode
         if self._encoder is None:
             self._encoder = SampleEncoder(
                 '{"ts":%b,"values":%b}', ["ts", "values"], attributes, whole_ms=True
