@@ -36,7 +36,7 @@ from stress.meter import Meter, Second
 from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.session import Session, SessionHandler, open_session, wait_closed
 from stress.observer import Observer
-from stress.scenario import MAX_DEVICES, Broker, Scenario, Stage, device_name
+from stress.scenario import MAX_DEVICES, Broker, Scenario, ScenarioError, Stage, device_name
 from stress.targets import build
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,15 @@ class Engine:
                 if device.state in (STOPPED, CONNECTED, CONNECTING) or device.offline:
                     continue
             else:
-                device = self._birth(self._unborn.popleft())
+                index = self._unborn.popleft()
+                try:
+                    device = self._birth(index)
+                except ScenarioError as exc:  # a device the target cannot make (no token, say)
+                    self.meter.error("connect", "device-setup", self.loop.time(), detail=str(exc))
+                    self._first_attempts -= 1
+                    if self._first_attempts <= 0:
+                        self._first_done.set()
+                    continue
             started += 1
             if not started % CONNECT_BATCH:
                 await asyncio.sleep(0)  # the clock's tick goes first

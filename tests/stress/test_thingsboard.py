@@ -38,8 +38,13 @@ def tb() -> Iterator[Emulator]:
 
 
 def tb_env(tb: Emulator | None) -> dict[str, str]:
-    """This process's environment without TB_* and STRESS_* settings, and the emulator's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "STRESS_"))}
+    """This process's environment without TB_* and STRESS_* settings (but where runs listen
+    for control), and the emulator's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TB_", "STRESS_")) or k == "STRESS_CONTROL_DIR"
+    }
     if tb is not None:
         env.update(
             TB_URL=tb.url,
@@ -643,3 +648,32 @@ def test_client_refreshes_a_token_before_it_expires() -> None:
         assert client.device_by_name("nothing") is None
         assert client.stats["refreshes"] == short_lived.stats["refreshes"] == 1
         assert short_lived.stats["expired_rejected"] == 0  # renewed before the server refused it
+
+
+def test_growing_past_the_provisioned_fleet_is_an_error_not_a_stall(
+    tb: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert provision(tb, tmp_path, "--devices", "2", "--prefix", "sc").returncode == 0
+    control = tmp_path / "control"
+    control.mkdir(mode=0o700)
+    monkeypatch.setenv("STRESS_CONTROL_DIR", str(control))
+    process = start_run(
+        tb, tmp_path, "--devices", "2", "--prefix", "sc", "--interval", "0.5", "--duration", "6"
+    )
+    try:
+        wait_for(lambda: tb.telemetry("sc00002"))
+        grown = subprocess.run(
+            [sys.executable, "-m", "stress", "scale", "3"],
+            capture_output=True,
+            text=True,
+            env=tb_env(tb),
+            timeout=30,
+            check=False,
+        )
+        assert grown.returncode == 0, grown.stderr
+        count = len(tb.telemetry("sc00001"))
+        wait_for(lambda: len(tb.telemetry("sc00001")) > count + 2)  # the others go on
+    finally:
+        _out, err = process.communicate(timeout=30)
+    summary = json.loads((tmp_path / "live" / "summary.json").read_text())
+    assert summary["errors_by_reason"].get("device-setup") == 1, (summary["errors_by_reason"], err)
