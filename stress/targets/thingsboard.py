@@ -34,7 +34,7 @@ from stress.behaviours import Behaviour, DeviceInfo
 from stress.mqtt.codec import VERSIONS, ConnectOptions, TopicCode
 from stress.scenario import Scenario, ScenarioError, device_name
 from stress.targets.base import Command, Encoder, SampleEncoder, Target
-from stress.thingsboard import TbError, check_url
+from stress.thingsboard import TbError, check_url, gateway_name
 
 if TYPE_CHECKING:
     from stress.device import Device
@@ -178,8 +178,6 @@ class ThingsBoardTarget(Target):
         failure inside the run."""
         scenario = self.scenario
         if self.transport == "gateway":
-            from stress.thingsboard import gateway_name  # noqa: PLC0415
-
             names = [gateway_name(scenario.prefix, number) for number in range(1, self.gateway_count + 1)]
         else:
             largest = max(stage.devices for stage in scenario.stages)
@@ -201,8 +199,6 @@ class ThingsBoardTarget(Target):
 
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:
         if self.transport == "gateway":  # its connection is its gateway's
-            from stress.thingsboard import gateway_name  # noqa: PLC0415
-
             return self.options_for(gateway_name(self.scenario.prefix, device.index % self.gateway_count + 1))
         return self.options_for(device.device_id)
 
@@ -296,7 +292,6 @@ class ThingsBoardTarget(Target):
                 url=f"{self.url}/api/v1/{self.token(info.device_id)}/telemetry",
             )
         from stress.targets.tb_gateway import Gateway, GatewayMember  # noqa: PLC0415
-        from stress.thingsboard import gateway_name  # noqa: PLC0415
 
         number = info.index % self.gateway_count + 1
         gateway = self.gateways.get(number)
