@@ -273,6 +273,18 @@ class Mosquitto(Service):
         return urls
 
 
+#: Node.js code writing Node-RED's encrypted form of "no credentials" (aes-256-ctr under the
+#: SHA-256 of the secret, the initial vector in hex before the base64 text) to argv[1].
+_EMPTY_CREDENTIALS = """
+const crypto = require("crypto");
+const key = crypto.createHash("sha256").update(process.env.SECRET).digest();
+const iv = crypto.randomBytes(16);
+const cipher = crypto.createCipheriv("aes-256-ctr", key, iv);
+const text = iv.toString("hex") + cipher.update("{}", "utf8", "base64") + cipher.final("base64");
+require("fs").writeFileSync(process.argv[1], JSON.stringify({ $: text }, null, 4), { mode: 0o600 });
+"""
+
+
 class NodeRed(Service):
     """Node-RED, installed from npm as pinned in `nodered/package.json`."""
 
@@ -282,8 +294,24 @@ class NodeRed(Service):
     start_timeout = 90.0
 
     def prepare(self) -> None:
-        """Node-RED keeps its user folder (credentials, installed nodes) in the state folder."""
+        """Node-RED keeps its user folder (credentials, installed nodes) in the state folder.
+
+        The shipped flows hold no credentials (the broker password comes from the environment),
+        so no credentials file would exist until a first deploy from the editor, and Node-RED
+        warns at every start that it found none. The empty, encrypted file it would write is
+        written here instead, with the key from .env (NODERED_CREDENTIAL_SECRET).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        credentials = self.state_dir / "flows_cred.json"
+        node = shutil.which("node")
+        if credentials.exists() or node is None:
+            return
+        subprocess.run(
+            [node, "-e", _EMPTY_CREDENTIALS, str(credentials)],
+            env={"PATH": os.environ.get("PATH", ""), "SECRET": self.lab.env["NODERED_CREDENTIAL_SECRET"]},
+            check=True,
+            timeout=30,
+        )
 
     def spec(self) -> ProcessSpec:
         """node red.js with the repository's settings.js (which loads nodered/flows.json)."""

@@ -17,6 +17,10 @@ function required(name) {
 
 const adminPassword = required("NODERED_ADMIN_PASSWORD");
 
+// The alarm rules the shipped flows read at start (nodered/rules.json beside this file;
+// Compose sets the path inside the container).
+process.env.NODERED_RULES_FILE = process.env.NODERED_RULES_FILE || path.join(__dirname, "rules.json");
+
 /** Constant-time comparison, so the editor login leaks nothing through timing. */
 function samePassword(given) {
     const a = crypto.createHash("sha256").update(String(given)).digest();
