@@ -177,6 +177,13 @@ class Ingest:
             ",".join(topic for topic, _qos in self.subscriptions),
         )
 
+    def send(self, topic: str, payload: bytes) -> bool:
+        """Publish a command (QoS 1, not retained); False when the broker connection is down."""
+        client = self._client
+        if client is None or self.state not in (BrokerState.CONNECTED, BrokerState.SUBSCRIBED):
+            return False
+        return client.publish(topic, payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
+
     def pause(self) -> None:
         """Stop taking new messages but keep the connection, so committed readings can be acked.
 

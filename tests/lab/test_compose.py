@@ -62,6 +62,7 @@ INTERNAL_LITERALS = {
     "POSTGRES_USER": "lab",
     "POSTGRES_DB": "lab",
     "FLOWS": "/lab/nodered/flows.json",
+    "NODERED_RULES_FILE": "/lab/nodered/rules.json",
     "MQTT_PORT": "1883",
     "POSTGRES_PORT": "5432",
     "NODERED_PORT": "1880",
@@ -431,6 +432,10 @@ def test_config_files_are_the_native_ones(services: dict[str, dict[str, Any]]) -
     # Node-RED replaces flows.json by rename, which fails on a single-file bind mount
     assert (REPO / mount.source).resolve().is_dir(), "mount the directory holding flows.json"
 
+    # the native run reads nodered/rules.json beside settings.js; the container must read the same file
+    rules, _ = host_path(nodered, nodered["environment"]["NODERED_RULES_FILE"])
+    assert rules == REPO / "nodered" / "rules.json"
+
     for name in ("mosquitto", "mosquitto-init"):
         certs, mount = host_path(services[name], "/mosquitto/certs")
         assert certs == REPO / "mosquitto" / "certs", name
@@ -438,7 +443,7 @@ def test_config_files_are_the_native_ones(services: dict[str, dict[str, Any]]) -
 
 
 def test_native_config_files_exist() -> None:
-    for path in ("nodered/settings.js", "nodered/flows.json", "nodered/package.json"):
+    for path in ("nodered/settings.js", "nodered/flows.json", "nodered/rules.json", "nodered/package.json"):
         assert (REPO / path).is_file(), f"{path} is missing"
     assert (REPO / "mosquitto" / "mosquitto.conf.template").is_file()
 

@@ -56,6 +56,7 @@ def test_every_route_is_described_and_every_description_is_served(app: Flask) ->
         (("GET", "/api/alarms"), {"state", "room", "device", "limit"}),
         (("POST", "/api/alarms/{id}/ack"), {"id"}),
         (("POST", "/api/alarms/{id}/clear"), {"id"}),
+        (("POST", "/api/devices/{room}/{device}/set/{attr}"), {"room", "device", "attr"}),
     ],
 )
 def test_every_parameter_is_described(operation: tuple[str, str], parameters: set[str]) -> None:

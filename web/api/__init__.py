@@ -14,14 +14,14 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from web.api import alarms, devices, history, latest, metrics
+from web.api import alarms, commands, devices, history, latest, metrics
 from web.api import openapi as openapi_document
 from web.api.params import ParamError
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-for _child in (devices.bp, latest.bp, history.bp, alarms.bp, openapi_document.bp):
+for _child in (devices.bp, commands.bp, latest.bp, history.bp, alarms.bp, openapi_document.bp):
     bp.register_blueprint(_child)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from web.api import alarms, history, params
+from web.api import alarms, commands, history, params
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,6 +41,12 @@ _ERRORS = {
 
 _ROOM = _query("room", _NAME, "only this room")
 _DEVICE = _query("device", _NAME, "only this device")
+
+
+def _path(name: str) -> dict[str, Any]:
+    """A room, device or attribute name in the path (one topic level)."""
+    return {"name": name, "in": "path", "required": True, "schema": {**_NAME, "pattern": "^[^/+#]+$"}}
+
 
 _ALARM_ID = {
     "name": "id",
@@ -185,6 +191,48 @@ DOCUMENT: dict[str, Any] = {
                         "alarms",
                     ),
                     **_ERRORS,
+                },
+            }
+        },
+        "/api/devices/{room}/{device}/set/{attr}": {
+            "post": {
+                "summary": "Send a setpoint or command to a device",
+                "description": (
+                    "Publishes the value on <root>/<room>/<device>/set/<attr> (QoS 1, not retained), "
+                    "the topic devices obey. Session callers must send the X-CSRF-Token header."
+                ),
+                "parameters": [_path("room"), _path("device"), _path("attr")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["value"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "value": {
+                                        "type": ["number", "boolean", "string"],
+                                        "maxLength": commands.MAX_VALUE_LENGTH,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["topic", "payload"],
+                            "properties": {"topic": {"type": "string"}, "payload": {"type": "string"}},
+                        },
+                        "published to the broker",
+                    ),
+                    "400": {"$ref": "#/components/responses/BadParameter"},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "403": _json(_ref("Error"), "session call without the X-CSRF-Token header"),
+                    "503": _json(_ref("Error"), "the portal is not connected to the broker; try again"),
                 },
             }
         },

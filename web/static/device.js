@@ -4,7 +4,7 @@
 // GET /api/history, downsampled by the server to a few hundred buckets (avg, with min and max
 // as thin lines). With a relative range ("last 1 h") live values are appended and the window
 // slides; a custom from/to range is static. Names are written with textContent only.
-import { getJSON } from "./lib/api.js";
+import { getJSON, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { ago, bodyNumber, el, formatValue, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
@@ -25,6 +25,10 @@ const seenEl = document.getElementById("seen");
 const rangeForm = document.getElementById("range");
 const customEl = document.getElementById("custom");
 const noteEl = document.getElementById("range-note");
+
+const commandForm = document.getElementById("command");
+const commandAttrs = document.getElementById("command-attrs");
+const commandNote = document.getElementById("command-note");
 
 const panels = new Map(); // attr -> panel
 let lastTs = -Infinity;
@@ -84,6 +88,7 @@ function panelFor(item) {
   panel.statusEl, ...panel.body);
   insertSorted(attributesEl, panel.section, item.attr);
   panels.set(item.attr, panel);
+  commandAttrs.append(el("option", { value: item.attr }));
   emptyEl.hidden = true;
   loadHistory(panel);
   return panel;
@@ -298,6 +303,33 @@ window.addEventListener("resize", function () {
     if (panel.chart) {
       panel.chart.setSize({ width: chartWidth(panel), height: 220 });
     }
+  }
+});
+
+// -- commands ----------------------------------------------------------------------------
+
+/** What the value box holds, as the API takes it: a number, true/false, or the text itself. */
+function commandValue(text) {
+  const trimmed = text.trim();
+  if (trimmed === "true" || trimmed === "false") {
+    return trimmed === "true";
+  }
+  const number = Number(trimmed);
+  return trimmed !== "" && Number.isFinite(number) ? number : text;
+}
+
+commandForm.addEventListener("submit", async function (event) {
+  event.preventDefault();
+  const attr = commandForm.elements.attr.value.trim();
+  const value = commandValue(commandForm.elements.value.value);
+  commandNote.textContent = "sending...";
+  try {
+    const path = ["/api/devices", encodeURIComponent(ROOM), encodeURIComponent(DEVICE), "set",
+      encodeURIComponent(attr)].join("/");
+    const sent = await sendJSON(path, { value: value });
+    commandNote.textContent = "sent " + sent.payload + " to " + sent.topic;
+  } catch (error) {
+    commandNote.textContent = "not sent: " + error.message;
   }
 });
 

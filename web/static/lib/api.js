@@ -14,7 +14,7 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, params) {
+async function request(method, path, params, body) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== "") {
@@ -25,23 +25,28 @@ async function request(method, path, params) {
   if (method !== "GET") {
     headers["X-CSRF-Token"] = csrfToken();
   }
+  const init = { method: method, headers: headers, credentials: "same-origin" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
   let response;
   try {
-    response = await fetch(url, { method: method, headers: headers, credentials: "same-origin" });
+    response = await fetch(url, init);
   } catch (error) {
     throw new ApiError(0, "the portal cannot be reached");
   }
-  let body = null;
+  let answer = null;
   try {
-    body = await response.json();
+    answer = await response.json();
   } catch (error) {
-    body = null;
+    answer = null;
   }
   if (!response.ok) {
-    const message = body && typeof body.error === "string" ? body.error : "HTTP " + response.status;
+    const message = answer && typeof answer.error === "string" ? answer.error : "HTTP " + response.status;
     throw new ApiError(response.status, message);
   }
-  return body;
+  return answer;
 }
 
 /** GET a JSON document; `params` become the query string (empty ones are left out). */
@@ -52,4 +57,9 @@ export function getJSON(path, params) {
 /** POST without a body (the API's actions), with the CSRF header. */
 export function postJSON(path) {
   return request("POST", path, null);
+}
+
+/** POST a JSON body, with the CSRF header. */
+export function sendJSON(path, body) {
+  return request("POST", path, null, body);
 }
