@@ -5,6 +5,7 @@ Each probe returns None when healthy, or a short reason when not.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import urllib.error
@@ -31,12 +32,16 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
 
 
 def http_ok(url: str, timeout: float = 2.0) -> str | None:
-    """None if GET url answers 200."""
+    """None if GET url answers 200; otherwise the ``problem`` a JSON answer names, or the status."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - lab-local http URL
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
+        try:
+            problem = json.loads(exc.read(4096)).get("problem")
+        except (ValueError, AttributeError, OSError):
+            problem = None
+        return str(problem) if problem else f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"no answer ({reason})"

@@ -336,8 +336,8 @@ class NodeRed(Service):
         )
 
     def probe(self) -> str | None:
-        """The editor page answers."""
-        return health.http_ok(f"http://127.0.0.1:{self.port}/")
+        """The flows' own health endpoint: rules loaded, broker connection up."""
+        return health.http_ok(f"http://127.0.0.1:{self.port}/health")
 
     def url(self) -> str:
         """The editor's address."""

@@ -357,6 +357,13 @@ def test_long_running_services_are_healthchecked_and_restarted(services: dict[st
         assert services[name].get("restart") == "no", f"one-shot {name} must not be restarted"
 
 
+def test_http_healthchecks_ask_what_lab_status_asks(services: dict[str, dict[str, Any]]) -> None:
+    # ./lab status probes Node-RED's flows at /health (rules loaded, broker connected) and the
+    # portal at /readyz; the containers' healthchecks must ask the same questions
+    assert "http://127.0.0.1:1880/health'" in " ".join(services["nodered"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:5000/readyz'" in " ".join(services["web"]["healthcheck"]["test"])
+
+
 def test_depends_on_waits_for_a_condition(services: dict[str, dict[str, Any]]) -> None:
     running = long_running(services)
     for name, service in services.items():
