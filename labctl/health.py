@@ -32,19 +32,31 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
 
 
 def http_ok(url: str, timeout: float = 2.0) -> str | None:
-    """None if GET url answers 200; otherwise the ``problem`` a JSON answer names, or the status."""
+    """None if GET url answers 200; otherwise the problem a JSON answer names, or the status."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - lab-local http URL
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
-        try:
-            problem = json.loads(exc.read(4096)).get("problem")
-        except (ValueError, AttributeError, OSError):
-            problem = None
-        return str(problem) if problem else f"HTTP {exc.code}"
+        return _named_problem(exc) or f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"no answer ({reason})"
+
+
+def _named_problem(answer: urllib.error.HTTPError) -> str | None:
+    """What a JSON health answer says is wrong: Node-RED's ``problem``, the portal's failed ``checks``."""
+    try:
+        body = json.loads(answer.read(4096))
+    except (ValueError, OSError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    if body.get("problem"):
+        return str(body["problem"])
+    checks = body.get("checks")
+    if isinstance(checks, dict):
+        return "; ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok") or None
+    return None
 
 
 def mqtt_connect(

@@ -33,12 +33,14 @@ CATCH_UP_S = 90.0
 
 
 @contextmanager
-def own_lab(new_lab_config: Callable[..., LabConfig], name: str, **env: str) -> Iterator[RunningLab]:
+def own_lab(
+    new_lab_config: Callable[..., LabConfig], name: str, services: tuple[str, ...] = SERVICES, **env: str
+) -> Iterator[RunningLab]:
     """A lab instance of the test's own, stopped (whatever happened) when the test ends."""
     config = new_lab_config(name, **env)
     lab = Lab(config)
     try:
-        for service in SERVICES:
+        for service in services:
             lab.start(service)
         yield RunningLab(config, lab)
     finally:
@@ -134,6 +136,18 @@ def wait_ready(running: RunningLab, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def settled(
+    probe: Callable[[], str | None], done: Callable[[str | None], bool], timeout: float = 30.0
+) -> str | None:
+    """The probe's answer once ``done`` accepts it (or the last one when time runs out)."""
+    deadline = time.monotonic() + timeout
+    answer = probe()
+    while not done(answer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = probe()
+    return answer
+
+
 def test_qos1_messages_are_all_stored(new_lab_config: Callable[..., LabConfig], unique_room: str) -> None:
     with own_lab(new_lab_config, "reliability-qos1") as running:
         with SequencePublisher(running, f"office/{unique_room}/meter/count", per_second=3000) as publisher:
@@ -191,19 +205,45 @@ def test_a_database_restart_under_load_loses_nothing(
         assert "database writes recovered" in log
 
 
-def test_the_portal_reconnects_after_a_broker_restart(
+def alarm_raised(running: RunningLab, room: str) -> bytes | None:
+    """Publish a temperature over the shipped threshold; the active alarm Node-RED publishes, if any."""
+    received: list[bytes] = []
+    client = running.mqtt_client(running.env["MQTT_ADMIN_USER"], running.env["MQTT_ADMIN_PASSWORD"])
+    client.on_message = lambda _c, _u, message: received.append(bytes(message.payload))
+    assert not connect(client, running.port("MQTT_PORT")).is_failure
+    try:
+        client.subscribe(f"alarms/{room}/#", qos=1)
+        client.publish(f"office/{room}/thermo/temperature", "40", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return received[0] if received else None
+
+
+def test_the_portal_and_the_flows_reconnect_after_a_broker_restart(
     new_lab_config: Callable[..., LabConfig], unique_room: str
 ) -> None:
-    with own_lab(new_lab_config, "reliability-broker") as running:
+    with own_lab(new_lab_config, "reliability-broker", services=(*SERVICES, "nodered")) as running:
         lab = running.lab
         with SequencePublisher(running, f"office/{unique_room}/meter/count") as before:
             before.wait_for(200)
         wait_until_stored(running, unique_room, before.acknowledged())
         lab.stop("mosquitto")
         assert portal_get(running, "/readyz") == 503
+        # ./lab status names the problem for the portal and for Node-RED's flows
+        assert (lab.service("web").probe() or "").startswith("broker: "), lab.service("web").probe()
+        nodered_down = settled(lambda: lab.service("nodered").probe(), lambda p: p is not None)
+        assert (nodered_down or "").startswith("broker: "), nodered_down
         lab.start("mosquitto")
         wait_ready(running)  # reconnected and subscribed again
+        assert settled(lambda: lab.service("nodered").probe(), lambda p: p is None) is None
         room_after = f"{unique_room}-after"
         with SequencePublisher(running, f"office/{room_after}/meter/count") as after:
             after.wait_for(200)
         wait_until_stored(running, room_after, after.acknowledged())
+        # the flows subscribed again: a reading over the threshold raises an alarm
+        alarm = alarm_raised(running, room_after)
+        assert alarm is not None and b'"state":"active"' in alarm, alarm
