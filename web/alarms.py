@@ -35,6 +35,7 @@ from web.alarm_messages import (
     Change,
     Rejected,
     decide,
+    ms,
     parse_alarm,
 )
 from web.metrics import Metrics
@@ -199,14 +200,24 @@ class AlarmStore:
         return alarm, True
 
     def events(self, alarm_id: int) -> list[dict[str, Any]]:
-        """The history of one alarm, oldest first (for tests and tools)."""
+        """The history of one alarm, oldest first: what happened (``raised``, ``updated``,
+        ``acked``, ``cleared``), when it was stored (``at``) and reported (``ts``), in ms since
+        1970, by whom (``actor``, null for the rule), with the severity and value it then had."""
         query = (
-            select(alarm_events.c.kind, alarm_events.c.actor, alarm_events.c.severity, alarm_events.c.value)
+            select(
+                alarm_events.c.at,
+                alarm_events.c.kind,
+                alarm_events.c.actor,
+                alarm_events.c.severity,
+                alarm_events.c.value,
+                alarm_events.c.ts,
+            )
             .where(alarm_events.c.alarm_id == alarm_id)
             .order_by(alarm_events.c.id)
         )
         with self.engine.connect() as connection:
-            return [row._asdict() for row in connection.execute(query)]
+            rows = connection.execute(query).all()
+        return [{**row._asdict(), "at": ms(row.at), "ts": ms(row.ts)} for row in rows]
 
 
 # -- the portal's alarms ------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Node-RED's alarms and the portal's commands, in Chromium: an alarm a reading raises is on the
-alarms page within 2 s and leaves it when the reading clears it; the device page sends a command
-to the device's ``set`` topic."""
+alarms page within 2 s and leaves it when the reading clears it, and its history shows what
+happened; the device page sends a command to the device's ``set`` topic."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ def test_an_alarm_from_the_rules_is_on_the_page_within_2_s(
     expect(row).to_have_attribute("data-state", "active")
     reading(lab, unique_room, device, "temperature", 28.0)
     expect(row).to_have_count(0, timeout=VISIBLE_WITHIN_MS)  # cleared: the page shows active alarms
+
+    # its history: raised and cleared by the rule; acknowledging it later adds to it at once
+    page.select_option("#state", "all")
+    expect(row).to_have_attribute("data-state", "cleared")
+    row.get_by_role("button", name="History").click()
+    history = page.locator("#alarm-history")
+    expect(history).to_be_visible()
+    title = f"History of high-temperature on {device} in {unique_room}"
+    expect(page.locator("#history-title")).to_have_text(title)
+    expect(history.locator("li .kind")).to_have_text(["raised by the rule", "cleared by the rule"])
+    expect(history.locator("li .value")).to_have_text(["31", "28"])
+    row.get_by_role("button", name="Acknowledge").click()
+    admin = lab.env["PORTAL_ADMIN_USER"]
+    expect(history.locator("li .kind")).to_have_text(
+        ["raised by the rule", "cleared by the rule", f"acknowledged by {admin}"]
+    )
+    page.get_by_role("button", name="Close").click()
+    expect(history).to_be_hidden()
 
 
 def test_the_device_page_sends_a_command(signed_in_page: OpenPage, lab: RunningLab, unique_room: str) -> None:

@@ -363,6 +363,18 @@ def test_alarm_from_the_broker_is_listed_pushed_acknowledged_and_cleared(
         ] * 2 + [None]
         assert len(alarms_of(api, lab, unique_room)) == 1
         assert alarms_of(api, lab, unique_room, state="active") == []
+        # ... and the API gives the same history, with the severity and value at each step
+        history = get(api, lab, f"/api/alarms/{alarm['id']}")
+        assert {k: v for k, v in history.items() if k != "events"} == alarms_of(api, lab, unique_room)[0]
+        assert [(e["kind"], e["actor"]) for e in history["events"]] == events_of(lab, alarm["id"])
+        assert [(e["severity"], e["value"], e["ts"]) for e in history["events"]] == [
+            ("critical", 41.5, ts),
+            ("critical", 41.5, ts),
+            ("critical", 41.5, ts),
+            ("critical", 30.0, ts + 5000),
+        ]
+        assert all(isinstance(e["at"], int) for e in history["events"])
+        assert [e["at"] for e in history["events"]] == sorted(e["at"] for e in history["events"])
 
         # It fires again: a new occurrence, listed first.
         publish_alarm(lab, topic, json.dumps({**payload, "ts": ts + 10_000}), retain=True)
@@ -383,6 +395,11 @@ def events_of(lab: RunningLab, alarm_id: int) -> list[tuple[str, str | None]]:
 
 
 def test_unknown_alarms_are_404(api: requests.Session, lab: RunningLab) -> None:
+    for alarm_id in ("9223372036854775807", "99999999999999999999999"):
+        response = api.get(f"{lab.portal_url}/api/alarms/{alarm_id}", timeout=10)
+        assert (response.status_code, response.json()) == (404, {"error": "no such alarm"})
+    for hostile in ("-1", "1.5", "abc", "1%00"):
+        assert api.get(f"{lab.portal_url}/api/alarms/{hostile}", timeout=10).status_code == 404
     for action in ("ack", "clear"):
         response = api.post(f"{lab.portal_url}/api/alarms/9223372036854775807/{action}", timeout=10)
         assert (response.status_code, response.json()) == (404, {"error": "no such alarm"})

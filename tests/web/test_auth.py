@@ -17,8 +17,10 @@ API_ROUTES = [
     ("GET", "/api/latest"),
     ("GET", "/api/history?room=r&device=d&attr=a"),
     ("GET", "/api/alarms"),
+    ("GET", "/api/alarms/1"),
     ("POST", "/api/alarms/1/ack"),
     ("POST", "/api/alarms/1/clear"),
+    ("POST", "/api/devices/r/d/set/a"),
     ("GET", "/metrics"),
 ]
 

@@ -54,6 +54,7 @@ def test_every_route_is_described_and_every_description_is_served(app: Flask) ->
         (("GET", "/api/latest"), {"room", "device"}),
         (("GET", "/api/history"), {"room", "device", "attr", "from", "to", "bucket", "agg", "limit"}),
         (("GET", "/api/alarms"), {"state", "room", "device", "limit"}),
+        (("GET", "/api/alarms/{id}"), {"id"}),
         (("POST", "/api/alarms/{id}/ack"), {"id"}),
         (("POST", "/api/alarms/{id}/clear"), {"id"}),
         (("POST", "/api/devices/{room}/{device}/set/{attr}"), {"room", "device", "attr"}),

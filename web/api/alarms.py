@@ -1,4 +1,5 @@
-"""``/api/alarms``: list alarms; acknowledge and clear them (``POST``, CSRF header for sessions)."""
+"""``/api/alarms``: list alarms, one with its history; acknowledge and clear them (``POST``, CSRF
+header for sessions)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ def list_alarms() -> ResponseReturnValue:
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     found = _alarms().store.find(state, room, device, limit)
     return jsonify(alarms=[alarm.as_json() for alarm in found])
+
+
+@bp.get("/alarms/<int:alarm_id>")
+@api_login_required
+def one_alarm(alarm_id: int) -> ResponseReturnValue:
+    """One alarm, with ``events``: its history, oldest first."""
+    alarm = _alarms().store.get(alarm_id) if alarm_id <= MAX_ID else None
+    if alarm is None:
+        return _answer(None)
+    return jsonify({**alarm.as_json(), "events": _alarms().store.events(alarm_id)})
 
 
 @bp.post("/alarms/<int:alarm_id>/ack")

@@ -236,6 +236,18 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/api/alarms/{id}": {
+            "get": {
+                "summary": "One alarm with its history",
+                "parameters": [_ALARM_ID],
+                "responses": {
+                    "200": _json(_ref("AlarmWithHistory"), "the alarm and its events, oldest first"),
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "404": _json(_ref("Error"), "no such alarm"),
+                    "503": {"$ref": "#/components/responses/DatabaseDown"},
+                },
+            }
+        },
         "/api/alarms/{id}/ack": _alarm_action("Acknowledge an alarm"),
         "/api/alarms/{id}/clear": _alarm_action("Clear an alarm"),
         "/api/openapi.json": {
@@ -361,6 +373,31 @@ DOCUMENT: dict[str, Any] = {
                         "type": ["string", "null"],
                         "description": "the user who cleared it; null when the rule cleared it",
                     },
+                },
+            },
+            "AlarmWithHistory": {
+                "allOf": [
+                    _ref("Alarm"),
+                    {
+                        "type": "object",
+                        "required": ["events"],
+                        "properties": {"events": {"type": "array", "items": _ref("AlarmEvent")}},
+                    },
+                ],
+            },
+            "AlarmEvent": {
+                "type": "object",
+                "required": ["at", "kind", "actor", "severity", "value", "ts"],
+                "properties": {
+                    "at": _MS,
+                    "kind": {"type": "string", "enum": ["raised", "updated", "acked", "cleared"]},
+                    "actor": {
+                        "type": ["string", "null"],
+                        "description": "the user who acknowledged or cleared it; null for the rule",
+                    },
+                    "severity": {"type": ["string", "null"]},
+                    "value": {"type": ["number", "string", "null"]},
+                    "ts": _MS_OR_NULL,
                 },
             },
         },

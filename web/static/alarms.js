@@ -1,4 +1,5 @@
-// The alarms page: GET /api/alarms, live "alarm" events, acknowledge and clear buttons.
+// The alarms page: GET /api/alarms, live "alarm" events, acknowledge and clear buttons, and
+// an alarm's history (GET /api/alarms/<id>) under the table.
 //
 // Rows carry data-alarm-id and data-state; buttons call POST /api/alarms/<id>/ack|clear with the
 // X-CSRF-Token header (lib/api.js). Names and values are written with textContent only.
@@ -11,6 +12,9 @@ const rowsEl = document.getElementById("alarm-rows");
 const stateEl = document.getElementById("state");
 const emptyEl = document.getElementById("empty");
 const errorEl = document.getElementById("alarm-error");
+const historyEl = document.getElementById("alarm-history");
+const historyTitleEl = document.getElementById("history-title");
+const historyEventsEl = document.getElementById("history-events");
 const alarms = new Map(); // id -> alarm
 let generation = 0;
 
@@ -60,12 +64,52 @@ async function act(alarm, action, button) {
   }
 }
 
+const HAPPENED = { raised: "raised", updated: "updated", acked: "acknowledged", cleared: "cleared" };
+let historyOf = null; // the id whose history is shown
+
+function historyItem(event) {
+  const item = el("li", { data: { kind: String(event.kind) } });
+  const timeEl = el("time");
+  if (typeof event.at === "number") {
+    setTime(timeEl, event.at);
+  }
+  const what = HAPPENED[event.kind] || text(event.kind);
+  const by = event.actor ? " by " + String(event.actor) : " by the rule";
+  item.append(timeEl, " ", el("span", { className: "kind", text: what + by }),
+    ": ", el("span", { className: "severity", data: { severity: String(event.severity) }, text: text(event.severity) }),
+    ", value ", el("span", { className: "value", text: text(event.value) }));
+  return item;
+}
+
+async function showHistory(alarm) {
+  historyOf = String(alarm.id);
+  try {
+    const body = await getJSON("/api/alarms/" + encodeURIComponent(alarm.id));
+    if (historyOf !== String(alarm.id)) {
+      return;
+    }
+    historyTitleEl.textContent = "History of " + text(alarm.type) + " on " + text(alarm.device) + " in " + text(alarm.room);
+    historyEventsEl.replaceChildren(...(Array.isArray(body.events) ? body.events : []).map(historyItem));
+    historyEl.hidden = false;
+    showError("");
+  } catch (error) {
+    showError("Could not load the alarm's history: " + error.message);
+  }
+}
+
+document.getElementById("history-close").addEventListener("click", function () {
+  historyOf = null;
+  historyEl.hidden = true;
+});
+
 function row(alarm) {
   const what = String(alarm.type) + " on " + String(alarm.device) + " in " + String(alarm.room);
   const ack = el("button", { type: "button", className: "ack", text: "Acknowledge", "aria-label": "Acknowledge " + what });
   const clear = el("button", { type: "button", className: "clear", text: "Clear", "aria-label": "Clear " + what });
   ack.disabled = Boolean(alarm.acked_at);
   clear.disabled = alarm.state === "cleared";
+  const history = el("button", { type: "button", className: "show-history", text: "History", "aria-label": "History of " + what });
+  history.addEventListener("click", function () { showHistory(alarm); });
   ack.addEventListener("click", function () { act(alarm, "ack", ack); });
   clear.addEventListener("click", function () { act(alarm, "clear", clear); });
   const severity = el("td", { data: { label: "Severity" } },
@@ -79,7 +123,7 @@ function row(alarm) {
     el("td", { data: { label: "Value" }, text: text(alarm.value) }),
     timeCell("Raised", alarm.ts),
     timeCell("Acknowledged", alarm.acked_at, alarm.acked_by ? "by " + String(alarm.acked_by) : ""),
-    el("td", { className: "actions", data: { label: "Actions" } }, ack, clear));
+    el("td", { className: "actions", data: { label: "Actions" } }, ack, clear, history));
 }
 
 function sortKey(alarm) {
@@ -106,6 +150,9 @@ function upsert(alarm) {
     return;
   }
   alarms.set(String(alarm.id), alarm);
+  if (historyOf === String(alarm.id)) {
+    showHistory(alarm); // what just changed is now part of its history
+  }
   if (sinceFetch !== null) {
     sinceFetch.push(alarm);
   }
