@@ -28,24 +28,25 @@ pytestmark = pytest.mark.integration
 VISIBLE_WITHIN_S = 2.0
 
 
-@pytest.fixture
-def fleet(lab: RunningLab) -> Iterator[mqtt.Client]:
-    """A client publishing as the lab's fleet account."""
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
+def _client_as(lab: RunningLab, account: str) -> Iterator[mqtt.Client]:
+    """A connected client logged in as the ``.env`` account ``<account>_USER``/``_PASSWORD``."""
+    client = lab.mqtt_client(lab.env[f"{account}_USER"], lab.env[f"{account}_PASSWORD"])
     assert not connect(client, lab.port("MQTT_PORT")).is_failure
     yield client
     client.disconnect()
     client.loop_stop()
+
+
+@pytest.fixture
+def fleet(lab: RunningLab) -> Iterator[mqtt.Client]:
+    """A client publishing as the lab's fleet account."""
+    yield from _client_as(lab, "LAB_FLEET")
 
 
 @pytest.fixture
 def admin(lab: RunningLab) -> Iterator[mqtt.Client]:
     """A client as the broker's administrator (who may change the rules)."""
-    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    yield client
-    client.disconnect()
-    client.loop_stop()
+    yield from _client_as(lab, "MQTT_ADMIN")
 
 
 @pytest.fixture
