@@ -153,10 +153,99 @@ def test_a_silent_device_raises_the_offline_alarm(
         admin.publish("config/alarms/offline", b"", qos=1, retain=True).wait_for_publish(5)
 
 
+#: Rules an administrator might publish by mistake, and what the flows say of each.
+HOSTILE_RULES = {
+    "temperature": (b"not json", "not JSON"),
+    "humidity": (b"[1, 2]", "a rule is a JSON object {type, levels}"),
+    "power": (json.dumps({"type": "t", "levels": "x"}).encode(), '"levels" must be a non-empty list'),
+    "offline": (
+        json.dumps({"offline_after_s": -1}).encode(),
+        '"offline_after_s" must be a number of seconds above 0',
+    ),
+}
+
+
+def _ignored(name: str, problem: str) -> str:
+    return f"config/alarms/{name} ignored: {problem}; the rule in use stays"
+
+
+def test_bad_rules_on_the_config_topics_are_named_and_the_rules_in_use_stay(
+    lab: RunningLab, fleet: mqtt.Client, admin: mqtt.Client, portal: requests.Session, unique_room: str
+) -> None:
+    log = lab.config.logs_dir / "nodered.log"
+    before = log.stat().st_size
+    for name, (payload, _) in HOSTILE_RULES.items():
+        admin.publish(f"config/alarms/{name}", payload, qos=1, retain=True).wait_for_publish(5)
+    try:
+
+        def named() -> bool:
+            with log.open("rb") as text:
+                text.seek(before)
+                new = text.read().decode()
+            return all(_ignored(name, problem) in new for name, (_, problem) in HOSTILE_RULES.items())
+
+        assert within(5.0, named), "Node-RED's log does not name every ignored rule"
+        device = f"thermo-{uuid.uuid4().hex[:6]}"
+        reading(fleet, lab, f"{unique_room}/{device}/temperature", 31.0)
+        reading(fleet, lab, f"{unique_room}/{device}/humidity", 85.0)
+
+        def raised() -> dict[str, str]:
+            return {
+                a["type"]: a["severity"]
+                for a in alarms_of(portal, lab, unique_room)
+                if a["state"] == "active"
+            }
+
+        # the file's rules still apply to both attributes
+        assert within(VISIBLE_WITHIN_S, lambda: len(raised()) == 2), raised()
+        assert raised() == {"high-temperature": "major", "humidity": "major"}
+    finally:
+        for name in HOSTILE_RULES:
+            admin.publish(f"config/alarms/{name}", b"", qos=1, retain=True).wait_for_publish(5)
+
+
+#: Readings that carry no number: they raise nothing (and the portal refuses or stores them as text).
+NOT_NUMBERS = [
+    b"abc",
+    b"{}",
+    b"1e999",
+    b"",
+    b"   ",
+    b'{"value": "hot"}',
+    b'"31"',
+    b"[31]",
+    b"0x1F",
+    b"\xff\xfe",
+]
+
+
+def test_readings_without_a_number_raise_nothing(
+    lab: RunningLab, fleet: mqtt.Client, portal: requests.Session, unique_room: str
+) -> None:
+    device = f"noisy-{uuid.uuid4().hex[:6]}"
+    for attr in ("temperature", "humidity"):  # humidity has a "below 20" level: 0 would raise it
+        for payload in NOT_NUMBERS:
+            topic = f"{lab.env['TOPIC_ROOT']}/{unique_room}/{device}/{attr}"
+            fleet.publish(topic, payload, qos=1).wait_for_publish(5)
+    time.sleep(1.0)
+    assert alarms_of(portal, lab, unique_room) == []
+    reading(fleet, lab, f"{unique_room}/{device}/temperature", 31.0)  # the flows still work after them
+    raised = within(
+        VISIBLE_WITHIN_S, lambda: only(alarms_of(portal, lab, unique_room), "high-temperature", "active")
+    )
+    assert raised is not None and raised["value"] == 31.0
+
+
 def test_the_flows_load_without_warnings_or_errors(lab: RunningLab) -> None:
     text = (lab.config.logs_dir / "nodered.log").read_text()
     start = text.rindex("Flows file")  # the last start; Node-RED's notes before it are about storage
     loaded = text[start:]
     assert "Started flows" in loaded
-    problems = [line for line in loaded.splitlines() if "[warn]" in line or "[error]" in line]
+    # the warnings the hostile config test above causes on purpose are not about loading
+    caused = [_ignored(name, problem) for name, (_, problem) in HOSTILE_RULES.items()]
+    problems = [
+        line
+        for line in loaded.splitlines()
+        if ("[warn]" in line or "[error]" in line) and not any(line.endswith(c) for c in caused)
+    ]
     assert problems == []
