@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -42,9 +41,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from live_latency import portal_cookie  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from live_latency import portal_cookie, start_lab  # noqa: E402 - bench/ is on sys.path when this runs as a script
 
-from labctl.config import LabConfig, new_instance  # noqa: E402
+from labctl.config import LabConfig  # noqa: E402
 from labctl.lab import Lab  # noqa: E402
 
 ALARM = "high-temperature"
@@ -236,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         config = LabConfig.load(args.env_file, args.env_file.parent / "data")
     else:
         print("starting a lab instance ...")
-        lab = Lab(new_instance(Path(tempfile.mkdtemp(prefix="alarm-latency-"))))
-        lab.up()
+        lab = start_lab("alarm-latency-")
         config = lab.config
     try:
         print_results(measure(args, config))

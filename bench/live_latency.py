@@ -373,9 +373,9 @@ def publish(plan: Plan) -> Published:
 # -- the lab and the portal session --------------------------------------------------------
 
 
-def start_lab() -> Lab:
-    """A fresh lab on free ports, in a temporary folder."""
-    lab = Lab(new_instance(Path(tempfile.mkdtemp(prefix="live-latency-"))))
+def start_lab(prefix: str = "live-latency-") -> Lab:
+    """A fresh lab on free ports, in a temporary folder named ``<prefix>...``."""
+    lab = Lab(new_instance(Path(tempfile.mkdtemp(prefix=prefix))))
     lab.up()
     return lab
 
