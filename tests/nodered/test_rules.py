@@ -162,6 +162,10 @@ HOSTILE_RULES = {
         json.dumps({"offline_after_s": -1}).encode(),
         '"offline_after_s" must be a number of seconds above 0',
     ),
+    "rpm": (  # a name every JavaScript object has is not a severity
+        json.dumps({"type": "fast", "levels": [{"severity": "constructor", "above": 1}]}).encode(),
+        'level 1: "severity" must be one of critical, major, minor, warning',
+    ),
 }
 
 
@@ -227,6 +231,8 @@ def test_readings_without_a_number_raise_nothing(
         for payload in NOT_NUMBERS:
             topic = f"{lab.env['TOPIC_ROOT']}/{unique_room}/{device}/{attr}"
             fleet.publish(topic, payload, qos=1).wait_for_publish(5)
+    for attr in ("constructor", "__proto__", "toString"):  # names every JavaScript object has
+        reading(fleet, lab, f"{unique_room}/{device}/{attr}", 99.0)
     time.sleep(1.0)
     assert alarms_of(portal, lab, unique_room) == []
     reading(fleet, lab, f"{unique_room}/{device}/temperature", 31.0)  # the flows still work after them
