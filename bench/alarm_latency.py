@@ -41,10 +41,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from live_latency import portal_cookie, start_lab  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from live_latency import portal_cookie  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
-from labctl.lab import Lab  # noqa: E402
 
 ALARM = "high-temperature"
 #: The shipped rule's raise level is 30 and its clear level 29 (nodered/rules.json).
@@ -230,18 +230,8 @@ def print_results(results: dict[str, list[float | None]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lab: Lab | None = None
-    if args.env_file:
-        config = LabConfig.load(args.env_file, args.env_file.parent / "data")
-    else:
-        print("starting a lab instance ...")
-        lab = start_lab("alarm-latency-")
-        config = lab.config
-    try:
+    with lab_instance(args.env_file, "alarm-latency-") as (config, _):
         print_results(measure(args, config))
-    finally:
-        if lab is not None:
-            lab.down()
     return 0
 
 

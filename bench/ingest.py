@@ -34,8 +34,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +44,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from profiling import (  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from profiling import (  # noqa: E402
     cpu_usage,
     print_cpu,
     start_profile,
@@ -54,8 +53,7 @@ from profiling import (  # noqa: E402 - bench/ is on sys.path when this runs as 
     worker_pid,
 )
 
-from labctl.config import LabConfig, new_instance  # noqa: E402
-from labctl.lab import Lab  # noqa: E402
+from labctl.config import LabConfig  # noqa: E402
 
 #: Seconds without a new row before the benchmark stops waiting for the rest.
 STALL_S = 30.0
@@ -109,29 +107,6 @@ class Result:
 
 
 # -- the lab ------------------------------------------------------------------------------
-
-
-@contextmanager
-def lab_instance(
-    env_file: Path | None, overrides: dict[str, str], *, keep: bool = False
-) -> Iterator[tuple[LabConfig, Lab | None]]:
-    """The lab described by ``env_file``, or a new one (db, broker, portal) on free ports."""
-    if env_file is not None:
-        yield LabConfig.load(env_file), None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    config = new_instance(folder, **overrides)
-    lab = Lab(config)
-    try:
-        for name in ("db", "mosquitto", "web"):
-            lab.start(name)
-        yield config, lab
-    finally:
-        lab.down()
-        if keep:
-            print(f"kept the lab's state and logs in {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def connect_db(config: LabConfig) -> psycopg.Connection[tuple[object, ...]]:
@@ -380,7 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:6]
     with (
         tempfile.TemporaryDirectory(prefix="bench-lines-") as tmp,
-        lab_instance(args.env_file, overrides, keep=args.keep) as (config, lab),
+        lab_instance(
+            args.env_file,
+            "bench-ingest-",
+            services=("db", "mosquitto", "web"),
+            overrides=overrides,
+            keep=args.keep,
+        ) as (config, lab),
     ):
         workdir = Path(tmp)
         print(f"lab: broker port {config.port('MQTT_PORT')}, database port {config.port('POSTGRES_PORT')}")

@@ -47,11 +47,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mqtt_wire import RawPublisher  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from mqtt_wire import RawPublisher  # noqa: E402
 from profiling import cpu_usage, print_cpu, start_profile, summarize_profile, worker_pid  # noqa: E402
 
-from labctl.config import LabConfig, new_instance  # noqa: E402
-from labctl.lab import Lab  # noqa: E402
+from labctl.config import LabConfig  # noqa: E402
 from labctl.mqtt_packets import (  # noqa: E402
     connect_packet,
     publish_payload,
@@ -373,13 +373,6 @@ def publish(plan: Plan) -> Published:
 # -- the lab and the portal session --------------------------------------------------------
 
 
-def start_lab(prefix: str = "live-latency-") -> Lab:
-    """A fresh lab on free ports, in a temporary folder named ``<prefix>...``."""
-    lab = Lab(new_instance(Path(tempfile.mkdtemp(prefix=prefix))))
-    lab.up()
-    return lab
-
-
 def portal_cookie(url: str, user: str, password: str) -> str:
     """Sign in through the form (with its CSRF token); returns the Cookie header to send."""
     session = requests.Session()
@@ -524,14 +517,7 @@ def print_results(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lab: Lab | None = None
-    if args.env_file:
-        config = LabConfig.load(args.env_file, args.env_file.parent / "data")
-    else:
-        print("starting a lab instance ...")
-        lab = start_lab()
-        config = lab.config
-    try:
+    with lab_instance(args.env_file, "live-latency-") as (config, lab):
         plan = make_plan(args, config)
         cpu: dict[str, float] = {}
         pid = worker_pid(lab)
@@ -556,9 +542,6 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(summarize_profile(spy_out)))
             else:
                 print("no portal profile was written (is py-spy installed, with ptrace rights?)")
-    finally:
-        if lab is not None:
-            lab.down()
     return 0
 
 
