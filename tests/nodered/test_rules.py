@@ -3,7 +3,8 @@
 A thermostat's value over the threshold of ``nodered/rules.json`` raises an alarm that the
 portal's API shows within 2 s; back under the clear level it clears; a device that goes silent
 gets the offline alarm; a rule changed through a retained ``config/alarms/<attr>`` message takes
-effect at once; and Node-RED reads its flows without a warning or an error.
+effect at once; a rule that is not valid is named and ignored, and a reading without a number
+raises nothing; and Node-RED reads its flows without a warning or an error.
 """
 
 from __future__ import annotations
