@@ -95,16 +95,16 @@ class Alarm:
             "severity": self.severity,
             "state": self.state,
             "value": self.value,
-            "ts": ms(self.ts),
-            "received_at": ms(self.received_at),
-            "acked_at": ms(self.acked_at),
+            "ts": _ms(self.ts),
+            "received_at": _ms(self.received_at),
+            "acked_at": _ms(self.acked_at),
             "acked_by": self.acked_by,
-            "cleared_at": ms(self.cleared_at),
+            "cleared_at": _ms(self.cleared_at),
             "cleared_by": self.cleared_by,
         }
 
 
-def ms(moment: datetime | None) -> int | None:
+def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else round(moment.timestamp() * 1000)
 
 

@@ -35,7 +35,6 @@ from web.alarm_messages import (
     Change,
     Rejected,
     decide,
-    ms,
     parse_alarm,
 )
 from web.metrics import Metrics
@@ -201,8 +200,8 @@ class AlarmStore:
 
     def events(self, alarm_id: int) -> list[dict[str, Any]]:
         """The history of one alarm, oldest first: what happened (``raised``, ``updated``,
-        ``acked``, ``cleared``), when it was stored (``at``) and reported (``ts``), in ms since
-        1970, by whom (``actor``, null for the rule), with the severity and value it then had."""
+        ``acked``, ``cleared``), when it was stored (``at``) and reported (``ts``), by whom
+        (``actor``, None for the rule), with the severity and value it then had."""
         query = (
             select(
                 alarm_events.c.at,
@@ -216,8 +215,7 @@ class AlarmStore:
             .order_by(alarm_events.c.id)
         )
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return [{**row._asdict(), "at": ms(row.at), "ts": ms(row.ts)} for row in rows]
+            return [row._asdict() for row in connection.execute(query)]
 
 
 # -- the portal's alarms ------------------------------------------------------------------

@@ -53,7 +53,11 @@ def one_alarm(alarm_id: int) -> ResponseReturnValue:
     alarm = _alarms().store.get(alarm_id) if alarm_id <= MAX_ID else None
     if alarm is None:
         return _answer(None)
-    return jsonify({**alarm.as_json(), "events": _alarms().store.events(alarm_id)})
+    events = [
+        {**event, "at": params.to_ms(event["at"]), "ts": params.to_ms(event["ts"])}
+        for event in _alarms().store.events(alarm_id)
+    ]
+    return jsonify({**alarm.as_json(), "events": events})
 
 
 @bp.post("/alarms/<int:alarm_id>/ack")
