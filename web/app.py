@@ -35,6 +35,7 @@ from web.live import SITE_ROOM, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
 from web.settings import Settings
+from web.socket_writes import WholeWrites
 from web.storage import Store, make_engine
 from web.writer import BatchWriter, ReadingBuffer
 
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     socketio = SocketIO(
         app, async_mode=async_mode(), serializer=JsonPacket, logger=False, engineio_logger=False
     )
+    app.wsgi_app = WholeWrites(app.wsgi_app)  # type: ignore[method-assign]  # outermost, before Socket.IO
 
     engine = make_engine(settings)
     store = Store(engine)

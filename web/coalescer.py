@@ -136,6 +136,7 @@ class Coalescer:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, str], LatestValue] = {}
+        self._pending_since: float | None = None
         self._last_flush = float("-inf")
 
     def offer(self, values: Iterable[LatestValue]) -> None:
@@ -145,16 +146,24 @@ class Coalescer:
         """
         with self._lock:
             pending = self._pending
+            was_empty = not pending
             for value in values:
                 key = (value.room, value.device, value.attr)
                 current = pending.get(key)
                 if current is None or value.ts >= current.ts:
                     pending[key] = value
+            if was_empty and pending:
+                self._pending_since = self._clock()
 
     @property
     def pending(self) -> int:
         """How many attributes wait for the next flush."""
         return len(self._pending)
+
+    def waiting_since(self) -> float | None:
+        """When the values now pending began to wait (clock seconds), or ``None`` if none are."""
+        with self._lock:
+            return self._pending_since if self._pending else None
 
     def wait_s(self) -> float | None:
         """Seconds until a flush is due: ``None`` when nothing is pending, 0 when due now."""
@@ -179,6 +188,7 @@ class Coalescer:
             if not self._pending or now < self._last_flush + self.interval_s:
                 return None
             taken, self._pending = self._pending, {}
+            self._pending_since = None
             self._last_flush = now
         return route(taken.values(), listened)
 

@@ -3,9 +3,10 @@
 ``GET /healthz``
     200 ``{"status": "ok"}`` whenever the process answers.
 ``GET /readyz``
-    200 ``{"status": "ready", "checks": {...}}`` when the broker connection is up and subscribed
-    and the database answers ``SELECT 1``; otherwise 503 ``{"status": "unavailable", "checks":
-    {"broker": "...", "database": "..."}}`` where each check is ``"ok"`` or says what is wrong.
+    200 ``{"status": "ready", "checks": {...}}`` when the broker connection is up and subscribed,
+    the database answers ``SELECT 1`` and live updates are moving; otherwise 503 ``{"status":
+    "unavailable", "checks": {"broker": "...", "database": "...", "live": "..."}}`` where each
+    check is ``"ok"`` or says what is wrong.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """The portal can do its job: broker subscribed and database reachable."""
+    """The portal can do its job: broker subscribed, database reachable, live updates moving."""
     portal: Portal = current_app.extensions["portal"]
     checks: dict[str, Any] = {}
     checks["broker"] = "ok" if portal.ingest.ready else f"down: {portal.ingest.state}"
@@ -44,6 +45,8 @@ def readyz() -> ResponseReturnValue:
         checks["database"] = f"down: {reason[0] if reason else type(exc).__name__}"
     else:
         checks["database"] = "ok"
+    stuck = portal.live.stuck_s()
+    checks["live"] = "ok" if stuck is None else f"stuck: no live update sent for {stuck:.0f} s"
     if all(value == "ok" for value in checks.values()):
         return jsonify(status="ready", checks=checks)
     return jsonify(status="unavailable", checks=checks), 503

@@ -17,8 +17,9 @@ Server to client:
     ``ts`` in milliseconds since 1970 (UTC). Empty if the values cannot be read.
 ``values``
     Batched updates in the same shape: at most one per attribute per flush interval
-    (``PORTAL_LIVE_FLUSH_MS``), newest value wins. A client receives each value once even when its
-    subscriptions overlap (a site subscription makes its room subscriptions silent, and so on).
+    (``PORTAL_LIVE_FLUSH_MS``), newest value wins, at most :data:`VALUES_PAGE` per message (a big
+    flush is several messages). A client receives each value once even when its subscriptions
+    overlap (a site subscription makes its room subscriptions silent, and so on).
 ``error``
     ``{"event": "subscribe" | "unsubscribe" | "connect", "error": "<one line>"}`` for a bad request.
 ``alarm``
@@ -29,6 +30,12 @@ valid bearer token (``auth={"token": ...}``, when a token check is given) may co
 are refused. A client that connects without ``auth={"scopes": [...]}`` is subscribed to the site,
 which keeps simple clients simple; the portal's pages pass ``{"scopes": []}`` and subscribe
 themselves.
+
+One client never holds up the others. No lock is held while sending. Each client's messages wait
+in its own Engine.IO queue; a client with more than :data:`MAX_BACKLOG` of them waiting (a laptop
+gone to sleep, a client that stopped reading) is dropped without a goodbye, so that a client still
+alive reconnects at once and starts again from a fresh snapshot. :meth:`Live.stuck_s` tells
+``/readyz`` when live updates have stopped moving.
 
 Socket.IO rooms: every accepted client is in :data:`SITE_ROOM` (``site``: events for everybody,
 such as alarms); value subscribers are in the channels of :mod:`web.coalescer` (``site:values``,
@@ -66,6 +73,14 @@ SITE_ROOM = "site"
 MAX_SUBSCRIPTIONS = 64
 #: How often an idle flusher checks whether it should stop.
 POLL_S = 0.5
+#: Most events in one ``values`` message: a big flush goes out as several, so no single message is
+#: huge and a viewer's backlog (counted in messages) stays bounded in bytes too.
+VALUES_PAGE = 500
+#: Messages waiting to be written to one viewer beyond which it is dropped: it cannot keep up (a
+#: laptop gone to sleep, a client that stopped reading). About five seconds of flushes.
+MAX_BACKLOG = 50
+#: The live path is stuck when values wait this long without a flush completing.
+STUCK_S = 10.0
 
 
 class JsonPacket(Packet):  # type: ignore[misc]  # python-socketio ships no type hints
@@ -139,6 +154,8 @@ class Live:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._clock = clock
+        self._flushing_since: float | None = None  # set while a flush is being sent
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
         socketio.on_event("subscribe", self._on_subscribe)
@@ -160,19 +177,78 @@ class Live:
             self._thread.start()
 
     def flush(self) -> int:
-        """Send what is pending if a flush is due; returns the number of updates delivered."""
-        with self._lock:  # no (un)subscription changes channels halfway through a flush
+        """Send what is pending if a flush is due; returns the number of updates delivered.
+
+        The routing (which values go to which channels) is decided under the lock, so that a
+        client joining a channel either gets this flush or finds its values in its snapshot; the
+        sending happens after the lock is released. Sending may close a client that stopped
+        answering (Engine.IO does that from inside the send), whose disconnect handler takes the
+        same lock: holding it here would stop live updates for everyone, for good.
+        """
+        with self._lock:
             routed = self.coalescer.flush(self._listeners)
-            if not routed:
-                return 0
-            started = time.perf_counter()
-            delivered = 0
+            listeners = {channel: self._listeners[channel] for channel in routed or ()}
+        if not routed:
+            return 0
+        self._flushing_since = self._clock()
+        timer = time.perf_counter()
+        delivered = 0
+        try:
             for channel, events in routed.items():
-                self.socketio.emit(VALUES_EVENT, events, to=channel)
-                delivered += len(events) * self._listeners[channel]
-        self._metrics.live_flush_seconds.observe(time.perf_counter() - started)
+                for first in range(0, len(events), VALUES_PAGE):
+                    self.socketio.emit(VALUES_EVENT, events[first : first + VALUES_PAGE], to=channel)
+                delivered += len(events) * listeners[channel]
+            self.shed_laggards()
+        finally:
+            self._flushing_since = None
+        self._metrics.live_flush_seconds.observe(time.perf_counter() - timer)
         self._metrics.live_updates.inc(delivered)
         return delivered
+
+    def shed_laggards(self) -> list[str]:
+        """Drop every client with more than :data:`MAX_BACKLOG` messages waiting to be written.
+
+        Such a client cannot keep up (asleep, stalled, or on a link too slow for its scope); what
+        waits for it would grow without bound. Dropping it closes its transport without a
+        goodbye, so a client that is still alive reconnects by itself and starts again from a
+        fresh snapshot. Returns the dropped clients' session ids.
+        """
+        with self._lock:
+            sids = list(self._scopes)
+        dropped = []
+        for sid in sids:
+            socket = self._engine_socket(sid)
+            if socket is None or socket.queue.qsize() <= MAX_BACKLOG:
+                continue
+            log.warning(
+                "live client dropped: %s messages waiting, it is not reading (asleep or too slow)",
+                socket.queue.qsize(),
+            )
+            self._metrics.live_dropped.inc()
+            socket.close(wait=False, abort=True)
+            dropped.append(sid)
+        return dropped
+
+    def stuck_s(self) -> float | None:
+        """Seconds the live path has been stuck, or ``None`` when it is moving.
+
+        Stuck: one flush has lasted longer than :data:`STUCK_S`, or values have waited that long
+        for a flush (the flusher died, or never gets its turn).
+        """
+        now = self._clock()
+        started = self._flushing_since
+        if started is not None and now - started > STUCK_S:
+            return now - started
+        waiting = self.coalescer.waiting_since()
+        if waiting is not None and now - waiting > STUCK_S:
+            return now - waiting
+        return None
+
+    def _engine_socket(self, sid: str) -> Any:
+        """The Engine.IO socket of a Socket.IO client (its queue holds what waits to be written)."""
+        server = self.socketio.server
+        eio_sid = server.manager.eio_sid_from_sid(sid, NAMESPACE)
+        return None if eio_sid is None else server.eio.sockets.get(eio_sid)
 
     def close_all(self) -> None:
         """Stop the flusher and close every client's connection (on shutdown).

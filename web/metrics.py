@@ -60,6 +60,11 @@ class Metrics:
         self.live_updates = Counter(
             "portal_live_updates", "Attribute updates pushed to Socket.IO clients", registry=r
         )
+        self.live_dropped = Counter(
+            "portal_live_dropped",
+            "Socket.IO clients dropped because they stopped reading (asleep, stalled or too slow)",
+            registry=r,
+        )
         self.live_flush_seconds = Histogram(
             "portal_live_flush_seconds",
             "Time to hand one flush of updates to every subscribed Socket.IO client",

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_socketio import SocketIO
 
 from web.app import Portal
 from web.cache import LatestValue
 from web.coalescer import Scope
-from web.live import MAX_SUBSCRIPTIONS, store_snapshot
+from web.live import MAX_BACKLOG, MAX_SUBSCRIPTIONS, STUCK_S, VALUES_PAGE, Live, store_snapshot
+from web.metrics import Metrics
 
 TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 TS_MS = 1700000000000
@@ -284,3 +286,83 @@ def test_close_all_closes_every_connection(
     portal.live.close_all()
     portal.live.start()  # the module's app lives on for the other tests
     assert len(closed) == 2
+
+
+# -- one client never holds up the others ------------------------------------------------------
+
+
+def test_no_lock_is_held_while_a_flush_sends(
+    connect: Connect, portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending may close a client whose disconnect handler takes the live lock (Engine.IO closes a
+    client that stopped answering from inside the send): the lock must be free by then."""
+    socket = connect(auth={"scopes": [{"scope": "device", "room": "lock", "device": "d"}]})
+    socket.get_received()
+    free: list[bool] = []
+    emit = portal.socketio.emit
+
+    def emit_checking_the_lock(*args: Any, **kwargs: Any) -> None:
+        if args and args[0] == "values":
+            acquired = portal.live._lock.acquire(timeout=0.5)
+            if acquired:
+                portal.live._lock.release()
+            free.append(acquired)
+        emit(*args, **kwargs)
+
+    monkeypatch.setattr(portal.socketio, "emit", emit_checking_the_lock)
+    portal.live.publish([lv("lock", "d", "t", 1.0)])
+    assert wait_values(socket, 1)
+    assert free == [True]
+
+
+def test_a_big_flush_goes_out_in_bounded_messages(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": [{"scope": "room", "room": "big"}]})
+    socket.get_received()
+    count = VALUES_PAGE * 2 + 7
+    portal.live.publish([lv("big", f"d{index}", "t", float(index)) for index in range(count)])
+    messages: list[list[dict[str, Any]]] = []
+    deadline = time.monotonic() + 3
+    while sum(map(len, messages)) < count and time.monotonic() < deadline:
+        messages.extend(values for _name, values in events(socket, "values"))
+        time.sleep(0.01)
+    assert sum(map(len, messages)) == count
+    assert max(map(len, messages)) == VALUES_PAGE
+
+
+def test_clients_with_a_long_backlog_are_dropped_and_counted(
+    connect: Connect, portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test client has no Engine.IO transport: stand one in whose queue has backed up."""
+    behind, keeping_up = connect(), connect()
+
+    class Transport:
+        def __init__(self, waiting: int) -> None:
+            self.queue = type("Queue", (), {"qsize": lambda _self: waiting})()
+            self.closed = False
+
+        def close(self, wait: bool = True, abort: bool = False) -> None:
+            self.closed = True
+            assert not wait, "never wait for a client that does not read"
+
+    transports = {behind.eio_sid: Transport(MAX_BACKLOG + 1), keeping_up.eio_sid: Transport(MAX_BACKLOG)}
+    monkeypatch.setattr(
+        portal.live,
+        "_engine_socket",
+        lambda sid: transports.get(portal.socketio.server.manager.eio_sid_from_sid(sid, "/")),
+    )
+    before = portal.metrics.live_dropped._value.get()
+    dropped = portal.live.shed_laggards()
+    assert [portal.socketio.server.manager.eio_sid_from_sid(sid, "/") for sid in dropped] == [behind.eio_sid]
+    assert transports[behind.eio_sid].closed and not transports[keeping_up.eio_sid].closed
+    assert portal.metrics.live_dropped._value.get() == before + 1
+
+
+def test_stuck_live_path_is_reported() -> None:
+    now = [1000.0]
+    live = Live(SocketIO(Flask(__name__)), lambda scope: [], Metrics(), clock=lambda: now[0])
+    assert live.stuck_s() is None, "nothing waits"
+    live.publish([lv("r", "d", "t", 1.0)])  # the flusher is not running: the value waits
+    now[0] += STUCK_S / 2
+    assert live.stuck_s() is None, "not long enough yet"
+    now[0] += STUCK_S
+    assert live.stuck_s() == pytest.approx(STUCK_S * 1.5)

@@ -173,3 +173,11 @@ def test_missing_vendor_file_is_a_clear_error(
     monkeypatch.setattr(vendor, "ASSETS_DIR", tmp_path)
     assert client.get("/static/vendor/socket.io.min.js").status_code == 404
     assert "npm ci" in caplog.text
+
+
+def test_readyz_reports_a_stuck_live_path(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    portal = client.application.extensions["portal"]
+    monkeypatch.setattr(portal.live, "stuck_s", lambda: 12.4)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["live"] == "stuck: no live update sent for 12 s"
