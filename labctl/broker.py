@@ -19,10 +19,12 @@ import argparse
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,6 +92,31 @@ def tls_enabled(tls_dir: Path) -> bool:
     return (tls_dir / "server.crt").is_file() and (tls_dir / "server.key").is_file()
 
 
+def websocket_address(address: str) -> str:
+    """The address to give Mosquitto's WebSocket listener so that it listens on `address` only.
+
+    Mosquitto 2.0.11 (Debian 12) hands a WebSocket listener's address to libwebsockets, which
+    listens on an IPv6 socket and, given an IPv4 address, binds every interface instead. Written
+    as an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) it binds that one address and still
+    takes IPv4 clients. Machines without IPv6 keep the plain address.
+    """
+    try:
+        mapped = ipaddress.IPv4Address(address)
+    except ValueError:
+        return address  # a host name, or already IPv6
+    if mapped.is_unspecified or not _ipv6_available():
+        return address
+    return f"::ffff:{mapped}"
+
+
+def _ipv6_available() -> bool:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return False
+    return True
+
+
 def render_config(profile: Profile, tls_copy: Path | None = None) -> str:
     """The broker configuration text for a profile.
 
@@ -98,6 +125,7 @@ def render_config(profile: Profile, tls_copy: Path | None = None) -> str:
     """
     values = {
         "BIND_ADDRESS": profile.bind_address,
+        "WS_BIND_ADDRESS": websocket_address(profile.bind_address),
         "MQTT_PORT": str(profile.mqtt_port),
         "MQTT_WS_PORT": str(profile.ws_port),
         "MQTT_TLS_PORT": str(profile.tls_port),

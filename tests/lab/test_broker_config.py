@@ -38,11 +38,29 @@ def native(tmp_path: Path, tls_dir: Path | None = None) -> broker.Profile:
 def test_native_config_listens_on_loopback_with_env_ports(tmp_path: Path) -> None:
     text = broker.render_config(native(tmp_path))
     assert "listener 2883 127.0.0.1\nprotocol mqtt" in text
-    assert "listener 2901 127.0.0.1\nprotocol websockets" in text
+    assert "listener 2901 ::ffff:127.0.0.1\nprotocol websockets" in text, "IPv4-mapped: loopback alone"
     assert "allow_anonymous false" in text
     assert f"plugin_opt_config_file {tmp_path / 'state'}/dynamic-security.json" in text
     assert "certfile" not in text, "no TLS listener without a certificate"
     assert "$" not in text.replace("$-placeholders", ""), "every placeholder is filled"
+
+
+@pytest.mark.parametrize(
+    ("address", "written"),
+    [
+        ("127.0.0.1", "::ffff:127.0.0.1"),
+        ("0.0.0.0", "0.0.0.0"),  # noqa: S104 - the container profile's address, kept as it is
+        ("::1", "::1"),
+        ("localhost", "localhost"),
+    ],
+)
+def test_websocket_listener_address(address: str, written: str) -> None:
+    assert broker.websocket_address(address) == written
+
+
+def test_without_ipv6_the_websocket_address_stays_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker, "_ipv6_available", lambda: False)
+    assert broker.websocket_address("127.0.0.1") == "127.0.0.1"
 
 
 def test_container_config_uses_fixed_ports_on_all_interfaces(tmp_path: Path) -> None:
