@@ -390,11 +390,13 @@ class Portal(Service):
             argv=[
                 str(self.lab.venv / "bin" / "gunicorn"),
                 "--worker-class",
-                "gevent",
+                "web.server.Worker",  # gevent, with gunicorn's own error answers in JSON
                 "--workers",
                 "1",
                 "--worker-connections",
                 str(PORTAL_CONNECTIONS),
+                "--limit-request-line",
+                "8190",
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",

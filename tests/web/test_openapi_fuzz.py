@@ -100,6 +100,10 @@ def test_no_request_makes_the_portal_fail(case: schemathesis.Case[Any], lab: Run
     case.call_and_validate(
         base_url=lab.portal_url,
         headers={"Authorization": f"Bearer {bearer}"},
-        checks=[schemathesis.checks.not_a_server_error],
+        checks=[
+            schemathesis.checks.not_a_server_error,
+            schemathesis.checks.status_code_conformance,
+            schemathesis.checks.content_type_conformance,
+        ],
         timeout=30,
     )

@@ -280,6 +280,16 @@ DOCUMENT: dict[str, Any] = {
             "BadParameter": _json(_ref("Error"), "a parameter is missing or wrong (the message names it)"),
             "Unauthorized": _json(_ref("Error"), "no valid session or bearer token"),
             "DatabaseDown": _json(_ref("Error"), "the database is unreachable; try again"),
+            "BadRequest": _json(_ref("Error"), "a malformed request (answered by the server itself)"),
+            "UriTooLong": _json(
+                _ref("Error"),
+                f"the request line is longer than {params.MAX_REQUEST_LINE} bytes "
+                "(answered by the server itself)",
+            ),
+            "HeadersTooLarge": _json(
+                _ref("Error"), "a header line is too long, or there are too many headers"
+            ),
+            "InternalError": _json(_ref("Error"), "a fault in the portal (logged with its traceback)"),
         },
         "schemas": {
             "Error": {
@@ -403,6 +413,25 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+
+#: Errors any request can meet, before or beside what its operation does.
+_ANY_REQUEST = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "414": {"$ref": "#/components/responses/UriTooLong"},
+    "431": {"$ref": "#/components/responses/HeadersTooLarge"},
+    "500": {"$ref": "#/components/responses/InternalError"},
+}
+
+
+def _add_common_errors(document: dict[str, Any]) -> None:
+    for item in document["paths"].values():
+        for operation in item.values():
+            for status, response in _ANY_REQUEST.items():
+                operation["responses"].setdefault(status, response)
+
+
+_add_common_errors(DOCUMENT)
 
 
 @bp.get("/openapi.json")

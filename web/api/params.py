@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from werkzeug.datastructures import MultiDict
 
+#: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
+#: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
+MAX_REQUEST_LINE = 8190
 #: Longest name (room, device, attribute) accepted in a query.
 MAX_NAME_LENGTH = 1024
 #: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
