@@ -37,6 +37,114 @@ function samePassword(given) {
     return crypto.timingSafeEqual(a, b);
 }
 
+/**
+ * Sign-in throttling for the editor, per client address.
+ *
+ * Node-RED counts failed sign-ins per user name, for everyone: five wrong passwords from anywhere
+ * lock the editor for ten minutes, the right password included (answered 500). Here every
+ * password sign-in is checked before Node-RED sees it: a wrong one is answered as Node-RED
+ * answers it (403 invalid_grant) and counted against the client's address only, so Node-RED's
+ * own count never fills up. An address with MAX_FAILURES failures in WINDOW_MS is answered 429
+ * with Retry-After until the oldest failure leaves the window; the right password from another
+ * address still works.
+ */
+const MAX_FAILURES = 5;
+const WINDOW_MS = 60 * 1000;
+const MAX_ADDRESSES = 10000;
+const MAX_BODY_BYTES = 64 * 1024;
+const failures = new Map(); // address -> times of recent failures (ms), oldest first
+
+function recentFailures(address, now) {
+    const times = (failures.get(address) || []).filter((time) => time > now - WINDOW_MS);
+    if (times.length) {
+        failures.set(address, times);
+    } else {
+        failures.delete(address);
+    }
+    return times;
+}
+
+function recordFailure(address, now) {
+    const times = recentFailures(address, now);
+    times.push(now);
+    failures.delete(address); // inserted again: the map stays ordered by latest failure
+    failures.set(address, times.slice(-MAX_FAILURES));
+    for (const key of failures.keys()) {
+        if (failures.size <= MAX_ADDRESSES) {
+            break;
+        }
+        failures.delete(key); // memory is bounded: the longest quiet addresses go first
+    }
+}
+
+/** Reads and parses the form or JSON body (Node-RED's own parsers then leave it as it is). */
+function readBody(req) {
+    return new Promise((resolve, reject) => {
+        const chunks = [];
+        let size = 0;
+        req.on("data", (chunk) => {
+            size += chunk.length;
+            if (size > MAX_BODY_BYTES) {
+                reject(new Error("request body too large"));
+                req.destroy();
+                return;
+            }
+            chunks.push(chunk);
+        });
+        req.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            try {
+                if ((req.headers["content-type"] || "").includes("application/json")) {
+                    resolve(text ? JSON.parse(text) : {});
+                } else {
+                    resolve(Object.fromEntries(new URLSearchParams(text)));
+                }
+            } catch (error) {
+                reject(error);
+            }
+        });
+        req.on("error", reject);
+    });
+}
+
+function signInGuard(req, res, next) {
+    if (req.method !== "POST" || req.path !== "/auth/token") {
+        next();
+        return;
+    }
+    const address = req.socket.remoteAddress || "";
+    const now = Date.now();
+    const recent = recentFailures(address, now);
+    if (recent.length >= MAX_FAILURES) {
+        const wait = Math.max(1, Math.ceil((recent[0] + WINDOW_MS - now) / 1000));
+        res.set("Retry-After", String(wait));
+        res.status(429).json({
+            error: "too_many_attempts",
+            error_description: `Too many failed sign-ins from this address. Try again in ${wait} s.`,
+        });
+        return;
+    }
+    readBody(req).then(
+        (body) => {
+            req.body = body;
+            req._body = true; // body-parser: already parsed
+            if (body.grant_type === "password") {
+                if (body.username !== "admin" || !samePassword(body.password || "")) {
+                    recordFailure(address, now);
+                    res.status(403).json({
+                        error: "invalid_grant",
+                        error_description: "Invalid resource owner credentials",
+                    });
+                    return;
+                }
+                failures.delete(address);
+            }
+            next();
+        },
+        () => res.status(400).json({ error: "invalid_request", error_description: "unreadable request body" }),
+    );
+}
+
 module.exports = {
     uiPort: Number(process.env.NODERED_PORT || 1880),
     // The native run binds to 127.0.0.1; in a container every interface is used.
@@ -48,7 +156,9 @@ module.exports = {
     flowFilePretty: true,
     credentialSecret: required("NODERED_CREDENTIAL_SECRET"),
 
-    // Editor and admin API: one user, "admin", password NODERED_ADMIN_PASSWORD.
+    // Editor and admin API: one user, "admin", password NODERED_ADMIN_PASSWORD, sign-ins
+    // throttled per client address (signInGuard above).
+    httpAdminMiddleware: signInGuard,
     adminAuth: {
         type: "credentials",
         users: async (username) => (username === "admin" ? { username: "admin", permissions: "*" } : null),

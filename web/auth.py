@@ -12,7 +12,9 @@
 * **Bearer tokens** (API clients, ``Authorization: Bearer <token>``): no cookie, so no CSRF.
   :func:`api_login_required` accepts either and answers 401/403 in JSON.
 * **Throttling**: at most :data:`MAX_LOGIN_FAILURES` failed sign-ins per user name and client
-  address per :data:`LOGIN_WINDOW_S`; then 429 with ``Retry-After`` (in memory, per process).
+  address, and :data:`MAX_ADDRESS_FAILURES` per client address whatever the names, per
+  :data:`LOGIN_WINDOW_S`; then 429 with ``Retry-After`` (in memory, per process). Never per user
+  name alone: failures from one address cannot lock the owner out from another.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 MAX_LOGIN_FAILURES = 5
+#: Failed sign-ins from one address, whatever the user names (a password sprayed over many names).
+MAX_ADDRESS_FAILURES = 20
 LOGIN_WINDOW_S = 60.0
 #: Longest user name looked at; longer ones are wrong names (and are not kept in memory whole).
 MAX_USERNAME_LENGTH = 200
@@ -135,12 +139,18 @@ class AuthState:
 
     settings: Settings
     accounts: Accounts
-    throttle: LoginThrottle
+    throttle: LoginThrottle  # keyed by (user name, address)
+    address_throttle: LoginThrottle  # keyed by ("", address)
 
 
 def init_app(app: Flask, settings: Settings, engine: Engine) -> AuthState:
     """Bind accounts and throttling to `app`, and the ``csrf_token()`` template function."""
-    state = AuthState(settings, Accounts(engine, settings.portal_admin_user), LoginThrottle())
+    state = AuthState(
+        settings,
+        Accounts(engine, settings.portal_admin_user),
+        LoginThrottle(),
+        LoginThrottle(max_failures=MAX_ADDRESS_FAILURES),
+    )
     app.extensions["auth"] = state
     app.context_processor(lambda: {"csrf_token": csrf_token})
     app.register_blueprint(bp)
@@ -334,9 +344,10 @@ def login() -> Any:
         return _login_page(next_url, "The sign-in form had expired. Please sign in again.", 400)
     username = request.form.get("username", "")[:MAX_USERNAME_LENGTH]
     password = request.form.get("password", "")
-    key = (username, request.remote_addr or "")
-    throttle = _state().throttle
-    wait = throttle.retry_after(key)
+    address = request.remote_addr or ""
+    key, address_key = (username, address), ("", address)
+    state = _state()
+    wait = max(state.throttle.retry_after(key), state.address_throttle.retry_after(address_key))
     if wait:
         log.warning("sign-in throttled user=%.60r remote=%s", username, request.remote_addr)
         body, status = _login_page(next_url, f"Too many failed sign-ins. Try again in {wait} s.", 429)
@@ -347,10 +358,11 @@ def login() -> Any:
         log.error("sign-in of %.60r impossible, database unavailable: %s", username, _first_line(exc))
         return _login_page(next_url, "Sign-in is unavailable (user database unreachable).", 503)
     if credential is None:
-        throttle.failed(key)
+        state.throttle.failed(key)
+        state.address_throttle.failed(address_key)
         log.warning("sign-in refused user=%.60r remote=%s", username, request.remote_addr)
         return _login_page(next_url, "Wrong user name or password.", 401)
-    throttle.succeeded(key)
+    state.throttle.succeeded(key)
     session.clear()  # a fresh session on sign-in: nothing carried over, a new CSRF token
     session[_USER_KEY] = username
     session[_CREDENTIAL_KEY] = credential

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import requests
+import requests.adapters
 from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
 from werkzeug.test import TestResponse
@@ -70,16 +71,41 @@ def sign_in(client: FlaskClient, username: str, password: str, **fields: str) ->
     )
 
 
-def signed_in_session(base_url: str, username: str, password: str) -> requests.Session:
-    """A `requests` session signed in to a running portal (through its sign-in form)."""
+class _FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    """A `requests` session whose connections come from `address` (any of 127.0.0.0/8 here),
+    so a test can be several clients on one machine."""
     session = requests.Session()
+    session.mount("http://", _FromAddress(address))
+    return session
+
+
+def sign_in_over_http(
+    session: requests.Session, base_url: str, username: str, password: str
+) -> requests.Response:
+    """Post the portal's sign-in form (with a fresh CSRF token) like a browser; no redirects."""
     token = csrf_from(session.get(f"{base_url}/login", timeout=10).text)
-    response = session.post(
+    return session.post(
         f"{base_url}/login",
         data={"username": username, "password": password, "csrf_token": token},
         allow_redirects=False,
         timeout=10,
     )
+
+
+def signed_in_session(base_url: str, username: str, password: str) -> requests.Session:
+    """A `requests` session signed in to a running portal (through its sign-in form)."""
+    session = requests.Session()
+    response = sign_in_over_http(session, base_url, username, password)
     assert response.status_code in (302, 303), f"sign-in failed: {response.status_code} {response.text[:200]}"
     return session
 

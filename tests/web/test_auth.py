@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, csrf_from, sign_in
-from web.auth import AuthState, LoginThrottle, bearer_token, token_user
+from web.auth import MAX_ADDRESS_FAILURES, AuthState, LoginThrottle, bearer_token, token_user
 
 # Every authenticated API route, with a method and a concrete path.
 API_ROUTES = [
@@ -37,9 +37,12 @@ class FakeClock:
 def throttle(app: Flask) -> Iterator[LoginThrottle]:
     """The app's throttle, emptied and on a clock the test moves; a fresh one again afterwards."""
     state: AuthState = app.extensions["auth"]
-    state.throttle = LoginThrottle(clock=FakeClock())
+    clock = FakeClock()
+    state.throttle = LoginThrottle(clock=clock)
+    state.address_throttle = LoginThrottle(max_failures=MAX_ADDRESS_FAILURES, clock=clock)
     yield state.throttle
     state.throttle = LoginThrottle()
+    state.address_throttle = LoginThrottle(max_failures=MAX_ADDRESS_FAILURES)
 
 
 # -- throttle -------------------------------------------------------------------------------
@@ -99,6 +102,16 @@ def test_throttle_is_per_client_address(app: Flask, throttle: LoginThrottle) -> 
     for _ in range(6):
         sign_in(attacker, ADMIN_USER, "wrong")
     assert sign_in(attacker, ADMIN_USER, ADMIN_PASSWORD).status_code == 429
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "10.1.2.3"
+    assert sign_in(elsewhere, ADMIN_USER, ADMIN_PASSWORD).status_code == 302
+
+
+def test_one_address_is_limited_whatever_the_names(app: Flask, throttle: LoginThrottle) -> None:
+    sprayer = app.test_client()
+    for attempt in range(MAX_ADDRESS_FAILURES):
+        assert sign_in(sprayer, f"no such user {attempt}", "wrong").status_code == 401  # no database needed
+    assert sign_in(sprayer, ADMIN_USER, ADMIN_PASSWORD).status_code == 429
     elsewhere = app.test_client()
     elsewhere.environ_base["REMOTE_ADDR"] = "10.1.2.3"
     assert sign_in(elsewhere, ADMIN_USER, ADMIN_PASSWORD).status_code == 302
