@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from web.schema import api_tokens, users
+from web.schema import api_tokens, sessions, users
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +201,17 @@ class Accounts:
                 .where(users.c.name == name)
                 .values(password_hash=password_hash, password_changed_at=func.now())
             ).rowcount
+            connection.execute(delete(sessions).where(sessions.c.user_name == name))
         if not done:
             raise unknown_user(name)
 
     def remove_user(self, name: str) -> int:
-        """Delete an account and revoke its tokens; returns how many tokens were revoked."""
+        """Delete an account, end its sessions and revoke its tokens; returns how many tokens were revoked."""
         with self.engine.begin() as connection:
             gone = connection.execute(delete(users).where(users.c.name == name)).rowcount
             if not gone:
                 raise unknown_user(name)
+            connection.execute(delete(sessions).where(sessions.c.user_name == name))
             return connection.execute(
                 update(api_tokens)
                 .where(api_tokens.c.user_name == name, api_tokens.c.revoked_at.is_(None))
@@ -283,6 +285,19 @@ class Accounts:
             connection.execute(
                 update(api_tokens).where(api_tokens.c.id == token_id).values(revoked_at=func.now())
             )
+
+    def live_tokens(self, digests: set[str]) -> set[str]:
+        """Which of these token digests still authenticate (not revoked, their user still there)."""
+        if not digests:
+            return set()
+        query = (
+            select(api_tokens.c.token_hash, api_tokens.c.user_name, users.c.name)
+            .select_from(api_tokens.outerjoin(users, users.c.name == api_tokens.c.user_name))
+            .where(api_tokens.c.token_hash.in_(digests), api_tokens.c.revoked_at.is_(None))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {digest for digest, owner, stored in rows if stored is not None or owner == self.admin_user}
 
     def user_for_token(self, secret: str) -> str | None:
         """The user a live token belongs to, or None (unknown, revoked, or its user is gone)."""

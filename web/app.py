@@ -34,6 +34,7 @@ from web.ingest import Ingest
 from web.live import SITE_ROOM, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.sessions import SessionKeeper
 from web.settings import Settings
 from web.socket_writes import WholeWrites
 from web.storage import Store, make_engine
@@ -69,14 +70,17 @@ class Portal:
     live: Live
     metrics: Metrics
     alarms: Alarms | None = None
+    keeper: SessionKeeper | None = None
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
 
     def start(self) -> None:
-        """Start the writer's threads and the live flusher, then the MQTT client thread."""
+        """Start the writer's threads, the live flusher, the session keeper, then the MQTT client."""
         self.writer.start()
         self.live.start()
+        if self.keeper is not None:
+            self.keeper.start()
         self.ingest.start()
 
     def stop(self) -> None:
@@ -96,6 +100,8 @@ class Portal:
             self.ingest.pause()
             self.writer.stop()
             self.ingest.stop()
+            if self.keeper is not None:
+                self.keeper.stop()
             self.live.close_all()
             self.engine.dispose()
             log.info("portal stopped stored=%s dropped=%s", self.writer.stored, self.writer.dropped)
@@ -168,7 +174,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)
 
     app.register_blueprint(health.bp)
-    auth.init_app(app, settings, engine)
+    auth_state = auth.init_app(app, settings, engine)
+    auth_state.on_sign_out.append(live.end_session)
+    portal.keeper = SessionKeeper(lambda: _check_sessions(portal, auth_state))
     api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(vendor.bp)
@@ -187,6 +195,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.topic_root,
     )
     return app
+
+
+def _check_sessions(portal: Portal, auth_state: auth.AuthState) -> None:
+    """Close live connections whose session or token ended elsewhere; delete idle sessions."""
+    portal.live.recheck(auth_state.sessions.alive, auth_state.accounts.live_tokens)
+    auth_state.sessions.sweep()
 
 
 def async_mode() -> str:

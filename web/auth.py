@@ -3,9 +3,12 @@
 * **Users**: the administrator of ``.env`` (``PORTAL_ADMIN_USER`` / ``PORTAL_ADMIN_PASSWORD``,
   never stored, works even with the database down) and the accounts of :mod:`web.accounts`
   (managed with ``python -m web.users``).
-* **Sessions** (browsers): a signed Flask cookie holding the user name and a keyed fingerprint of
-  the credential it was opened with, so changing a password or removing a user ends its sessions.
-  :func:`login_required` guards pages, :func:`current_user` tells any handler who is signed in.
+* **Sessions** (browsers): a signed Flask cookie holding the user name, a keyed fingerprint of
+  the credential it was opened with, and the secret of a session the server keeps
+  (:mod:`web.sessions`). Signing out, removing a user or changing their password ends the
+  session on the server: the old cookie no longer reads the API nor opens Socket.IO, and live
+  connections of that session are closed. :func:`login_required` guards pages,
+  :func:`current_user` tells any handler who is signed in.
 * **CSRF**: a random token per session, rendered by templates as ``{{ csrf_token() }}`` (the login
   form's hidden field, and ``<meta name="csrf-token">`` for scripts). Sign-in forms must send it
   back as ``csrf_token``; session-authenticated state-changing API calls as ``X-CSRF-Token``.
@@ -28,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -50,6 +53,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from web.accounts import MAX_PASSWORD_LENGTH, Accounts, burn_password_check
+from web.sessions import Sessions, session_hash
 from web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _USER_KEY = "user"
 _CREDENTIAL_KEY = "cred"
+_SESSION_KEY = "sid"
 _CSRF_KEY = "csrf"
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -139,15 +144,19 @@ class AuthState:
 
     settings: Settings
     accounts: Accounts
+    sessions: Sessions
     throttle: LoginThrottle  # keyed by (user name, address)
     address_throttle: LoginThrottle  # keyed by ("", address)
+    #: Called with a session's hash when it is signed out here (live connections close).
+    on_sign_out: list[Callable[[str], object]] = field(default_factory=list)
 
 
 def init_app(app: Flask, settings: Settings, engine: Engine) -> AuthState:
-    """Bind accounts and throttling to `app`, and the ``csrf_token()`` template function."""
+    """Bind accounts, sessions and throttling to `app`, and the ``csrf_token()`` template function."""
     state = AuthState(
         settings,
         Accounts(engine, settings.portal_admin_user),
+        Sessions(engine, settings.portal_admin_user),
         LoginThrottle(),
         LoginThrottle(max_failures=MAX_ADDRESS_FAILURES),
     )
@@ -203,9 +212,16 @@ def current_user() -> str | None:
     return user
 
 
+def current_session() -> str | None:
+    """The hash of the signed-in session of this request (see :mod:`web.sessions`), or ``None``."""
+    secret = session.get(_SESSION_KEY)
+    return session_hash(secret) if isinstance(secret, str) and current_user() is not None else None
+
+
 def _session_user() -> str | None:
     user, credential = session.get(_USER_KEY), session.get(_CREDENTIAL_KEY)
-    if not isinstance(user, str) or not isinstance(credential, str):
+    secret = session.get(_SESSION_KEY)
+    if not isinstance(user, str) or not isinstance(credential, str) or not isinstance(secret, str):
         return None
     state = _state()
     if user == state.settings.portal_admin_user:
@@ -219,7 +235,9 @@ def _session_user() -> str | None:
         if stored is None:
             return None
         expected = _fingerprint(stored)
-    return user if hmac.compare_digest(credential, expected) else None
+    if not hmac.compare_digest(credential, expected):
+        return None
+    return user if state.sessions.valid(secret, user) else None
 
 
 def csrf_token() -> str:
@@ -354,6 +372,8 @@ def login() -> Any:
         return body, status, {"Retry-After": str(wait)}
     try:
         credential = authenticate(username, password)
+        if credential is not None:
+            _start_session(username, credential)
     except SQLAlchemyError as exc:
         log.error("sign-in of %.60r impossible, database unavailable: %s", username, _first_line(exc))
         return _login_page(next_url, "Sign-in is unavailable (user database unreachable).", 503)
@@ -363,11 +383,21 @@ def login() -> Any:
         log.warning("sign-in refused user=%.60r remote=%s", username, request.remote_addr)
         return _login_page(next_url, "Wrong user name or password.", 401)
     state.throttle.succeeded(key)
-    session.clear()  # a fresh session on sign-in: nothing carried over, a new CSRF token
-    session[_USER_KEY] = username
-    session[_CREDENTIAL_KEY] = credential
     log.info("signed in user=%s remote=%s", username, request.remote_addr)
     return redirect(_safe_next(next_url))
+
+
+def _start_session(username: str, credential: str) -> None:
+    """A fresh session on sign-in: nothing carried over, a new CSRF token.
+
+    Raises:
+        SQLAlchemyError: the session cannot be stored (and the user is not the administrator).
+    """
+    secret = _state().sessions.open(username)
+    session.clear()
+    session[_USER_KEY] = username
+    session[_CREDENTIAL_KEY] = credential
+    session[_SESSION_KEY] = secret
 
 
 @bp.route("/logout", methods=["POST"])
@@ -375,5 +405,12 @@ def logout() -> WerkzeugResponse:
     """End the session (the form must carry the CSRF token, so other sites cannot sign users out)."""
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
         return redirect(url_for("pages.index"))
+    secret = session.get(_SESSION_KEY)
     session.clear()
+    if isinstance(secret, str):
+        state = _state()
+        digest = state.sessions.end(secret)
+        for hook in state.on_sign_out:
+            hook(digest)
+        log.info("signed out remote=%s", request.remote_addr)
     return redirect(url_for("auth.login"))

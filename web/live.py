@@ -56,7 +56,8 @@ from flask_socketio import SocketIO
 from socketio.packet import Packet
 from sqlalchemy.exc import SQLAlchemyError
 
-from web.auth import current_user
+from web.accounts import token_digest
+from web.auth import current_session, current_user
 from web.cache import LatestCache, LatestValue
 from web.coalescer import Coalescer, Scope, ScopeError, minimal_cover
 from web.metrics import Metrics
@@ -98,6 +99,8 @@ class JsonPacket(Packet):  # type: ignore[misc]  # python-socketio ships no type
 SnapshotSource = Callable[[Scope], list[LatestValue]]
 #: Returns the user a bearer token belongs to, or ``None``.
 TokenCheck = Callable[[str], str | None]
+#: How a client signed in: ``("session", session hash)`` or ``("token", token digest)``.
+Credential = tuple[str, str]
 
 
 def store_snapshot(latest_values: Callable[[], list[LatestValue]]) -> SnapshotSource:
@@ -151,6 +154,7 @@ class Live:
         self._scopes: dict[str, set[Scope]] = {}  # sid -> what it asked for
         self._joined: dict[str, set[str]] = {}  # sid -> value channels it is in
         self._listeners: Counter[str] = Counter()  # value channel -> clients in it
+        self._credentials: dict[str, Credential] = {}  # sid -> how it signed in
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -244,6 +248,48 @@ class Live:
             return now - waiting
         return None
 
+    def end_session(self, digest: str) -> int:
+        """Close the connections of one session (signed out here); returns how many."""
+        return self._close_where(lambda credential: credential == ("session", digest), "signed out")
+
+    def recheck(
+        self,
+        sessions_alive: Callable[[set[str]], set[str] | None],
+        tokens_alive: Callable[[set[str]], set[str]],
+    ) -> int:
+        """Close the connections whose session or token has ended since they connected.
+
+        Args:
+            sessions_alive: which session hashes are still open (None: cannot tell, keep them).
+            tokens_alive: which token digests still authenticate.
+
+        Returns:
+            How many connections were closed.
+        """
+        with self._lock:
+            held = set(self._credentials.values())
+        sessions = {digest for kind, digest in held if kind == "session"}
+        tokens = {digest for kind, digest in held if kind == "token"}
+        open_sessions = sessions_alive(sessions) if sessions else set()
+        try:
+            live_tokens = tokens_alive(tokens) if tokens else set()
+        except SQLAlchemyError:
+            live_tokens = tokens  # cannot tell: keep them
+        ended = {("session", d) for d in sessions - (sessions if open_sessions is None else open_sessions)}
+        ended |= {("token", d) for d in tokens - live_tokens}
+        if not ended:
+            return 0
+        return self._close_where(lambda credential: credential in ended, "session or token ended")
+
+    def _close_where(self, ended: Callable[[Credential], bool], why: str) -> int:
+        with self._lock:
+            sids = [sid for sid, credential in self._credentials.items() if ended(credential)]
+        for sid in sids:
+            self.socketio.server.disconnect(sid, namespace=NAMESPACE)
+        if sids:
+            log.info("closed %s live connections: %s", len(sids), why)
+        return len(sids)
+
     def _engine_socket(self, sid: str) -> Any:
         """The Engine.IO socket of a Socket.IO client (its queue holds what waits to be written)."""
         server = self.socketio.server
@@ -290,23 +336,31 @@ class Live:
 
     # -- Socket.IO handlers -------------------------------------------------------------------
 
-    def _user(self, auth: Any) -> str | None:
+    def _user(self, auth: Any) -> tuple[str, Credential] | None:
+        """Who connects, and with what: a signed-in session, or a bearer token."""
         user = current_user()
-        if user is None and self._token_user is not None and isinstance(auth, dict):
+        if user is not None:
+            digest = current_session()
+            return None if digest is None else (user, ("session", digest))
+        if self._token_user is not None and isinstance(auth, dict):
             token = auth.get("token")
             if isinstance(token, str) and token:
                 user = self._token_user(token)
-        return user
+                if user is not None:
+                    return user, ("token", token_digest(token))
+        return None
 
     def _on_connect(self, auth: Any = None) -> bool:
-        user = self._user(auth)
-        if user is None:
+        found = self._user(auth)
+        if found is None:
             log.info("live connection refused: not signed in")
             return False
+        user, credential = found
         sid: str = request.sid  # type: ignore[attr-defined]
         with self._lock:
             self._scopes[sid] = set()
             self._joined[sid] = set()
+            self._credentials[sid] = credential
         self.socketio.server.enter_room(sid, SITE_ROOM, namespace=NAMESPACE)
         self._metrics.live_clients.inc()
         scopes = [Scope("site")]
@@ -325,6 +379,7 @@ class Live:
         sid: str = request.sid  # type: ignore[attr-defined]
         with self._lock:
             known = self._scopes.pop(sid, None) is not None
+            self._credentials.pop(sid, None)
             for channel in self._joined.pop(sid, set()):
                 self._listen(channel, -1)
         if known:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="user name: 1-64 letters, digits or . _ @ -")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     commands.add_parser("list", help="list users")
-    remove = commands.add_parser("remove", help="delete a user and revoke their tokens")
+    remove = commands.add_parser("remove", help="delete a user, end their sessions and revoke their tokens")
     remove.add_argument("name")
     passwd = commands.add_parser("passwd", help="change a user's password (ends their sessions)")
     passwd.add_argument("name")

@@ -65,6 +65,7 @@ class RawViewer:
         portal_url: ``http://host:port``.
         cookie: the ``Cookie`` header of a signed-in session.
         scopes: what to subscribe to at connect (``auth={"scopes": ...}``).
+        token: a bearer token to sign in with (``auth={"token": ...}``) instead of the cookie.
         receive_buffer: SO_RCVBUF in bytes (small: the portal's writes back up sooner).
     """
 
@@ -74,6 +75,7 @@ class RawViewer:
         cookie: str,
         scopes: list[dict[str, str]],
         *,
+        token: str | None = None,
         receive_buffer: int | None = None,
     ) -> None:
         address = urlsplit(portal_url)
@@ -99,7 +101,10 @@ class RawViewer:
         head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
         if not head.startswith(b"HTTP/1.1 101"):
             raise FrameError(f"no WebSocket upgrade: {head[:80]!r}")
-        self.send(f"40{json.dumps({'scopes': scopes})}")
+        auth: dict[str, Any] = {"scopes": scopes}
+        if token is not None:
+            auth["token"] = token
+        self.send(f"40{json.dumps(auth)}")
         self.closed = False
 
     def send(self, text: str) -> None:

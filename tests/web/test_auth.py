@@ -213,3 +213,29 @@ def test_socket_token_check_refuses_when_the_database_is_down(app: Flask) -> Non
     with app.test_request_context("/socket.io/"):
         assert token_user("lab_" + "x" * 43) is None
         assert token_user("anything") is None
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def test_signing_out_ends_the_session_even_with_the_database_down(app: Flask, client: FlaskClient) -> None:
+    """The administrator works without the database; signing out still ends the session for
+    every copy of its cookie (this process remembers it, and deletes the row once it can)."""
+    assert sign_in(client, ADMIN_USER, ADMIN_PASSWORD).status_code == 302
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    copy = app.test_client()
+    copy.set_cookie("session", cookie.value)
+    assert copy.get("/api/latest").status_code == 503, "past sign-in (the database is down)"
+    token = csrf_from(client.get("/").data)
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert copy.get("/api/latest").status_code == 401
+    assert copy.get("/").status_code == 302
+
+
+def test_a_cookie_from_before_server_sessions_is_refused(app: Flask, client: FlaskClient) -> None:
+    """A cookie with the right user and fingerprint but no server session proves nothing."""
+    assert sign_in(client, ADMIN_USER, ADMIN_PASSWORD).status_code == 302
+    with client.session_transaction() as session:
+        del session["sid"]
+    assert client.get("/api/latest").status_code == 401

@@ -42,8 +42,13 @@ export function connectLive(scopes) {
     }
     dispatch("connect", null);
   });
-  socket.on("disconnect", function () {
-    setStatus("disconnected", "disconnected, reconnecting");
+  socket.on("disconnect", function (reason) {
+    if (reason === "io server disconnect") {
+      // The portal ended this session (signed out here or elsewhere, user removed, password changed).
+      setStatus("refused", "signed out, reload the page to sign in");
+    } else {
+      setStatus("disconnected", "disconnected, reconnecting");
+    }
   });
   socket.on("connect_error", function () {
     if (socket.active) {
