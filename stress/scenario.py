@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from web.names import name_problem
+
 Shape = Literal["steady", "ramp", "burst", "wave", "random-burst"]
 SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst", "wave", "random-burst")
 #: The largest wave amplitude, as a share of the mean rate (at 1 the rate would touch 0).
@@ -130,6 +132,7 @@ class Scenario:
     options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        prefix = prefix_problem(self.prefix, self.devices if self.stages else 1)
         checks = [
             (bool(self.stages), "the timeline has no stage"),
             (self.qos in (0, 1), f"--qos must be 0 or 1, not {self.qos}"),
@@ -154,7 +157,7 @@ class Scenario:
             (0 <= _finite(self.slow_ack_delay) <= 3600, "--slow-ack-delay must be 0..3600 seconds"),
             (0 < self.broker.port < 65_536, f"--port must be 1..65535, not {self.broker.port}"),
             (0 <= self.broker.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
-            (valid_level(self.prefix), "--prefix must be a topic level: no '/', '+', '#', not empty"),
+            (prefix is None, str(prefix)),
         ]
         for ok, message in checks:
             if not ok:
@@ -195,8 +198,16 @@ def device_name(prefix: str, index: int, fleet: int) -> str:
 
 
 def valid_level(text: str) -> bool:
-    """Whether ``text`` can be one level of a topic."""
-    return bool(text) and not any(char in text for char in "/+#\0")
+    """Whether ``text`` is a name by the lab's one rule (:mod:`web.names`), so one topic level."""
+    return name_problem(text) is None
+
+
+def prefix_problem(prefix: str, fleet: int) -> str | None:
+    """What makes ``prefix`` unusable for the device names of a fleet of ``fleet``, or ``None``."""
+    problem = name_problem(prefix) or name_problem(device_name(prefix, max(fleet, 1) - 1, fleet))
+    if problem is None:
+        return None
+    return f"--prefix {prefix[:40]!r} does not make valid device names ({problem})"
 
 
 def timeline(

@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from web.names import is_valid_name
+
 ALARM_ROOT = "alarms"
 ALARM_EVENT = "alarm"
 MAX_PAYLOAD_BYTES = 4096
-MAX_LEVEL_LENGTH = 200
 MAX_SEVERITY_LENGTH = 32
 MAX_TEXT_VALUE_LENGTH = 256
 DEFAULT_SEVERITY = "warning"
@@ -111,14 +112,6 @@ def _ms(moment: datetime | None) -> int | None:
 # -- parsing (pure) -----------------------------------------------------------------------
 
 
-def _level_ok(level: str) -> bool:
-    return (
-        0 < len(level) <= MAX_LEVEL_LENGTH
-        and not any(char in level for char in "+#\x00")
-        and level.isprintable()
-    )
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
 
@@ -143,7 +136,7 @@ def _topic_levels(topic: str | bytes) -> tuple[str, str, str] | Rejected:
         except UnicodeDecodeError:
             return Rejected(AlarmRejection.TOPIC, "topic is not UTF-8")
     levels = topic.split("/")
-    if len(levels) != 4 or levels[0] != ALARM_ROOT or not all(map(_level_ok, levels[1:])):
+    if len(levels) != 4 or levels[0] != ALARM_ROOT or not all(map(is_valid_name, levels[1:])):
         return Rejected(AlarmRejection.TOPIC, f"topic must be {ALARM_ROOT}/<room>/<device>/<type>")
     return levels[1], levels[2], levels[3]
 

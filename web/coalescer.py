@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from web.cache import LatestValue
-from web.topics import level_problem
+from web.names import name_problem
 
 #: The Socket.IO room of site-wide value subscribers.
 SITE_CHANNEL = "site:values"
-#: Longest room or device name a subscription may carry (the MQTT limit for a whole topic).
-MAX_NAME_BYTES = 65_535
 
 ScopeKind = Literal["site", "room", "device"]
 
@@ -100,11 +98,9 @@ def _name(data: dict[str, Any], field: str) -> str:
     value = data.get(field)
     if not isinstance(value, str):
         raise ScopeError(f'"{field}" must be a string')
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise ScopeError(f'"{field}" is longer than {MAX_NAME_BYTES} bytes')
-    problem = level_problem(value) or ("'/' in name" if "/" in value else None)
+    problem = name_problem(value)
     if problem is not None:
-        raise ScopeError(f'"{field}" is not a topic level name: {problem}')
+        raise ScopeError(f'"{field}" is not a valid name: {problem}')
     return value
 
 

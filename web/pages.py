@@ -12,8 +12,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, render_template
 
 from web.auth import current_user, login_required
+from web.names import is_valid_name
 from web.settings import Settings
-from web.topics import level_problem
 
 bp = Blueprint("pages", __name__)
 
@@ -41,7 +41,7 @@ def index() -> str:
 @login_required
 def device(room: str, device: str) -> str:
     """One device's attributes: live charts, history with a range picker, recent text values."""
-    if level_problem(room) or level_problem(device):
+    if not (is_valid_name(room) and is_valid_name(device)):
         abort(404)
     return _render("device.html", "device", room=room, device=device)
 

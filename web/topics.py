@@ -1,26 +1,23 @@
 """Telemetry topics: ``<root>/<room>/<device>/<attr>``.
 
 A topic is parsed once, at the edge, into a frozen :class:`Topic`; inner code trusts its fields.
-Each level must be non-empty UTF-8 without ``+``, ``#`` or ``/`` (the MQTT wildcards and the
-separator). Control characters are refused too: the names end up in PostgreSQL ``text`` columns
-(which cannot hold NUL) and in the browser, where invisible characters make look-alike names.
+The root must be ``TOPIC_ROOT``; room, device and attribute must be names by the lab's one rule
+(:mod:`web.names`: at most 200 characters, no wildcards, no control or invisible characters, no
+white space at either end), the rule alarms, the API and the stress tool check too.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import unicodedata
 from dataclasses import dataclass
 
+from web.names import name_problem
 from web.rejections import Reason, Rejection
 
 #: Number of levels in a telemetry topic, root included.
 TOPIC_DEPTH = 4
 _FORBIDDEN = frozenset("+#")
-# Everything level_problem() refuses, for one search over the whole topic: wildcards, C0 and C1
-# controls and DEL (category Cc), lone surrogates (Cs).
-_SUSPECT = re.compile("[+#\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Distinct topics whose parse is remembered: a fleet repeats its topics, so most lookups hit.
 CACHE_SIZE = 65_536
 #: Longer topics are parsed every time, so the cache holds at most a few tens of MiB.
@@ -45,8 +42,8 @@ class Topic:
         return f"{self.root}/{self.key}"
 
 
-def level_problem(level: str) -> str | None:
-    """Say what makes one topic level unusable as a name, or ``None`` when it is fine."""
+def _root_problem(level: str) -> str | None:
+    """What makes a first level that is not the root unusable as any root, or ``None``."""
     if not level:
         return "empty level"
     if any(char in _FORBIDDEN for char in level):
@@ -86,11 +83,13 @@ def _parse_topic(raw: bytes | str, root: str) -> Topic | Rejection:
     levels = text.split("/")
     if len(levels) != TOPIC_DEPTH:
         return Rejection(Reason.TOPIC_DEPTH, f"{len(levels)} levels, expected {TOPIC_DEPTH}")
-    if "" in levels or _SUSPECT.search(text):
-        for level in levels:
-            problem = level_problem(level)
-            if problem is not None:
-                return Rejection(Reason.TOPIC_LEVEL, problem)
     if levels[0] != root:
+        problem = _root_problem(levels[0])
+        if problem is not None:
+            return Rejection(Reason.TOPIC_LEVEL, problem)
         return Rejection(Reason.TOPIC_ROOT, f"root is not {root!r}")
+    for level in levels[1:]:
+        problem = name_problem(level)
+        if problem is not None:
+            return Rejection(Reason.TOPIC_LEVEL, problem)
     return Topic(root=levels[0], room=levels[1], device=levels[2], attr=levels[3])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.flags import count, port, positive_int, positive_seconds
-from stress.scenario import ScenarioError, device_name, valid_level
+from stress.scenario import ScenarioError, device_name, prefix_problem
 
 
 def add_parsers(commands: Any) -> None:
@@ -151,8 +151,9 @@ def command_provision(args: argparse.Namespace) -> int:
     from stress.progress import Progress  # noqa: PLC0415 - keeps `stress --help` fast
     from stress.provision import lab  # noqa: PLC0415
 
-    if not valid_level(args.prefix):
-        raise ScenarioError("--prefix must be a topic level: no '/', '+', '#', not empty")
+    problem = prefix_problem(args.prefix, args.devices)
+    if problem is not None:
+        raise ScenarioError(problem)
     if args.target == "thingsboard":
         from stress.provision import tb_cli  # noqa: PLC0415
 

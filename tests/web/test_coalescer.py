@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from tests.web.portal_testing import property_test
 from web.cache import LatestValue
 from web.coalescer import (
-    MAX_NAME_BYTES,
     SITE_CHANNEL,
     Coalescer,
     Scope,
@@ -20,6 +19,7 @@ from web.coalescer import (
     minimal_cover,
     route,
 )
+from web.names import MAX_NAME_CHARS
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 EVERYONE = frozenset({SITE_CHANNEL})
@@ -203,15 +203,17 @@ def test_scopes_parse_into_channels() -> None:
         ({"scope": ["site"]}, '"scope" must be'),
         ({"scope": "room"}, '"room" must be a string'),
         ({"scope": "room", "room": 5}, '"room" must be a string'),
-        ({"scope": "room", "room": ""}, "empty level"),
+        ({"scope": "room", "room": ""}, "empty name"),
         ({"scope": "room", "room": "a/b"}, "'/' in name"),
-        ({"scope": "room", "room": "#"}, "wildcard"),
-        ({"scope": "room", "room": "+"}, "wildcard"),
+        ({"scope": "room", "room": "#"}, "'#' in name"),
+        ({"scope": "room", "room": "+"}, "'+' in name"),
         ({"scope": "room", "room": "a\x00b"}, "control character"),
         ({"scope": "room", "room": "\ud800"}, "control character"),
+        ({"scope": "room", "room": "lab\u200b"}, "invisible"),
+        ({"scope": "room", "room": " lab"}, "white space"),
         ({"scope": "device", "room": "r"}, '"device" must be a string'),
         ({"scope": "device", "room": "r", "device": {"x": 1}}, '"device" must be a string'),
-        ({"scope": "room", "room": "x" * (MAX_NAME_BYTES + 1)}, "longer than"),
+        ({"scope": "room", "room": "x" * (MAX_NAME_CHARS + 1)}, "longer than"),
     ],
 )
 def test_bad_scopes_are_refused_with_one_line(data: Any, message: str) -> None:

@@ -103,14 +103,16 @@ def test_rejections_are_counted_by_reason_and_logged_truncated(caplog: pytest.Lo
     ingest.handle(TOPIC, b"\x00" * 10_000)
     ingest.handle(TOPIC, b"\x01")
     ingest.handle(b"office/lab", b"1")
-    ingest.handle(b"office/lab/" + b"x" * 5000 + b"/t", b"1")  # long, but valid
+    ingest.handle(b"office/lab/" + b"x" * 200 + b"/t", b"1")  # long, but valid
+    ingest.handle(b"office/lab/" + b"x" * 5000 + b"/t", b"1")  # a name too long
     assert len(buffer) == 1
     assert sample(ingest, "portal_ingest_rejected_total", reason="not_finite") == 1
     assert sample(ingest, "portal_ingest_rejected_total", reason="binary") == 2
     assert sample(ingest, "portal_ingest_rejected_total", reason="topic_depth") == 1
+    assert sample(ingest, "portal_ingest_rejected_total", reason="topic_level") == 1
     assert sample(ingest, "portal_ingest_messages_total") == 1  # the long but valid topic
     lines = [record.getMessage() for record in caplog.records]
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert "reason=not_finite" in lines[0]
     assert "(10000 bytes)" in lines[1]
     assert all(len(line) < 600 for line in lines)

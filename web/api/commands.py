@@ -15,9 +15,9 @@ import math
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from web.api.params import MAX_NAME_LENGTH, ParamError
+from web.api.params import ParamError
 from web.auth import api_login_required
-from web.topics import level_problem
+from web.names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,9 @@ MAX_VALUE_LENGTH = 256
 
 
 def _level(key: str, value: str) -> str:
-    problem = level_problem(value)
-    if problem is not None or len(value) > MAX_NAME_LENGTH:
-        raise ParamError(
-            f"{key} must be one topic level of at most {MAX_NAME_LENGTH} characters ({problem or 'too long'})"
-        )
+    problem = name_problem(value)
+    if problem is not None:
+        raise ParamError(f"{key} is not a valid name: {problem}")
     return value
 
 

@@ -12,12 +12,18 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from web.api import alarms, commands, history, params
+from web.names import MAX_NAME_CHARS
 
 bp = Blueprint("openapi", __name__)
 
 _MS = {"type": "integer", "minimum": 0, "maximum": params.MAX_TS_MS, "description": "ms since 1970 UTC"}
 _MS_OR_NULL = {**_MS, "type": ["integer", "null"]}
-_NAME = {"type": "string", "minLength": 1, "maxLength": params.MAX_NAME_LENGTH}
+_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_CHARS,
+    "description": ("a name: no '/', '+' or '#', no control or invisible characters, no space at either end"),
+}
 _VALUE = {"type": ["number", "string"], "description": "numbers (booleans as 1/0) or strings"}
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from werkzeug.datastructures import MultiDict
 
+from web.names import name_problem
+
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
 MAX_REQUEST_LINE = 8190
-#: Longest name (room, device, attribute) accepted in a query.
-MAX_NAME_LENGTH = 1024
 #: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
 MAX_TS_MS = 253_402_300_799_999
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -22,16 +22,15 @@ class ParamError(ValueError):
 
 
 def name(args: MultiDict[str, str], key: str, *, required: bool = False) -> str | None:
-    """A room, device or attribute name: non-empty, printable, at most MAX_NAME_LENGTH characters."""
+    """A room, device or attribute name, by the lab's one rule for names (:mod:`web.names`)."""
     value = args.get(key)
     if value is None:
         if required:
             raise ParamError(f"{key} is required")
         return None
-    if not value:
-        raise ParamError(f"{key} must not be empty")
-    if len(value) > MAX_NAME_LENGTH or "\x00" in value:
-        raise ParamError(f"{key} must be at most {MAX_NAME_LENGTH} characters, without NUL")
+    problem = name_problem(value)
+    if problem is not None:
+        raise ParamError(f"{key} is not a valid name: {problem}")
     return value
 
 
