@@ -60,6 +60,10 @@ SILENCE_S = 60.0
 SETTLE_MARGIN_S = 0.3
 #: Devices seen this recently are the ones viewers are dealt over (when any are).
 ACTIVE_S = 60.0
+#: Devices asked per page of ``GET /api/devices``, and most pages read (the lab's own cap on
+#: devices, 100,000 by default, fits).
+DEVICE_PAGE = 1000
+MAX_DEVICE_PAGES = 200
 #: How often viewers that still lack a final value are checked again while settling.
 SETTLE_POLL_S = 0.1
 #: Seconds a viewer's close may take (its WebSocket close handshake included).
@@ -876,14 +880,37 @@ async def sign_in(
 async def portal_rooms(
     session: aiohttp.ClientSession, portal_url: str, timeout: float
 ) -> tuple[dict[str, list[str]], set[tuple[str, str]]]:
-    """The portal's rooms and the devices of each (``GET /api/devices``, signed in), and the
-    (room, device) pairs seen in the last ``ACTIVE_S`` seconds.
+    """The portal's rooms and the devices of each (``GET /api/devices``, signed in, page by page),
+    and the (room, device) pairs seen in the last ``ACTIVE_S`` seconds.
 
     Raises:
         ViewersError: the portal did not answer with its device list.
     """
+    rooms: dict[str, list[str]] = {}
+    active: set[tuple[str, str]] = set()
+    lately = (time.time() - ACTIVE_S) * 1000
+    cursor: str | None = None
+    for _page in range(MAX_DEVICE_PAGES):
+        body = await _devices_page(session, portal_url, cursor, timeout)
+        for device in body.get("devices", []):
+            rooms.setdefault(device["room"], []).append(device["device"])
+            if isinstance(device.get("last_seen"), int | float) and device["last_seen"] >= lately:
+                active.add((device["room"], device["device"]))
+        cursor = body.get("next")
+        if not isinstance(cursor, str):
+            break
+    return rooms, active
+
+
+async def _devices_page(
+    session: aiohttp.ClientSession, portal_url: str, cursor: str | None, timeout: float
+) -> dict[str, Any]:
+    params = {"limit": str(DEVICE_PAGE)} if cursor is None else {"limit": str(DEVICE_PAGE), "cursor": cursor}
     try:
-        async with asyncio.timeout(timeout), session.get(f"{portal_url}/api/devices") as answer:
+        async with (
+            asyncio.timeout(timeout),
+            session.get(f"{portal_url}/api/devices", params=params) as answer,
+        ):
             if answer.status != 200:
                 raise ViewersError(f"the portal did not list its devices: HTTP {answer.status}")
             body = await answer.json()
@@ -891,11 +918,6 @@ async def portal_rooms(
         raise ViewersError(f"the portal did not list its devices within {timeout:g} s") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise ViewersError(f"the portal did not list its devices: {failure_reason(exc, timeout)}") from None
-    rooms: dict[str, list[str]] = {}
-    active: set[tuple[str, str]] = set()
-    lately = (time.time() - ACTIVE_S) * 1000
-    for device in body.get("devices", []) if isinstance(body, dict) else []:
-        rooms.setdefault(device["room"], []).append(device["device"])
-        if isinstance(device.get("last_seen"), int | float) and device["last_seen"] >= lately:
-            active.add((device["room"], device["device"]))
-    return rooms, active
+    if not isinstance(body, dict) or not isinstance(body.get("devices"), list):
+        raise ViewersError("the portal's device list is not what this tool understands (GET /api/devices)")
+    return body

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,21 @@ class RunningLab:
             password=self.env["POSTGRES_PASSWORD"],
             autocommit=True,
         )
+
+
+@contextmanager
+def own_lab(
+    new_lab_config: Callable[..., LabConfig], name: str, services: tuple[str, ...], **env: str
+) -> Iterator[RunningLab]:
+    """A lab instance of a test's own (these services, these .env values), stopped when it ends."""
+    config = new_lab_config(name, **env)
+    running = Lab(config)
+    try:
+        for service in services:
+            running.start(service)
+        yield RunningLab(config, running)
+    finally:
+        running.down()
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ class AlarmRejection(StrEnum):
     NOT_OBJECT = "not_object"
     FIELD = "field"
     TYPE_MISMATCH = "type_mismatch"
+    DEVICE_LIMIT = "device_limit"
 
 
 @dataclass(frozen=True, slots=True)

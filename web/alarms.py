@@ -32,6 +32,7 @@ from web.alarm_messages import (
     PREVIEW_BYTES,
     Alarm,
     AlarmMessage,
+    AlarmRejection,
     Change,
     Rejected,
     decide,
@@ -229,10 +230,20 @@ class Alarms:
         socketio: where ``alarm`` events go (to the room every signed-in client joins).
         metrics: the registry where rejections are counted (``portal_alarms_rejected{reason}``).
         room: the Socket.IO room of signed-in clients.
+        allows: whether the lab keeps (or may keep) a (room, device); alarms of devices past the
+            cap on devices are refused like their readings.
     """
 
-    def __init__(self, store: AlarmStore, socketio: SocketIO, metrics: Metrics, room: str) -> None:
+    def __init__(
+        self,
+        store: AlarmStore,
+        socketio: SocketIO,
+        metrics: Metrics,
+        room: str,
+        allows: Callable[[str, str], bool] = lambda _room, _device: True,
+    ) -> None:
         self.store = store
+        self.allows = allows
         self.socketio = socketio
         self.metrics = metrics
         self.room = room
@@ -258,6 +269,10 @@ class Alarms:
                 return
             if isinstance(message, Rejected):
                 self._reject(message, topic, payload)
+                return
+            if not self.allows(message.room, message.device):
+                refused = Rejected(AlarmRejection.DEVICE_LIMIT, "a device past the lab's cap on devices")
+                self._reject(refused, topic, payload)
                 return
             try:
                 alarm = self.store.record(message)

@@ -34,6 +34,7 @@ from web.ingest import Ingest
 from web.live import SITE_ROOM, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.quota import DeviceQuota
 from web.sessions import SessionKeeper
 from web.settings import Settings
 from web.socket_writes import WholeWrites
@@ -71,6 +72,7 @@ class Portal:
     metrics: Metrics
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
+    quota: DeviceQuota | None = None
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
@@ -146,8 +148,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         flush_interval_s=settings.portal_live_flush_ms / 1000,
         token_user=auth.token_user,
     )
+    quota = DeviceQuota(
+        settings.portal_max_devices_per_room, settings.portal_max_devices, on_new=live.devices_changed
+    )
+    metrics.track_devices(lambda: quota.devices)
     # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
-    ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None))
+    ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None), quota=quota)
     portal = Portal(
         settings=settings,
         engine=engine,
@@ -161,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             live.publish,
             acknowledge=ingest.acknowledge,
             cache=cache,
+            on_load=quota.load,
             metrics=metrics,
             batch_max=settings.ingest_batch_max,
             linger_s=settings.ingest_linger_ms / 1000,
@@ -168,7 +175,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         socketio=socketio,
         live=live,
         metrics=metrics,
-        alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM),
+        alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
+        quota=quota,
     )
     app.extensions["portal"] = portal
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)

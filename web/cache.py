@@ -85,24 +85,38 @@ class LatestCache:
         """Merge newer values (taken for storage) and last-seen times (of a committed batch)."""
         self._merge(values, devices)
 
-    def values(self, room: str | None = None, device: str | None = None) -> list[LatestValue]:
+    def values(
+        self, room: str | None = None, device: str | None = None, limit: int | None = None
+    ) -> list[LatestValue]:
         """Latest values, optionally of one room or one device, ordered by room, device, attr.
 
         Args:
             room: only this room's values.
             device: only this device's values (in every room, unless ``room`` is given too).
+            limit: at most this many (the first ones in that order).
         """
         with self._lock:
             if room is not None and device is not None:
-                found = list(self._values.get((room, device), {}).values())
+                keys = [(room, device)] if (room, device) in self._values else []
             else:
-                found = [
-                    value
-                    for (value_room, value_device), attrs in self._values.items()
-                    if (room is None or value_room == room) and (device is None or value_device == device)
-                    for value in attrs.values()
+                keys = [
+                    key
+                    for key in self._values
+                    if (room is None or key[0] == room) and (device is None or key[1] == device)
                 ]
-        found.sort(key=lambda value: (value.room, value.device, value.attr))
+        keys.sort()  # outside the lock: a site of tens of thousands of devices takes milliseconds
+        found: list[LatestValue] = []
+        remaining = limit
+        with self._lock:
+            for key in keys:
+                attrs = self._values.get(key, {})
+                names = sorted(attrs)
+                if remaining is not None:
+                    names = names[:remaining]
+                    remaining -= len(names)
+                found.extend(attrs[name] for name in names)
+                if remaining == 0:
+                    break
         return found
 
     def newer(self, values: Iterable[LatestValue]) -> list[LatestValue]:

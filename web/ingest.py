@@ -39,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from web.messages import Reading, parse_message, preview
 from web.metrics import Metrics
 from web.mqtt_client import PortalClient
+from web.quota import DeviceQuota
 from web.rejections import Reason, Rejection
 from web.settings import ALARMS_ROOT, Settings
 from web.writer import ReadingBuffer
@@ -111,6 +112,7 @@ class Ingest:
         alarms: returns the alarms handler, or ``None`` while there is none (alarm messages are
             then only counted and acknowledged).
         clock: returns the arrival time of a message (UTC); replaceable in tests.
+        quota: the cap on devices; readings of new devices past it are refused.
     """
 
     def __init__(
@@ -118,10 +120,13 @@ class Ingest:
         settings: Settings,
         buffer: ReadingBuffer,
         metrics: Metrics,
+        *,
         alarms: Callable[[], AlarmHandler | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        quota: DeviceQuota | None = None,
     ) -> None:
         self.settings = settings
+        self.quota = quota
         self.buffer = buffer
         self.metrics = metrics
         self.alarms = alarms
@@ -251,6 +256,10 @@ class Ingest:
         if isinstance(result, Rejection):
             self._reject(result, topic, payload)
             return result
+        if self.quota is not None and not self.quota.admit(result.topic.room, result.topic.device):
+            refused = Rejection(Reason.DEVICE_LIMIT, "a new device past the lab's cap on devices")
+            self._reject(refused, topic, payload)
+            return refused
         if not self.buffer.put(result, timeout=0):
             if not self._waiting:  # one line per episode, not per message
                 self._waiting = True

@@ -14,7 +14,13 @@ Server to client:
     Sent at once after each ``subscribe`` (and on connect for the default subscription): the
     latest value of every attribute in that scope,
     ``[{"room": str, "device": str, "attr": str, "value": float | str, "ts": int}, ...]``,
-    ``ts`` in milliseconds since 1970 (UTC). Empty if the values cannot be read.
+    ``ts`` in milliseconds since 1970 (UTC). Empty if the values cannot be read. A big scope's
+    snapshot comes as several messages of at most :data:`SNAPSHOT_PAGE` values, each sent once
+    the client has read most of the previous ones, and holds at most :data:`SNAPSHOT_MAX` values
+    (ordered by room, device and attribute).
+``snapshot_truncated``
+    ``{"scope": {...}, "sent": n}`` after the snapshot of a scope that holds more values than
+    :data:`SNAPSHOT_MAX`: subscribe to rooms or devices, or page ``GET /api/latest``, for the rest.
 ``values``
     Batched updates in the same shape: at most one per attribute per flush interval
     (``PORTAL_LIVE_FLUSH_MS``), newest value wins, at most :data:`VALUES_PAGE` per message (a big
@@ -24,6 +30,10 @@ Server to client:
     ``{"event": "subscribe" | "unsubscribe" | "connect", "error": "<one line>"}`` for a bad request.
 ``alarm``
     Alarm objects, emitted to the Socket.IO room ``site`` by the alarms module.
+``devices``
+    ``{}`` to every client when new devices appeared: :data:`DEVICES_DELAY_S` after the first of
+    them, then at most once per :data:`DEVICES_NOTICE_S` (a page listing devices fetches its page
+    again).
 
 Only signed-in sessions (the Flask session cookie travels with the handshake) or clients with a
 valid bearer token (``auth={"token": ...}``, when a token check is given) may connect; others
@@ -49,7 +59,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flask import request
 from flask_socketio import SocketIO
@@ -65,6 +75,19 @@ from web.metrics import Metrics
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVENT = "snapshot"
+SNAPSHOT_TRUNCATED_EVENT = "snapshot_truncated"
+#: Most values in one ``snapshot`` message: a scope's snapshot is paged over several.
+SNAPSHOT_PAGE = 500
+#: Most values in the snapshot of one scope (a site of 20,000 devices sends this many, then says so).
+SNAPSHOT_MAX = 5000
+#: While a client is behind, the next page of its snapshot waits this long before it looks again.
+SNAPSHOT_PAUSE_S = 0.05
+DEVICES_EVENT = "devices"
+#: "devices" notices go out at most this often: a flood of new names is one notice a second.
+DEVICES_NOTICE_S = 1.0
+#: The first new device is announced this long after it was admitted (its first batch is stored
+#: by then, so a page that fetches its device list on the notice finds it).
+DEVICES_DELAY_S = 0.3
 VALUES_EVENT = "values"
 ERROR_EVENT = "error"
 NAMESPACE = "/"
@@ -96,18 +119,29 @@ class JsonPacket(Packet):  # type: ignore[misc]  # python-socketio ships no type
 
 
 #: Returns the latest values of one scope.
-SnapshotSource = Callable[[Scope], list[LatestValue]]
+#: Returns at most ``limit`` latest values of a scope, ordered by room, device and attribute.
+SnapshotSource = Callable[[Scope, int], list[LatestValue]]
+
+
+class LatestValues(Protocol):
+    """Latest values of a room or device, at most ``limit`` (the store's signature)."""
+
+    def __call__(
+        self, room: str | None = None, device: str | None = None, *, limit: int | None = None
+    ) -> list[LatestValue]: ...
+
+
 #: Returns the user a bearer token belongs to, or ``None``.
 TokenCheck = Callable[[str], str | None]
 #: How a client signed in: ``("session", session hash)`` or ``("token", token digest)``.
 Credential = tuple[str, str]
 
 
-def store_snapshot(latest_values: Callable[[], list[LatestValue]]) -> SnapshotSource:
-    """A snapshot source that filters every latest value (one database read) by scope."""
+def store_snapshot(latest_values: LatestValues) -> SnapshotSource:
+    """A snapshot source reading the database (:meth:`web.storage.Store.latest_values`)."""
 
-    def snapshot(scope: Scope) -> list[LatestValue]:
-        return [value for value in latest_values() if scope.matches(value)]
+    def snapshot(scope: Scope, limit: int) -> list[LatestValue]:
+        return latest_values(scope.room, scope.device, limit=limit)
 
     return snapshot
 
@@ -115,10 +149,10 @@ def store_snapshot(latest_values: Callable[[], list[LatestValue]]) -> SnapshotSo
 def cache_snapshot(cache: LatestCache, fallback: SnapshotSource) -> SnapshotSource:
     """A snapshot source reading the last-value cache, or ``fallback`` until the cache is loaded."""
 
-    def snapshot(scope: Scope) -> list[LatestValue]:
+    def snapshot(scope: Scope, limit: int) -> list[LatestValue]:
         if not cache.loaded:
-            return fallback(scope)
-        return cache.values(room=scope.room, device=scope.device)
+            return fallback(scope, limit)
+        return cache.values(room=scope.room, device=scope.device, limit=limit)
 
     return snapshot
 
@@ -160,6 +194,8 @@ class Live:
         self._thread: threading.Thread | None = None
         self._clock = clock
         self._flushing_since: float | None = None  # set while a flush is being sent
+        self._new_devices_since: float | None = None  # the first new device not yet announced
+        self._last_notice = float("-inf")
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
         socketio.on_event("subscribe", self._on_subscribe)
@@ -172,6 +208,29 @@ class Live:
         if values:
             self.coalescer.offer(values)
             self._wake.set()
+
+    def devices_changed(self) -> None:
+        """New devices were admitted (any thread): a ``devices`` notice goes out shortly."""
+        if self._new_devices_since is None:
+            self._new_devices_since = self._clock()
+            self._wake.set()
+
+    def announce_devices(self) -> bool:
+        """Send the ``devices`` notice if one is due; True when it was sent."""
+        if self._notice_in_s() != 0:
+            return False
+        self._new_devices_since = None
+        self._last_notice = self._clock()
+        self.socketio.emit(DEVICES_EVENT, {}, to=SITE_ROOM)
+        return True
+
+    def _notice_in_s(self) -> float | None:
+        """Seconds until the ``devices`` notice is due: ``None`` when there is none, 0 when due now."""
+        since = self._new_devices_since
+        if since is None:
+            return None
+        due = max(since + DEVICES_DELAY_S, self._last_notice + DEVICES_NOTICE_S)
+        return max(0.0, due - self._clock())
 
     def start(self) -> None:
         """Start the flusher thread (a daemon)."""
@@ -324,15 +383,20 @@ class Live:
         while not self._stop.is_set():
             self._wake.clear()
             wait = self.coalescer.wait_s()
+            notice = self._notice_in_s()
             if wait is None:
-                self._wake.wait(POLL_S)
+                self._wake.wait(POLL_S if notice is None else min(POLL_S, notice))
             elif wait > 0:
-                self._stop.wait(wait)
+                self._stop.wait(wait if notice is None else min(wait, notice))
             else:
                 try:
                     self.flush()
                 except Exception:  # the flusher must outlive a bug in one flush
                     log.exception("live flush failed")
+            try:
+                self.announce_devices()
+            except Exception:
+                log.exception("live devices notice failed")
 
     # -- Socket.IO handlers -------------------------------------------------------------------
 
@@ -427,11 +491,30 @@ class Live:
             held.add(scope)
             self._rejoin(sid)
         try:
-            values = self._snapshot(scope)
+            values = self._snapshot(scope, SNAPSHOT_MAX + 1)
         except SQLAlchemyError as exc:
             log.error("live snapshot unavailable, sending an empty one: %s", str(exc).splitlines()[0])
             values = []
-        self.socketio.emit(SNAPSHOT_EVENT, [value.as_event() for value in values], to=sid)
+        truncated = len(values) > SNAPSHOT_MAX
+        events = [value.as_event() for value in values[:SNAPSHOT_MAX]]
+        for first in range(0, max(len(events), 1), SNAPSHOT_PAGE):
+            if first and not self._wait_for_room(sid):
+                return  # it does not read: shed_laggards drops it
+            self.socketio.emit(SNAPSHOT_EVENT, events[first : first + SNAPSHOT_PAGE], to=sid)
+        if truncated:
+            notice = {"scope": scope.as_dict(), "sent": len(events)}
+            self.socketio.emit(SNAPSHOT_TRUNCATED_EVENT, notice, to=sid)
+
+    def _wait_for_room(self, sid: str) -> bool:
+        """Wait (at most :data:`STUCK_S`) until the client has read most of what waits for it."""
+        deadline = self._clock() + STUCK_S
+        while True:
+            socket = self._engine_socket(sid)
+            if socket is None or socket.queue.qsize() <= MAX_BACKLOG // 2:
+                return sid in self._scopes
+            if self._clock() >= deadline:
+                return False
+            time.sleep(SNAPSHOT_PAUSE_S)
 
     def _rejoin(self, sid: str) -> None:
         """Put ``sid`` in exactly the channels of its minimal cover (caller holds the lock)."""

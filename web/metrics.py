@@ -56,6 +56,9 @@ class Metrics:
             "portal_buffer_depth", "Readings received and not yet handed to the database", registry=r
         )
         self.broker_connected = Gauge("portal_broker_connected", "1 while subscribed", registry=r)
+        self.devices = Gauge(
+            "portal_devices", "Devices the lab keeps (PORTAL_MAX_DEVICES caps them)", registry=r
+        )
         self.live_clients = Gauge("portal_live_clients", "Browsers connected over Socket.IO", registry=r)
         self.live_updates = Counter(
             "portal_live_updates", "Attribute updates pushed to Socket.IO clients", registry=r
@@ -72,6 +75,10 @@ class Metrics:
             registry=r,
         )
         self.alarms_received = Counter("portal_alarms_received", "Alarm messages received", registry=r)
+
+    def track_devices(self, count: Callable[[], int]) -> None:
+        """Report the devices the lab keeps from `count()` each time the metrics are read."""
+        self.devices.set_function(count)
 
     def track_buffer(self, depth: Callable[[], int]) -> None:
         """Report the buffer depth from `depth()` each time the metrics are read."""

@@ -21,7 +21,7 @@ class Reason(StrEnum):
     TOPIC_ROOT = "topic_root"
     """The first level is not the configured ``TOPIC_ROOT``."""
     TOPIC_LEVEL = "topic_level"
-    """A level is empty, holds a wildcard (``+``, ``#``) or a control character."""
+    """Room, device or attribute is not a name by the lab's rule (:mod:`web.names`)."""
 
     # payload bytes
     EMPTY = "empty"
@@ -54,6 +54,11 @@ class Reason(StrEnum):
     """``ts`` is not a number of milliseconds since 1970 between year 1970 and 9999."""
     BAD_STRING = "bad_string"
     """A string value with control characters or lone surrogates (not storable as text)."""
+
+    # the lab's limits
+    DEVICE_LIMIT = "device_limit"
+    """A new device in a room (or a lab) already holding as many devices as it may keep
+    (``PORTAL_MAX_DEVICES_PER_ROOM``, ``PORTAL_MAX_DEVICES``)."""
 
 
 @dataclass(frozen=True, slots=True)

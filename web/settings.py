@@ -18,6 +18,8 @@ variable                  default      meaning
 ``PORTAL_SECRET_KEY``     (required)   key that signs the session cookie
 ``PORTAL_LIVE_FLUSH_MS``  100          live updates: shortest time between two flushes
 ``PORTAL_OFFLINE_AFTER_S`` 60          pages mark a device offline after this much silence
+``PORTAL_MAX_DEVICES_PER_ROOM`` 10000  most devices kept in one room (new ones past it refused)
+``PORTAL_MAX_DEVICES``    100000       most devices kept in the lab (new ones past it refused)
 ``MQTT_CLIENT_ID``        lab-portal   client id of the portal's persistent session
 ``INGEST_BATCH_MAX``      5000         most readings stored per transaction
 ``INGEST_LINGER_MS``      20           wait for more readings before a partial batch
@@ -145,6 +147,8 @@ class Settings(DatabaseSettings):
     portal_secret_key: SecretStr
     portal_live_flush_ms: int = Field(default=100, ge=10, le=60_000)
     portal_offline_after_s: int = Field(default=60, ge=1)
+    portal_max_devices_per_room: int = Field(default=10_000, ge=1, le=10_000_000)
+    portal_max_devices: int = Field(default=100_000, ge=1, le=10_000_000)
 
     @field_validator("topic_root")
     @classmethod

@@ -133,8 +133,20 @@ class Store:
         self._device_ids.clear()
         self._attribute_ids.clear()
 
-    def latest_values(self, room: str | None = None, device: str | None = None) -> list[LatestValue]:
-        """Every attribute's last value (of one room or device), ordered by room, device and attribute."""
+    def latest_values(
+        self,
+        room: str | None = None,
+        device: str | None = None,
+        *,
+        after: tuple[str, ...] | None = None,
+        limit: int | None = None,
+    ) -> list[LatestValue]:
+        """Every attribute's last value (of one room or device), ordered by room, device and attribute.
+
+        Args:
+            after: only what comes after this (room, device, attr), for the next page.
+            limit: at most this many.
+        """
         query = (
             select(
                 rooms.c.name,
@@ -154,6 +166,10 @@ class Store:
             query = query.where(rooms.c.name == room)
         if device is not None:
             query = query.where(devices.c.name == device)
+        if after is not None:
+            query = query.where(tuple_(rooms.c.name, devices.c.name, attributes.c.name) > tuple_(*after))
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [

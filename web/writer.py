@@ -193,6 +193,8 @@ class BatchWriter:
         acknowledge: called with the readings the writer is done with (committed, or refused by
             the database for good), so their messages can be acknowledged to the broker.
         cache: the last-value cache, loaded at start and updated after each commit.
+        on_load: called with the (room, device) of every stored device once the cache is loaded
+            (the cap on devices learns them).
         metrics: where batch sizes, commit times, stored readings and write errors are recorded.
         batch_max: most readings per transaction.
         linger_s: how long the feeder waits for a full batch once one reading is in hand.
@@ -206,6 +208,7 @@ class BatchWriter:
         *,
         acknowledge: Callable[[Sequence[Reading]], None] = lambda _readings: None,
         cache: LatestCache | None = None,
+        on_load: Callable[[list[tuple[str, str]]], None] | None = None,
         metrics: Metrics | None = None,
         batch_max: int | None = None,
         linger_s: float | None = None,
@@ -215,6 +218,7 @@ class BatchWriter:
         self._on_stored = on_stored
         self._acknowledge = acknowledge
         self._cache = cache
+        self._on_load = on_load
         self._metrics = metrics or Metrics()
         self._batch_max = batch_max if batch_max is not None else BATCH_MAX
         self._linger_s = linger_s if linger_s is not None else BATCH_LINGER_S
@@ -321,6 +325,8 @@ class BatchWriter:
             log.warning("last-value cache not loaded yet, database unavailable: %s", _first_line(exc))
             return
         self._cache.load(values, devices)
+        if self._on_load is not None:
+            self._on_load([(item.room, item.device) for item in devices])
         log.info("last-value cache loaded values=%s devices=%s", len(values), len(devices))
 
     def _write(self, batch: Sequence[Reading]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -92,9 +93,13 @@ def test_socketio_refuses_a_client_that_is_not_logged_in(lab: RunningLab) -> Non
 
 
 @pytest.fixture
-def page(signed_in_page: Callable[..., Page]) -> Page:
-    """The overview page, signed in and connected (tests/e2e/conftest.py)."""
-    page: Page = signed_in_page("/")
+def page(signed_in_page: Callable[..., Page], unique_room: str) -> Page:
+    """The overview of the test's room, signed in and connected (tests/e2e/conftest.py).
+
+    The device the test publishes as is new to it: the overview learns of it from the portal's
+    ``devices`` notice and lists it.
+    """
+    page: Page = signed_in_page(f"/?q={quote(unique_room, safe='')}")
     return page
 
 
@@ -109,9 +114,10 @@ def test_page_shows_the_value_within_2s(page: Page, lab: RunningLab, unique_room
 
 
 @pytest.mark.browser
-def test_names_from_topics_render_as_text(page: Page, lab: RunningLab) -> None:
+def test_names_from_topics_render_as_text(signed_in_page: Callable[..., Page], lab: RunningLab) -> None:
     device, _ = lab.device
     room = "<img src=x onerror=alert(1)>"
+    page = signed_in_page(f"/?q={quote(room, safe='')}")
     readme_publish(lab, room, "temperature", "<script>window.pwned=1</script>")
     tile = page.locator(f'[data-key="{room}/{device}/temperature"] .value')
     expect(tile).to_have_text("<script>window.pwned=1</script>", timeout=DELIVERY_LIMIT_S * 1000)

@@ -93,7 +93,7 @@ def test_the_device_page_sends_a_command(signed_in_page: OpenPage, lab: RunningL
         assert received == [(topic, b"23.5")]
         page.fill("#command-attr", "bad+attr")
         page.get_by_role("button", name="Send").click()
-        expect(page.locator("#command-note")).to_contain_text("not sent: attr must be one topic level")
+        expect(page.locator("#command-note")).to_contain_text("not sent: attr is not a valid name")
     finally:
         listener.disconnect()
         listener.loop_stop()

@@ -105,8 +105,86 @@ def test_devices_and_latest_values(api: requests.Session, lab: RunningLab, uniqu
         ("temperature", 21.5),
     ]
     assert all(v["room"] == unique_room and v["device"] == device for v in values)
-    assert get(api, lab, "/api/latest", room=unique_room, device="nobody") == {"values": []}
-    assert get(api, lab, "/api/devices", room="no-such-room") == {"devices": []}
+    assert get(api, lab, "/api/latest", room=unique_room, device="nobody") == {"values": [], "next": None}
+    assert get(api, lab, "/api/devices", room="no-such-room") == {"devices": [], "next": None, "total": 0}
+
+
+def test_devices_and_latest_come_in_pages_that_cover_everything_once(
+    api: requests.Session, lab: RunningLab, unique_room: str
+) -> None:
+    root = lab.env["TOPIC_ROOT"]
+    names = [f"pg{index:02d}" for index in range(25)] + ["other-1", "Other-2"]
+    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
+    publish_all(
+        client,
+        lab.port("MQTT_PORT"),
+        [(f"{root}/{unique_room}/{name}/{attr}", "1") for name in names for attr in ("a", "b")],
+    )
+    wait_for("every reading stored", lambda: stored_rows(lab, unique_room) == 2 * len(names))
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"room": unique_room, "limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = get(api, lab, "/api/devices", **params)
+        assert page["total"] == len(names)
+        assert len(page["devices"]) <= 10
+        seen += [device["device"] for device in page["devices"]]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == sorted(seen) and sorted(seen) == sorted(names), "every device once, in order"
+
+    prefixed = get(api, lab, "/api/devices", room=unique_room, prefix="pg1")
+    assert [d["device"] for d in prefixed["devices"]] == [f"pg1{n}" for n in range(10)]
+    assert prefixed["total"] == 10
+    searched = get(api, lab, "/api/devices", room=unique_room, q="OTHER")
+    assert sorted(d["device"] for d in searched["devices"]) == ["Other-2", "other-1"]
+    assert get(api, lab, "/api/devices", room=unique_room, prefix="pg_")["total"] == 0, "_ is no wildcard"
+
+    values: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        params = {"room": unique_room, "limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        page = get(api, lab, "/api/latest", **params)
+        assert len(page["values"]) <= 7
+        values += [(v["device"], v["attr"]) for v in page["values"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert values == sorted(values) and len(values) == len(set(values)) == 2 * len(names)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "named"),
+    [
+        ("/api/devices", {"cursor": "not a cursor"}, "cursor"),
+        ("/api/devices", {"cursor": "WyJhIl0"}, "cursor"),  # a list of one name: not a devices cursor
+        ("/api/devices", {"cursor": "W251bGwsIG51bGxd"}, "cursor"),  # [null, null]
+        ("/api/devices", {"cursor": "A" * 5000}, "cursor"),
+        ("/api/latest", {"cursor": "WyJhIiwgImIiXQ"}, "cursor"),  # two names: not a latest cursor
+        ("/api/devices", {"limit": "0"}, "limit"),
+        ("/api/devices", {"limit": "1001"}, "limit"),
+        ("/api/latest", {"limit": "10001"}, "limit"),
+        ("/api/devices", {"prefix": "a/b"}, "prefix"),
+        ("/api/devices", {"prefix": "\u200b"}, "prefix"),
+        ("/api/devices", {"q": "x" * 201}, "q"),
+        ("/api/devices", {"q": "\x00"}, "q"),
+    ],
+)
+def test_hostile_paging_parameters_are_refused_by_name(
+    api: requests.Session, lab: RunningLab, path: str, params: dict[str, str], named: str
+) -> None:
+    response = api.get(f"{lab.portal_url}{path}", params=params, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(named)
 
 
 # -- history --------------------------------------------------------------------------------------

@@ -96,3 +96,12 @@ def test_concurrent_writers_and_readers() -> None:
     assert errors == []
     assert [(v.device, v.value) for v in cache.values()] == [(f"d{n}", 499.0) for n in range(4)]
     assert {d.last_seen for d in cache.devices()} == {499}
+
+
+def test_a_limit_takes_the_first_values_in_order() -> None:
+    cache = LatestCache()
+    cache.load([value("r", f"d{i}", attr, float(i)) for i in (3, 1, 2) for attr in ("b", "a")], [])
+    assert [(v.device, v.attr) for v in cache.values(limit=3)] == [("d1", "a"), ("d1", "b"), ("d2", "a")]
+    assert len(cache.values(limit=100)) == 6
+    assert cache.values(limit=0) == []
+    assert [(v.device, v.attr) for v in cache.values(room="r", device="d3", limit=1)] == [("d3", "a")]

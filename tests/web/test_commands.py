@@ -85,9 +85,9 @@ def test_a_command_is_published_on_the_devices_set_topic(
         ("{room}/d/set/setpoint", {"value": ""}, "value must be 1 to 256"),
         ("{room}/d/set/setpoint", {"value": "x" * 257}, "value must be 1 to 256"),
         ("{room}/d/set/setpoint", {"value": "a\x00b"}, "without NUL"),
-        ("{room}%2B/d/set/setpoint", {"value": 1}, "room must be one topic level"),
-        ("{room}/%23/set/setpoint", {"value": 1}, "device must be one topic level"),
-        ("{room}/d/set/%01", {"value": 1}, "attr must be one topic level"),
+        ("{room}%2B/d/set/setpoint", {"value": 1}, "room is not a valid name"),
+        ("{room}/%23/set/setpoint", {"value": 1}, "device is not a valid name"),
+        ("{room}/d/set/%01", {"value": 1}, "attr is not a valid name"),
     ],
 )
 def test_bad_commands_are_one_line_and_publish_nothing(

@@ -15,7 +15,17 @@ from flask_socketio import SocketIO
 from web.app import Portal
 from web.cache import LatestValue
 from web.coalescer import Scope
-from web.live import MAX_BACKLOG, MAX_SUBSCRIPTIONS, STUCK_S, VALUES_PAGE, Live, store_snapshot
+from web.live import (
+    DEVICES_DELAY_S,
+    MAX_BACKLOG,
+    MAX_SUBSCRIPTIONS,
+    SNAPSHOT_MAX,
+    SNAPSHOT_PAGE,
+    STUCK_S,
+    VALUES_PAGE,
+    Live,
+    store_snapshot,
+)
 from web.metrics import Metrics
 
 TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
@@ -76,7 +86,9 @@ def connect(app: Flask, portal: Portal, signed_in: FlaskClient) -> Iterator[Conn
 def snapshot_of(portal: Portal, monkeypatch: pytest.MonkeyPatch) -> list[LatestValue]:
     """Replace the database snapshot by this list (filtered by scope like the real one)."""
     stored: list[LatestValue] = []
-    monkeypatch.setattr(portal.live, "_snapshot", lambda scope: [v for v in stored if scope.matches(v)])
+    monkeypatch.setattr(
+        portal.live, "_snapshot", lambda scope, limit: [v for v in stored if scope.matches(v)][:limit]
+    )
     return stored
 
 
@@ -268,11 +280,36 @@ def test_snapshot_failure_sends_an_empty_snapshot(connect: Connect) -> None:
     assert events(socket) == [("snapshot", [])]
 
 
-def test_scope_snapshot_from_the_store_is_filtered(portal: Portal, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = store_snapshot(lambda: [lv("r", "d", "a", 1.0), lv("r", "e", "a", 2.0), lv("s", "d", "a", 3.0)])
-    assert [v.value for v in source(Scope("room", "r"))] == [1.0, 2.0]
-    assert [v.value for v in source(Scope("device", "s", "d"))] == [3.0]
-    assert len(source(Scope("site"))) == 3
+def test_scope_snapshot_from_the_store_asks_for_the_scope_and_the_limit() -> None:
+    asked: list[tuple[str | None, str | None, int | None]] = []
+
+    def latest_values(
+        room: str | None = None, device: str | None = None, *, limit: int | None = None
+    ) -> list[LatestValue]:
+        asked.append((room, device, limit))
+        return []
+
+    source = store_snapshot(latest_values)
+    source(Scope("room", "r"), 10)
+    source(Scope("device", "s", "d"), 5)
+    source(Scope("site"), 7)
+    assert asked == [("r", None, 10), ("s", "d", 5), (None, None, 7)]
+
+
+def test_a_big_snapshot_comes_in_pages_and_says_when_it_was_cut(
+    connect: Connect, snapshot_of: list[LatestValue]
+) -> None:
+    snapshot_of.extend(lv("big", f"d{index:05d}", "t", float(index)) for index in range(SNAPSHOT_MAX + 3))
+    socket = connect(auth={"scopes": [{"scope": "room", "room": "big"}]})
+    received = events(socket)
+    pages = [values for name, values in received if name == "snapshot"]
+    assert len(pages) == SNAPSHOT_MAX // SNAPSHOT_PAGE
+    assert all(len(page) == SNAPSHOT_PAGE for page in pages)
+    assert [v["device"] for page in pages for v in page] == [f"d{i:05d}" for i in range(SNAPSHOT_MAX)]
+    assert received[-1] == (
+        "snapshot_truncated",
+        {"scope": {"scope": "room", "room": "big"}, "sent": SNAPSHOT_MAX},
+    )
 
 
 def test_close_all_closes_every_connection(
@@ -359,10 +396,31 @@ def test_clients_with_a_long_backlog_are_dropped_and_counted(
 
 def test_stuck_live_path_is_reported() -> None:
     now = [1000.0]
-    live = Live(SocketIO(Flask(__name__)), lambda scope: [], Metrics(), clock=lambda: now[0])
+    live = Live(SocketIO(Flask(__name__)), lambda scope, limit: [], Metrics(), clock=lambda: now[0])
     assert live.stuck_s() is None, "nothing waits"
     live.publish([lv("r", "d", "t", 1.0)])  # the flusher is not running: the value waits
     now[0] += STUCK_S / 2
     assert live.stuck_s() is None, "not long enough yet"
     now[0] += STUCK_S
     assert live.stuck_s() == pytest.approx(STUCK_S * 1.5)
+
+
+def test_new_devices_are_announced_shortly_then_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    live = Live(SocketIO(Flask(__name__)), lambda scope, limit: [], Metrics(), clock=lambda: now[0])
+    sent: list[tuple[str, object]] = []
+    monkeypatch.setattr(live.socketio, "emit", lambda event, data, to: sent.append((event, to)))
+    assert not live.announce_devices(), "nothing new"
+    live.devices_changed()
+    live.devices_changed()
+    assert not live.announce_devices(), "not before the first batch is stored"
+    now[0] += DEVICES_DELAY_S
+    assert live.announce_devices()
+    assert sent == [("devices", "site")]
+    for _ in range(100):  # a flood of new names
+        live.devices_changed()
+        now[0] += 0.05
+        live.announce_devices()
+    assert 1 + 4 <= len(sent) <= 1 + 5, "one notice a second over those 5 s"

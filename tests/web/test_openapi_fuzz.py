@@ -50,8 +50,8 @@ def test_every_route_is_described_and_every_description_is_served(app: Flask) ->
 @pytest.mark.parametrize(
     ("operation", "parameters"),
     [
-        (("GET", "/api/devices"), {"room"}),
-        (("GET", "/api/latest"), {"room", "device"}),
+        (("GET", "/api/devices"), {"room", "prefix", "q", "limit", "cursor"}),
+        (("GET", "/api/latest"), {"room", "device", "limit", "cursor"}),
         (("GET", "/api/history"), {"room", "device", "attr", "from", "to", "bucket", "agg", "limit"}),
         (("GET", "/api/alarms"), {"state", "room", "device", "limit"}),
         (("GET", "/api/alarms/{id}"), {"id"}),

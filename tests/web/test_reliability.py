@@ -12,16 +12,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
 import requests
 
 from labctl.config import LabConfig
-from labctl.lab import Lab
-from tests.conftest import RunningLab
+from tests.conftest import RunningLab, own_lab
 from tests.mqtt_helpers import connect
 
 pytestmark = pytest.mark.integration
@@ -30,21 +28,6 @@ pytestmark = pytest.mark.integration
 SERVICES = ("db", "mosquitto", "web")
 #: How long stored rows may take to catch up with what the broker accepted.
 CATCH_UP_S = 90.0
-
-
-@contextmanager
-def own_lab(
-    new_lab_config: Callable[..., LabConfig], name: str, services: tuple[str, ...] = SERVICES, **env: str
-) -> Iterator[RunningLab]:
-    """A lab instance of the test's own, stopped (whatever happened) when the test ends."""
-    config = new_lab_config(name, **env)
-    lab = Lab(config)
-    try:
-        for service in services:
-            lab.start(service)
-        yield RunningLab(config, lab)
-    finally:
-        lab.down()
 
 
 class SequencePublisher:
@@ -149,7 +132,7 @@ def settled(
 
 
 def test_qos1_messages_are_all_stored(new_lab_config: Callable[..., LabConfig], unique_room: str) -> None:
-    with own_lab(new_lab_config, "reliability-qos1") as running:
+    with own_lab(new_lab_config, "reliability-qos1", SERVICES) as running:
         with SequencePublisher(running, f"office/{unique_room}/meter/count", per_second=3000) as publisher:
             publisher.wait_for(3000)
         acknowledged = publisher.acknowledged()
@@ -161,7 +144,7 @@ def test_qos1_messages_are_all_stored(new_lab_config: Callable[..., LabConfig], 
 def test_a_killed_portal_loses_nothing(new_lab_config: Callable[..., LabConfig], unique_room: str) -> None:
     # A long linger keeps up to a second of messages received but not committed: the kill loses
     # them from the portal's memory, and only the broker's redelivery can bring them back.
-    with own_lab(new_lab_config, "reliability-kill", INGEST_LINGER_MS="1000") as running:
+    with own_lab(new_lab_config, "reliability-kill", SERVICES, INGEST_LINGER_MS="1000") as running:
         lab = running.lab
         with SequencePublisher(running, f"office/{unique_room}/meter/count") as publisher:
             publisher.wait_for(1000)
@@ -183,7 +166,7 @@ def test_a_database_restart_under_load_loses_nothing(
 ) -> None:
     # A small buffer, so the outage also exercises back-pressure: ingest blocks, the broker queues.
     with own_lab(
-        new_lab_config, "reliability-db", INGEST_BUFFER_MAX="500", INGEST_BATCH_MAX="100"
+        new_lab_config, "reliability-db", SERVICES, INGEST_BUFFER_MAX="500", INGEST_BATCH_MAX="100"
     ) as running:
         lab = running.lab
         portal_pid = lab.pid(lab.service("web"))
@@ -226,7 +209,7 @@ def alarm_raised(running: RunningLab, room: str) -> bytes | None:
 def test_the_portal_and_the_flows_reconnect_after_a_broker_restart(
     new_lab_config: Callable[..., LabConfig], unique_room: str
 ) -> None:
-    with own_lab(new_lab_config, "reliability-broker", services=(*SERVICES, "nodered")) as running:
+    with own_lab(new_lab_config, "reliability-broker", (*SERVICES, "nodered")) as running:
         lab = running.lab
         with SequencePublisher(running, f"office/{unique_room}/meter/count") as before:
             before.wait_for(200)

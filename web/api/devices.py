@@ -1,4 +1,9 @@
-"""``GET /api/devices``: every device with its attributes' last values and last-seen times."""
+"""``GET /api/devices``: devices with their attributes' last values, a page at a time.
+
+A lab may hold tens of thousands of devices, so the answer is a page: at most ``limit`` devices
+(ordered by room, then name), each with at most :data:`MAX_ATTRIBUTES` attributes, the total
+that match the filters, and ``next``, the cursor of the following page (``null`` on the last).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, func, or_, select, tuple_
 
 from web.api import params
 from web.auth import api_login_required
@@ -14,50 +19,143 @@ from web.schema import attributes, devices, latest, rooms
 
 bp = Blueprint("devices", __name__)
 
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+#: Most attributes listed per device (``attributes_truncated`` says when a device has more).
+MAX_ATTRIBUTES = 100
+#: Longest search text (``q``).
+MAX_QUERY_CHARS = 200
 
-def list_devices(engine: Engine, room: str | None = None) -> list[dict[str, Any]]:
-    """Devices ordered by room and name, each with its attributes (ordered by name)."""
-    query = (
+
+def _like(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filtered(query: Select[Any], room: str | None, prefix: str | None, q: str | None) -> Select[Any]:
+    if room is not None:
+        query = query.where(rooms.c.name == room)
+    if prefix is not None:
+        query = query.where(devices.c.name.like(_like(prefix) + "%", escape="\\"))
+    if q is not None:
+        pattern = "%" + _like(q) + "%"
+        query = query.where(
+            or_(rooms.c.name.ilike(pattern, escape="\\"), devices.c.name.ilike(pattern, escape="\\"))
+        )
+    return query
+
+
+def list_devices(
+    engine: Engine,
+    room: str | None = None,
+    *,
+    prefix: str | None = None,
+    q: str | None = None,
+    after: tuple[str, ...] | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> tuple[list[dict[str, Any]], bool, int]:
+    """One page of devices, ordered by room and name, each with its attributes (by name).
+
+    Args:
+        room: only this room.
+        prefix: only devices whose name starts with this.
+        q: only devices whose room or name holds this (any case).
+        after: the (room, device) the previous page ended with.
+        limit: most devices.
+
+    Returns:
+        The devices, whether more follow, and how many match the filters in all.
+    """
+    page = _filtered(
+        select(devices.c.id, rooms.c.name, devices.c.name, devices.c.first_seen, devices.c.last_seen)
+        .select_from(devices)
+        .join(rooms, rooms.c.id == devices.c.room_id),
+        room,
+        prefix,
+        q,
+    )
+    if after is not None:
+        page = page.where(tuple_(rooms.c.name, devices.c.name) > tuple_(*after))
+    page = page.order_by(rooms.c.name, devices.c.name).limit(limit + 1)
+    total = _filtered(
+        select(func.count()).select_from(devices).join(rooms, rooms.c.id == devices.c.room_id),
+        room,
+        prefix,
+        q,
+    )
+    with engine.connect() as connection:
+        found = connection.execute(page).all()
+        more = len(found) > limit
+        found = found[:limit]
+        count = connection.execute(total).scalar_one()
+        by_id: dict[int, dict[str, Any]] = {}
+        result = []
+        for device_id, room_name, name, first_seen, last_seen in found:
+            entry = {
+                "room": room_name,
+                "device": name,
+                "first_seen": params.to_ms(first_seen),
+                "last_seen": params.to_ms(last_seen),
+                "attributes": [],
+                "attributes_truncated": False,
+            }
+            by_id[device_id] = entry
+            result.append(entry)
+        if by_id:
+            _attach_attributes(connection, by_id)
+    return result, more, count
+
+
+def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]]) -> None:
+    """The first :data:`MAX_ATTRIBUTES` attributes of each device, by name, with latest values."""
+    ranked = (
         select(
-            rooms.c.name,
-            devices.c.name,
-            devices.c.first_seen,
-            devices.c.last_seen,
+            attributes.c.device_id,
             attributes.c.name,
             latest.c.value_num,
             latest.c.value_text,
             latest.c.ts,
+            func.row_number()
+            .over(partition_by=attributes.c.device_id, order_by=attributes.c.name)
+            .label("rank"),
         )
-        .select_from(devices)
-        .join(rooms, rooms.c.id == devices.c.room_id)
-        .outerjoin(attributes, attributes.c.device_id == devices.c.id)
+        .select_from(attributes)
         .outerjoin(latest, latest.c.attribute_id == attributes.c.id)
-        .order_by(rooms.c.name, devices.c.name, attributes.c.name)
+        .where(attributes.c.device_id.in_(list(by_id)))
+        .subquery()
     )
-    if room is not None:
-        query = query.where(rooms.c.name == room)
-    result: list[dict[str, Any]] = []
-    with engine.connect() as connection:
-        for room_name, device, first_seen, last_seen, attr, num, text, ts in connection.execute(query):
-            if not result or (result[-1]["room"], result[-1]["device"]) != (room_name, device):
-                result.append(
-                    {
-                        "room": room_name,
-                        "device": device,
-                        "first_seen": params.to_ms(first_seen),
-                        "last_seen": params.to_ms(last_seen),
-                        "attributes": [],
-                    }
-                )
-            if attr is not None:
-                value = num if num is not None else text
-                result[-1]["attributes"].append({"attr": attr, "value": value, "ts": params.to_ms(ts)})
-    return result
+    query = (
+        select(
+            ranked.c.device_id,
+            ranked.c.name,
+            ranked.c.value_num,
+            ranked.c.value_text,
+            ranked.c.ts,
+            ranked.c.rank,
+        )
+        .where(ranked.c.rank <= MAX_ATTRIBUTES + 1)
+        .order_by(ranked.c.device_id, ranked.c.name)
+    )
+    for device_id, attr, num, text, ts, rank in connection.execute(query):
+        entry = by_id[device_id]
+        if rank > MAX_ATTRIBUTES:
+            entry["attributes_truncated"] = True
+            continue
+        value = num if num is not None else text
+        entry["attributes"].append({"attr": attr, "value": value, "ts": params.to_ms(ts)})
 
 
 @bp.get("/devices")
 @api_login_required
 def get_devices() -> ResponseReturnValue:
-    """Devices and their attributes, optionally of one room (``?room=``)."""
+    """A page of devices with their attributes; ``?room=``, ``?prefix=``, ``?q=`` filter them."""
     room = params.name(request.args, "room")
-    return jsonify(devices=list_devices(current_app.extensions["portal"].engine, room))
+    prefix = params.prefix(request.args, "prefix")
+    q = params.text(request.args, "q", max_length=MAX_QUERY_CHARS)
+    limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    after = params.cursor(request.args, "cursor", 2)
+    engine = current_app.extensions["portal"].engine
+    found, more, total = list_devices(engine, room, prefix=prefix, q=q, after=after, limit=limit)
+    last = found[-1] if found else None
+    following = params.make_cursor([last["room"], last["device"]]) if more and last else None
+    return jsonify(devices=found, next=following, total=total)

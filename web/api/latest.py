@@ -1,4 +1,8 @@
-"""``GET /api/latest``: the last value of every attribute, optionally of one room or device."""
+"""``GET /api/latest``: the last value of every attribute, a page at a time.
+
+Ordered by room, device and attribute; at most ``limit`` values, and ``next``, the cursor of the
+following page (``null`` on the last).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,21 @@ from web.auth import api_login_required
 
 bp = Blueprint("latest", __name__)
 
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+
 
 @bp.get("/latest")
 @api_login_required
 def get_latest() -> ResponseReturnValue:
-    """Latest values, filtered by ``?room=`` and ``?device=`` (both optional)."""
+    """Latest values, filtered by ``?room=`` and ``?device=`` (both optional), paged."""
     room = params.name(request.args, "room")
     device = params.name(request.args, "device")
-    values = current_app.extensions["portal"].store.latest_values(room, device)
-    return jsonify(values=[value.as_event() for value in values])
+    limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    after = params.cursor(request.args, "cursor", 3)
+    store = current_app.extensions["portal"].store
+    values = store.latest_values(room, device, after=after, limit=limit + 1)
+    more = len(values) > limit
+    values = values[:limit]
+    following = params.make_cursor([values[-1].room, values[-1].device, values[-1].attr]) if more else None
+    return jsonify(values=[value.as_event() for value in values], next=following)

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from web.api import alarms, commands, history, params
+from web.api import alarms, commands, devices, history, latest, params
 from web.names import MAX_NAME_CHARS
 
 bp = Blueprint("openapi", __name__)
@@ -44,6 +44,16 @@ _ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "503": {"$ref": "#/components/responses/DatabaseDown"},
 }
+
+_CURSOR = _query("cursor", {"type": "string"}, "the next of the previous page (omit for the first)")
+_NEXT = {"type": ["string", "null"], "description": "cursor of the following page; null on the last"}
+
+
+def _limit(default: int, maximum: int, description: str) -> dict[str, Any]:
+    return _query(
+        "limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}, description
+    )
+
 
 _ROOM = _query("room", _NAME, "only this room")
 _DEVICE = _query("device", _NAME, "only this device")
@@ -95,16 +105,39 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/api/devices": {
             "get": {
-                "summary": "Devices with their attributes' last values",
-                "parameters": [_ROOM],
+                "summary": "A page of devices with their attributes' last values",
+                "description": (
+                    "Devices ordered by room and name, at most limit of them, each with at most "
+                    f"{devices.MAX_ATTRIBUTES} attributes (attributes_truncated says when it has more). "
+                    "Pass next as cursor for the following page."
+                ),
+                "parameters": [
+                    _ROOM,
+                    _query(
+                        "prefix",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+                        "only devices whose name starts with this",
+                    ),
+                    _query(
+                        "q",
+                        {"type": "string", "maxLength": devices.MAX_QUERY_CHARS},
+                        "only devices whose room or name holds this text (any case)",
+                    ),
+                    _limit(devices.DEFAULT_LIMIT, devices.MAX_LIMIT, "most devices in the page"),
+                    _CURSOR,
+                ],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["devices"],
-                            "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+                            "required": ["devices", "next", "total"],
+                            "properties": {
+                                "devices": {"type": "array", "items": _ref("Device")},
+                                "next": _NEXT,
+                                "total": {"type": "integer", "description": "devices matching the filters"},
+                            },
                         },
-                        "devices ordered by room and name",
+                        "one page of devices",
                     ),
                     **_ERRORS,
                 },
@@ -112,16 +145,27 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/latest": {
             "get": {
-                "summary": "Latest value of every attribute",
-                "parameters": [_ROOM, _DEVICE],
+                "summary": "A page of the latest value of every attribute",
+                "description": (
+                    "Ordered by room, device and attribute. Pass next as cursor for the following page."
+                ),
+                "parameters": [
+                    _ROOM,
+                    _DEVICE,
+                    _limit(latest.DEFAULT_LIMIT, latest.MAX_LIMIT, "most values in the page"),
+                    _CURSOR,
+                ],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["values"],
-                            "properties": {"values": {"type": "array", "items": _ref("LatestValue")}},
+                            "required": ["values", "next"],
+                            "properties": {
+                                "values": {"type": "array", "items": _ref("LatestValue")},
+                                "next": _NEXT,
+                            },
                         },
-                        "values ordered by room, device and attribute",
+                        "one page of values",
                     ),
                     **_ERRORS,
                 },
@@ -314,13 +358,21 @@ DOCUMENT: dict[str, Any] = {
             },
             "Device": {
                 "type": "object",
-                "required": ["room", "device", "first_seen", "last_seen", "attributes"],
+                "required": [
+                    "room",
+                    "device",
+                    "first_seen",
+                    "last_seen",
+                    "attributes",
+                    "attributes_truncated",
+                ],
                 "properties": {
                     "room": {"type": "string"},
                     "device": {"type": "string"},
                     "first_seen": _MS_OR_NULL,
                     "last_seen": _MS_OR_NULL,
                     "attributes": {"type": "array", "items": _ref("AttributeValue")},
+                    "attributes_truncated": {"type": "boolean"},
                 },
             },
             "LatestValue": {

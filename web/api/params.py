@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import base64
+import binascii
+import json
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from werkzeug.datastructures import MultiDict
 
-from web.names import name_problem
+from web.names import MAX_NAME_CHARS, name_problem
 
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
@@ -15,6 +18,9 @@ MAX_REQUEST_LINE = 8190
 #: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
 MAX_TS_MS = 253_402_300_799_999
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: A cursor names at most three names of MAX_NAME_CHARS (4 bytes of UTF-8 each at most), as
+#: base64 of JSON: its encoded form stays below this.
+MAX_CURSOR_CHARS = 2 * 3 * 4 * MAX_NAME_CHARS
 
 
 class ParamError(ValueError):
@@ -32,6 +38,48 @@ def name(args: MultiDict[str, str], key: str, *, required: bool = False) -> str 
     if problem is not None:
         raise ParamError(f"{key} is not a valid name: {problem}")
     return value
+
+
+def prefix(args: MultiDict[str, str], key: str) -> str | None:
+    """The start of a name (what a name may hold, but possibly ending in a space)."""
+    value = args.get(key)
+    if value is None:
+        return None
+    problem = name_problem(value.rstrip() or "x")
+    if problem is not None:
+        raise ParamError(f"{key} cannot begin a valid name: {problem}")
+    return value
+
+
+def text(args: MultiDict[str, str], key: str, *, max_length: int) -> str | None:
+    """Free text to search for: at most ``max_length`` characters, printable."""
+    value = args.get(key)
+    if value is None:
+        return None
+    if len(value) > max_length or not value.isprintable():
+        raise ParamError(f"{key} must be at most {max_length} printable characters")
+    return value
+
+
+def make_cursor(parts: Sequence[str]) -> str:
+    """An opaque cursor for the page after the item named by ``parts`` (its sort key)."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts), ensure_ascii=False).encode()).decode().rstrip("=")
+
+
+def cursor(args: MultiDict[str, str], key: str, size: int) -> tuple[str, ...] | None:
+    """A cursor this API gave out (``next`` of an answer), decoded to the sort key it names."""
+    value = args.get(key)
+    if value is None:
+        return None
+    try:
+        if len(value) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ParamError(f"{key} is not a cursor this API gave out (use the 'next' of an answer)") from None
+    if not (isinstance(decoded, list) and len(decoded) == size and all(isinstance(p, str) for p in decoded)):
+        raise ParamError(f"{key} is not a cursor this API gave out (use the 'next' of an answer)")
+    return tuple(decoded)
 
 
 def required_name(args: MultiDict[str, str], key: str) -> str:

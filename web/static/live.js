@@ -1,20 +1,43 @@
-// The overview: rooms, then devices, then one tile per attribute, kept current over Socket.IO.
+// The overview: one page of devices at a time (rooms, then devices, then one tile per attribute),
+// kept current over Socket.IO.
+//
+// A lab may hold tens of thousands of devices, so the page lists PAGE_SIZE of them from
+// GET /api/devices (filtered by the search box, ?q= in the address) and subscribes to exactly
+// those devices: a flood of new names elsewhere never reaches this page. A "devices" notice (new
+// devices appeared) fetches the page again when it has room for them.
 //
 // Tiles carry data-key="<room>/<device>/<attr>"; device cards data-device="<room>/<device>" and
 // data-offline="true" once the device's newest value is older than PORTAL_OFFLINE_AFTER_S
 // (from <body data-offline-after-s>). Names are written with textContent only.
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
+import { getJSON } from "./lib/api.js";
 import { ago, bodyNumber, deviceUrl, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
+
+const PAGE_SIZE = 48; // device subscriptions of one page (the portal allows 64 per client)
 
 const roomsEl = document.getElementById("values");
 const emptyEl = document.getElementById("empty");
 const filterEl = document.getElementById("filter");
+const pagerEl = document.getElementById("pager");
+const countEl = document.getElementById("page-count");
+const previousEl = document.getElementById("page-previous");
+const nextEl = document.getElementById("page-next");
+const problemEl = document.getElementById("page-problem");
 const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
 
-const rooms = new Map(); // room -> {section, devicesEl}
-const devices = new Map(); // "room/device" -> {card, tilesEl, badge, seenEl, lastTs, offline}
-const tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, ts}
+let rooms = new Map(); // room -> {section, devicesEl}
+let devices = new Map(); // "room/device" -> {card, tilesEl, badge, seenEl, lastTs, offline}
+let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, ts}
+
+const state = {
+  query: new URLSearchParams(window.location.search).get("q") || "",
+  cursors: [null], // the cursor of each page seen so far; the last one is the page shown
+  next: null,
+  shown: 0,
+  total: 0,
+  loading: null,
+};
 
 function roomFor(room) {
   let entry = rooms.get(room);
@@ -80,9 +103,16 @@ function refreshDevice(entry, now) {
   }
 }
 
+function seen(device, ts) {
+  if (ts > device.lastTs) {
+    device.lastTs = ts;
+    refreshDevice(device, Date.now());
+  }
+}
+
 function apply(item) {
-  if (!isValue(item)) {
-    return;
+  if (!isValue(item) || !devices.has(item.room + "/" + item.device)) {
+    return; // not a device of this page (a value racing a page change)
   }
   const entry = tileFor(item);
   if (item.ts < entry.ts) {
@@ -91,39 +121,110 @@ function apply(item) {
   entry.ts = item.ts;
   showValue(entry.valueEl, item.value);
   setTime(entry.tsEl, item.ts);
-  const device = devices.get(item.room + "/" + item.device);
-  if (item.ts > device.lastTs) {
-    device.lastTs = item.ts;
-    refreshDevice(device, Date.now());
-  }
+  seen(devices.get(item.room + "/" + item.device), item.ts);
 }
 
 function applyAll(items) {
   items.forEach(apply);
-  emptyEl.hidden = tiles.size > 0;
-  if (filterEl && filterEl.value.trim() !== "") {
-    applyFilter();
+}
+
+function showPage(page) {
+  roomsEl.replaceChildren();
+  rooms = new Map();
+  devices = new Map();
+  tiles = new Map();
+  for (const device of page.devices) {
+    deviceFor(device.room, device.device);
+    for (const attribute of device.attributes) {
+      apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
+        ts: attribute.ts });
+    }
+  }
+  state.next = page.next;
+  state.shown = page.devices.length;
+  state.total = page.total;
+  const first = (state.cursors.length - 1) * PAGE_SIZE;
+  emptyEl.hidden = page.total > 0 || state.query !== "";
+  pagerEl.hidden = page.total === 0 && state.query === "";
+  countEl.textContent = page.total === 0
+    ? "no device matches"
+    : (first + 1) + "–" + (first + page.devices.length) + " of " + page.total.toLocaleString() +
+      (page.total === 1 ? " device" : " devices");
+  previousEl.disabled = state.cursors.length < 2;
+  nextEl.disabled = page.next === null;
+  live.setScopes(page.devices.map(function (device) {
+    return { scope: "device", room: device.room, device: device.device };
+  }));
+}
+
+async function load() {
+  const cursor = state.cursors[state.cursors.length - 1];
+  const asked = { limit: PAGE_SIZE, q: state.query, cursor: cursor };
+  const loading = getJSON("/api/devices", asked);
+  state.loading = loading;
+  try {
+    const page = await loading;
+    if (state.loading === loading) {
+      problemEl.hidden = true;
+      showPage(page);
+    }
+  } catch (error) {
+    if (state.loading === loading) {
+      problemEl.textContent = "Devices could not be listed: " + error.message;
+      problemEl.hidden = false;
+    }
   }
 }
 
-function applyFilter() {
-  const needle = filterEl ? filterEl.value.trim().toLowerCase() : "";
-  for (const [key, entry] of devices) {
-    entry.card.hidden = needle !== "" && !key.toLowerCase().includes(needle);
+function search() {
+  state.query = filterEl.value.trim();
+  state.cursors = [null];
+  const address = new URL(window.location.href);
+  if (state.query) {
+    address.searchParams.set("q", state.query);
+  } else {
+    address.searchParams.delete("q");
   }
-  for (const entry of rooms.values()) {
-    entry.section.hidden = [...entry.devicesEl.children].every(function (card) { return card.hidden; });
-  }
+  window.history.replaceState(null, "", address);
+  load();
 }
 
-if (filterEl) {
-  filterEl.addEventListener("input", applyFilter);
-}
+let typing = null;
+filterEl.value = state.query;
+filterEl.addEventListener("input", function () {
+  window.clearTimeout(typing);
+  typing = window.setTimeout(search, 250);
+});
+previousEl.addEventListener("click", function () {
+  if (state.cursors.length > 1) {
+    state.cursors.pop();
+    load();
+  }
+});
+nextEl.addEventListener("click", function () {
+  if (state.next !== null) {
+    state.cursors.push(state.next);
+    load();
+  }
+});
 
-const live = connectLive([{ scope: "site" }]);
+const live = connectLive([]);
 live.on("snapshot", applyAll);
 live.on("values", applyAll);
+live.on("devices", function () {
+  if (state.shown < PAGE_SIZE) {
+    load(); // room on this page: new devices may belong here
+  }
+});
+let connectedBefore = false;
+live.on("connect", function () {
+  if (connectedBefore) {
+    load(); // back after a disconnection: the page as it is now, with fresh snapshots
+  }
+  connectedBefore = true;
+});
 trackAlarmBadge(live);
+load();
 
 window.setInterval(function () {
   const now = Date.now();

@@ -1,8 +1,9 @@
 // The page's one Socket.IO connection: status indicator, subscriptions, events.
 //
-// Server events: "snapshot" (the values of a scope, right after subscribing), "values" (batched
-// updates), "alarm" (an alarm object), "error" ({event, error}). Both value events carry
-// [{room, device, attr, value, ts}] with ts in milliseconds since 1970.
+// Server events: "snapshot" (the values of a scope, right after subscribing, perhaps in several
+// messages), "values" (batched updates), "alarm" (an alarm object), "devices" (new devices
+// appeared), "error" ({event, error}). Both value events carry [{room, device, attr, value, ts}]
+// with ts in milliseconds since 1970.
 // The connection passes auth {scopes: []} so the server subscribes it to nothing by itself; the
 // page's scopes are subscribed again after every (re)connect, which also brings fresh snapshots.
 // #status[data-state] is one of: connecting, connected, disconnected, refused.
@@ -17,12 +18,18 @@ function setStatus(state, text) {
   }
 }
 
+function sameScope(a, b) {
+  return a.scope === b.scope && a.room === b.room && a.device === b.device;
+}
+
 /**
  * Connect and subscribe to `scopes` ([{scope: "site"}], [{scope: "device", room, device}], ...).
- * Returns {socket, on(event, handler)}; handlers for "snapshot"/"values" get arrays.
+ * Returns {socket, on(event, handler), setScopes(scopes)}; handlers for "snapshot"/"values" get
+ * arrays. setScopes() subscribes to what is new and unsubscribes from what is gone.
  */
-export function connectLive(scopes) {
+export function connectLive(initialScopes) {
   const handlers = new Map();
+  let scopes = initialScopes.slice();
   const socket = window.io({ auth: { scopes: [] } });
 
   function dispatch(event, payload) {
@@ -62,6 +69,9 @@ export function connectLive(scopes) {
       dispatch(event, Array.isArray(items) ? items : []);
     });
   }
+  socket.on("devices", function () {
+    dispatch("devices", null);
+  });
   socket.on("alarm", function (alarm) {
     if (alarm !== null && typeof alarm === "object") {
       dispatch("alarm", alarm);
@@ -71,8 +81,25 @@ export function connectLive(scopes) {
     console.warn("live request refused", problem);
   });
 
+  function setScopes(wanted) {
+    if (socket.connected) {
+      for (const scope of scopes) {
+        if (!wanted.some(function (other) { return sameScope(scope, other); })) {
+          socket.emit("unsubscribe", scope);
+        }
+      }
+      for (const scope of wanted) {
+        if (!scopes.some(function (other) { return sameScope(scope, other); })) {
+          socket.emit("subscribe", scope);
+        }
+      }
+    }
+    scopes = wanted.slice(); // (re)connecting subscribes to these
+  }
+
   return {
     socket: socket,
+    setScopes: setScopes,
     on: function (event, handler) {
       if (!handlers.has(event)) {
         handlers.set(event, []);
