@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
 from mqtt_wire import RawPublisher  # noqa: E402
+from portal_probe import PeakMemory, sign_in, worker_rss_mib  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
 from stress.viewers import BrokerAccount, Plan, Result, watch  # noqa: E402
@@ -103,28 +104,6 @@ class Publisher(threading.Thread):
         self.raw.close(1.0, 0)
 
 
-def sign_in(config: LabConfig) -> tuple[requests.Session, str]:
-    url = f"http://127.0.0.1:{config.port('PORTAL_PORT')}"
-    session = requests.Session()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(f"{url}/login", timeout=10).text)
-    if token is None:
-        raise SystemExit(f"{url} shows no sign-in form")
-    form = {"username": config.env["PORTAL_ADMIN_USER"], "password": config.env["PORTAL_ADMIN_PASSWORD"]}
-    session.post(
-        f"{url}/login", data={**form, "csrf_token": token.group(1)}, allow_redirects=False, timeout=10
-    )
-    return session, "; ".join(f"{name}={value}" for name, value in session.cookies.items())
-
-
-def worker_rss_mib(config: LabConfig) -> float:
-    master = int((config.data_dir / "run" / "web.pid").read_text().split()[0])
-    worker = Path(f"/proc/{master}/task/{master}/children").read_text().split()[0]
-    for line in Path(f"/proc/{worker}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def dropped(session: requests.Session, config: LabConfig) -> int:
     text = session.get(f"http://127.0.0.1:{config.port('PORTAL_PORT')}/metrics", timeout=10).text
     found = re.search(r"^portal_live_dropped_total (\S+)$", text, re.MULTILINE)
@@ -176,24 +155,14 @@ def bad_clients_phase(config: LabConfig, args: argparse.Namespace) -> tuple[dict
     os.kill(frozen.pid, signal.SIGSTOP)
     stalled = live_clients().RawViewer(url, cookie, [{"scope": "site"}], receive_buffer=4096)
     dropped_before = dropped(session, config)
-    peak = [worker_rss_mib(config)]
-    sampling = threading.Event()
-
-    def sample() -> None:
-        while not sampling.wait(1.0):
-            peak.append(worker_rss_mib(config))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
-        figures = summary(audience(config, args))
+        with PeakMemory(config) as memory:
+            figures = summary(audience(config, args))
     finally:
-        sampling.set()
-        sampler.join(2)
         frozen.kill()
         frozen.wait(5)
         stalled.close()
-    return figures, dropped(session, config) - dropped_before, max(peak)
+    return figures, dropped(session, config) - dropped_before, memory.peak
 
 
 def main() -> None:

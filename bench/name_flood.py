@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
-from live_isolation import sign_in, worker_rss_mib  # noqa: E402
 from mqtt_wire import RawPublisher  # noqa: E402
+from portal_probe import sign_in, worker_rss_mib  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
 
