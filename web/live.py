@@ -118,7 +118,6 @@ class JsonPacket(Packet):  # type: ignore[misc]  # python-socketio ships no type
     uses_binary_events = False
 
 
-#: Returns the latest values of one scope.
 #: Returns at most ``limit`` latest values of a scope, ordered by room, device and attribute.
 SnapshotSource = Callable[[Scope, int], list[LatestValue]]
 
