@@ -126,3 +126,19 @@ def test_dotenv_is_read_but_the_environment_wins(monkeypatch: pytest.MonkeyPatch
     settings = DatabaseSettings.from_env(_env_file=env_file)
     assert settings.postgres_password.get_secret_value() == "from-file"
     assert settings.postgres_port == 2222
+
+
+@pytest.mark.parametrize("variable", ["PORTAL_MAX_DEVICES_PER_ROOM", "PORTAL_MAX_DEVICES"])
+@pytest.mark.parametrize("value", ["0", "-5", "many", "1e3", "10000001"])
+def test_device_caps_are_whole_numbers_of_at_least_one(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    set_secrets(monkeypatch, **{variable: value})
+    with pytest.raises(SettingsError, match=f"{variable} is invalid"):
+        Settings.from_env(_env_file=None)
+
+
+def test_device_caps_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch, PORTAL_MAX_DEVICES_PER_ROOM="50", PORTAL_MAX_DEVICES="500")
+    settings = Settings.from_env(_env_file=None)
+    assert (settings.portal_max_devices_per_room, settings.portal_max_devices) == (50, 500)
