@@ -71,6 +71,11 @@ def flood(lab: RunningLab) -> None:
     client.loop_stop()
 
 
+def subscriptions(packets: list[str]) -> list[dict[str, str]]:
+    """The scopes of the ``subscribe`` events among Engine.IO packets."""
+    return [json.loads(packet[2:])[1] for packet in packets if packet.startswith('42["subscribe"')]
+
+
 def timed_get(
     session: requests.Session, url: str, params: dict[str, str | int]
 ) -> tuple[float, requests.Response]:
@@ -138,12 +143,14 @@ def test_twenty_thousand_new_names_keep_every_answer_small_and_quick(
 
         # The overview shows one page and subscribes to that page alone.
         page = browser.new_page()
-        subscribed: list[object] = []
+        sent: list[str] = []  # Engine.IO packets the page sent, over either transport
+        page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(str(payload))))
         page.on(
-            "websocket",
-            lambda socket: socket.on(
-                "framesent",
-                lambda payload: subscribed.append(payload) if '"subscribe"' in str(payload) else None,
+            "request",
+            lambda request: (
+                sent.extend((request.post_data or "").split("\x1e"))
+                if request.method == "POST" and "/socket.io/" in request.url
+                else None
             ),
         )
         try:
@@ -154,8 +161,11 @@ def test_twenty_thousand_new_names_keep_every_answer_small_and_quick(
             expect(page.locator("#page-count")).to_have_text(f"1\u201348 of {KEPT:,} devices", timeout=10_000)
             expect(page.locator("article.device")).to_have_count(48)
             expect(page.locator("#status")).to_have_attribute("data-state", "connected", timeout=10_000)
-            page.wait_for_timeout(500)
-            scopes = [json.loads(str(frame)[2:])[1] for frame in subscribed]
+            deadline = time.monotonic() + 10
+            while len(subscriptions(sent)) < 48 and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+            page.wait_for_timeout(300)  # and nothing more
+            scopes = subscriptions(sent)
             assert len(scopes) == 48 and all(scope["scope"] == "device" for scope in scopes)
             page.click("#page-next")
             second_page = f"49\u201396 of {KEPT:,} devices"
