@@ -77,6 +77,8 @@ function recordFailure(address, now) {
     }
 }
 
+class TooLarge extends Error {}
+
 /** Reads and parses the form or JSON body (Node-RED's own parsers then leave it as it is). */
 function readBody(req) {
     return new Promise((resolve, reject) => {
@@ -85,8 +87,7 @@ function readBody(req) {
         req.on("data", (chunk) => {
             size += chunk.length;
             if (size > MAX_BODY_BYTES) {
-                reject(new Error("request body too large"));
-                req.destroy();
+                reject(new TooLarge()); // the rest is read and dropped; the answer says why
                 return;
             }
             chunks.push(chunk);
@@ -124,8 +125,11 @@ function signInGuard(req, res, next) {
         });
         return;
     }
-    readBody(req).then(
-        (body) => {
+    readBody(req)
+        .then((body) => {
+            if (body === null || typeof body !== "object" || Array.isArray(body)) {
+                throw new Error("the body is not a form or a JSON object");
+            }
             req.body = body;
             req._body = true; // body-parser: already parsed
             if (body.grant_type === "password") {
@@ -140,9 +144,19 @@ function signInGuard(req, res, next) {
                 failures.delete(address);
             }
             next();
-        },
-        () => res.status(400).json({ error: "invalid_request", error_description: "unreadable request body" }),
-    );
+        })
+        .catch((error) => {
+            // Whatever the body holds, answer; never leave a rejection unhandled (it ends Node-RED).
+            if (res.headersSent) {
+                return;
+            }
+            const large = error instanceof TooLarge;
+            res.set("Connection", "close");
+            res.status(large ? 413 : 400).json({
+                error: "invalid_request",
+                error_description: large ? `request body over ${MAX_BODY_BYTES} bytes` : "unreadable request body",
+            });
+        });
 }
 
 module.exports = {

@@ -72,7 +72,6 @@ class Portal:
     metrics: Metrics
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
-    quota: DeviceQuota | None = None
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
@@ -176,7 +175,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         live=live,
         metrics=metrics,
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
-        quota=quota,
     )
     app.extensions["portal"] = portal
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)
