@@ -26,6 +26,7 @@ examples:
   ./lab users add alice    add a portal user (asks for the password)
   ./lab down               stop everything
   ./lab test               run the whole test suite on services of its own
+  ./lab lock               newest allowed Python packages into uv.lock and locks/, then ./lab test
 """
 
 
@@ -100,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         "The tests start their own services on free ports and stop them.",
     )
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
+    lock = commands.add_parser(
+        "lock",
+        help="move the locked Python packages to their newest allowed versions, then run the suite",
+        description="Re-resolve uv.lock within the ranges of pyproject.toml, rewrite the hashed "
+        "requirement files in locks/ that every install reads, then run ./lab test against them. "
+        "Commit uv.lock and locks/ when the suite passes.",
+    )
+    lock.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="move only this package (and what it needs); repeat for more (default: every package)",
+    )
+    lock.add_argument("--no-test", action="store_true", help="only rewrite the lock; do not run the suite")
     return parser
 
 
@@ -239,7 +255,24 @@ def _test(args: argparse.Namespace) -> int:
     return testrun.run(args.pytest_args)
 
 
-_WITHOUT_LAB: dict[str, Callable[[argparse.Namespace], int]] = {"up": _up, "env": _env, "test": _test}
+def _lock(args: argparse.Namespace) -> int:
+    from labctl import testrun  # noqa: PLC0415 - only this command needs it
+
+    ui.info("Refreshing the lock with uv (from the test environment):")
+    install.ensure_all(ROOT, testrun.VENV, for_tests=True)
+    install.refresh_locks(ROOT, testrun.VENV / "bin" / "uv", args.package)
+    if args.no_test:
+        ui.info("Lock refreshed; run ./lab test before committing uv.lock and locks/.")
+        return 0
+    return testrun.run([])
+
+
+_WITHOUT_LAB: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": _up,
+    "env": _env,
+    "test": _test,
+    "lock": _lock,
+}
 _WITH_LAB: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
     "down": _down,
     "status": lambda lab, _args: _status(lab),

@@ -97,6 +97,7 @@ class LabConfig:
     env_file: Path
     data_dir: Path
     env: dict[str, str]
+    python_env: Path | None = None  # another virtual environment than the checkout's .venv
 
     @classmethod
     def load(cls, env_file: Path | None = None, data_dir: Path | None = None) -> LabConfig:
@@ -178,7 +179,7 @@ class LabConfig:
     @property
     def venv(self) -> Path:
         """The project's Python environment (shared by every instance of one checkout)."""
-        return self.root / ".venv"
+        return self.python_env or self.root / ".venv"
 
     @property
     def logs_dir(self) -> Path:

@@ -79,17 +79,43 @@ def _digest(*parts: bytes) -> str:
     return sha.hexdigest()
 
 
-def ensure_python_env(root: Path, venv: Path, extras: Iterable[str]) -> None:
-    """Create `.venv` with the project installed (editable) with the given extras."""
-    wanted = sorted(set(extras))
+#: The exported requirement files in `locks/`, each with the extras (or group) of uv.lock it
+#: holds: exact versions with their hashes. `./lab lock` writes them; installs read only them.
+LOCK_EXPORTS: dict[str, tuple[str, ...]] = {
+    "portal": ("--extra", "portal"),
+    "stress": ("--extra", "stress"),
+    "lab": ("--extra", "portal", "--extra", "stress"),
+    "test": ("--extra", "portal", "--extra", "stress", "--extra", "dev"),
+    "build": ("--only-group", "build", "--no-default-groups"),
+}
+#: What each Python environment installs: `./lab up` the lab's lock, `./lab test` the test lock.
+ENVIRONMENTS = {"lab": ("portal", "stress"), "test": ("portal", "stress", "dev")}
+
+
+def lock_key(root: Path) -> str:
+    """The hash of everything an install follows: pyproject.toml, uv.lock and every export."""
+    files = [root / "pyproject.toml", root / "uv.lock", *(root / "locks" / f"{n}.txt" for n in LOCK_EXPORTS)]
+    missing = [str(path.relative_to(root)) for path in files if not path.is_file()]
+    if missing:
+        raise InstallError(f"{', '.join(missing)} missing; the checkout is incomplete (git status)")
+    return _digest(*(path.read_bytes() for path in files))
+
+
+def ensure_python_env(root: Path, venv: Path, environment: str) -> None:
+    """Create `venv` with the locked packages of `environment` and the project (editable).
+
+    Every package comes from `locks/<environment>.txt` with its hash checked; then the project
+    itself is installed without dependencies. A stamp records the lock's hash, so a changed
+    lock installs again and an unchanged one costs nothing.
+    """
+    extras = ENVIRONMENTS[environment]
     stamp = venv / ".lab-installed"
-    pyproject = (root / "pyproject.toml").read_bytes()
-    key = _digest(pyproject)
+    key = lock_key(root)
     if stamp.exists():
         recorded_key, _, recorded_extras = stamp.read_text().partition("\n")
-        if recorded_key == key and set(wanted) <= set(recorded_extras.split()):
+        if recorded_key == key and set(extras) <= set(recorded_extras.split()):
             return
-    with ui.step(f"Python environment in {venv.name} [{','.join(wanted)}]", done="installed") as step:
+    with ui.step(f"Python environment in {venv.name} [{','.join(extras)}]", done="installed") as step:
         if not (venv / "bin" / "python").exists():
             step.note("creating")
             result = subprocess.run(
@@ -100,19 +126,29 @@ def ensure_python_env(root: Path, venv: Path, extras: Iterable[str]) -> None:
                     f"cannot create {venv}: {result.stderr.strip()[-200:]} "
                     "(on Debian: apt-get install python3-venv)"
                 )
-        step.note("pip install")
-        _run(
-            [
-                str(venv / "bin" / "pip"),
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-e",
-                f".[{','.join(wanted)}]",
-            ],
-            cwd=root,
-        )
-    stamp.write_text(f"{key}\n{' '.join(wanted)}\n")
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        step.note("locked packages")
+        _run([*pip, "--require-hashes", "-r", "locks/build.txt"], cwd=root)
+        _run([*pip, "--require-hashes", "-r", f"locks/{environment}.txt"], cwd=root)
+        step.note("the project")
+        _run([*pip, "--no-deps", "--no-build-isolation", "-e", "."], cwd=root)
+    stamp.write_text(f"{key}\n{' '.join(extras)}\n")
+
+
+def export_command(name: str) -> list[str]:
+    """The `uv export` arguments that write `locks/<name>.txt` from uv.lock (without `-o`)."""
+    return ["export", "--frozen", "--no-emit-project", *LOCK_EXPORTS[name]]
+
+
+def refresh_locks(root: Path, uv: Path, packages: Iterable[str] = ()) -> None:
+    """Re-resolve uv.lock (only `packages` when given, else everything) and rewrite `locks/`."""
+    upgrade = [f"--upgrade-package={package}" for package in packages] or ["--upgrade"]
+    with ui.step("uv.lock", done="resolved") as step:
+        step.note(" ".join(upgrade))
+        _run([str(uv), "lock", *upgrade], cwd=root)
+    with ui.step("locks/", done="exported"):
+        for name in LOCK_EXPORTS:
+            _run([str(uv), *export_command(name), "--quiet", "-o", f"locks/{name}.txt"], cwd=root)
 
 
 def ensure_npm(folder: Path) -> None:
@@ -135,7 +171,6 @@ def ensure_all(root: Path, venv: Path, *, for_tests: bool) -> None:
     if for_tests:
         programs.update(TEST_PROGRAMS)
     ensure_debian_packages(programs)
-    extras = ["portal", "stress", *(["dev"] if for_tests else [])]
-    ensure_python_env(root, venv, extras)
+    ensure_python_env(root, venv, "test" if for_tests else "lab")
     for folder in (*NPM_FOLDERS_LAB, *(NPM_FOLDERS_TEST if for_tests else ())):
         ensure_npm(root / folder)
