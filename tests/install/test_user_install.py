@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from labctl import install
 from labctl.config import ROOT, LabConfig
 from labctl.lab import Lab
 from tests.conftest import RunningLab
-from tests.install.conftest import PythonEnv
+from tests.install.conftest import PythonEnv, cached_env
 from tests.tbemu.emulator import Emulator
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,8 @@ IMPORT_ALL = """
 import importlib, json, pkgutil, sys
 failed = {}
 imported = []
-for top in ("web", "stress", "labctl"):
+tops, test_only = sys.argv[1].split(","), sys.argv[2:]
+for top in tops:
     package = importlib.import_module(top)
     for module in pkgutil.walk_packages(package.__path__, top + "."):
         if module.name.endswith(".__main__"):
@@ -45,24 +47,40 @@ for top in ("web", "stress", "labctl"):
             importlib.import_module(module.name)
         except BaseException as exc:
             failed[module.name] = f"{type(exc).__name__}: {exc}"
-test_only = [name for name in sys.argv[1:] if importlib.util.find_spec(name) is not None]
+test_only = [name for name in test_only if importlib.util.find_spec(name) is not None]
 print(json.dumps({"imported": imported, "failed": failed, "test_only": test_only}))
 """
 
 
-def test_every_module_imports_without_the_test_extras(lab_env: PythonEnv, tmp_path: Path) -> None:
-    done = lab_env.run("python", "-c", IMPORT_ALL, *TEST_ONLY, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["failed"] == {}
-    assert result["test_only"] == [], "the user's environment holds test-only packages"
-    in_checkout = {
+def _modules(*tops: str) -> set[str]:
+    """Every module of these packages in the checkout, but the packages themselves and `__main__`."""
+    return {
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        for top in ("web", "stress", "labctl")
+        for top in tops
         for path in (ROOT / top).rglob("*.py")
-        if "node_modules" not in path.parts and path.name != "__main__.py"
-    }
-    assert set(result["imported"]) == in_checkout - {"web", "stress", "labctl"}
+        if "node_modules" not in path.parts and path.name not in {"__main__.py"}
+    } - set(tops)
+
+
+def _import_all(env: PythonEnv, tops: tuple[str, ...], cwd: Path) -> dict[str, Any]:
+    done = env.run("python", "-c", IMPORT_ALL, ",".join(tops), *TEST_ONLY, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    assert result["failed"] == {}
+    assert result["test_only"] == [], "the environment holds test-only packages"
+    assert set(result["imported"]) == _modules(*tops)
+    return result
+
+
+def test_every_module_imports_without_the_test_extras(lab_env: PythonEnv, tmp_path: Path) -> None:
+    _import_all(lab_env, ("web", "stress", "labctl"), tmp_path)
+
+
+def test_the_portal_imports_from_the_image_lock(tmp_path: Path) -> None:
+    """The container image holds the portal's lock alone (web/Dockerfile): the portal and the
+    launcher's broker-config renderer must import from it."""
+    portal_env = cached_env("portal", lambda venv: install.ensure_python_env(ROOT, venv, "portal"))
+    _import_all(portal_env, ("web", "labctl"), tmp_path)
 
 
 def _pins(lock: Path) -> dict[str, str]:
