@@ -10,25 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from stress.behaviours import DeviceInfo
+from stress.diagnosis import account, cannot_connect, first_device
 from stress.engine import new_loop, tls_context
 from stress.mqtt.session import ConnectError, open_session, wait_closed
-from stress.scenario import Scenario, ScenarioError, device_name
+from stress.scenario import Scenario, ScenarioError
 from stress.targets import build
-
-#: What to look at when the broker refuses, by the refusal's reason.
-HINTS = {
-    "connack-bad-credentials": "the user name and password",
-    "connack-not-authorized": "the user name and password, and the account's rights",
-    "connack-client-id-rejected": "the client id (--prefix)",
-    "connack-bad-protocol-version": "--protocol",
-    "tcp-refused": "--host and --port (is the broker running?)",
-    "dns": "--host",
-    "timeout": "--host, --port and any firewall",
-    "tls-verify": "--ca-file (or --insecure for a self-signed lab)",
-    "tls-handshake": "--tls and --port (is it the TLS listener?)",
-    "connack-unknown-token": "the access token in --tokens (is the device still there? provision it again)",
-}
 
 
 class CheckError(Exception):
@@ -80,10 +66,9 @@ def check_thingsboard(scenario: Scenario) -> str:
 def check_connect(scenario: Scenario) -> str:
     """Connect as the first device of the run would, and disconnect."""
     target = build(scenario)
-    info = DeviceInfo(0, device_name(scenario.prefix, 0, scenario.devices), "room-01")
+    info = first_device(scenario)
     options = target.connect_options(info)
-    who = f"as {options.username!r}" if options.username else "anonymously"
-    where = target.describe()
+    who = account(options.username)
     tls, server_hostname = tls_context(scenario.broker)
 
     async def attempt() -> float:
@@ -105,8 +90,7 @@ def check_connect(scenario: Scenario) -> str:
         try:
             elapsed = runner.run(attempt())
         except ConnectError as exc:
-            reason = target.reason(exc.reason)
-            hint = HINTS.get(reason)
-            look = f"; check {hint}" if hint else ""
-            raise CheckError(f"{where}: cannot connect {who}: {exc.detail} [{reason}]{look}") from None
-    return f"ok: {where} accepted {info.device_id} {who} in {elapsed * 1000:.1f} ms"
+            raise CheckError(
+                cannot_connect(scenario, target.reason(exc.reason), exc.detail, target)
+            ) from None
+    return f"ok: {target.describe()} accepted {info.device_id} {who} in {elapsed * 1000:.1f} ms"

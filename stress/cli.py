@@ -374,6 +374,7 @@ def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
     if not args.env_file.is_file() and args.port is not None and args.credentials:
         return int(args.port)  # per-device accounts on a lab whose settings are elsewhere
     env = lab_env(args.env_file)
+    options["env_file"] = str(args.env_file)  # named when the broker refuses the fleet account
     options["root"] = options.get("root") or env.get("TOPIC_ROOT") or "office"
     options["username"] = env.get("LAB_FLEET_USER", "")
     options["password"] = env.get("LAB_FLEET_PASSWORD", "")

@@ -46,7 +46,7 @@ def test_credentials_are_checked(auth_broker: PlainBroker, protocol: str) -> Non
     assert len(lines) == 1
     assert "cannot connect as 'fleet'" in lines[0]
     assert "[connack-" in lines[0]
-    assert "; check the user name and password" in lines[0]
+    assert "; check --username and --password" in lines[0]
 
 
 def test_nothing_listening_is_named_with_what_to_check() -> None:
@@ -56,7 +56,10 @@ def test_nothing_listening_is_named_with_what_to_check() -> None:
     assert result.stderr.startswith(
         f"stress check: mqtt at mqtt://127.0.0.1:{port} (MQTT 3.1.1): cannot connect"
     )
-    assert result.stderr.strip().endswith("[tcp-refused]; check --host and --port (is the broker running?)")
+    assert result.stderr.strip().endswith(
+        f"[tcp-refused]; nothing listens on 127.0.0.1:{port}: is the broker running? "
+        "(else check --host and --port)"
+    )
 
 
 def test_the_scenario_files_target_is_checked(broker: PlainBroker, tmp_path: Path) -> None:
@@ -82,7 +85,7 @@ def test_the_lab_takes_its_fleet_account(lab: RunningLab, tmp_path: Path) -> Non
     )
     refused = check("--target", "lab", "--env-file", str(wrong))
     assert refused.returncode == 1
-    assert "check the user name and password" in refused.stderr
+    assert f"check LAB_FLEET_USER and LAB_FLEET_PASSWORD in {wrong}" in refused.stderr
 
 
 @pytest.mark.parametrize(
