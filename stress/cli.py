@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stress.behaviours import BUILTIN
 from stress.control import SteerError
@@ -48,6 +48,9 @@ from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioErr
 from stress.thingsboard import TbError
 from stress.viewers_cli import add_parser as add_viewers_parser
 from stress.viewers_cli import command_viewers
+
+if TYPE_CHECKING:
+    from stress.summary import Summary
 
 
 def _add_fault_flags(run: argparse.ArgumentParser) -> None:
@@ -88,7 +91,12 @@ def _add_timing_flags(run: argparse.ArgumentParser) -> None:
     """``stress run``'s connections and timing."""
     timing = run.add_argument_group("connections and timing")
     timing.add_argument(
-        "--connect-timeout", type=positive_seconds, default=10.0, help="seconds a handshake may take"
+        "--connect-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds a handshake may take. A run in which no device has connected this long plus "
+        "three reconnect backoffs (--reconnect-min doubling: 13.5 s by default) after the first "
+        "failure ends early, saying why as stress check would (exit status 1)",
     )
     timing.add_argument(
         "--connect-rate", type=seconds, default=0.0, help="new connections per second (0: no limit)"
@@ -157,7 +165,10 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         help="run a simulated fleet and write a run folder",
         description="Run a simulated device fleet against a target and measure it. Writes "
         "data/runs/<run-id>/ (summary.json, timeseries.csv, events.jsonl, report.html). "
-        "Ctrl-C or SIGTERM ends the run cleanly, with the summary written.",
+        "Ctrl-C or SIGTERM ends the run cleanly, with the summary written. Exit status: 0 done; "
+        "1 when no device could connect (the run ends early, see --connect-timeout), when the "
+        "broker refused the end-to-end observer (see --e2e-devices), or when the run failed; "
+        "2 for a bad setting; 130 or 143 after Ctrl-C or SIGTERM.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for parser in (run, commands.choices["check"]):
@@ -297,7 +308,12 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
 
     measure = run.add_argument_group("measurement and output")
     measure.add_argument(
-        "--e2e-devices", type=count, default=50, help="devices timed end to end by a subscriber (0: none)"
+        "--e2e-devices",
+        type=count,
+        default=50,
+        help="devices timed end to end by a subscriber on the broker, logged in with the fleet's "
+        "account (0: none). A subscriber the broker refuses is an error: the run goes on without "
+        "end-to-end figures and exits with status 1",
     )
     measure.add_argument(
         "--collapse-share",
@@ -575,7 +591,16 @@ def command_run(args: argparse.Namespace) -> int:
         text, html = "", None
     print(text)
     print(f"run folder: {summary.folder}" + (f"  (report: {html})" if html else ""))
+    return _run_status(summary, quiet=args.quiet)
+
+
+def _run_status(summary: Summary, *, quiet: bool) -> int:
+    """The exit status of a finished run, with one line on stderr when it failed."""
     stopped = summary["stopped"]
+    cannot_start = summary["cannot_start"]
+    if cannot_start is not None:
+        print(f"stress: error: {cannot_start['message']}", file=sys.stderr)
+        return 1
     if summary["connections_peak"] == 0 and (summary["errors_by_reason"] or stopped == "completed"):
         reasons = (
             ", ".join(f"{reason} x{n}" for reason, n in summary["errors_by_reason"].items()) or "no answer"
@@ -585,7 +610,15 @@ def command_run(args: argparse.Namespace) -> int:
     if stopped.startswith("error"):
         print(f"stress: {stopped} (the summary covers the run up to then)", file=sys.stderr)
         return 1
-    return {"signal SIGINT": 130, "signal SIGTERM": 143}.get(stopped, 0)
+    interrupted = {"signal SIGINT": 130, "signal SIGTERM": 143}.get(stopped)
+    if interrupted is not None:
+        return interrupted
+    observer = summary["observer"]
+    if observer["state"] == "refused":
+        if quiet:  # (else the console said it as it happened)
+            print(f"stress: error: {observer['message']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def command_report(args: argparse.Namespace) -> int:

@@ -60,6 +60,12 @@ class Console:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def say(self, line: str) -> None:
+        """A line of its own (a problem the run met), above the live line."""
+        self.stream.write(("\r\033[K" if self._drawn else "") + line + "\n")
+        self.stream.flush()
+        self._drawn = False
+
     def end(self) -> None:
         """Finish the live line."""
         if self._drawn:

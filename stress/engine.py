@@ -673,7 +673,12 @@ class Engine:
         while loop.time() < deadline and not self._skip_drain:
             waiting = any(device.inflight for device in self.devices.values())
             observer = self.observer
-            if observer is not None and observer.delivered < observer.expected():
+            # (a refused or lost observer has no deliveries to wait for)
+            if (
+                observer is not None
+                and observer.session is not None
+                and observer.delivered < observer.expected()
+            ):
                 waiting = True
             if not waiting:
                 break

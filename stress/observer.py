@@ -35,7 +35,9 @@ class Observer:
         self._expected_before = 0
 
     async def start(self) -> None:
-        """Connect and subscribe; a failure is counted (stage ``observer``), never fatal."""
+        """Connect and subscribe. A refusal never stops the fleet: it is counted (stage
+        ``observer``) and told by one ``observer-refused`` event (reason, detail, the account),
+        from which the run reports that end-to-end latency was not measured, and why."""
         engine = self.engine
         broker = engine.scenario.broker
         try:
@@ -52,11 +54,26 @@ class Observer:
             for start in range(0, len(self.topics), FILTERS_PER_PACKET):
                 chunk = [(topic, qos) for topic in self.topics[start : start + FILTERS_PER_PACKET]]
                 granted = await self.session.subscribe(chunk, timeout=engine.scenario.connect_timeout)
-                if any(code >= 0x80 for code in granted):
-                    raise ConnectError("suback-refused", "the broker refused the end-to-end subscription")
+                refused = [
+                    (topic, code) for (topic, _), code in zip(chunk, granted, strict=False) if code >= 0x80
+                ]
+                if refused:
+                    topic, code = refused[0]
+                    raise ConnectError(
+                        "suback-refused",
+                        f"the broker refused the subscription to {topic} (SUBACK {code:#04x})",
+                    )
         except ConnectError as exc:
-            engine.meter.error(
-                "observer", exc.reason, engine.loop.time(), device="observer", detail=exc.detail
+            now = engine.loop.time()
+            engine.meter.error("observer", exc.reason, now)
+            engine.meter.emit(
+                {
+                    "event": "observer-refused",
+                    "reason": exc.reason,
+                    "detail": exc.detail[:300],
+                    "account": self.options.username or "",
+                },
+                now,
             )
             if self.session is not None:
                 self.session.close()

@@ -91,6 +91,8 @@ _CONSOLE_TEXT: Final = 48
 _CONSOLE_ERROR_ROWS: Final = 20
 _HTML_TEXT: Final = 300
 _HTML_ERROR_ROWS: Final = 100
+#: A problem that failed the run is one line saying what to do: shown whole, up to this.
+_PROBLEM_TEXT: Final = 1000
 
 
 class ReportError(Exception):
@@ -185,6 +187,11 @@ class Summary:
     collapse: Collapse | None = None
     #: What the run itself noted (``notes``, a list of text, in summaries that have it).
     notes: tuple[str, ...] = ()
+    #: What failed the run, a line each: no device could connect (``cannot_start``), the broker
+    #: refused the end-to-end observer (``observer``).
+    problems: tuple[str, ...] = ()
+    #: Why end-to-end delivery was not measured: the reason the observer was refused, or None.
+    e2e_refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +372,7 @@ def _load_summary(run_dir: Path) -> Summary:
     run_id = fields.text("run_id")
     if not run_id:
         raise ReportError(f"{where} has no run_id: is it a summary written by a stress run?")
+    problems, e2e_refused = _problems(fields)
     return Summary(
         run_id=run_id,
         target=fields.text("target"),
@@ -396,7 +404,24 @@ def _load_summary(run_dir: Path) -> Summary:
         generator=_generator(fields.child("generator")),
         collapse=_collapse(fields.child("collapse")),
         notes=fields.texts("notes"),
+        problems=problems,
+        e2e_refused=e2e_refused,
     )
+
+
+def _problems(fields: _Fields) -> tuple[tuple[str, ...], str | None]:
+    """What failed the run, and the end-to-end observer's refusal reason (None: not refused)."""
+    problems = []
+    cannot_start = fields.child("cannot_start")
+    if cannot_start is not None:
+        problems.append(cannot_start.text("message") or "no device could connect")
+    observer = fields.child("observer")
+    refused = None
+    if observer is not None and observer.text("state") == "refused":
+        refused = observer.text("reason") or "no reason given"
+        if not problems:  # (a run that could not start has said what the observer met too)
+            problems.append(observer.text("message") or f"end-to-end observer refused [{refused}]")
+    return tuple(problems), refused
 
 
 def _json_kind(value: object) -> str:
@@ -768,7 +793,9 @@ def _message_facts(summary: Summary) -> list[tuple[str, str]]:
     if summary.acked is None and summary.qos == 0:
         acked = "- (QoS 0 is not acknowledged)"
     delivered = _count(summary.delivered)
-    if summary.e2e_expected is not None:
+    if summary.e2e_refused is not None:
+        delivered = f"not measured (observer refused: {summary.e2e_refused})"
+    elif summary.e2e_expected is not None:
         delivered += f" of {summary.e2e_expected:,} sampled"
         delivered += _percent(summary.delivered, summary.e2e_expected)
     rate = f"{_rate(summary.msgs_per_s)} msgs/s vs {_rate(summary.offered_per_s)} offered/s"
@@ -835,6 +862,7 @@ def console_table(run: Run) -> str:
         health.append(f"WARNING: {SATURATED_WARNING}")
     if summary.collapse is not None:
         health.append(_plain(_collapse_text(summary.collapse), 160))
+    health += [f"ERROR: {_plain(problem, _PROBLEM_TEXT)}" for problem in summary.problems]
     blocks.append("\n".join(health))
     notes = [*summary.notes, *run.notes]
     if notes:
@@ -1195,7 +1223,10 @@ def _e(text: str, limit: int = _HTML_TEXT) -> str:
 def _page(run: Run) -> str:
     summary = run.summary
     charts = chart_data(run)
-    warnings = []
+    warnings = [
+        f'<p class="warning"><strong>Error:</strong> {_e(problem, _PROBLEM_TEXT)}</p>'
+        for problem in summary.problems
+    ]
     if summary.generator is not None and summary.generator.saturated:
         warnings.append(f'<p class="warning"><strong>Warning:</strong> {escape(SATURATED_WARNING)}.</p>')
     if summary.collapse is not None:

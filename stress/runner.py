@@ -3,7 +3,10 @@
 This is the library entry point; the CLI only builds a :class:`~stress.scenario.Scenario`
 and calls it. The run folder is written as the run goes, and the summary is written however
 the run ends: at the end of its timeline, on Ctrl-C or SIGTERM (the fleet drains and
-disconnects first; a second signal skips the drain), or on an unexpected error.
+disconnects first; a second signal skips the drain), when no device could connect
+(:mod:`stress.startup`), or on an unexpected error. An end-to-end observer the broker refused
+is said on the console once a device has connected (before, a run that cannot start says it
+all) and recorded in the summary.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from stress import summary as summaries
 from stress.console import Console
 from stress.control import Controls, ControlServer, RunControl, Watchers, control_dir
+from stress.diagnosis import observer_refused
 from stress.engine import Engine, new_loop
 from stress.meter import Event, EventSink, Meter, Second
 from stress.metrics import RunMetrics, serving
@@ -28,6 +32,7 @@ from stress.processes import Fleet
 from stress.processes import split as split_fleet
 from stress.runfolder import RunFolder, new_run_id
 from stress.scenario import Scenario
+from stress.startup import StartWatch
 from stress.summary import RunFacts, Summary
 from stress.targets import build
 
@@ -58,18 +63,25 @@ def run(
     seconds: list[Second] = []
     metrics = RunMetrics(facts.run_id, scenario.target, scenario.devices)
     watchers = Watchers()
+    start = StartWatch(scenario)
+    refusals = Refusals(scenario)
 
     def on_event(event: Event) -> None:
         folder.event(event)
         watchers.event(event)
+        start.event(event)
+        refusals.event(event)
 
     def closed(second: Second) -> None:
         seconds.append(second)
+        start.second(second)
         metrics.second(second)
         watchers.second(second)
         folder.second(second)
         if view is not None:
             view.second(second)
+            if start.joined:  # (until then, a run that cannot start may have the one thing to say)
+                refusals.tell(view)
         if on_second is not None:
             on_second(second)
 
@@ -78,7 +90,7 @@ def run(
         with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
             whole = _here if facts.processes == 1 else _split
             served = (metrics, *metrics_at) if metrics_at is not None else None
-            outputs = Outputs(closed, on_event, folder, watchers, served)
+            outputs = Outputs(closed, on_event, folder, watchers, served, start)
             runner.run(whole(scenario, facts, outputs))
     except BaseException as exc:
         facts.stopped = (
@@ -90,6 +102,8 @@ def run(
             view.end()
         facts.ended_at = time.time()
         facts.run_seconds = sum(second.wall_s for second in seconds if second.phase == "run")
+        facts.cannot_start = start.verdict()
+        facts.observer = refusals.summary() or facts.observer
         document = summaries.build(scenario, seconds, facts)
         folder.finish(document)
     return Summary(document, folder.path)
@@ -101,6 +115,7 @@ async def _here(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
     meter = Meter(loop.time(), wall_start=facts.started_at)
     meter.sinks.append(outputs.on_event)
     engine = Engine(scenario, on_second=outputs.closed, meter=meter)
+    outputs.start.stop = engine.stop
     with _signals(loop, engine.stop):
         try:
             async with _controlled(scenario, facts, outputs, engine):
@@ -122,6 +137,7 @@ async def _split(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
         on_event=outputs.on_event,
     )
     fleet.launch()
+    outputs.start.stop = fleet.stop
     with _signals(loop, fleet.stop):
         try:
             async with _controlled(scenario, facts, outputs, fleet):
@@ -146,6 +162,8 @@ class Outputs:
     folder: RunFolder
     watchers: Watchers
     served: Served | None
+    #: Ends the run when no device could connect.
+    start: StartWatch
 
 
 @contextlib.asynccontextmanager
@@ -202,7 +220,45 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]) -> It
 
 
 def _note_observer(facts: RunFacts, scenario: Scenario, observed: bool, unreadable: int) -> None:
+    facts.observer = {"state": "measured" if observed else "off"}
     if unreadable:
         facts.notes.append(f"{unreadable} delivered messages had no readable send time")
     if not observed and scenario.e2e_devices:
         facts.notes.append(f"end-to-end latency not measured: {build(scenario).no_e2e_reason()}")
+
+
+@dataclass
+class Refusals:
+    """The end-to-end observer's refusals (an ``observer-refused`` event from each process whose
+    observer the broker refused), said once on the console and recorded in the summary."""
+
+    scenario: Scenario
+    events: list[Event] = field(default_factory=list)
+    told: bool = False
+
+    def event(self, event: Event) -> None:
+        """An event of the run: kept if it is a refusal."""
+        if event.get("event") == "observer-refused":
+            self.events.append(event)
+
+    def tell(self, view: Console) -> None:
+        """Say the refusal on the console, once."""
+        summary = None if self.told else self.summary()
+        if summary is not None:
+            self.told = True
+            view.say(f"stress: error: {summary['message']}")
+
+    def summary(self) -> dict[str, Any] | None:
+        """The summary's ``observer`` when the broker refused it, else None. The first refusal
+        speaks for all: every process's observer logs in with the same account."""
+        if not self.events:
+            return None
+        first = self.events[0]
+        reason, detail, username = str(first["reason"]), str(first["detail"]), str(first["account"])
+        return {
+            "state": "refused",
+            "reason": reason,
+            "detail": detail,
+            "account": username,
+            "message": observer_refused(self.scenario, reason, detail, username or None),
+        }

@@ -105,6 +105,11 @@ class RunFacts:
     stopped: str = "completed"
     processes: int = 1
     notes: list[str] = field(default_factory=list)
+    #: Why no device could connect (``stress.startup``), or None when one did.
+    cannot_start: dict[str, Any] | None = None
+    #: The end-to-end observer: ``state`` ``measured``, ``off`` (none asked, or the target has
+    #: none), or ``refused`` (with ``reason``, ``detail``, ``account`` and the one-line ``message``).
+    observer: dict[str, Any] = field(default_factory=lambda: {"state": "off"})
 
 
 def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dict[str, Any]:
@@ -152,11 +157,13 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
         "ended_at": _iso(facts.ended_at),
         "duration_s": round(facts.run_seconds, 3),
         "stopped": facts.stopped,
+        "cannot_start": facts.cannot_start,
         "offered": total.offered,
         "sent": total.sent,
         "acked": total.acked if scenario.qos else None,
         "failed": total.failed,
-        "delivered": total.delivered,
+        # Not measured is not "none delivered"
+        "delivered": None if facts.observer.get("state") == "refused" else total.delivered,
         "e2e_expected": total.e2e_expected,
         "msgs_per_s": round(confirmed / run_time, 1),
         "offered_per_s": round(total.offered / run_time, 1),
@@ -181,5 +188,6 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
             "saturated": bool(running) and saturated_seconds >= SATURATED_SHARE * len(running),
         },
         "collapse": collapse(seconds, scenario.collapse_share, scenario.qos),
+        "observer": facts.observer,
         "notes": facts.notes,
     }

@@ -399,6 +399,37 @@ def test_a_saturated_generator_is_called_out(tmp_path: Path) -> None:
     assert f"<strong>Warning:</strong> {SATURATED_WARNING}." in page
 
 
+def test_a_refused_observer_is_an_error_and_its_figures_not_measured(tmp_path: Path) -> None:
+    message = (
+        "end-to-end observer refused: the broker refused the subscription to a/b as 'fleet' [suback-refused]"
+    )
+    observer = {"state": "refused", "reason": "suback-refused", "account": "fleet", "message": message}
+    folder = write_run(tmp_path / "refused", summary(observer=observer, delivered=None), steady_rows(), [])
+    run = load_run(folder)
+    lines = console_table(run).splitlines()
+    assert kv("delivered", "not measured (observer refused: suback-refused)") in lines
+    assert f"ERROR: {message}" in lines
+    page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
+    assert "<strong>Error:</strong> end-to-end observer refused: " in page
+    assert "not measured (observer refused: suback-refused)" in page
+
+
+def test_a_run_that_could_not_start_says_why_once(tmp_path: Path) -> None:
+    why = "no device could connect (60 attempts in 14 s): mqtt at mqtt://127.0.0.1:1883 ... [tcp-refused]"
+    changes = {
+        "stopped": "no device connected",
+        "cannot_start": {"reason": "tcp-refused", "attempts": 60, "message": why},
+        "observer": {
+            "state": "refused",
+            "reason": "tcp-refused",
+            "message": "end-to-end observer refused: ...",
+        },
+    }
+    run = load_run(write_run(tmp_path / "unstarted", summary(**changes), steady_rows(), []))
+    errors = [line for line in console_table(run).splitlines() if line.startswith("ERROR: ")]
+    assert errors == [f"ERROR: {why}"]  # the observer met the same broker: one line says it
+
+
 def test_a_collapse_is_marked(tmp_path: Path) -> None:
     collapse = {"t": 6, "reason": "delivered 52% of offered (below 90%)"}
     folder = write_run(
