@@ -1,9 +1,10 @@
 """The end-to-end observer: a refusal is an error the console states, the summary records and the
-exit status shows."""
+exit status shows; and the README's ``--target mqtt`` example, run as written against the lab."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import RunningLab
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stress_run(*flags: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -117,5 +119,51 @@ def test_an_observer_allowed_to_subscribe_measures(lab: RunningLab, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     summary = summary_of(out)
+    assert summary["observer"] == {"state": "measured"}
+    assert summary["delivered"] == summary["e2e_expected"] > 0
+
+
+def readme_mqtt_example() -> list[str]:
+    """The shell lines of the README's ``--target mqtt`` example (the .env line and the command)."""
+    section = (ROOT / "README.md").read_text().split("\n## Stress testing\n", 1)[1]
+    lines = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith(".venv/bin/stress run --target mqtt"))
+    end = start
+    while lines[end].endswith("\\"):
+        end += 1
+    settings = [line for line in lines[:start] if line.startswith("set -a")]
+    return [*settings, *lines[start : end + 1]]
+
+
+def test_the_readme_mqtt_example_runs_against_the_lab_as_written(lab: RunningLab, tmp_path: Path) -> None:
+    lines = readme_mqtt_example()
+    assert lines[0] == "set -a; . ./.env; set +a"
+    # The lab's folder as the README's reader has it: its .env, and .venv/bin/stress
+    shutil.copy(lab.config.env_file, tmp_path / ".env")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "stress").write_text(f'#!/bin/sh\nexec {sys.executable} -m stress "$@"\n')
+    (bin_dir / "stress").chmod(0o755)
+    out = tmp_path / "run"
+    shortened = f" --duration 3 --drain 2 --prefix readme{uuid.uuid4().hex[:6]} --out {out} --quiet"
+    result = subprocess.run(
+        ["bash", "-c", "set -e\n" + "\n".join(lines) + shortened],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(out)
+    assert (summary["target"], summary["devices"], summary["qos"], summary["processes"]) == (
+        "mqtt",
+        1000,
+        1,
+        2,
+    )
+    assert summary["connections_peak"] == 1000
+    assert summary["acked"] == summary["sent"] > 0
     assert summary["observer"] == {"state": "measured"}
     assert summary["delivered"] == summary["e2e_expected"] > 0
