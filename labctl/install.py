@@ -23,6 +23,9 @@ LAB_PROGRAMS = {
     "mosquitto_pub": "mosquitto-clients",
     "node": "nodejs",
     "npm": "npm",
+    # Clients the README's examples use against the running lab.
+    "psql": "postgresql-client",
+    "curl": "curl",
 }
 TEST_PROGRAMS = {"chromium": "chromium"}
 NPM_FOLDERS_LAB = ("nodered", "web/assets")

@@ -30,6 +30,7 @@ from stress.flags import (
     count,
     cpus,
     env_defaults,
+    factor,
     moments,
     port,
     positive_int,
@@ -44,7 +45,9 @@ from stress.provision.cli import add_parsers as add_provision_parsers
 from stress.provision.cli import add_tb_flags, command_deprovision, command_provision
 from stress.provision.dynsec import ControlError
 from stress.runfolder import DEFAULT_ROOT
-from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, timeline
+from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, scaled, timeline
+from stress.scenarios import examples as scenario_examples
+from stress.scenarios import find as find_scenario
 from stress.thingsboard import TbError
 from stress.viewers_cli import add_parser as add_viewers_parser
 from stress.viewers_cli import command_viewers
@@ -177,16 +180,29 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     return run
 
 
-def _add_run_flags(run: argparse.ArgumentParser) -> None:
-    """The flags of ``stress run`` (also ``stress check``'s)."""
+def _add_scenario_flags(run: argparse.ArgumentParser) -> None:
+    """``--scenario`` (a file, or a shipped example by name) and how to shorten its timeline."""
     run.add_argument(
         "--scenario",
-        type=Path,
         default=None,
         metavar="FILE",
         help="a scenario file (YAML, or TOML by its .toml extension) with any of these flags and a "
-        "timeline of stages; flags given here win over it (examples in stress/scenarios/)",
+        "timeline of stages, or the name of an example shipped with stress: "
+        f"{', '.join(scenario_examples())}; flags given here win over it",
     )
+    run.add_argument(
+        "--duration-scale",
+        type=factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply the duration of every stage by this (0.05: a timeline of 200 s in 10 s), to try "
+        "a long scenario quickly; the devices and intervals of its stages stay",
+    )
+
+
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags of ``stress run`` (also ``stress check``'s)."""
+    _add_scenario_flags(run)
     run.set_defaults(run_parser=run)
     where = run.add_argument_group("target")
     where.add_argument(
@@ -437,7 +453,7 @@ def apply_scenario_file(args: argparse.Namespace, given: set[str]) -> tuple[Stag
     """Fill ``args`` from ``--scenario FILE`` where the command line gave nothing; its timeline."""
     from stress.scenario_file import load  # noqa: PLC0415 - only scenario files need YAML
 
-    loaded = load(args.scenario, args.run_parser)
+    loaded = load(find_scenario(args.scenario), args.run_parser)
     for dest, value in loaded.values.items():
         if dest not in given:
             setattr(args, dest, value)
@@ -491,14 +507,17 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
             insecure=args.insecure,
             keepalive=args.keepalive,
         ),
-        stages=stages
-        or timeline(
-            args.shape,
-            args.devices,
-            args.interval,
-            args.duration,
-            args.stages,
-            wave=(args.wave_period, args.wave_amplitude),
+        stages=scaled(
+            stages
+            or timeline(
+                args.shape,
+                args.devices,
+                args.interval,
+                args.duration,
+                args.stages,
+                wave=(args.wave_period, args.wave_amplitude),
+            ),
+            args.duration_scale,
         ),
         shape="timeline" if stages else args.shape,
         qos=args.qos,

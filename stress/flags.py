@@ -72,6 +72,14 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def factor(text: str) -> float:
+    """A multiplier, more than 0."""
+    value = float(_number(text, float, "a number"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0")
+    return value
+
+
 def any_share(text: str) -> float:
     """A share, 0 to 1."""
     value = float(_number(text, float, "a number between 0 and 1"))

@@ -7,6 +7,7 @@ run is one stage, a ramp is several.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -236,6 +237,16 @@ def timeline(
     if shape == "random-burst":
         return (Stage(devices, interval, duration, burst=True, random_bursts=True),)
     return (Stage(devices, interval, duration, burst=shape == "burst"),)
+
+
+def scaled(stages: tuple[Stage, ...], factor: float) -> tuple[Stage, ...]:
+    """The same timeline with every stage lasting ``factor`` times as long (devices, intervals
+    and shapes unchanged): ``--duration-scale``, to try a long scenario in seconds."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ScenarioError(f"--duration-scale must be more than 0, not {factor:g}")
+    if factor == 1:
+        return stages
+    return tuple(dataclasses.replace(stage, duration=stage.duration * factor) for stage in stages)
 
 
 def cpu_list(cpus: Iterable[int]) -> str:

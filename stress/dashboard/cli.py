@@ -18,6 +18,8 @@ from stress.flags import port
 from stress.runfolder import DEFAULT_ROOT
 
 DEFAULT_PORT = 8089
+#: What the page loads from :mod:`web.vendor` (see templates/dashboard.html).
+BROWSER_LIBRARIES = ("socket.io.min.js",)
 #: Seconds a dashboard beside a run has, once the run is over, to show its pages the summary.
 ENDED_WAIT_S = 5.0
 #: Seconds for the last messages to leave the dashboard's sockets once it has sent them.
@@ -49,6 +51,7 @@ def command_dashboard(args: argparse.Namespace) -> int:
     from stress.dashboard.app import create_app  # noqa: PLC0415 - Flask only when serving
 
     check_free(args.host, args.port)
+    check_libraries()
     app, socketio, feed = create_app(args.runs, args.run)
     feed.start()
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # its request lines and dev-server notes
@@ -76,9 +79,27 @@ def check_free(host: str, number: int, flag: str = "--port") -> None:
         ) from None
 
 
+def check_libraries() -> None:
+    """One clear line when the browser libraries the page loads are not installed.
+
+    They come from ``web/assets/node_modules`` (see :mod:`web.vendor`): a checkout has them
+    after ``npm ci`` there, and a wheel built from such a checkout carries them.
+    """
+    from web import vendor  # noqa: PLC0415 - the portal's allow-listed browser libraries
+
+    for name in BROWSER_LIBRARIES:
+        path = vendor.ASSETS_DIR / vendor.ALLOWED[name]
+        if not path.is_file():
+            raise OSError(
+                f"the dashboard's browser library {name} is missing ({path}): run `npm ci` in "
+                "web/assets of the checkout (./lab up does), then install stress from it again"
+            )
+
+
 def beside_run(host: str, number: int, runs: Path) -> subprocess.Popen[bytes]:
     """A dashboard process watching this process's run (``stress run --dashboard``)."""
     check_free(host, number, "--dashboard-port")
+    check_libraries()
     argv = [sys.executable, "-m", "stress", "dashboard", "--host", host, "--port", str(number)]
     argv += ["--run", str(os.getpid()), "--runs", str(runs)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -90,8 +90,34 @@ def write_credentials(path: Path, passwords: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------- commands
 
 
+#: The lab's ``device`` role (``mosquitto/roles.json``), for a ``stress`` installed without the
+#: lab's checkout beside it; a test keeps the two equal.
+DEVICE_ROLE = (
+    ("publishClientSend", "{root}/+/{device}/#"),
+    ("subscribePattern", "{root}/+/{device}/set/#"),
+    ("publishClientReceive", "{root}/+/{device}/set/#"),
+)
+
+
+def device_acls(device: str, root: str) -> list[dict[str, Any]]:
+    """The ACLs of one device's role: the lab's ``device`` role from ``mosquitto/roles.json``
+    when the checkout is there (where an administrator may have changed it), else its default."""
+    if (broker.TEMPLATE_DIR / "roles.json").is_file():
+        acls: list[dict[str, Any]] = broker.device_role(device, root)["acls"]
+        return acls
+    return [
+        {
+            "acltype": kind,
+            "topic": topic.replace("{root}", root).replace("{device}", device),
+            "priority": 0,
+            "allow": True,
+        }
+        for kind, topic in DEVICE_ROLE
+    ]
+
+
 def _role(device: str, root: str) -> Command:
-    acls = broker.device_role(device, root)["acls"]
+    acls = device_acls(device, root)
     return {"command": "createRole", "rolename": f"device:{device}", "textname": MARK, "acls": acls}
 
 

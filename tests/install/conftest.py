@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,3 +78,46 @@ def cached_env(name: str, build: Callable[[Path], None]) -> PythonEnv:
 def lab_env() -> PythonEnv:
     """The environment `./lab up` makes: the lab's lock, then the project; no test extras."""
     return cached_env("lab", lambda venv: install.ensure_python_env(ROOT, venv, "lab"))
+
+
+def _pip(venv: Path, *args: str, cwd: Path, **env: str) -> str:
+    """`pip install ARGS` in `venv`, run from `cwd`; its output, or the test fails with it."""
+    done = PythonEnv(venv).run(
+        "python", "-m", "pip", "install", "--disable-pip-version-check", *args, cwd=cwd, timeout=600, **env
+    )
+    if done.returncode != 0:
+        pytest.fail(f"pip install {' '.join(args)} failed:\n{done.stderr[-2000:]}", pytrace=False)
+    return done.stdout
+
+
+def _stress_dependencies(venv: Path) -> None:
+    """A virtual environment with the build backend's lock and the `stress` extra's, hash-checked:
+    everything `pip install '.[stress]'` needs but the project. A stamp records the lock."""
+    stamp = venv / ".stress-dependencies"
+    key = install.lock_key(ROOT)
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        return
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    for lock in ("build", "stress"):
+        _pip(venv, "-q", "--require-hashes", "-r", str(ROOT / "locks" / f"{lock}.txt"), cwd=ROOT)
+    stamp.write_text(f"{key}\n")
+
+
+@pytest.fixture(scope="session")
+def stress_env(tmp_path_factory: pytest.TempPathFactory) -> PythonEnv:
+    """`pip install '.[stress]'` as a user runs it, in a clean environment of its own.
+
+    The locked dependencies are cached (`data/user-envs/stress-<lock hash>`); each session
+    copies them and installs the project from the current source with the user's command, run
+    outside the checkout: a wheel built from it, not an editable install. Nothing is fetched:
+    the lock already satisfies every dependency, and pip may not look at an index.
+    """
+    cached = cached_env("stress", _stress_dependencies)
+    home = tmp_path_factory.mktemp("stress-install")
+    venv = home / "venv"
+    shutil.copytree(cached.venv, venv, symlinks=True)
+    output = _pip(venv, "--no-build-isolation", f"{ROOT}[stress]", cwd=home, PIP_NO_INDEX="1")
+    installed = [line for line in output.splitlines() if line.startswith("Successfully installed")]
+    assert installed == ["Successfully installed iot-lab-0.1.0"], output
+    return PythonEnv(venv)

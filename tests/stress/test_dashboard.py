@@ -213,3 +213,16 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
         f"stress dashboard: error: cannot serve the dashboard on 127.0.0.1:{port}: Address already in use"
         " (choose another --port)"
     )
+
+
+def test_a_missing_browser_library_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stress.dashboard.cli import check_libraries  # noqa: PLC0415
+    from web import vendor  # noqa: PLC0415
+
+    check_libraries()  # the checkout's, after npm ci
+    monkeypatch.setattr(vendor, "ASSETS_DIR", tmp_path)  # an install built without them
+    with pytest.raises(
+        OSError, match=r"socket\.io\.min\.js is missing .*: run `npm ci` in web/assets"
+    ) as caught:
+        check_libraries()
+    assert "\n" not in str(caught.value)

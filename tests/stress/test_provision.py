@@ -274,6 +274,15 @@ def test_problems_with_the_lab_are_one_line_each(lab: RunningLab, tmp_path: Path
     assert garbage.read_text() == "this is not\x00 a credentials file\n"  # never overwritten
 
 
+def test_the_default_device_role_is_the_labs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl import broker  # noqa: PLC0415
+
+    from_checkout = provisioning.device_acls("dev00001", "office")
+    assert from_checkout == broker.device_role("dev00001", "office")["acls"]
+    monkeypatch.setattr(broker, "TEMPLATE_DIR", tmp_path)  # stress installed without the checkout
+    assert provisioning.device_acls("dev00001", "office") == from_checkout
+
+
 def test_progress_lines_when_not_on_a_terminal() -> None:
     import io  # noqa: PLC0415
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from stress.cli import build_parser
-from stress.scenario import ScenarioError, Stage
+from stress.scenario import ScenarioError, Stage, scaled
 from stress.scenario_file import load
+from stress.scenarios import EXAMPLES_DIR, examples, find
 from tests.stress.plain_broker import PlainBroker
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "stress" / "scenarios").iterdir())
+EXAMPLES = sorted(examples().values())
 
 
 def run_parser() -> Any:
@@ -49,6 +50,39 @@ def stress(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 def test_the_shipped_examples_are_valid(example: Path) -> None:
     result = load(example, run_parser())
     assert result.values["target"] in ("lab", "mqtt")
+
+
+def test_every_example_file_is_listed() -> None:
+    files = sorted(path.name for path in EXAMPLES_DIR.iterdir() if path.suffix in (".yaml", ".toml"))
+    assert files == [path.name for path in EXAMPLES]
+    assert list(examples()) == ["broker-capacity", "lab-morning", "ramp-steps"]
+
+
+def test_an_example_is_found_by_name_and_a_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shipped = EXAMPLES_DIR / "lab-morning.yaml"
+    assert find("lab-morning") == find("lab-morning.yaml") == shipped
+    (tmp_path / "lab-morning").write_text("target: mqtt\n")
+    assert find("lab-morning") == Path("lab-morning")  # a file of that name is what the user means
+    assert find("lab-morning.yaml") == shipped
+    for hostile in ("./lab-morning.yaml", "lab-morning.yml", "../scenarios/lab-morning", "__init__", "a\0b"):
+        with pytest.raises(ScenarioError, match=r"no such file, nor an example .*lab-morning, ramp-steps\)$"):
+            find(hostile)
+
+
+def test_duration_scale_shortens_every_stage_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.yaml"
+    path.write_text("interval: 2\nstages:\n  - {devices: 5, duration: 100}\n  - {devices: 9, duration: 50}\n")
+    stages = load(path, run_parser()).stages
+    assert stages is not None
+    assert scaled(stages, 0.1) == (Stage(5, 2.0, 10.0), Stage(9, 2.0, 5.0))
+    assert scaled(stages, 1) is stages
+    for bad in ("0", "-1", "nan", "x"):
+        result = stress(
+            "run", "--scenario", str(path), "--duration-scale", bad, "--out", str(tmp_path / "run")
+        )
+        assert result.returncode == 2 and "--duration-scale" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_yaml_flags_and_a_timeline_with_defaults_from_the_top(tmp_path: Path) -> None:

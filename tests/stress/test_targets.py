@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labctl import envfile
+from labctl.config import ROOT
 from stress.behaviours import DeviceInfo, Value
 from stress.mqtt.codec import MQTT5, MQTT311, ConnectOptions
 from stress.scenario import Broker, Scenario, ScenarioError, timeline
 from stress.targets import TARGETS, Target, build
 from stress.targets.base import literal
-from stress.targets.lab import LabTarget
+from stress.targets.lab import LAB_DEFAULTS, LabTarget
 from stress.targets.mqtt import MqttTarget
 
 property_test = settings(database=None, deadline=None)
@@ -437,6 +439,16 @@ def test_the_lab_names_a_device_missing_from_the_credentials(tmp_path: Path) -> 
     with pytest.raises(ScenarioError, match=r"^device dev00002 has no account in --credentials") as caught:
         built.connect_options(OTHER)
     assert "stress provision --target lab --devices 10 --prefix dev" in str(caught.value)
+
+
+def test_the_lab_defaults_are_those_of_env_example_for_every_setting_stress_reads() -> None:
+    example = envfile.read(ROOT / ".env.example")
+    defaults = {name: value for name, value in example.items() if not envfile.is_secret(name)}
+    read: set[str] = set()
+    for source in (ROOT / "stress").rglob("*.py"):
+        read |= set(re.findall(r"[\"']([A-Z][A-Z0-9_]+)[\"']", source.read_text())) & set(defaults)
+    assert read >= {"TOPIC_ROOT", "MQTT_PORT", "LAB_FLEET_USER"}  # the scan finds what it looks for
+    assert {name: defaults[name] for name in read} == LAB_DEFAULTS
 
 
 # ---------------------------------------------------------------------------- literal()
