@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stress.behaviours import BUILTIN
+from stress.cluster import ClusterError
 from stress.control import SteerError
 from stress.control_cli import COMMANDS as CONTROL_COMMANDS
 from stress.control_cli import add_parsers as add_control_parsers
@@ -27,6 +28,7 @@ from stress.flags import (
     Parser,
     any_share,
     behaviour,
+    cluster,
     count,
     cpus,
     env_defaults,
@@ -200,6 +202,34 @@ def _add_scenario_flags(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_split_flags(fleet: argparse._ArgumentGroup) -> None:
+    """How the fleet is split: local processes, CPUs, or a Dask cluster."""
+    fleet.add_argument(
+        "--processes",
+        type=processes,
+        default=1,
+        help="worker processes the fleet is split over (auto: one per core); results are merged exactly",
+    )
+    fleet.add_argument(
+        "--cluster",
+        type=cluster,
+        default=None,
+        metavar="ADDRESS",
+        help="split the fleet over the workers of a Dask cluster instead: tcp://HOST:PORT (a running "
+        "`dask scheduler` and its `dask worker`s, one engine per worker) or local:N (N worker "
+        "processes started for this run); seconds are merged exactly and each worker's clock offset "
+        "is measured before the common start",
+    )
+    fleet.add_argument(
+        "--cpus",
+        type=cpus,
+        default=(),
+        metavar="LIST",
+        help="CPUs the generator runs on, such as 1 or 2-3 (default: any); with --processes, each "
+        "worker takes one in turn. Keep the generator off the broker's CPUs when both share a machine",
+    )
+
+
 def _add_run_flags(run: argparse.ArgumentParser) -> None:
     """The flags of ``stress run`` (also ``stress check``'s)."""
     _add_scenario_flags(run)
@@ -303,20 +333,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
         "--inflight", type=positive_int, default=20, help="QoS 1 messages in flight per device at most"
     )
     fleet.add_argument("--seed", type=count, default=1, help="random seed of the behaviours and backoff")
-    fleet.add_argument(
-        "--processes",
-        type=processes,
-        default=1,
-        help="worker processes the fleet is split over (auto: one per core); results are merged exactly",
-    )
-    fleet.add_argument(
-        "--cpus",
-        type=cpus,
-        default=(),
-        metavar="LIST",
-        help="CPUs the generator runs on, such as 1 or 2-3 (default: any); with --processes, each "
-        "worker takes one in turn. Keep the generator off the broker's CPUs when both share a machine",
-    )
+    _add_split_flags(fleet)
 
     _add_fault_flags(run)
 
@@ -541,6 +558,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         slow_devices=args.slow_devices,
         slow_ack_delay=args.slow_ack_delay,
         processes=args.processes,
+        cluster=args.cluster,
         cpus=args.cpus,
         out=args.out,
         active=args.active,
@@ -681,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ProvisionError, ControlError, SteerError, TbError) as exc:
+    except (ProvisionError, ControlError, SteerError, TbError, ClusterError) as exc:
         if debug:
             raise
         print(f"stress {args.command}: error: {exc}", file=sys.stderr)

@@ -103,6 +103,16 @@ def processes(text: str) -> int:
     return positive_int(text)
 
 
+def cluster(text: str) -> str:
+    """``local:N`` or a Dask scheduler's address (``tcp://HOST:PORT``)."""
+    from stress.cluster import address  # noqa: PLC0415 - the cluster module is needed only here
+
+    try:
+        return address(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cpus(text: str) -> tuple[int, ...]:
     """A CPU list such as ``1``, ``0,2`` or ``2-3`` (as taskset takes it), sorted; empty: all."""
     found: set[int] = set()

@@ -125,8 +125,27 @@ def work(
 async def _work(
     sock: socket.socket, scenario: Scenario, indexes: range, start: float, wall_start: float
 ) -> None:
-    loop = asyncio.get_running_loop()
     channel = await Channel.over(sock)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _stop_on_sigterm)
+    await serve_share(channel, scenario, indexes, start, wall_start)
+
+
+#: The engine a worker process runs, for its SIGTERM handler.
+_engines: list[Engine] = []
+
+
+def _stop_on_sigterm() -> None:
+    for engine in _engines:
+        engine.stop("signal SIGTERM")
+
+
+async def serve_share(
+    channel: Any, scenario: Scenario, indexes: range, start: float, wall_start: float
+) -> None:
+    """Run this share of the fleet, reporting to the parent over ``channel`` (a :class:`Channel`,
+    or anything with its ``send``, ``receive`` and ``close``): ``start`` is the run's start on
+    this process's event-loop clock, ``wall_start`` the same instant in epoch seconds."""
+    loop = asyncio.get_running_loop()
     meter = Meter(start, wall_start=wall_start)
     events: list[Event] = []
     meter.sinks.append(events.append)
@@ -161,7 +180,7 @@ async def _work(
             engine.stop("the parent process exited", drain=False)
 
     listener = asyncio.create_task(listen())
-    loop.add_signal_handler(signal.SIGTERM, engine.stop, "signal SIGTERM")
+    _engines.append(engine)
     try:
         await engine.run()
     except Exception:
@@ -172,6 +191,7 @@ async def _work(
         observer = engine.observer
         ending = Ending(engine.stopped, observer.unreadable if observer else 0, observer is not None)
         channel.send("done", vars(ending), events)
+        _engines.remove(engine)
         await channel.close()
 
 

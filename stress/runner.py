@@ -17,11 +17,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from stress import summary as summaries
+from stress.cluster import Cluster, ClusterFleet, measure_clocks, saturation_notes
+from stress.cluster import connect as connected
 from stress.console import Console
 from stress.control import Controls, ControlServer, RunControl, Watchers, control_dir
 from stress.diagnosis import observer_refused
@@ -54,6 +56,25 @@ def run(
     (host, port), ``/metrics`` there gives the run's figures to Prometheus while it runs.
     """
     build(scenario)  # target settings are checked before anything is created
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if scenario.cluster is not None:
+            cluster = stack.enter_context(connected(scenario.cluster))
+            measure_clocks(cluster)
+        return _run(
+            scenario, cluster, console=console, quiet=quiet, on_second=on_second, metrics_at=metrics_at
+        )
+
+
+def _run(
+    scenario: Scenario,
+    cluster: Cluster | None,
+    *,
+    console: TextIO | None,
+    quiet: bool,
+    on_second: Callable[[Second], None] | None,
+    metrics_at: tuple[str, int] | None,
+) -> Summary:
     run_id = new_run_id(scenario.target, scenario.devices)
     folder = RunFolder.create(scenario.out, run_id if scenario.out is None else scenario.out.name)
     view = (
@@ -87,8 +108,9 @@ def run(
 
     facts.processes = len(split_fleet(scenario.devices, scenario.processes))
     try:
-        with _pinned(scenario.cpus), asyncio.Runner(loop_factory=new_loop) as runner:
-            whole = _here if facts.processes == 1 else _split
+        with contextlib.ExitStack() as stack, asyncio.Runner(loop_factory=new_loop) as runner:
+            stack.enter_context(_pinned(scenario.cpus))
+            whole = _whole(facts, cluster)
             served = (metrics, *metrics_at) if metrics_at is not None else None
             outputs = Outputs(closed, on_event, folder, watchers, served, start)
             runner.run(whole(scenario, facts, outputs))
@@ -107,6 +129,17 @@ def run(
         document = summaries.build(scenario, seconds, facts)
         folder.finish(document)
     return Summary(document, folder.path)
+
+
+#: How a run's fleet runs: in this process, over local processes or over a cluster.
+Whole = Callable[[Scenario, RunFacts, "Outputs"], Coroutine[Any, Any, None]]
+
+
+def _whole(facts: RunFacts, cluster: Cluster | None) -> Whole:
+    if cluster is not None:
+        facts.processes = len(cluster.members)
+        return _clustered(cluster)
+    return _here if facts.processes == 1 else _split
 
 
 async def _here(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
@@ -136,6 +169,35 @@ async def _split(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
         on_second=outputs.closed,
         on_event=outputs.on_event,
     )
+    await _merged(fleet, scenario, facts, outputs)
+
+
+def _clustered(cluster: Cluster) -> Whole:
+    """The fleet over the workers of a Dask cluster; this process merges their seconds."""
+
+    async def whole(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+        loop = asyncio.get_running_loop()
+        fleet = ClusterFleet(
+            cluster,
+            facts.run_id,
+            scenario=scenario,
+            start=loop.time(),
+            wall_start=facts.started_at,
+            on_second=outputs.closed,
+            on_event=outputs.on_event,
+        )
+        try:
+            await _merged(fleet, scenario, facts, outputs)
+        finally:
+            facts.cluster = cluster.describe(fleet.lost_addresses, fleet.seconds)
+            facts.notes.extend(saturation_notes(facts.cluster))
+
+    return whole
+
+
+async def _merged(fleet: Fleet, scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+    """Run a split fleet (processes or cluster workers) to its end, with control and signals."""
+    loop = asyncio.get_running_loop()
     fleet.launch()
     outputs.start.stop = fleet.stop
     with _signals(loop, fleet.stop):

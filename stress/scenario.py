@@ -123,6 +123,8 @@ class Scenario:
     slow_ack_delay: float = 2.0
     #: Worker processes the fleet is split over (1: this process runs it).
     processes: int = 1
+    #: A Dask cluster the fleet is split over instead (``local:N`` or a scheduler's address).
+    cluster: str | None = None
     #: CPUs the generator's processes run on (empty: wherever the system puts them); with
     #: several processes, worker ``n`` runs on ``cpus[n % len(cpus)]`` alone.
     cpus: tuple[int, ...] = ()
@@ -152,6 +154,15 @@ class Scenario:
             (0 < self.collapse_share <= 1, "--collapse-share must be more than 0 and at most 1"),
             (self.sample_every >= 1, "--sample-every must be 1 or more"),
             (1 <= self.processes <= 1024, f"--processes must be 1..1024, not {self.processes}"),
+            (
+                self.cluster is None or self.processes == 1,
+                "--processes and --cluster do not go together: a cluster runs one engine per Dask "
+                "worker (more workers: dask worker --nworkers N, or local:N)",
+            ),
+            (
+                self.cluster is None or self.active is None,
+                "--active is not available with --cluster yet: it is read on this machine only",
+            ),
             (0 <= _finite(self.churn) <= 60, "--churn must be 0..60 (a share of the fleet per minute)"),
             (all(_finite(at) >= 0 for at in self.storms), "--storm-at needs seconds of 0 or more"),
             (0 <= self.slow_devices <= 1, "--slow-devices must be a share of 0..1 of the fleet"),

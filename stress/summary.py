@@ -110,6 +110,17 @@ class RunFacts:
     #: The end-to-end observer: ``state`` ``measured``, ``off`` (none asked, or the target has
     #: none), or ``refused`` (with ``reason``, ``detail``, ``account`` and the one-line ``message``).
     observer: dict[str, Any] = field(default_factory=lambda: {"state": "off"})
+    #: ``--cluster``: the scheduler, each worker (address, host, devices, clock offset) and the
+    #: workers lost during the run; None for a run on this machine.
+    cluster: dict[str, Any] | None = None
+
+
+def saturated(second: Second) -> bool:
+    """Whether the generator was saturated in this second: its busiest process used most of a
+    core, or its event loop lagged."""
+    return bool(second.wall_s and second.cpu_busiest_s / second.wall_s >= SATURATED_CPU) or (
+        second.lag.max_us / 1e6 >= SATURATED_LAG_S
+    )
 
 
 def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dict[str, Any]:
@@ -125,12 +136,7 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
     for (stage, reason), count in sorted(total.errors.items(), key=lambda item: -item[1]):
         errors_by_stage.setdefault(stage, {})[reason] = count
         errors_by_reason[reason] = errors_by_reason.get(reason, 0) + count
-    saturated_seconds = sum(
-        1
-        for second in running
-        if (second.wall_s and second.cpu_busiest_s / second.wall_s >= SATURATED_CPU)
-        or (second.lag.max_us / 1e6 >= SATURATED_LAG_S)
-    )
+    saturated_seconds = sum(1 for second in running if saturated(second))
     cpu_s = sum(second.cpu_s for second in running)
     busiest_s = sum(second.cpu_busiest_s for second in running)
     wall_s = sum(second.wall_s for second in running) or 1e-9
@@ -189,5 +195,6 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
         },
         "collapse": collapse(seconds, scenario.collapse_share, scenario.qos),
         "observer": facts.observer,
+        "cluster": facts.cluster,
         "notes": facts.notes,
     }

@@ -1,0 +1,566 @@
+"""``--cluster ADDRESS``: a fleet split over Dask workers, its seconds merged exactly.
+
+The parent (the ``stress run`` process) connects to a Dask scheduler (``tcp://HOST:PORT``) or
+starts a local cluster (``local:N``) and runs one task per worker. Each task runs one
+:class:`~stress.engine.Engine` on its share of the fleet, split as ``--processes`` splits it,
+and speaks the protocol of :mod:`stress.processes` (``ready``, ``go``, ``second``, ``control``,
+``stop``, ``done``) through Dask: a worker logs its messages on the run's topic
+(``Worker.log_event``) and the parent, subscribed to it, hands them to the same merge as for
+local processes; the parent's messages go to one topic per worker, to which the task's client
+is subscribed. Nothing but Dask's own comms carries them.
+
+Clocks: before the start the parent measures each worker's clock against its own by round
+trips (``Client.run(time.time)``, the sample with the shortest round trip kept). Times that
+cross (the common start, the instant a new interval takes effect) travel as the parent's
+wall-clock time and each worker turns them into its own clock with its offset, so a burst is
+one instant across the cluster within the measured uncertainty (half the round trip).
+
+A worker that leaves the cluster during the run is lost: the run goes on with the others, the
+lost share's devices count as failed (``worker-lost``) from then on, and the summary names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import pickle
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from stress.engine import new_loop
+from stress.meter import Event, Second
+from stress.processes import GONE, Ending, Fleet, Worker, serve_share, split
+from stress.scenario import Scenario
+from stress.summary import SATURATED_SHARE, merge_by_second, saturated
+
+#: ``local:N`` or a scheduler's address.
+LOCAL = re.compile(r"local:(\d{1,3})")
+SCHEME = re.compile(r"(tcp|tls|ws|wss|inproc)://\S+")
+#: How long the scheduler may take to answer, and workers to show up.
+CONNECT_TIMEOUT_S = 10.0
+#: Round trips measured per worker to find its clock offset.
+CLOCK_ROUNDS = 7
+#: Between the last ``ready`` and the common start: ``go`` crosses the scheduler to every worker.
+START_MARGIN_S = 0.5
+#: How often a worker reads its topic until the parent's first message has reached it.
+CATCH_UP_EVERY_S = 0.5
+#: How often the parent looks for workers that left the cluster.
+WATCH_EVERY_S = 0.5
+
+
+class ClusterError(Exception):
+    """The cluster cannot run this fleet; the message is one line saying what to do."""
+
+
+def address(text: str) -> str:
+    """A valid ``--cluster`` value, or ValueError with the reason."""
+    local = LOCAL.fullmatch(text)
+    if local:
+        if not 1 <= int(local[1]) <= 256:
+            raise ValueError(f"local:N needs 1..256 workers, not {local[1]}")
+        return text
+    if SCHEME.fullmatch(text):
+        return text
+    raise ValueError(f"{text!r} is not local:N or a Dask scheduler address such as tcp://10.0.0.5:8786")
+
+
+def fingerprint() -> str:
+    """This install's version of ``stress``: the package version and a hash of its code."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return f"{importlib.metadata.version('iot-lab')} ({digest.hexdigest()[:12]})"
+
+
+@dataclass
+class Member:
+    """One Dask worker of the run, as the parent knows it."""
+
+    address: str
+    host: str
+    #: This worker's clock minus the parent's, and the round trip it was measured with.
+    offset_s: float = 0.0
+    rtt_s: float = 0.0
+    devices: int = 0
+
+
+@dataclass
+class Cluster:
+    """A connected Dask client and the workers the run uses."""
+
+    client: Any
+    scheduler: str
+    members: list[Member] = field(default_factory=list)
+
+    def describe(self, lost: list[str], seconds: dict[int, list[Second]]) -> dict[str, Any]:
+        """``summary.json``'s ``cluster``: each worker with what its own seconds say."""
+        return {
+            "scheduler": self.scheduler,
+            "workers": [
+                {
+                    "address": member.address,
+                    "host": member.host,
+                    "devices": member.devices,
+                    "clock_offset_ms": round(member.offset_s * 1000, 3),
+                    "clock_uncertainty_ms": round(member.rtt_s * 500, 3),
+                    **_breakdown(seconds.get(number, [])),
+                }
+                for number, member in enumerate(self.members)
+            ],
+            "lost": lost,
+        }
+
+
+def _breakdown(seconds: list[Second]) -> dict[str, Any]:
+    """One worker's share of the run: its totals, its generator's load, whether it saturated."""
+    running = [second for second in seconds if second.phase == "run"]
+    total = Second(-1)
+    for second in seconds:
+        total.merge(second)
+    wall_s = sum(second.wall_s for second in running) or 1e-9
+    return {
+        "sent": total.sent,
+        "acked": total.acked,
+        "failed": total.failed,
+        "errors": sum(total.errors.values()),
+        "connections_peak": max((max(s.connected, s.connected_peak) for s in seconds), default=0),
+        "msgs_per_s": round(total.sent / wall_s, 1) if running else 0.0,
+        "cpu_percent": round(100 * sum(second.cpu_s for second in running) / wall_s, 1),
+        "loop_lag_p99_ms": total.lag.percentile(0.99),
+        "saturated_seconds": sum(1 for second in running if saturated(second)),
+        "run_seconds": len(running),
+    }
+
+
+def saturation_notes(described: dict[str, Any]) -> list[str]:
+    """A line naming each worker whose generator was saturated, as the run's is judged."""
+    return [
+        f"worker {worker['address']} ({worker['host']}) was saturated in {worker['saturated_seconds']} of "
+        f"{worker['run_seconds']} seconds: give it fewer devices (more workers)"
+        for worker in described["workers"]
+        if worker["run_seconds"] and worker["saturated_seconds"] >= SATURATED_SHARE * worker["run_seconds"]
+    ]
+
+
+@contextlib.contextmanager
+def connect(where: str) -> Iterator[Cluster]:
+    """The cluster of ``--cluster``, checked: reachable, with workers, all on this version."""
+    from distributed import Client, LocalCluster  # noqa: PLC0415 - only cluster runs need Dask
+
+    # The scheduler of local:N runs in this process; its comings and goings are not the run's.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    local = LOCAL.fullmatch(where)
+    with contextlib.ExitStack() as stack:
+        if local:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=int(local[1]),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+            scheduler = str(cluster.scheduler_address)
+        else:
+            try:
+                client = stack.enter_context(Client(where, timeout=CONNECT_TIMEOUT_S))
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(
+                    f"cannot reach the Dask scheduler at {where} ({_first_line(exc)}): "
+                    "is `dask scheduler` running there, and is the address right?"
+                ) from None
+            scheduler = where
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise ClusterError(
+                f"no Dask worker is connected to the scheduler at {scheduler}: "
+                f"start some with `dask worker {scheduler}`"
+            ) from None
+        found = _members(client)
+        versions = client.run(fingerprint)
+        mine = fingerprint()
+        other = {worker: version for worker, version in versions.items() if version != mine}
+        if other:
+            listed = ", ".join(f"{worker} has {version}" for worker, version in sorted(other.items()))
+            raise ClusterError(
+                f"Dask workers run another version of stress ({listed}; this is {mine}): "
+                "install the same locked version on every worker"
+            )
+        yield Cluster(client, scheduler, found)
+
+
+def _members(client: Any) -> list[Member]:
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [Member(address, str(info.get("host", ""))) for address, info in sorted(workers.items())]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def measure_clocks(cluster: Cluster) -> None:
+    """Each worker's clock offset from this one, from the round trip with the least delay."""
+    for member in cluster.members:
+        best: tuple[float, float] | None = None
+        for _ in range(CLOCK_ROUNDS):
+            sent = time.time()
+            theirs = cluster.client.run(time.time, workers=[member.address])[member.address]
+            back = time.time()
+            sample = (back - sent, theirs - (sent + back) / 2)
+            best = sample if best is None or sample[0] < best[0] else best
+        assert best is not None  # noqa: S101 - CLOCK_ROUNDS > 0
+        member.rtt_s, member.offset_s = best
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def portable(scenario: Scenario) -> tuple[Scenario, dict[str, bytes]]:
+    """The scenario as workers get it (one engine each, no cluster) and the files it reads
+    (credentials, tokens, CA): their contents travel with the task, not their paths."""
+    files: dict[str, bytes] = {}
+    for key in ("credentials", "tokens"):
+        path = scenario.options.get(key)
+        if path and Path(path).is_file():
+            files[key] = Path(path).read_bytes()
+    if scenario.broker.ca_file is not None:
+        files["ca_file"] = scenario.broker.ca_file.read_bytes()
+    return replace(scenario, processes=1, cluster=None, out=None, cpus=()), files
+
+
+def _placed(scenario: Scenario, files: dict[str, bytes], folder: Path) -> Scenario:
+    """The scenario reading the shipped files from ``folder`` on this worker."""
+    options = dict(scenario.options)
+    broker = scenario.broker
+    for key, content in files.items():
+        path = folder / key
+        path.write_bytes(content)
+        path.chmod(0o600)
+        if key == "ca_file":
+            broker = replace(broker, ca_file=path)
+        else:
+            options[key] = str(path)
+    return replace(scenario, options=options, broker=broker)
+
+
+# ---------------------------------------------------------------------------- the worker's side
+
+
+def _up_topic(run: str) -> str:
+    return f"stress-{run}-up"
+
+
+def _down_topic(run: str, number: int) -> str:
+    return f"stress-{run}-down-{number}"
+
+
+def _blob(kind: str, value: Any, events: list[Event] | None) -> bytes:
+    return pickle.dumps((kind, value, events or []), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unblob(blob: bytes) -> tuple[str, Any, list[Event]]:
+    # Only this run's tasks, checked to run this very code, log on its topics
+    kind, value, events = pickle.loads(blob)  # noqa: S301
+    return kind, value, events
+
+
+class _TaskChannel:
+    """The worker's end: sends by logging on the run's topic, receives from its own topic.
+
+    The parent numbers its messages; they are handed on once each, in order. A subscription
+    takes effect at the scheduler some time after it is asked for, so until the first message
+    has arrived the worker also reads what its topic already holds (``Client.get_events``):
+    a ``go`` sent just before the subscription took effect is not lost.
+    """
+
+    def __init__(self, run: str, number: int, offset_s: float) -> None:
+        from distributed import get_client, get_worker  # noqa: PLC0415 - runs inside a Dask task
+
+        self.run, self.number, self.offset_s = run, number, offset_s
+        self.topic = _down_topic(run, number)
+        self.loop = asyncio.get_running_loop()
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.next = 1
+        self.early: dict[int, bytes] = {}
+        self.worker = get_worker()
+        self.client = get_client()
+        self.client.subscribe_topic(self.topic, self._arrived)
+        self.catch_up = asyncio.create_task(self._catch_up())
+
+    def _arrived(self, event: tuple[float, Any]) -> None:
+        self.loop.call_soon_threadsafe(self._take, event[1])
+
+    def _take(self, message: dict[str, Any]) -> None:
+        number = int(message["s"])
+        if number >= self.next:
+            self.early[number] = message["b"]
+        while self.next in self.early:
+            self.inbox.put_nowait(self.early.pop(self.next))
+            self.next += 1
+
+    async def _catch_up(self) -> None:
+        while self.next == 1:
+            await asyncio.sleep(CATCH_UP_EVERY_S)
+            for _, message in await asyncio.to_thread(self.client.get_events, self.topic):
+                self._take(message)
+
+    def send(self, kind: str, value: Any = None, events: list[Event] | None = None) -> None:
+        self.worker.log_event(_up_topic(self.run), {"w": self.number, "b": _blob(kind, value, events)})
+
+    async def receive(self) -> tuple[str, Any, list[Event]]:
+        kind, value, events = _unblob(await self.inbox.get())
+        if kind == "go":
+            value = self._local(value)
+        elif kind == "control" and value[0] == "rate":
+            value = (*value[:2], self._local(value[2]))
+        return kind, value, events
+
+    def _local(self, parent_wall: float) -> float:
+        """A parent's wall-clock instant on this worker's event-loop clock."""
+        return parent_wall + self.offset_s - time.time() + self.loop.time()
+
+    async def close(self) -> None:
+        self.catch_up.cancel()
+        with contextlib.suppress(ValueError):
+            self.client.unsubscribe_topic(self.topic)
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one worker's task needs: its part of the fleet and the run's clocks."""
+
+    run: str
+    number: int
+    scenario: Scenario
+    #: The files the scenario reads (see :func:`portable`).
+    files: dict[str, bytes]
+    indexes: range
+    #: The run's start on the parent's wall clock, and this worker's clock minus the parent's.
+    wall_start: float
+    offset_s: float
+
+
+def run_share(share: Share) -> str:
+    """The Dask task: run this share of the fleet, reporting over the run's topics."""
+
+    async def serve(folder: Path) -> None:
+        channel = _TaskChannel(share.run, share.number, share.offset_s)
+        loop = asyncio.get_running_loop()
+        start = loop.time() - (time.time() - (share.wall_start + share.offset_s))
+        scenario = _placed(share.scenario, share.files, folder)
+        await serve_share(channel, scenario, share.indexes, start, share.wall_start)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="stress-") as folder,
+        asyncio.Runner(loop_factory=new_loop) as runner,
+    ):
+        runner.run(serve(Path(folder)))
+    return "done"
+
+
+# ---------------------------------------------------------------------------- the parent's side
+
+
+class _ParentChannel:
+    """The parent's end for one worker: its messages arrive through the fleet's subscription."""
+
+    def __init__(self, fleet: ClusterFleet, number: int) -> None:
+        self.fleet, self.number = fleet, number
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def send(self, kind: str, value: Any = None, events: list[Event] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if kind == "go":
+            value = value - loop.time() + time.time()
+        elif kind == "control" and value[0] == "rate":
+            value = (*value[:2], value[2] - loop.time() + time.time())
+        self.fleet.post(self.number, _blob(kind, value, events))
+
+    async def receive(self) -> tuple[str, Any, list[Event]]:
+        blob = await self.inbox.get()
+        if blob is None:
+            raise ConnectionError("worker lost")
+        return _unblob(blob)
+
+    async def close(self) -> None:
+        return None
+
+
+class ClusterFleet(Fleet):
+    """:class:`~stress.processes.Fleet` over Dask workers instead of local processes."""
+
+    def __init__(self, cluster: Cluster, run: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster = cluster
+        self.run_name = run
+        self.futures: dict[int, Any] = {}
+        self.channels: dict[int, _ParentChannel] = {}
+        #: Lost workers: number -> the first second they no longer report.
+        self.lost: dict[int, int] = {}
+        self.lost_addresses: list[str] = []
+        #: Messages to the workers leave from one thread, in order.
+        self.sender = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stress-cluster-send")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: Each worker's messages per second last reported (what its devices would offer).
+        self.offered: dict[int, int] = {}
+        #: The number of the last message sent to each worker.
+        self.sequence: dict[int, int] = {}
+        #: Each worker's own seconds, before the merge (for the per-worker breakdown).
+        self.seconds: dict[int, list[Second]] = {}
+
+    def post(self, number: int, blob: bytes) -> None:
+        """Send one message to worker ``number`` (numbered, in order, without blocking the loop)."""
+        self.sequence[number] = self.sequence.get(number, 0) + 1
+        message = {"s": self.sequence[number], "b": blob}
+        self.sender.submit(self.cluster.client.log_event, _down_topic(self.run_name, number), message)
+
+    def launch(self) -> None:
+        """One task per worker, each pinned to its worker and never run again elsewhere."""
+        self.loop = asyncio.get_running_loop()
+        client = self.cluster.client
+        client.subscribe_topic(_up_topic(self.run_name), self._arrived)
+        scenario, files = portable(self.scenario)
+        shares = split(self.scenario.devices, len(self.cluster.members))
+        for number, (member, indexes) in enumerate(zip(self.cluster.members, shares, strict=False)):
+            member.devices = len(indexes)
+            channel = _ParentChannel(self, number)
+            self.channels[number] = channel
+            self.workers.append(Worker(number, None, None, channel))  # type: ignore[arg-type]
+            share = Share(self.run_name, number, scenario, files, indexes, self.wall_start, member.offset_s)
+            self.futures[number] = client.submit(
+                run_share,
+                share,
+                workers=[member.address],
+                allow_other_workers=False,
+                retries=0,
+                pure=False,
+                key=f"stress-{self.run_name}-{number}",
+            )
+
+    def _arrived(self, event: tuple[float, Any]) -> None:
+        message = event[1]
+        channel = self.channels.get(int(message["w"]))
+        if channel is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(channel.inbox.put_nowait, message["b"])
+
+    async def run(self) -> None:
+        """Until every worker has reported ``done`` or is lost."""
+        watcher = asyncio.create_task(self._watch())
+        try:
+            await asyncio.gather(*(self._listen(worker) for worker in self.workers))
+        finally:
+            watcher.cancel()
+            self._flush(everything=True)
+            client = self.cluster.client
+            with contextlib.suppress(ValueError):
+                client.unsubscribe_topic(_up_topic(self.run_name))
+            for future in self.futures.values():
+                future.cancel()
+            self.sender.shutdown(wait=True)
+
+    async def _watch(self) -> None:
+        """Workers that left the cluster, or whose task ended without ``done``, are lost."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            present = await asyncio.to_thread(self._present)
+            for worker in self.workers:
+                member = self.cluster.members[worker.number]
+                future = self.futures[worker.number]
+                gone = member.address not in present or future.status in ("error", "cancelled", "lost")
+                if gone and not worker.done and worker.number not in self.lost:
+                    self._lose(worker, member.address, future)
+
+    def _present(self) -> set[str]:
+        return set(self.cluster.client.scheduler_info(n_workers=-1)["workers"])
+
+    def _lose(self, worker: Worker, where: str, future: Any) -> None:
+        self.lost[worker.number] = worker.last_t + 1
+        self.lost_addresses.append(where)
+        detail = ""
+        if future.status == "error":
+            with contextlib.suppress(Exception):
+                detail = f": {_first_line(future.exception(timeout=1))}"
+        devices = self.cluster.members[worker.number].devices
+        message = (
+            f"worker {where} lost{detail}; its {devices} devices count as failed "
+            f"(worker-lost) from second {worker.last_t + 1}"
+        )
+        self.failures.append(message)
+        self.on_event({"event": "worker-lost", "worker": where, "t": worker.last_t + 1, "detail": message})
+        future.cancel()
+        self.channels[worker.number].inbox.put_nowait(None)
+
+    async def _listen(self, worker: Worker) -> None:
+        channel = worker.channel
+        assert channel is not None  # noqa: S101 - launch() made it
+        try:
+            while not worker.done:
+                kind, value, events = await channel.receive()
+                self._events(worker, events)
+                if kind == "second":
+                    second = Second.from_wire(value)
+                    worker.last_t = second.t
+                    self.seconds.setdefault(worker.number, []).append(Second.from_wire(value))
+                    if second.phase == "run" and second.offered:
+                        self.offered[worker.number] = second.offered
+                    self.pending.setdefault(second.t, []).append(second)
+                    self._flush()
+                elif kind == "ready":
+                    worker.ready = True
+                    self._maybe_go()
+                elif kind == "done":
+                    worker.ending = Ending(**value)
+                    self._finish(worker)
+                elif kind == "failed":
+                    where = self.cluster.members[worker.number].address
+                    self.failures.append(f"worker {where} failed: {value.strip().splitlines()[-1]}")
+                    self.stop(f"error: worker {where} failed")
+        except GONE:
+            self._finish(worker)
+
+    def _maybe_go(self) -> None:
+        waiting = [worker for worker in self.workers if not worker.done]
+        if self.begin is None and waiting and all(worker.ready for worker in waiting):
+            loop = asyncio.get_running_loop()
+            self.begin = loop.time() + START_MARGIN_S
+            for worker in waiting:
+                if worker.channel is not None:
+                    worker.channel.send("go", self.begin)
+
+    def _flush(self, *, everything: bool = False) -> None:
+        while self.pending:
+            t = min(self.pending)
+            if not everything and any(not w.done and w.last_t < t for w in self.workers):
+                return
+            parts = self.pending.pop(t)
+            second = _merged(parts)
+            self._count_lost(second)
+            self.last_connected = second.connected
+            self.on_second(second)
+
+    def _count_lost(self, second: Second) -> None:
+        """The devices of lost workers fail for every second after their loss."""
+        for number, since in self.lost.items():
+            if second.t >= since and second.phase == "run":
+                devices = self.cluster.members[number].devices
+                second.errors[("run", "worker-lost")] = second.errors.get(("run", "worker-lost"), 0) + devices
+                offered = self.offered.get(number, 0)
+                second.offered += offered
+                second.failed += offered
+
+
+def _merged(parts: list[Second]) -> Second:
+    return merge_by_second([[part] for part in parts])[0]
