@@ -26,12 +26,14 @@ import concurrent.futures
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import pickle
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,31 @@ def measure_clocks(cluster: Cluster) -> None:
 # ---------------------------------------------------------------------------- files
 
 
+def ship_behaviour(cluster: Cluster, behaviour: str) -> None:
+    """A behaviour plug-in (``module:Class``) goes to every worker: its top-level module file,
+    or its package as a zip (``Client.upload_file``), unless it is part of ``stress``."""
+    module_name, separator, _ = behaviour.partition(":")
+    if not separator:
+        return
+    top = module_name.split(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or found.origin is None or top == "stress":
+        return  # (not importable here either: the run says so as without a cluster)
+    origin = Path(found.origin)
+    if origin.name != "__init__.py":
+        cluster.client.upload_file(str(origin), load=False)
+        return
+    with tempfile.TemporaryDirectory(prefix="stress-plugin-") as folder:
+        archive = Path(folder) / f"{top}.zip"
+        with zipfile.ZipFile(archive, "w") as packed:
+            for path in sorted(origin.parent.rglob("*.py")):
+                packed.write(path, Path(top) / path.relative_to(origin.parent))
+        cluster.client.upload_file(str(archive), load=False)
+
+
 def portable(scenario: Scenario) -> tuple[Scenario, dict[str, bytes]]:
     """The scenario as workers get it (one engine each, no cluster) and the files it reads
     (credentials, tokens, CA): their contents travel with the task, not their paths."""
@@ -420,6 +447,8 @@ class ClusterFleet(Fleet):
         self.sequence: dict[int, int] = {}
         #: Each worker's own seconds, before the merge (for the per-worker breakdown).
         self.seconds: dict[int, list[Second]] = {}
+        #: Where each worker's own seconds also go (the run folder's ``workers.csv``).
+        self.on_worker_second: Callable[[str, Second], None] | None = None
 
     def post(self, number: int, blob: bytes) -> None:
         """Send one message to worker ``number`` (numbered, in order, without blocking the loop)."""
@@ -513,7 +542,10 @@ class ClusterFleet(Fleet):
                 if kind == "second":
                     second = Second.from_wire(value)
                     worker.last_t = second.t
-                    self.seconds.setdefault(worker.number, []).append(Second.from_wire(value))
+                    own = Second.from_wire(value)
+                    self.seconds.setdefault(worker.number, []).append(own)
+                    if self.on_worker_second is not None:
+                        self.on_worker_second(self.cluster.members[worker.number].address, own)
                     if second.phase == "run" and second.offered:
                         self.offered[worker.number] = second.offered
                     self.pending.setdefault(second.t, []).append(second)

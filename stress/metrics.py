@@ -9,7 +9,7 @@ as the summary, with a counter of their samples.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -42,6 +42,13 @@ class RunMetrics:
         self.total = Second(-1)
         self.last: Second | None = None
         self.seconds = 0
+        #: ``--cluster`` runs: each worker's last second, and its sent messages so far.
+        self.workers: dict[str, tuple[Second, int]] = {}
+
+    def worker_second(self, worker: str, second: Second) -> None:
+        """One worker's own second (cluster runs), for the per-worker gauges."""
+        sent = self.workers[worker][1] if worker in self.workers else 0
+        self.workers[worker] = (second, sent + second.sent)
 
     def second(self, second: Second) -> None:
         """One more closed second (merged over processes)."""
@@ -101,6 +108,7 @@ class RunMetrics:
             "Event-loop lag of the generator, p99 of the last second.",
             [("", (lag or 0.0) / 1000)],
         )
+        self._render_workers(metric)
         for kind, text in LATENCIES.items():
             samples = []
             for window, second in (("second", last), ("run", total)):
@@ -117,6 +125,35 @@ class RunMetrics:
                 [("", getattr(total, kind).count)],
             )
         return "\n".join(lines) + "\n"
+
+    def _render_workers(self, metric: Callable[[str, str, str, list[tuple[str, float]]], None]) -> None:
+        """Per-worker figures of a cluster run (nothing otherwise): a saturated worker shows."""
+        if not self.workers:
+            return
+        rows = sorted(self.workers.items())
+
+        def each(value: Callable[[Second, int], float]) -> list[tuple[str, float]]:
+            return [(f'{{worker="{_label(name)}"}}', value(second, sent)) for name, (second, sent) in rows]
+
+        metric("worker_sent_total", "counter", "Messages each worker wrote.", each(lambda _s, sent: sent))
+        metric(
+            "worker_devices_connected",
+            "gauge",
+            "Devices connected, per worker.",
+            each(lambda s, _: s.connected),
+        )
+        metric(
+            "worker_cpu_ratio",
+            "gauge",
+            "CPU of each worker in its last second, in cores.",
+            each(lambda s, _: s.cpu_s / s.wall_s if s.wall_s else 0.0),
+        )
+        metric(
+            "worker_loop_lag_seconds",
+            "gauge",
+            "Event-loop lag of each worker, p99 of its last second.",
+            each(lambda s, _: (s.lag.percentile(0.99) or 0.0) / 1000),
+        )
 
 
 @contextlib.asynccontextmanager

@@ -192,6 +192,9 @@ class Summary:
     problems: tuple[str, ...] = ()
     #: Why end-to-end delivery was not measured: the reason the observer was refused, or None.
     e2e_refused: str | None = None
+    #: ``--cluster`` runs: the scheduler and one row per worker (see :func:`_cluster_rows`).
+    scheduler: str | None = None
+    workers: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +338,15 @@ class _Fields:
             raise self._wrong(key, "a list of text")
         return tuple(value)
 
+    def objects(self, key: str) -> list[_Fields]:
+        """A list of objects, each read as fields."""
+        value = self._data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self._wrong(key, "a list of objects")
+        return [_Fields(item, self._where, f"{self._prefix}{key}[{n}].") for n, item in enumerate(value)]
+
     def child(self, key: str) -> _Fields | None:
         value = self._data.get(key)
         if value is None:
@@ -406,7 +418,41 @@ def _load_summary(run_dir: Path) -> Summary:
         notes=fields.texts("notes"),
         problems=problems,
         e2e_refused=e2e_refused,
+        **_cluster(fields.child("cluster")),
     )
+
+
+#: The per-worker table of a cluster run.
+CLUSTER_HEADER = ["worker", "host", "devices", "msgs/s", "CPU %", "lag p99 ms", "offset ms", "state"]
+
+
+def _cluster(fields: _Fields | None) -> dict[str, Any]:
+    """``cluster`` of a ``--cluster`` run: its scheduler and a row per worker; {} otherwise."""
+    if fields is None:
+        return {}
+    lost = set(fields.texts("lost"))
+    rows = []
+    for worker in fields.objects("workers"):
+        address = worker.text("address") or "-"
+        saturated = worker.integer("saturated_seconds") or 0
+        state = "lost" if address in lost else f"saturated {saturated} s" if saturated else "ok"
+        rows.append(
+            (
+                address,
+                worker.text("host") or "-",
+                _count(worker.integer("devices")),
+                _rate(worker.number("msgs_per_s")),
+                _percent_value(worker.number("cpu_percent")),
+                _ms(worker.number("loop_lag_p99_ms")),
+                _ms(worker.number("clock_offset_ms")),
+                state,
+            )
+        )
+    return {"scheduler": fields.text("scheduler"), "workers": tuple(rows)}
+
+
+def _percent_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _problems(fields: _Fields) -> tuple[tuple[str, ...], str | None]:
@@ -856,6 +902,7 @@ def console_table(run: Run) -> str:
         _kv(facts[1], width),
         _columns(["latency (ms)", "p50", "p95", "p99", "max", "count"], _latency_rows(summary), "lrrrrr"),
         _console_errors(summary.errors),
+        _console_cluster(summary),
     ]
     health = [_kv(facts[2], width)] if generator else []
     if summary.generator is not None and summary.generator.saturated:
@@ -868,6 +915,14 @@ def console_table(run: Run) -> str:
     if notes:
         blocks.append("\n".join(f"note: {_plain(note, 160)}" for note in notes))
     return "\n\n".join(block for block in blocks if block) + "\n"
+
+
+def _console_cluster(summary: Summary) -> str:
+    if not summary.workers:
+        return ""
+    rows = [[_plain(cell, _CONSOLE_TEXT) for cell in row] for row in summary.workers]
+    title = f"cluster: {_plain(summary.scheduler or '-', 80)}, {len(rows)} workers"
+    return title + "\n" + _columns(CLUSTER_HEADER, rows, "llrrrrrl")
 
 
 def _console_errors(errors: Sequence[ErrorCount]) -> str:
@@ -1250,6 +1305,15 @@ def _page(run: Run) -> str:
         f'<section><h2>Latency</h2><div class="scroll">{latency}</div></section>',
         f"<section><h2>Errors</h2>{_html_errors(summary.errors)}{_html_samples(run.events.samples)}</section>",
         f"<section><h2>Load generator</h2>{health}</section>",
+        *(
+            [
+                f'<section><h2>Cluster: {_e(summary.scheduler or "-")}</h2><div class="scroll">'
+                f"{_html_table(CLUSTER_HEADER, [list(row) for row in summary.workers], 'lkrrrrrk')}"
+                "</div></section>"
+            ]
+            if summary.workers
+            else []
+        ),
         "<section><h2>Per second</h2>",
         *(_figure(chart, charts) for chart in charts.all()),
         "</section>",

@@ -10,7 +10,7 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from stress.meter import Event, Second
 
@@ -87,6 +87,8 @@ class RunFolder:
         self._series_file = (path / "timeseries.csv").open("w", newline="", encoding="utf-8")
         self._series = csv.writer(self._series_file)
         self._series.writerow(COLUMNS)
+        self._workers: Any = None  # workers.csv, opened by the first worker's second
+        self._workers_file: IO[str] | None = None
 
     @classmethod
     def create(cls, out: Path | None, run_id: str) -> RunFolder:
@@ -116,6 +118,15 @@ class RunFolder:
             self.event({"t": second.t, "event": "errors", "stage": stage, "reason": reason, "count": count})
         self._events.flush()
 
+    def worker_second(self, worker: str, second: Second) -> None:
+        """One worker's own second, before the merge, as a row of ``workers.csv`` (cluster runs)."""
+        if self._workers_file is None:
+            self._workers_file = (self.path / "workers.csv").open("w", newline="", encoding="utf-8")
+            self._workers = csv.writer(self._workers_file)
+            self._workers.writerow(("worker", *COLUMNS, "errors"))
+        self._workers.writerow((worker, *row(second), sum(second.errors.values())))
+        self._workers_file.flush()
+
     def finish(self, summary: dict[str, Any]) -> Path:
         """Write ``summary.json`` (atomically) and close the files."""
         self.close()
@@ -131,3 +142,5 @@ class RunFolder:
             self._events.close()
         if not self._series_file.closed:
             self._series_file.close()
+        if self._workers_file is not None and not self._workers_file.closed:
+            self._workers_file.close()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from stress import summary as summaries
-from stress.cluster import Cluster, ClusterFleet, measure_clocks, saturation_notes
+from stress.cluster import Cluster, ClusterFleet, measure_clocks, saturation_notes, ship_behaviour
 from stress.cluster import connect as connected
 from stress.console import Console
 from stress.control import Controls, ControlServer, RunControl, Watchers, control_dir
@@ -61,6 +61,7 @@ def run(
         if scenario.cluster is not None:
             cluster = stack.enter_context(connected(scenario.cluster))
             measure_clocks(cluster)
+            ship_behaviour(cluster, scenario.behaviour)
         return _run(
             scenario, cluster, console=console, quiet=quiet, on_second=on_second, metrics_at=metrics_at
         )
@@ -186,6 +187,14 @@ def _clustered(cluster: Cluster) -> Whole:
             on_second=outputs.closed,
             on_event=outputs.on_event,
         )
+        served = outputs.served
+
+        def worker_second(worker: str, second: Second) -> None:
+            outputs.folder.worker_second(worker, second)
+            if served is not None:
+                served[0].worker_second(worker, second)
+
+        fleet.on_worker_second = worker_second
         try:
             await _merged(fleet, scenario, facts, outputs)
         finally:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,18 @@ def test_a_local_cluster_merges_every_second_exactly(broker: PlainBroker, tmp_pa
     assert sum(w["acked"] for w in cluster["workers"]) == expected
     assert all(w["connections_peak"] == 20 and w["run_seconds"] == 4 for w in cluster["workers"])
     assert all(w["cpu_percent"] > 0 and w["saturated_seconds"] == 0 for w in cluster["workers"])
+    # workers.csv holds each worker's own seconds; the report shows one row per worker
+    with (out / "workers.csv").open() as handle:
+        own = list(csv.DictReader(handle))
+    for worker in cluster["workers"]:
+        assert sum(int(r["sent"]) for r in own if r["worker"] == worker["address"]) == worker["sent"]
+    report = subprocess.run(
+        [sys.executable, "-m", "stress", "report", str(out)], capture_output=True, text=True, check=False
+    )
+    assert report.returncode == 0, report.stderr
+    assert f"cluster: {cluster['scheduler']}, 2 workers" in report.stdout
+    assert all(w["address"] in report.stdout for w in cluster["workers"])
+    assert "<h2>Cluster: " in (out / "report.html").read_text()
     # Every second is the exact sum of both workers: the per-second rows add up to the totals,
     # and each whole second of publishing holds what 40 devices offer in it (the first and the
     # drain share the rest, by when publishing began).
@@ -185,14 +199,22 @@ def test_an_external_scheduler_with_two_workers_against_the_lab(
 
 
 def test_stop_and_scale_from_another_shell(broker: PlainBroker, tmp_path: Path) -> None:
+    metrics_port = free_ports(1)[0]
     background = Run(
         broker.port,
         tmp_path / "steered",
         *("--devices", "10", "--interval", "0.5", "--duration", "60", "--cluster", "local:2"),
+        *("--metrics-port", str(metrics_port)),
     )
     try:
         background.wait_listening(timeout=60)
         background.wait_connected(10, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+            exposition = answer.read().decode()
+        per_worker = re.findall(
+            r'^stress_worker_devices_connected\{worker="([^"]+)"\} (\d+)', exposition, re.M
+        )
+        assert sorted(int(count) for _, count in per_worker) == [5, 5], exposition
         grown = control("scale", "16")
         assert grown.returncode == 0, grown.stderr
         background.wait_connected(16, timeout=30)
@@ -288,3 +310,53 @@ def test_bad_cluster_flags_are_one_line(flags: list[str], message: str, tmp_path
     done = run("--target", "mqtt", *flags, "--out", str(tmp_path / "run"))
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.splitlines()) <= 2  # (argparse adds its usage)
+
+
+PLUGIN = """
+from stress.behaviours import Behaviour
+
+
+class Doorbell(Behaviour):
+    attributes = ("pressed", "battery")
+
+    def start(self, now):
+        self.battery = 100.0
+
+    def next_values(self, now):
+        self.battery = max(0.0, self.battery - 0.01)
+        return (self.rng.random() < 0.5, round(self.battery, 2))
+"""
+
+
+def test_a_behaviour_plug_in_travels_to_the_workers(
+    dask_cluster: DaskProcesses, broker: PlainBroker, tmp_path: Path
+) -> None:
+    """The workers have never seen the plug-in: only this machine has it on its path."""
+    dask_cluster.worker()
+    dask_cluster.worker()
+    dask_cluster.wait_workers(2)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "doorbells_of_mine.py").write_text(PLUGIN)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stress",
+            "run",
+            "--quiet",
+            *("--target", "mqtt", "--port", str(broker.port), "--behaviour", "doorbells_of_mine:Doorbell"),
+            *("--devices", "10", "--interval", "1", "--duration", "3", "--qos", "1"),
+            *("--cluster", dask_cluster.address, "--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(plugins)),
+    )
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(out)
+    assert summary["behaviour"] == "doorbells_of_mine:Doorbell"
+    assert summary["sent"] == summary["acked"] == 10 * 2 * 3
