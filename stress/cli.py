@@ -221,6 +221,13 @@ def _add_split_flags(fleet: argparse._ArgumentGroup) -> None:
         "is measured before the common start",
     )
     fleet.add_argument(
+        "--on-worker-lost",
+        choices=("continue", "stop"),
+        default="continue",
+        help="when a cluster worker is lost mid-run: go on with the others (its devices count as "
+        "failed) or stop the run (default: continue)",
+    )
+    fleet.add_argument(
         "--cpus",
         type=cpus,
         default=(),
@@ -559,6 +566,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         slow_ack_delay=args.slow_ack_delay,
         processes=args.processes,
         cluster=args.cluster,
+        on_worker_lost=args.on_worker_lost,
         cpus=args.cpus,
         out=args.out,
         active=args.active,

@@ -57,6 +57,9 @@ START_MARGIN_S = 0.5
 CATCH_UP_EVERY_S = 0.5
 #: How often the parent looks for workers that left the cluster.
 WATCH_EVERY_S = 0.5
+#: A worker closes a second every second: one silent this long is lost (the scheduler, or the
+#: network to it, may be gone), so a run always ends.
+SILENT_S = 15.0
 
 
 class ClusterError(Exception):
@@ -119,6 +122,8 @@ class Cluster:
                 for number, member in enumerate(self.members)
             ],
             "lost": lost,
+            # The common start is one instant on every worker within half its clock round trip.
+            "start_alignment_ms": round(max((m.rtt_s * 500 for m in self.members), default=0.0), 3),
         }
 
 
@@ -447,6 +452,10 @@ class ClusterFleet(Fleet):
         self.sequence: dict[int, int] = {}
         #: Each worker's own seconds, before the merge (for the per-worker breakdown).
         self.seconds: dict[int, list[Second]] = {}
+        #: When each worker was last heard from (the parent's loop clock).
+        self.heard: dict[int, float] = {}
+        #: Where a lost worker is said at once (the console), if anywhere.
+        self.say: Callable[[str], None] | None = None
         #: Where each worker's own seconds also go (the run folder's ``workers.csv``).
         self.on_worker_second: Callable[[str, Second], None] | None = None
 
@@ -505,20 +514,23 @@ class ClusterFleet(Fleet):
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             present = await asyncio.to_thread(self._present)
+            now = asyncio.get_running_loop().time()
             for worker in self.workers:
                 member = self.cluster.members[worker.number]
                 future = self.futures[worker.number]
-                gone = member.address not in present or future.status in ("error", "cancelled", "lost")
-                if gone and not worker.done and worker.number not in self.lost:
+                if worker.done or worker.number in self.lost:
+                    continue
+                if member.address not in present or future.status in ("error", "cancelled", "lost"):
                     self._lose(worker, member.address, future)
+                elif now - self.heard.get(worker.number, now) > SILENT_S:
+                    self._lose(worker, member.address, future, f": silent for {SILENT_S:g} s")
 
     def _present(self) -> set[str]:
         return set(self.cluster.client.scheduler_info(n_workers=-1)["workers"])
 
-    def _lose(self, worker: Worker, where: str, future: Any) -> None:
+    def _lose(self, worker: Worker, where: str, future: Any, detail: str = "") -> None:
         self.lost[worker.number] = worker.last_t + 1
         self.lost_addresses.append(where)
-        detail = ""
         if future.status == "error":
             with contextlib.suppress(Exception):
                 detail = f": {_first_line(future.exception(timeout=1))}"
@@ -529,8 +541,12 @@ class ClusterFleet(Fleet):
         )
         self.failures.append(message)
         self.on_event({"event": "worker-lost", "worker": where, "t": worker.last_t + 1, "detail": message})
+        if self.say is not None:
+            self.say(f"stress: {message}")
         future.cancel()
         self.channels[worker.number].inbox.put_nowait(None)
+        if self.scenario.on_worker_lost == "stop":
+            self.stop(f"error: worker {where} lost")
 
     async def _listen(self, worker: Worker) -> None:
         channel = worker.channel
@@ -538,6 +554,7 @@ class ClusterFleet(Fleet):
         try:
             while not worker.done:
                 kind, value, events = await channel.receive()
+                self.heard[worker.number] = asyncio.get_running_loop().time()
                 self._events(worker, events)
                 if kind == "second":
                     second = Second.from_wire(value)

@@ -195,6 +195,8 @@ class Summary:
     #: ``--cluster`` runs: the scheduler and one row per worker (see :func:`_cluster_rows`).
     scheduler: str | None = None
     workers: tuple[tuple[str, ...], ...] = ()
+    #: How closely the workers' common start was aligned (half the worst clock round trip).
+    alignment_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +450,11 @@ def _cluster(fields: _Fields | None) -> dict[str, Any]:
                 state,
             )
         )
-    return {"scheduler": fields.text("scheduler"), "workers": tuple(rows)}
+    return {
+        "scheduler": fields.text("scheduler"),
+        "workers": tuple(rows),
+        "alignment_ms": fields.number("start_alignment_ms"),
+    }
 
 
 def _percent_value(value: float | None) -> str:
@@ -917,11 +923,17 @@ def console_table(run: Run) -> str:
     return "\n\n".join(block for block in blocks if block) + "\n"
 
 
+def _aligned(summary: Summary) -> str:
+    if summary.alignment_ms is None:
+        return ""
+    return f", start aligned within ±{_ms(summary.alignment_ms)} ms"
+
+
 def _console_cluster(summary: Summary) -> str:
     if not summary.workers:
         return ""
     rows = [[_plain(cell, _CONSOLE_TEXT) for cell in row] for row in summary.workers]
-    title = f"cluster: {_plain(summary.scheduler or '-', 80)}, {len(rows)} workers"
+    title = f"cluster: {_plain(summary.scheduler or '-', 80)}, {len(rows)} workers{_aligned(summary)}"
     return title + "\n" + _columns(CLUSTER_HEADER, rows, "llrrrrrl")
 
 
@@ -1307,7 +1319,8 @@ def _page(run: Run) -> str:
         f"<section><h2>Load generator</h2>{health}</section>",
         *(
             [
-                f'<section><h2>Cluster: {_e(summary.scheduler or "-")}</h2><div class="scroll">'
+                f"<section><h2>Cluster: {_e(summary.scheduler or '-')}</h2>"
+                f'<p>{len(summary.workers)} workers{_e(_aligned(summary))}</p><div class="scroll">'
                 f"{_html_table(CLUSTER_HEADER, [list(row) for row in summary.workers], 'lkrrrrrk')}"
                 "</div></section>"
             ]

@@ -113,7 +113,7 @@ def _run(
             stack.enter_context(_pinned(scenario.cpus))
             whole = _whole(facts, cluster)
             served = (metrics, *metrics_at) if metrics_at is not None else None
-            outputs = Outputs(closed, on_event, folder, watchers, served, start)
+            outputs = Outputs(closed, on_event, folder, watchers, served, start, view.say if view else None)
             runner.run(whole(scenario, facts, outputs))
     except BaseException as exc:
         facts.stopped = (
@@ -195,6 +195,7 @@ def _clustered(cluster: Cluster) -> Whole:
                 served[0].worker_second(worker, second)
 
         fleet.on_worker_second = worker_second
+        fleet.say = outputs.say
         try:
             await _merged(fleet, scenario, facts, outputs)
         finally:
@@ -235,6 +236,8 @@ class Outputs:
     served: Served | None
     #: Ends the run when no device could connect.
     start: StartWatch
+    #: Says one line on the console at once (None when quiet).
+    say: Callable[[str], None] | None = None
 
 
 @contextlib.asynccontextmanager

@@ -125,6 +125,8 @@ class Scenario:
     processes: int = 1
     #: A Dask cluster the fleet is split over instead (``local:N`` or a scheduler's address).
     cluster: str | None = None
+    #: What a lost cluster worker does to the run: ``continue`` with the others, or ``stop`` it.
+    on_worker_lost: Literal["continue", "stop"] = "continue"
     #: CPUs the generator's processes run on (empty: wherever the system puts them); with
     #: several processes, worker ``n`` runs on ``cpus[n % len(cpus)]`` alone.
     cpus: tuple[int, ...] = ()

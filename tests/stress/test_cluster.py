@@ -25,6 +25,7 @@ import pytest
 
 from labctl.config import ROOT, free_ports
 from stress.control import runs_in_progress
+from stress.scenario import Broker, Scenario, timeline
 from tests.conftest import RunningLab
 from tests.stress.plain_broker import PlainBroker
 from tests.stress.test_control import Run
@@ -162,7 +163,8 @@ def test_a_local_cluster_merges_every_second_exactly(broker: PlainBroker, tmp_pa
         [sys.executable, "-m", "stress", "report", str(out)], capture_output=True, text=True, check=False
     )
     assert report.returncode == 0, report.stderr
-    assert f"cluster: {cluster['scheduler']}, 2 workers" in report.stdout
+    assert f"cluster: {cluster['scheduler']}, 2 workers, start aligned within ±" in report.stdout
+    assert 0 < cluster["start_alignment_ms"] < 50
     assert all(w["address"] in report.stdout for w in cluster["workers"])
     assert "<h2>Cluster: " in (out / "report.html").read_text()
     # Every second is the exact sum of both workers: the per-second rows add up to the totals,
@@ -231,8 +233,9 @@ def test_stop_and_scale_from_another_shell(broker: PlainBroker, tmp_path: Path) 
     assert runs_in_progress() == []
 
 
-def test_a_worker_lost_mid_run_is_named_and_the_run_goes_on(
-    dask_cluster: DaskProcesses, broker: PlainBroker, tmp_path: Path
+@pytest.mark.parametrize("policy", ["continue", "stop"])
+def test_a_worker_lost_mid_run_is_named_and_the_run_goes_on_or_stops(
+    dask_cluster: DaskProcesses, broker: PlainBroker, tmp_path: Path, policy: str
 ) -> None:
     dask_cluster.worker()
     doomed = dask_cluster.worker()
@@ -241,27 +244,59 @@ def test_a_worker_lost_mid_run_is_named_and_the_run_goes_on(
         broker.port,
         tmp_path / "run",
         *("--devices", "20", "--interval", "0.5", "--duration", "8", "--cluster", dask_cluster.address),
+        *("--on-worker-lost", policy),
     )
     try:
         steered.wait_listening(timeout=60)
         steered.wait_connected(20, timeout=60)
         time.sleep(2)
         os.killpg(doomed.pid, signal.SIGKILL)
-        _, stderr = steered.process.communicate(timeout=90)
+        stdout, stderr = steered.process.communicate(timeout=90)
     finally:
         steered.kill()
     assert "Traceback" not in stderr
     summary = summary_of(tmp_path / "run")
     (lost,) = summary["cluster"]["lost"]
     assert lost in {w["address"] for w in summary["cluster"]["workers"]}
-    assert summary["errors_by_reason"]["worker-lost"] > 0
-    assert summary["failed"] > 0
     assert any(lost in note and "lost" in note for note in summary["notes"])
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert [e["worker"] for e in events if e["event"] == "worker-lost"] == [lost]
-    # The other worker's devices went on to the end
+    assert f"worker {lost} lost" in stdout + stderr, (stdout, stderr)  # said on the console
     rows = [row for row in rows_of(tmp_path / "run") if row["phase"] == "run"]
-    assert len(rows) == 8 and int(rows[-1]["sent"]) == 10 * ATTRIBUTES * 2
+    if policy == "continue":  # the other worker's devices went on to the end
+        assert summary["stopped"] == "completed"
+        assert summary["errors_by_reason"]["worker-lost"] > 0 and summary["failed"] > 0
+        assert len(rows) == 8 and int(rows[-1]["sent"]) == 10 * ATTRIBUTES * 2
+    else:
+        assert summary["stopped"] == f"error: worker {lost} lost"
+        assert len(rows) < 8
+
+
+def test_files_the_scenario_reads_travel_with_the_work(tmp_path: Path) -> None:
+    """Credentials, tokens and the CA go to the workers as contents, placed in a folder there."""
+    from stress.cluster import _placed, portable  # noqa: PLC0415
+
+    (tmp_path / "devices.csv").write_text("dev00001,secret-1\n")
+    (tmp_path / "tokens.json").write_text('{"dev00001": "token-1"}')
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    scenario = Scenario(
+        target="lab",
+        broker=Broker(tls=True, ca_file=tmp_path / "ca.pem"),
+        stages=timeline("steady", 10, 1.0, 5.0),
+        cluster="local:2",
+        options={"credentials": str(tmp_path / "devices.csv"), "tokens": str(tmp_path / "tokens.json")},
+    )
+    shipped, files = portable(scenario)
+    assert shipped.cluster is None and shipped.processes == 1
+    assert set(files) == {"credentials", "tokens", "ca_file"}
+    there = tmp_path / "worker"
+    there.mkdir()
+    placed = _placed(shipped, files, there)
+    assert Path(placed.options["credentials"]).read_text() == "dev00001,secret-1\n"
+    assert Path(placed.options["tokens"]).parent == there
+    assert placed.broker.ca_file is not None and placed.broker.ca_file.parent == there
+    assert placed.broker.ca_file.read_text().startswith("-----BEGIN CERTIFICATE")
+    assert oct(Path(placed.options["credentials"]).stat().st_mode & 0o777) == "0o600"
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
