@@ -204,7 +204,7 @@ class Watchers:
     is dropped rather than let the run's memory grow."""
 
     #: Events a watcher gets (connections and publishes are too many to pass on one by one).
-    EVENTS = frozenset({"error", "paused", "resumed", "storm", "phase", "command"})
+    EVENTS = frozenset({"error", "paused", "resumed", "storm", "phase", "command", "worker-lost"})
     #: Events passed on per second at most (a mass failure would otherwise flood the watchers).
     EVENTS_PER_SECOND = 200
     #: Bytes a watcher may leave unread before it is dropped.
@@ -214,14 +214,33 @@ class Watchers:
         self.writers: set[asyncio.StreamWriter] = set()
         self._events_this_second = 0
         self.dropped_events = 0
+        #: ``--cluster`` runs: each worker's last second, as a live view shows it.
+        self._workers: dict[str, dict[str, Any]] = {}
 
     def second(self, second: Second) -> None:
-        """A second closed: pass its digest on."""
+        """A second closed: pass its digest on (and, for a cluster, each worker's last second)."""
         self._events_this_second = 0
         self._send({"second": second.digest()})
+        if self._workers:
+            self._send({"workers": [self._workers[name] for name in sorted(self._workers)]})
+
+    def worker_second(self, worker: str, second: Second) -> None:
+        """One cluster worker's own second: kept until the merged second goes out."""
+        self._workers[worker] = {
+            "worker": worker,
+            "t": second.t,
+            "sent": second.sent,
+            "connected": second.connected,
+            "errors": sum(second.errors.values()),
+            "cpu": second.cpu_s / second.wall_s if second.wall_s else 0.0,
+            "lag": second.lag.percentile(0.99),
+            "lost": self._workers.get(worker, {}).get("lost", False),
+        }
 
     def event(self, event: dict[str, Any]) -> None:
         """An event of the run: pass it on if a live view shows it (and not too many)."""
+        if event.get("event") == "worker-lost" and event.get("worker") in self._workers:
+            self._workers[str(event["worker"])]["lost"] = True
         if event.get("event") not in self.EVENTS or not self.writers:
             return
         if self._events_this_second >= self.EVENTS_PER_SECOND:

@@ -191,6 +191,7 @@ def _clustered(cluster: Cluster) -> Whole:
 
         def worker_second(worker: str, second: Second) -> None:
             outputs.folder.worker_second(worker, second)
+            outputs.watchers.worker_second(worker, second)
             if served is not None:
                 served[0].worker_second(worker, second)
 

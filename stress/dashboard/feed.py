@@ -42,6 +42,8 @@ class Feed:
         self.live: RunEntry | None = None
         self.status: dict[str, Any] = {}
         self.seconds: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        #: A cluster run's workers, each with its last second (empty for other runs).
+        self.workers: list[dict[str, Any]] = []
         self.failing: dict[str, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=200)
         self._stop = threading.Event()
@@ -72,6 +74,7 @@ class Feed:
                     "seconds": list(self.seconds),
                     "failing": self._failing(),
                     "events": list(self.events),
+                    "workers": list(self.workers),
                 }
         return {"live": False, **last_run(self.runs_root)}
 
@@ -140,6 +143,7 @@ class Feed:
                 self.live = entry
                 self.status = first["status"]
                 self.seconds.clear()
+                self.workers = []
                 self.failing.clear()
                 self.events.clear()
             self.emit("started", self.state())
@@ -150,7 +154,11 @@ class Feed:
                 self._take(json.loads(line))
 
     def _take(self, message: dict[str, Any]) -> None:
-        if "second" in message:
+        if "workers" in message:
+            with self.lock:
+                self.workers = message["workers"]
+            self.emit("workers", message["workers"])
+        elif "second" in message:
             second = message["second"]
             with self.lock:
                 self.seconds.append(second)
@@ -191,7 +199,29 @@ def run_folder(folder: Path) -> dict[str, Any]:
         "seconds": [_row_digest(row) for row in rows[-HISTORY:]],
         "failing": [],
         "events": [],
+        "workers": _cluster_workers(summary),
     }
+
+
+def _cluster_workers(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished cluster run's workers, with their whole-run figures, as the page shows them."""
+    cluster = summary.get("cluster")
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("workers"), list):
+        return []
+    lost = set(cluster.get("lost") or [])
+    return [
+        {
+            "worker": worker.get("address"),
+            "sent": worker.get("sent"),
+            "connected": worker.get("connections_peak"),
+            "errors": worker.get("errors"),
+            "cpu": (worker.get("cpu_percent") or 0) / 100,
+            "lag": worker.get("loop_lag_p99_ms"),
+            "lost": worker.get("address") in lost,
+        }
+        for worker in cluster["workers"]
+        if isinstance(worker, dict)
+    ]
 
 
 def _row_digest(row: dict[str, str]) -> dict[str, Any]:

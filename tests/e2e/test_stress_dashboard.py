@@ -91,3 +91,53 @@ def test_the_dashboard_shows_the_run_live_with_device_names_as_text(
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     assert errors == [], "JavaScript errors on the dashboard"
+
+
+def test_the_dashboard_shows_each_cluster_worker_and_steers_them_all(
+    browser: Browser, lab: RunningLab, tmp_path: Path
+) -> None:
+    """A fleet over two Dask workers: a row per worker, live and after the run; scale acts on both."""
+    port = free_port()
+    run = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "stress", "run", "--target", "lab", "--cluster", "local:2"),
+            *("--env-file", str(lab.config.env_file), "--prefix", "dashclu", "--devices", "4"),
+            *("--interval", "0.5", "--duration", "60", "--quiet", "--out", str(tmp_path / "run")),
+            *("--dashboard", "--dashboard-port", str(port)),
+        ],
+        env={**os.environ, "STRESS_CONTROL_DIR": str(tmp_path / "control")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        errors: list[str] = []
+        deadline = time.monotonic() + 60
+        while True:
+            assert run.poll() is None, run.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard never answered"
+                time.sleep(0.2)
+        page = open_dashboard(browser, port, errors)
+        expect(page.locator("#connected")).to_have_text("4 / 4", timeout=60_000)
+        workers = page.locator("#workers tr")
+        expect(workers).to_have_count(2, timeout=20_000)
+        expect(page.locator("#workers tr td:nth-child(3)").first).to_have_text("2", timeout=10_000)
+        page.fill("#size", "8")
+        page.click("#scale-form button")
+        expect(page.locator("#connected")).to_contain_text("8", timeout=30_000)
+        expect(page.locator("#workers tr td:nth-child(3)").nth(0)).to_have_text("4", timeout=10_000)
+        expect(page.locator("#workers tr td:nth-child(3)").nth(1)).to_have_text("4", timeout=10_000)
+        page.click("#stop")
+        expect(page.locator("#status")).to_have_attribute("data-state", "last", timeout=60_000)
+        expect(workers).to_have_count(2, timeout=10_000)  # the finished run, worker by worker
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 0, stderr
+        assert errors == [], "JavaScript errors on the dashboard"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()

@@ -82,6 +82,14 @@ function draw() {
   $("latency-scale").textContent = shown.length ? `top ${fmt(high, 1)} ms, ${span}` : "";
 }
 
+function showWorkers(workers) {
+  $("workers-section").hidden = !(workers && workers.length);
+  rows("workers", workers || [], (w) => [
+    w.worker, fmt(w.sent), fmt(w.connected), fmt(w.errors), fmt((w.cpu || 0) * 100), fmt(w.lag, 1),
+    w.lost ? "lost" : "ok",
+  ]);
+}
+
 function showRun(state) {
   live = state.live;
   const run = state.run;
@@ -89,6 +97,7 @@ function showRun(state) {
   setStatus(live ? "live" : "last", live ? "live" : run ? "last run" : "waiting for a run");
   seconds = state.seconds || [];
   rows("failing", state.failing || [], (f) => [f.device, fmt(f.errors), f.reason]);
+  showWorkers(state.workers);
   draw();
 }
 
@@ -103,6 +112,7 @@ socket.on("second", (second) => {
   if (seconds.length > KEPT) seconds.splice(0, seconds.length - KEPT);
   draw();
 });
+socket.on("workers", showWorkers);
 socket.on("failing", (failing) => rows("failing", failing, (f) => [f.device, fmt(f.errors), f.reason]));
 
 function send(request) {
