@@ -395,3 +395,57 @@ def test_a_behaviour_plug_in_travels_to_the_workers(
     summary = summary_of(out)
     assert summary["behaviour"] == "doorbells_of_mine:Doorbell"
     assert summary["sent"] == summary["acked"] == 10 * 2 * 3
+
+
+def test_thingsboard_devices_with_their_tokens_over_a_cluster(tmp_path: Path) -> None:
+    """The tokens file is read on this machine and travels to the workers with the work."""
+    from tests.tbemu.emulator import Emulator  # noqa: PLC0415
+
+    with Emulator(username="tenant@thingsboard.org", password="tenant-secret") as tb:
+        env = dict(
+            os.environ,
+            TB_URL=tb.url,
+            TB_USERNAME="tenant@thingsboard.org",
+            TB_PASSWORD="tenant-secret",
+            TB_MQTT_HOST=tb.mqtt_host,
+            TB_MQTT_PORT=str(tb.mqtt_port),
+        )
+        files = ["--tokens", str(tmp_path / "tokens.json"), "--env-file", str(tmp_path / "none.env")]
+        provisioned = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stress",
+                "provision",
+                "--target",
+                "thingsboard",
+                *files,
+                "--devices",
+                "6",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert provisioned.returncode == 0, provisioned.stderr
+        out = tmp_path / "run"
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "stress", "run", "--quiet", "--target", "thingsboard", *files),
+                *("--devices", "6", "--interval", "1", "--duration", "3", "--qos", "1"),
+                *("--cluster", "local:2", "--out", str(out)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        summary = summary_of(out)
+        assert summary["sent"] == summary["acked"] > 0 and summary["failed"] == 0
+        assert sum(len(tb.telemetry(f"dev{n:05d}")) for n in range(1, 7)) == summary["sent"]
+        assert sorted(w["devices"] for w in summary["cluster"]["workers"]) == [3, 3]
