@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stress.engine import new_loop
+from stress.engine import ACTIVE_POLL_S, new_loop
 from stress.meter import Event, Second
 from stress.processes import GONE, Ending, Fleet, Worker, serve_share, split
 from stress.scenario import Scenario
@@ -270,6 +270,8 @@ def portable(scenario: Scenario) -> tuple[Scenario, dict[str, bytes]]:
             files[key] = Path(path).read_bytes()
     if scenario.broker.ca_file is not None:
         files["ca_file"] = scenario.broker.ca_file.read_bytes()
+    if scenario.active is not None and scenario.active.is_file():
+        files["active"] = scenario.active.read_bytes()
     return replace(scenario, processes=1, cluster=None, out=None, cpus=()), files
 
 
@@ -283,9 +285,11 @@ def _placed(scenario: Scenario, files: dict[str, bytes], folder: Path) -> Scenar
         path.chmod(0o600)
         if key == "ca_file":
             broker = replace(broker, ca_file=path)
-        else:
+        elif key != "active":
             options[key] = str(path)
-    return replace(scenario, options=options, broker=broker)
+    # The --active list is kept up to date here by the parent (see ClusterFleet._mirror_active)
+    active = folder / "active" if scenario.active is not None else None
+    return replace(scenario, options=options, broker=broker, active=active)
 
 
 # ---------------------------------------------------------------------------- the worker's side
@@ -318,10 +322,10 @@ class _TaskChannel:
     a ``go`` sent just before the subscription took effect is not lost.
     """
 
-    def __init__(self, run: str, number: int, offset_s: float) -> None:
+    def __init__(self, run: str, number: int, offset_s: float, folder: Path) -> None:
         from distributed import get_client, get_worker  # noqa: PLC0415 - runs inside a Dask task
 
-        self.run, self.number, self.offset_s = run, number, offset_s
+        self.run, self.number, self.offset_s, self.folder = run, number, offset_s, folder
         self.topic = _down_topic(run, number)
         self.loop = asyncio.get_running_loop()
         self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -354,11 +358,24 @@ class _TaskChannel:
 
     async def receive(self) -> tuple[str, Any, list[Event]]:
         kind, value, events = _unblob(await self.inbox.get())
+        while kind == "file":  # a file the scenario reads changed on the parent's machine
+            self._replace(*value)
+            kind, value, events = _unblob(await self.inbox.get())
         if kind == "go":
             value = self._local(value)
         elif kind == "control" and value[0] == "rate":
             value = (*value[:2], self._local(value[2]))
         return kind, value, events
+
+    def _replace(self, name: str, content: bytes | None) -> None:
+        """This worker's copy of a shipped file, now as the parent has it (None: removed)."""
+        path = self.folder / name
+        if content is None:
+            path.unlink(missing_ok=True)
+            return
+        fresh = path.with_suffix(".new")
+        fresh.write_bytes(content)
+        fresh.replace(path)
 
     def _local(self, parent_wall: float) -> float:
         """A parent's wall-clock instant on this worker's event-loop clock."""
@@ -389,7 +406,7 @@ def run_share(share: Share) -> str:
     """The Dask task: run this share of the fleet, reporting over the run's topics."""
 
     async def serve(folder: Path) -> None:
-        channel = _TaskChannel(share.run, share.number, share.offset_s)
+        channel = _TaskChannel(share.run, share.number, share.offset_s, folder)
         loop = asyncio.get_running_loop()
         start = loop.time() - (time.time() - (share.wall_start + share.offset_s))
         scenario = _placed(share.scenario, share.files, folder)
@@ -497,10 +514,12 @@ class ClusterFleet(Fleet):
     async def run(self) -> None:
         """Until every worker has reported ``done`` or is lost."""
         watcher = asyncio.create_task(self._watch())
+        mirror = asyncio.create_task(self._mirror_active())
         try:
             await asyncio.gather(*(self._listen(worker) for worker in self.workers))
         finally:
             watcher.cancel()
+            mirror.cancel()
             self._flush(everything=True)
             client = self.cluster.client
             with contextlib.suppress(ValueError):
@@ -524,6 +543,26 @@ class ClusterFleet(Fleet):
                     self._lose(worker, member.address, future)
                 elif now - self.heard.get(worker.number, now) > SILENT_S:
                     self._lose(worker, member.address, future, f": silent for {SILENT_S:g} s")
+
+    async def _mirror_active(self) -> None:
+        """The ``--active`` list is read on this machine: each change goes to every worker."""
+        path = self.scenario.active
+        if path is None:
+            return
+        seen = _version(path)
+        while True:
+            await asyncio.sleep(ACTIVE_POLL_S)
+            version = _version(path)
+            if version == seen:
+                continue
+            seen = version
+            try:
+                content = path.read_bytes() if version is not None else None
+            except OSError:
+                continue  # unreadable for now: the workers keep what they have
+            for worker in self.workers:
+                if not worker.done and worker.number not in self.lost:
+                    self.post(worker.number, _blob("file", ("active", content), None))
 
     def _present(self) -> set[str]:
         return set(self.cluster.client.scheduler_info(n_workers=-1)["workers"])
@@ -609,6 +648,14 @@ class ClusterFleet(Fleet):
                 offered = self.offered.get(number, 0)
                 second.offered += offered
                 second.failed += offered
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _merged(parts: list[Second]) -> Second:

@@ -161,10 +161,6 @@ class Scenario:
                 "--processes and --cluster do not go together: a cluster runs one engine per Dask "
                 "worker (more workers: dask worker --nworkers N, or local:N)",
             ),
-            (
-                self.cluster is None or self.active is None,
-                "--active is not available with --cluster yet: it is read on this machine only",
-            ),
             (0 <= _finite(self.churn) <= 60, "--churn must be 0..60 (a share of the fleet per minute)"),
             (all(_finite(at) >= 0 for at in self.storms), "--storm-at needs seconds of 0 or more"),
             (0 <= self.slow_devices <= 1, "--slow-devices must be a share of 0..1 of the fleet"),

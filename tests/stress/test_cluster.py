@@ -28,7 +28,7 @@ from stress.control import runs_in_progress
 from stress.scenario import Broker, Scenario, timeline
 from tests.conftest import RunningLab
 from tests.stress.plain_broker import PlainBroker
-from tests.stress.test_control import Run
+from tests.stress.test_control import Arrivals, Run, arrivals  # noqa: F401 - a fixture
 from tests.stress.test_control import stress as control
 
 pytestmark = pytest.mark.integration
@@ -449,3 +449,36 @@ def test_thingsboard_devices_with_their_tokens_over_a_cluster(tmp_path: Path) ->
         assert summary["sent"] == summary["acked"] > 0 and summary["failed"] == 0
         assert sum(len(tb.telemetry(f"dev{n:05d}")) for n in range(1, 7)) == summary["sent"]
         assert sorted(w["devices"] for w in summary["cluster"]["workers"]) == [3, 3]
+
+
+def test_the_active_list_reaches_every_worker_as_it_changes(
+    broker: PlainBroker,
+    arrivals: Arrivals,  # noqa: F811 - the fixture imported from test_control
+    tmp_path: Path,
+) -> None:
+    active = tmp_path / "active.txt"
+    active.write_text("dev00001\n")
+    steered = Run(
+        broker.port,
+        tmp_path / "run",
+        *("--devices", "6", "--interval", "0.5", "--duration", "60", "--cluster", "local:2"),
+        *("--active", str(active)),
+    )
+    try:
+        steered.wait_listening(timeout=60)
+        deadline = time.monotonic() + 60
+        while "dev00001" not in arrivals.devices():
+            assert time.monotonic() < deadline, "dev00001 never published"
+            time.sleep(0.2)
+        time.sleep(1.5)
+        assert arrivals.devices() == {"dev00001"}  # (dev00002 runs on the other worker)
+        active.write_text("dev0000[1-4]\n")
+        deadline = time.monotonic() + 20
+        while arrivals.devices() != {"dev00001", "dev00002", "dev00003", "dev00004"}:
+            assert time.monotonic() < deadline, arrivals.devices()
+            time.sleep(0.2)
+        stopped = control("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        steered.finish(timeout=60)
+    finally:
+        steered.kill()
