@@ -40,9 +40,9 @@ from typing import Any
 
 from stress.engine import ACTIVE_POLL_S, new_loop
 from stress.meter import Event, Second
-from stress.processes import GONE, Ending, Fleet, Worker, serve_share, split
+from stress.processes import Fleet, Worker, serve_share, split
 from stress.scenario import Scenario
-from stress.summary import SATURATED_SHARE, merge_by_second, saturated
+from stress.summary import SATURATED_SHARE, saturated
 
 #: ``local:N`` or a scheduler's address.
 LOCAL = re.compile(r"local:(\d{1,3})")
@@ -442,6 +442,7 @@ class _ParentChannel:
         blob = await self.inbox.get()
         if blob is None:
             raise ConnectionError("worker lost")
+        self.fleet.heard[self.number] = asyncio.get_running_loop().time()
         return _unblob(blob)
 
     async def close(self) -> None:
@@ -450,6 +451,8 @@ class _ParentChannel:
 
 class ClusterFleet(Fleet):
     """:class:`~stress.processes.Fleet` over Dask workers instead of local processes."""
+
+    start_margin_s = START_MARGIN_S
 
     def __init__(self, cluster: Cluster, run: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -587,59 +590,22 @@ class ClusterFleet(Fleet):
         if self.scenario.on_worker_lost == "stop":
             self.stop(f"error: worker {where} lost")
 
-    async def _listen(self, worker: Worker) -> None:
-        channel = worker.channel
-        assert channel is not None  # noqa: S101 - launch() made it
-        try:
-            while not worker.done:
-                kind, value, events = await channel.receive()
-                self.heard[worker.number] = asyncio.get_running_loop().time()
-                self._events(worker, events)
-                if kind == "second":
-                    second = Second.from_wire(value)
-                    worker.last_t = second.t
-                    own = Second.from_wire(value)
-                    self.seconds.setdefault(worker.number, []).append(own)
-                    if self.on_worker_second is not None:
-                        self.on_worker_second(self.cluster.members[worker.number].address, own)
-                    if second.phase == "run" and second.offered:
-                        self.offered[worker.number] = second.offered
-                    self.pending.setdefault(second.t, []).append(second)
-                    self._flush()
-                elif kind == "ready":
-                    worker.ready = True
-                    self._maybe_go()
-                elif kind == "done":
-                    worker.ending = Ending(**value)
-                    self._finish(worker)
-                elif kind == "failed":
-                    where = self.cluster.members[worker.number].address
-                    self.failures.append(f"worker {where} failed: {value.strip().splitlines()[-1]}")
-                    self.stop(f"error: worker {where} failed")
-        except GONE:
-            self._finish(worker)
+    def _name(self, worker: Worker) -> str:
+        return f"worker {self.cluster.members[worker.number].address}"
 
-    def _maybe_go(self) -> None:
-        waiting = [worker for worker in self.workers if not worker.done]
-        if self.begin is None and waiting and all(worker.ready for worker in waiting):
-            loop = asyncio.get_running_loop()
-            self.begin = loop.time() + START_MARGIN_S
-            for worker in waiting:
-                if worker.channel is not None:
-                    worker.channel.send("go", self.begin)
+    def _own_second(self, worker: Worker, wire: dict[str, Any]) -> None:
+        own = Second.from_wire(wire)
+        self.seconds.setdefault(worker.number, []).append(own)
+        if self.on_worker_second is not None:
+            self.on_worker_second(self.cluster.members[worker.number].address, own)
+        if own.phase == "run" and own.offered:
+            self.offered[worker.number] = own.offered
 
-    def _flush(self, *, everything: bool = False) -> None:
-        while self.pending:
-            t = min(self.pending)
-            if not everything and any(not w.done and w.last_t < t for w in self.workers):
-                return
-            parts = self.pending.pop(t)
-            second = _merged(parts)
-            self._count_lost(second)
-            self.last_connected = second.connected
-            self.on_second(second)
+    async def _gone(self, worker: Worker) -> None:
+        """Its channel was closed because it was lost (see :meth:`_lose`): the others go on."""
+        self._finish(worker)
 
-    def _count_lost(self, second: Second) -> None:
+    def _completing(self, second: Second) -> None:
         """The devices of lost workers fail for every second after their loss."""
         for number, since in self.lost.items():
             if second.t >= since and second.phase == "run":
@@ -656,7 +622,3 @@ def _version(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size)
-
-
-def _merged(parts: list[Second]) -> Second:
-    return merge_by_second([[part] for part in parts])[0]

@@ -223,6 +223,9 @@ class Worker:
 class Fleet:
     """The parent side: starts the workers, relays stops, merges their seconds in order."""
 
+    #: Between the last ``ready`` and the common start, for ``go`` to reach every worker.
+    start_margin_s = START_MARGIN_S
+
     def __init__(
         self,
         scenario: Scenario,
@@ -329,6 +332,7 @@ class Fleet:
                 if kind == "second":
                     second = Second.from_wire(value)
                     worker.last_t = second.t
+                    self._own_second(worker, value)
                     self.pending.setdefault(second.t, []).append(second)
                     self._flush()
                 elif kind == "ready":
@@ -338,17 +342,27 @@ class Fleet:
                     worker.ending = Ending(**value)
                     self._finish(worker)
                 elif kind == "failed":
-                    self.failures.append(f"process {worker.number} failed: {value.strip().splitlines()[-1]}")
-                    self.stop(f"error: process {worker.number} failed")
+                    name = self._name(worker)
+                    self.failures.append(f"{name} failed: {value.strip().splitlines()[-1]}")
+                    self.stop(f"error: {name} failed")
         except GONE:
-            await asyncio.to_thread(worker.process.join, 5)
-            self.failures.append(
-                f"process {worker.number} exited early (exit code {worker.process.exitcode})"
-            )
-            self.stop(f"error: process {worker.number} exited early")
-            self._finish(worker)
+            await self._gone(worker)
         finally:
             await channel.close()
+
+    def _name(self, worker: Worker) -> str:
+        """How messages name a worker."""
+        return f"process {worker.number}"
+
+    def _own_second(self, worker: Worker, wire: dict[str, Any]) -> None:
+        """A worker's own second, before the merge (kept by fleets that show each worker)."""
+
+    async def _gone(self, worker: Worker) -> None:
+        """A worker's channel closed before its ``done``: the process died, so the run stops."""
+        await asyncio.to_thread(worker.process.join, 5)
+        self.failures.append(f"process {worker.number} exited early (exit code {worker.process.exitcode})")
+        self.stop(f"error: process {worker.number} exited early")
+        self._finish(worker)
 
     def _events(self, worker: Worker, events: list[Event]) -> None:
         for event in events:
@@ -361,7 +375,7 @@ class Fleet:
         """Once every running worker is ready: tell them all when publishing starts."""
         waiting = [worker for worker in self.workers if not worker.done]
         if self.begin is None and waiting and all(worker.ready for worker in waiting):
-            self.begin = asyncio.get_running_loop().time() + START_MARGIN_S
+            self.begin = asyncio.get_running_loop().time() + self.start_margin_s
             for worker in waiting:
                 if worker.channel is not None:
                     worker.channel.send("go", self.begin)
@@ -378,8 +392,12 @@ class Fleet:
             if not everything and any(not w.done and w.last_t < t for w in self.workers):
                 return
             second = merge_by_second([[part] for part in self.pending.pop(t)])[0]
+            self._completing(second)
             self.last_connected = second.connected
             self.on_second(second)
+
+    def _completing(self, second: Second) -> None:
+        """A merged second, before it is handed on (completed by fleets that lose workers)."""
 
     # ------------------------------------------------------------------ results
 
