@@ -287,6 +287,8 @@ class Load:
     connect_timeout: float
     #: The engine's ``--cpus`` (empty: anywhere).
     cpus: tuple[int, ...] = ()
+    #: More flags for the engine, such as ``--processes 2`` (``cluster.py`` compares its modes).
+    engine_flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -364,6 +366,7 @@ def contender_argv(name: str, port: int, load: Load, out_dir: Path) -> list[str]
             *("-m", "stress", "run", "--target", "mqtt", *common, *ENGINE_MESSAGES),
             *("--e2e-devices", "0", "--out", str(out_dir), "--quiet"),
             *(("--cpus", ",".join(map(str, load.cpus))) if load.cpus else ()),
+            *load.engine_flags,
         ]
     script = {"gmqtt": "gmqtt_tasks.py", "aiomqtt": "aiomqtt_tasks.py", "paho": "paho_threads.py"}[name]
     return [

@@ -28,6 +28,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import pickle
 import re
 import tempfile
@@ -60,6 +61,14 @@ WATCH_EVERY_S = 0.5
 #: A worker closes a second every second: one silent this long is lost (the scheduler, or the
 #: network to it, may be gone), so a run always ends.
 SILENT_S = 15.0
+
+
+#: Dask settings for workers that run engines: no task profiler, slower ticks and monitor.
+QUIET_DASK = {
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
+    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "5s",
+}
 
 
 class ClusterError(Exception):
@@ -168,6 +177,10 @@ def connect(where: str) -> Iterator[Cluster]:
     local = LOCAL.fullmatch(where)
     with contextlib.ExitStack() as stack:
         if local:
+            # Dask's periodic work (profiler, ticks, system monitor) costs a load generator about
+            # a tenth of its throughput; local workers start with it turned down (bench/cluster.py).
+            for name, value in QUIET_DASK.items():
+                os.environ.setdefault(name, value)
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=int(local[1]),
