@@ -606,8 +606,7 @@ class ClusterFleet(Fleet):
     def _name(self, worker: Worker) -> str:
         return f"worker {self.cluster.members[worker.number].address}"
 
-    def _own_second(self, worker: Worker, wire: dict[str, Any]) -> None:
-        own = Second.from_wire(wire)
+    def _own_second(self, worker: Worker, own: Second) -> None:
         self.seconds.setdefault(worker.number, []).append(own)
         if self.on_worker_second is not None:
             self.on_worker_second(self.cluster.members[worker.number].address, own)

@@ -332,7 +332,7 @@ class Fleet:
                 if kind == "second":
                     second = Second.from_wire(value)
                     worker.last_t = second.t
-                    self._own_second(worker, value)
+                    self._own_second(worker, second)
                     self.pending.setdefault(second.t, []).append(second)
                     self._flush()
                 elif kind == "ready":
@@ -354,8 +354,9 @@ class Fleet:
         """How messages name a worker."""
         return f"process {worker.number}"
 
-    def _own_second(self, worker: Worker, wire: dict[str, Any]) -> None:
-        """A worker's own second, before the merge (kept by fleets that show each worker)."""
+    def _own_second(self, worker: Worker, second: Second) -> None:
+        """A worker's own second, before the merge, which only reads it (kept by fleets that
+        show each worker)."""
 
     async def _gone(self, worker: Worker) -> None:
         """A worker's channel closed before its ``done``: the process died, so the run stops."""
