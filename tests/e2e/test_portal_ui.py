@@ -88,6 +88,31 @@ def test_a_silent_device_gets_an_offline_badge(
     expect(card.locator(".badge.offline")).to_be_hidden()
 
 
+def test_a_reloaded_listing_keeps_the_newer_live_values(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    """A new device anywhere reloads the listing, which the database answers: it may not hold yet
+    the value that just arrived live. The page keeps the newer value (and the device online)."""
+    device, _ = lab.device
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    publish_value(lab, unique_room, "temperature", {"value": 19, "ts": ten_minutes_ago})
+    page = signed_in_page(overview_of(unique_room))
+    card = page.locator(f'article.device[data-device="{unique_room}/{device}"]')
+    value = card.locator(f'[data-key="{unique_room}/{device}/temperature"] .value')
+    expect(value).to_have_text("19", timeout=LIVE_MS)
+    expect(card).to_have_attribute("data-offline", "true")
+    stale = page.request.get(f"{lab.portal_url}/api/devices?q={quote(unique_room)}&limit=48").json()
+    stale["total"] = 7  # shows on the page once the stale listing is drawn
+    page.route("**/api/devices?*", lambda route: route.fulfill(json=stale))
+
+    publish_value(lab, unique_room, "temperature", "20")
+    expect(value).to_have_text("20", timeout=LIVE_MS)
+    publish_value(lab, f"room-{uuid.uuid4().hex[:8]}", "temperature", "1")  # a new device: a reload
+    expect(page.locator("#page-count")).to_have_text("1\u20131 of 7 devices", timeout=LIVE_MS)
+    expect(value).to_have_text("20")
+    expect(card).to_have_attribute("data-offline", "false")
+
+
 def test_device_page_shows_history_and_appends_live_values(
     signed_in_page: OpenPage, lab: RunningLab, unique_room: str
 ) -> None:

@@ -28,7 +28,7 @@ const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
 
 let rooms = new Map(); // room -> {section, devicesEl}
 let devices = new Map(); // "room/device" -> {card, tilesEl, badge, seenEl, lastTs, offline}
-let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, ts}
+let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, item}
 
 const state = {
   query: new URLSearchParams(window.location.search).get("q") || "",
@@ -80,7 +80,7 @@ function tileFor(item) {
     const tile = el("div", { className: "tile", data: { key: key } },
       el("span", { className: "attr", text: item.attr }), valueEl, tsEl);
     insertSorted(deviceFor(item.room, item.device).tilesEl, tile, item.attr);
-    entry = { tile: tile, valueEl: valueEl, tsEl: tsEl, ts: -Infinity };
+    entry = { tile: tile, valueEl: valueEl, tsEl: tsEl, item: null };
     tiles.set(key, entry);
   }
   return entry;
@@ -115,10 +115,10 @@ function apply(item) {
     return; // not a device of this page (a value racing a page change)
   }
   const entry = tileFor(item);
-  if (item.ts < entry.ts) {
+  if (entry.item !== null && item.ts < entry.item.ts) {
     return; // older than what is shown (a snapshot racing an update)
   }
-  entry.ts = item.ts;
+  entry.item = item;
   showValue(entry.valueEl, item.value);
   setTime(entry.tsEl, item.ts);
   seen(devices.get(item.room + "/" + item.device), item.ts);
@@ -129,6 +129,7 @@ function applyAll(items) {
 }
 
 function showPage(page) {
+  const shown = tiles; // live values may be newer than the listing, which the database answered
   roomsEl.replaceChildren();
   rooms = new Map();
   devices = new Map();
@@ -139,6 +140,9 @@ function showPage(page) {
       apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
         ts: attribute.ts });
     }
+  }
+  for (const entry of shown.values()) {
+    apply(entry.item); // kept where its device is still listed and its value is the newer one
   }
   state.next = page.next;
   state.shown = page.devices.length;
