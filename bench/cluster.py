@@ -27,8 +27,8 @@ Scenarios (``--scenario``, default all):
 * ``merge``: what the parent spends per worker per second, without a broker: N workers' seconds
   (synthetic, shaped like a QoS 1 run's: a few hundred histogram buckets each), pickled as they
   travel, then decoded (``Second.from_wire``) and merged (``merge_by_second``) in this process,
-  timed for N = 2, 8, 32 and 128; the cluster's parent decodes each second twice (one for the
-  merge, one kept for the per-worker breakdown), so its cost is 2 decodes + the merge.
+  timed for N = 2, 8, 32 and 128; the cluster's parent decodes each second once (the merge and
+  the per-worker breakdown read the same decoded second), so its cost is a decode and the merge.
 
 **Counting.** As in ``fleet.py`` (its ``BrokerCounters`` and ``Bench``): the broker's
 ``$SYS/broker/publish/messages/received`` over the steady window, from 2 s after the broker
@@ -557,8 +557,8 @@ class MergeCost:
 
     @property
     def cluster_us(self) -> float:
-        """What the cluster's parent does with each worker's second: two decodes and the merge."""
-        return 2 * self.decode_us + self.merge_us
+        """What the cluster's parent does with each worker's second: one decode and the merge."""
+        return self.decode_us + self.merge_us
 
 
 def time_merge(workers: int, seconds: int, pool: list[dict[str, Any]]) -> MergeCost:
@@ -600,7 +600,7 @@ def print_merge(costs: list[MergeCost]) -> None:
     """µs per worker per second, and the share of the parent's core it would take."""
     print("\nWhat the parent spends per worker per second (median second; synthetic QoS 1 seconds)\n")
     print(
-        "| workers | a second on the wire | decode | merge | cluster's parent (2 decodes + merge)"
+        "| workers | a second on the wire | decode | merge | cluster's parent (decode + merge)"
         " | one core's share at 1 s per second |"
     )
     print("|---|---|---|---|---|---|")
