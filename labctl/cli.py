@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from labctl import envfile, install, ui
+from labctl import devices, envfile, install, ui
 from labctl.config import ROOT, ConfigError, LabConfig
 from labctl.lab import Lab
 from labctl.services import SERVICE_NAMES, ServiceError
@@ -24,6 +24,7 @@ examples:
   ./lab logs web -f        follow the portal's log
   ./lab restart mosquitto  restart one service
   ./lab users add alice    add a portal user (asks for the password)
+  ./lab devices remove --prefix sim-   remove the stress tool's devices with their data
   ./lab down               stop everything
   ./lab test               run the whole test suite on services of its own
   ./lab lock               newest allowed Python packages into uv.lock and locks/, then ./lab test
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "add NAME | list | remove NAME | passwd NAME | token create NAME | token list | token revoke ID.",
     )
     users.add_argument("user_args", nargs=argparse.REMAINDER, help="arguments for the user tool")
+    devices.add_parser(commands)
     test = commands.add_parser(
         "test",
         help="install everything and run lint, types and the whole test suite",
@@ -293,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
     config = LabConfig.load(env_file, args.data_dir)
     if args.command == "users":
         return _users(config, args.user_args)
+    if args.command == "devices":
+        return devices.run(config, args)
     return _WITH_LAB[args.command](Lab(config), args)
 
 

@@ -86,6 +86,7 @@ class Alarm:
     acked_by: str | None
     cleared_at: datetime | None
     cleared_by: str | None
+    raised_at: datetime
 
     def as_json(self) -> dict[str, Any]:
         """The API and Socket.IO shape; times in milliseconds since 1970 (UTC) or null."""
@@ -98,6 +99,7 @@ class Alarm:
             "state": self.state,
             "value": self.value,
             "ts": _ms(self.ts),
+            "raised_at": _ms(self.raised_at),
             "received_at": _ms(self.received_at),
             "acked_at": _ms(self.acked_at),
             "acked_by": self.acked_by,

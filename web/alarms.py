@@ -18,7 +18,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +60,7 @@ _COLUMNS = (
     alarms.c.acked_by,
     alarms.c.cleared_at,
     alarms.c.cleared_by,
+    alarms.c.raised_at,
 )
 
 
@@ -85,6 +87,69 @@ def _event(
             ts=ts if ts is not None else alarm.ts,
         )
     )
+
+
+#: A bulk change of up to this many alarms is pushed alarm by alarm; more is one ``alarms`` notice.
+PUSH_EACH_MAX = 100
+#: Sent to every signed-in client after a bulk change of many alarms: ``{"count": n}``.
+ALARMS_CHANGED_EVENT = "alarms"
+#: Bulk acknowledgements and clears change at most this many alarms per transaction.
+BULK_CHUNK = 500
+SEVERITIES = ("critical", "major", "minor", "warning")
+STATES = ("active", "cleared")
+
+
+@dataclass(frozen=True)
+class AlarmFilter:
+    """Which alarms: each field narrows (None: any). ``severities`` and ``types`` are sets of names."""
+
+    state: str | None = None
+    severities: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+    room: str | None = None
+    device: str | None = None
+    acked: bool | None = None
+
+    def where(self) -> list[Any]:
+        """The SQL conditions."""
+        conditions: list[Any] = []
+        if self.state is not None:
+            conditions.append(alarms.c.state == self.state)
+        if self.severities is not None:
+            conditions.append(alarms.c.severity.in_(sorted(self.severities)))
+        if self.types is not None:
+            conditions.append(alarms.c.type.in_(sorted(self.types)))
+        if self.room is not None:
+            conditions.append(alarms.c.room == self.room)
+        if self.device is not None:
+            conditions.append(alarms.c.device == self.device)
+        if self.acked is not None:
+            conditions.append(alarms.c.acked_at.is_not(None) if self.acked else alarms.c.acked_at.is_(None))
+        return conditions
+
+    @property
+    def narrows(self) -> bool:
+        """True when at least one field is given."""
+        return any(value is not None for value in astuple(self))
+
+
+def _events(connection: Connection, changed: Sequence[Alarm], kind: str, actor: str) -> None:
+    """One history row per changed alarm, in one statement."""
+    if changed:
+        connection.execute(
+            insert(alarm_events),
+            [
+                {
+                    "alarm_id": alarm.id,
+                    "kind": kind,
+                    "actor": actor,
+                    "severity": alarm.severity,
+                    "value": alarm.value,
+                    "ts": alarm.ts,
+                }
+                for alarm in changed
+            ],
+        )
 
 
 class AlarmStore:
@@ -121,6 +186,7 @@ class AlarmStore:
                     type=message.type,
                     state=message.state,
                     cleared_at=func.now() if cleared else None,
+                    raised_at=message.ts,
                     **fields,
                 )
                 kind = "cleared" if cleared else "raised"
@@ -141,22 +207,82 @@ class AlarmStore:
         return None if row is None else _alarm(row)
 
     def find(
-        self,
-        state: str = "all",
-        room: str | None = None,
-        device: str | None = None,
-        limit: int = 1000,
-    ) -> list[Alarm]:
-        """Alarms, newest first; `state` is ``active``, ``cleared`` or ``all``."""
-        query = select(*_COLUMNS).order_by(alarms.c.received_at.desc(), alarms.c.id.desc()).limit(limit)
-        if state != "all":
-            query = query.where(alarms.c.state == state)
-        if room is not None:
-            query = query.where(alarms.c.room == room)
-        if device is not None:
-            query = query.where(alarms.c.device == device)
+        self, which: AlarmFilter | None = None, *, before: int | None = None, limit: int = 1000
+    ) -> tuple[list[Alarm], bool, int]:
+        """Alarms, newest first (by id), at most ``limit`` of them, older than alarm ``before``.
+
+        Returns:
+            The alarms, whether more follow, and how many match the filter in all.
+        """
+        conditions = (which or AlarmFilter()).where()
+        query = select(*_COLUMNS).where(*conditions).order_by(alarms.c.id.desc()).limit(limit + 1)
+        if before is not None:
+            query = query.where(alarms.c.id < before)
+        total = select(func.count()).select_from(alarms).where(*conditions)
         with self.engine.connect() as connection:
-            return [_alarm(row) for row in connection.execute(query)]
+            found = [_alarm(row) for row in connection.execute(query)]
+            count = connection.execute(total).scalar_one()
+        return found[:limit], len(found) > limit, count
+
+    def counts(self) -> dict[str, int]:
+        """How many alarms are active, and how many of those nobody has acknowledged."""
+        query = select(
+            func.count().filter(alarms.c.state == "active"),
+            func.count().filter(alarms.c.state == "active", alarms.c.acked_at.is_(None)),
+        ).select_from(alarms)
+        with self.engine.connect() as connection:
+            active, unacked = connection.execute(query).one()
+        return {"active": active, "unacked": unacked}
+
+    def acknowledge_many(self, which: AlarmFilter | Sequence[int], user: str) -> list[Alarm]:
+        """Acknowledge every alarm not yet acknowledged of `which` (a filter, or ids); the changed ones."""
+        changed: list[Alarm] = []
+        for chunk in self._chunks(which, alarms.c.acked_at.is_(None)):
+            with self.engine.begin() as connection:
+                rows = connection.execute(
+                    update(alarms)
+                    .where(alarms.c.id.in_(chunk), alarms.c.acked_at.is_(None))
+                    .values(acked_at=func.now(), acked_by=user)
+                    .returning(*_COLUMNS)
+                ).all()
+                found = [_alarm(row) for row in rows]
+                _events(connection, found, "acked", user)
+            changed.extend(found)
+        return changed
+
+    def clear_many(self, which: AlarmFilter | Sequence[int], user: str) -> list[Alarm]:
+        """Clear every active alarm of `which` (a filter, or ids); the changed ones."""
+        changed: list[Alarm] = []
+        for chunk in self._chunks(which, alarms.c.state == "active"):
+            with self.engine.begin() as connection:
+                keys = connection.execute(
+                    select(alarms.c.room, alarms.c.device, alarms.c.type)
+                    .where(alarms.c.id.in_(chunk))
+                    .distinct()
+                ).all()
+                for key in sorted(keys, key=lambda key: json.dumps(list(key))):  # one order: no deadlock
+                    _lock_key(connection, *key)
+                rows = connection.execute(
+                    update(alarms)
+                    .where(alarms.c.id.in_(chunk), alarms.c.state == "active")
+                    .values(state="cleared", cleared_at=func.now(), cleared_by=user)
+                    .returning(*_COLUMNS)
+                ).all()
+                found = [_alarm(row) for row in rows]
+                _events(connection, found, "cleared", user)
+            changed.extend(found)
+        return changed
+
+    def _chunks(self, which: AlarmFilter | Sequence[int], pending: Any) -> Iterator[list[int]]:
+        """The ids of `which` still `pending`, :data:`BULK_CHUNK` at a time (one transaction each)."""
+        if isinstance(which, AlarmFilter):
+            query = select(alarms.c.id).where(*which.where(), pending).order_by(alarms.c.id)
+            with self.engine.connect() as connection:
+                ids = list(connection.execute(query).scalars())
+        else:
+            ids = sorted(set(which))
+        for start in range(0, len(ids), BULK_CHUNK):
+            yield ids[start : start + BULK_CHUNK]
 
     def acknowledge(self, alarm_id: int, user: str) -> tuple[Alarm, bool] | None:
         """Mark an alarm seen by `user` (the first acknowledgement stays); None if there is no such alarm.
@@ -312,6 +438,25 @@ class Alarms:
             log.info("alarm %s %s by %s", alarm_id, done, user)
             self.push(alarm)
         return alarm
+
+    def acknowledge_many(self, which: AlarmFilter | Sequence[int], user: str) -> int:
+        """Acknowledge by `user` every alarm of `which` not yet acknowledged; how many changed."""
+        return self._push_many(self.store.acknowledge_many(which, user), "acknowledged", user)
+
+    def clear_many(self, which: AlarmFilter | Sequence[int], user: str) -> int:
+        """Clear by `user` every active alarm of `which`; how many changed."""
+        return self._push_many(self.store.clear_many(which, user), "cleared", user)
+
+    def _push_many(self, changed: list[Alarm], done: str, user: str) -> int:
+        """Push each change, or for many of them one ``alarms`` notice (pages then fetch again)."""
+        if changed:
+            log.info("%s alarms %s by %s", len(changed), done, user)
+        if len(changed) <= PUSH_EACH_MAX:
+            for alarm in changed:
+                self.push(alarm)
+        else:
+            self.socketio.emit(ALARMS_CHANGED_EVENT, {"count": len(changed)}, to=self.room)
+        return len(changed)
 
     def push(self, alarm: Alarm) -> None:
         """Send one alarm to every signed-in client."""

@@ -31,13 +31,15 @@ from web import api, auth, health, pages, vendor
 from web.alarms import Alarms, AlarmStore
 from web.cache import LatestCache
 from web.ingest import Ingest
-from web.live import SITE_ROOM, JsonPacket, Live, cache_snapshot, store_snapshot
+from web.live import SITE_ROOM, STATUS_EVENT, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
 from web.quota import DeviceQuota
+from web.removal import Removal
 from web.sessions import SessionKeeper
 from web.settings import Settings
 from web.socket_writes import WholeWrites
+from web.status import StatusWatch
 from web.storage import Store, make_engine
 from web.writer import BatchWriter, ReadingBuffer
 
@@ -70,6 +72,8 @@ class Portal:
     socketio: SocketIO
     live: Live
     metrics: Metrics
+    removal: Removal
+    status: StatusWatch
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
     _stopping: bool = field(default=False, init=False)
@@ -80,6 +84,7 @@ class Portal:
         """Start the writer's threads, the live flusher, the session keeper, then the MQTT client."""
         self.writer.start()
         self.live.start()
+        self.status.start()
         if self.keeper is not None:
             self.keeper.start()
         self.ingest.start()
@@ -101,6 +106,7 @@ class Portal:
             self.ingest.pause()
             self.writer.stop()
             self.ingest.stop()
+            self.status.stop()
             if self.keeper is not None:
                 self.keeper.stop()
             self.live.close_all()
@@ -153,6 +159,25 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.track_devices(lambda: quota.devices)
     # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
     ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None), quota=quota)
+    writer = BatchWriter(
+        store,
+        buffer,
+        live.publish,
+        acknowledge=ingest.acknowledge,
+        cache=cache,
+        on_load=quota.load,
+        metrics=metrics,
+        batch_max=settings.ingest_batch_max,
+        linger_s=settings.ingest_linger_ms / 1000,
+    )
+    status = StatusWatch(
+        ingest,
+        writer,
+        store,
+        waiting=lambda: len(buffer) + writer.waiting,
+        emit=lambda seen: socketio.emit(STATUS_EVENT, seen.as_json(), to=SITE_ROOM),
+    )
+    live.status_of = status.as_json
     portal = Portal(
         settings=settings,
         engine=engine,
@@ -160,20 +185,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         buffer=buffer,
         cache=cache,
         ingest=ingest,
-        writer=BatchWriter(
-            store,
-            buffer,
-            live.publish,
-            acknowledge=ingest.acknowledge,
-            cache=cache,
-            on_load=quota.load,
-            metrics=metrics,
-            batch_max=settings.ingest_batch_max,
-            linger_s=settings.ingest_linger_ms / 1000,
-        ),
+        writer=writer,
         socketio=socketio,
         live=live,
         metrics=metrics,
+        removal=Removal(engine, store=store, cache=cache, quota=quota, live=live, ingest=ingest),
+        status=status,
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
     )
     app.extensions["portal"] = portal

@@ -15,7 +15,7 @@ batches never puts an older value back. Every method is thread-safe.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -128,6 +128,14 @@ class LatestCache:
                 if current is None or value.ts >= current.ts:
                     fresh.append(value)
             return fresh
+
+    def forget(self, matches: Callable[[str, str], bool]) -> None:
+        """Drop the values and last-seen times of every (room, device) that ``matches`` (removed)."""
+        with self._lock:
+            for key in [key for key in self._values if matches(*key)]:
+                del self._values[key]
+            for key in [key for key in self._seen if matches(*key)]:
+                del self._seen[key]
 
     def devices(self) -> list[DeviceSeen]:
         """Every device seen, with its last-seen time, ordered by room and device."""

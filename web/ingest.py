@@ -182,12 +182,17 @@ class Ingest:
             ",".join(topic for topic, _qos in self.subscriptions),
         )
 
-    def send(self, topic: str, payload: bytes) -> bool:
-        """Publish a command (QoS 1, not retained); False when the broker connection is down."""
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up (messages can be sent)."""
+        return self._client is not None and self.state in (BrokerState.CONNECTED, BrokerState.SUBSCRIBED)
+
+    def send(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish at QoS 1 (not retained unless asked); False when the broker connection is down."""
         client = self._client
-        if client is None or self.state not in (BrokerState.CONNECTED, BrokerState.SUBSCRIBED):
+        if client is None or not self.connected:
             return False
-        return client.publish(topic, payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
+        return client.publish(topic, payload, qos=1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
 
     def pause(self) -> None:
         """Stop taking new messages but keep the connection, so committed readings can be acked.

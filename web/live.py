@@ -30,10 +30,19 @@ Server to client:
     ``{"event": "subscribe" | "unsubscribe" | "connect", "error": "<one line>"}`` for a bad request.
 ``alarm``
     Alarm objects, emitted to the Socket.IO room ``site`` by the alarms module.
+``alarms``
+    ``{"count": n}`` to the room ``site`` after a bulk acknowledgement or clear of more alarms
+    than :data:`web.alarms.PUSH_EACH_MAX` (instead of one ``alarm`` each): fetch them again.
 ``devices``
     ``{}`` to every client when new devices appeared: :data:`DEVICES_DELAY_S` after the first of
     them, then at most once per :data:`DEVICES_NOTICE_S` (a page listing devices fetches its page
     again).
+``status``
+    The portal's own health (:mod:`web.status`): sent on connect, then to everybody at each change.
+``removed``
+    ``{"room": R, "device": D}``, ``{"room": R}``, ``{"room": R, "prefix": P}`` or ``{"prefix": P}``
+    to every client at once when devices were removed (:mod:`web.removal`): the devices of that
+    room, whose name is that or starts with that prefix.
 
 Only signed-in sessions (the Flask session cookie travels with the handshake) or clients with a
 valid bearer token (``auth={"token": ...}``, when a token check is given) may connect; others
@@ -83,6 +92,8 @@ SNAPSHOT_MAX = 5000
 #: While a client is behind, the next page of its snapshot waits this long before it looks again.
 SNAPSHOT_PAUSE_S = 0.05
 DEVICES_EVENT = "devices"
+REMOVED_EVENT = "removed"
+STATUS_EVENT = "status"
 #: "devices" notices go out at most this often: a flood of new names is one notice a second.
 DEVICES_NOTICE_S = 1.0
 #: The first new device is announced this long after it was admitted (its first batch is stored
@@ -195,6 +206,8 @@ class Live:
         self._flushing_since: float | None = None  # set while a flush is being sent
         self._new_devices_since: float | None = None  # the first new device not yet announced
         self._last_notice = float("-inf")
+        #: The portal's status for a client that connects (see :mod:`web.status`), once it is known.
+        self.status_of: Callable[[], dict[str, Any]] | None = None
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
         socketio.on_event("subscribe", self._on_subscribe)
@@ -213,6 +226,10 @@ class Live:
         if self._new_devices_since is None:
             self._new_devices_since = self._clock()
             self._wake.set()
+
+    def devices_removed(self, selection: dict[str, str]) -> None:
+        """Tell every client at once that the devices of ``selection`` were removed."""
+        self.socketio.emit(REMOVED_EVENT, selection, to=SITE_ROOM)
 
     def announce_devices(self) -> bool:
         """Send the ``devices`` notice if one is due; True when it was sent."""
@@ -426,6 +443,8 @@ class Live:
             self._credentials[sid] = credential
         self.socketio.server.enter_room(sid, SITE_ROOM, namespace=NAMESPACE)
         self._metrics.live_clients.inc()
+        if self.status_of is not None:
+            self.socketio.emit(STATUS_EVENT, self.status_of(), to=sid)
         scopes = [Scope("site")]
         if isinstance(auth, dict) and "scopes" in auth:
             try:

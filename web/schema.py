@@ -80,6 +80,7 @@ alarms = Table(
     Column("acked_by", Text),
     Column("cleared_at", DateTime(timezone=True)),
     Column("cleared_by", Text),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
 )
 
 alarm_events = Table(

@@ -121,6 +121,7 @@ class Store:
         self._room_ids: dict[str, int] = {}
         self._device_ids: dict[tuple[int, str], int] = {}
         self._attribute_ids: dict[tuple[int, str], int] = {}
+        self._stale_ids = False
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raises if the database cannot be reached."""
@@ -132,6 +133,10 @@ class Store:
         self._room_ids.clear()
         self._device_ids.clear()
         self._attribute_ids.clear()
+
+    def forget_ids_later(self) -> None:
+        """Drop the registry id cache before the next batch (any thread: devices were removed)."""
+        self._stale_ids = True
 
     def latest_values(
         self,
@@ -206,6 +211,9 @@ class Store:
         """
         if not readings:
             return Committed([], [])
+        if self._stale_ids:
+            self._stale_ids = False
+            self.forget_ids()
         topics = _summarize(readings)
         new_rooms: dict[str, int] = {}
         new_devices: dict[tuple[int, str], int] = {}

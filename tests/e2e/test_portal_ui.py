@@ -9,7 +9,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import publish
@@ -111,6 +111,46 @@ def test_a_reloaded_listing_keeps_the_newer_live_values(
     expect(page.locator("#page-count")).to_have_text("1\u20131 of 7 devices", timeout=LIVE_MS)
     expect(value).to_have_text("20")
     expect(card).to_have_attribute("data-offline", "false")
+
+
+def test_a_device_is_removed_from_its_page_after_confirmation(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    publish_value(lab, unique_room, "temperature", "20")
+    overview = signed_in_page(overview_of(unique_room))
+    card = overview.locator(f'article.device[data-device="{unique_room}/{device}"]')
+    expect(card).to_have_count(1, timeout=LIVE_MS)
+
+    page = signed_in_page(device_path(unique_room, device))
+    expect(page.locator('section.attr-panel[data-attr="temperature"]')).to_have_count(1, timeout=LIVE_MS)
+    questions: list[str] = []
+
+    def answer(accept: bool) -> Callable[[Dialog], None]:
+        def on_dialog(dialog: Dialog) -> None:
+            questions.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        return on_dialog
+
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name="Remove device").click()
+    expect(page.get_by_role("button", name="Remove device")).to_be_enabled()
+    assert questions == [
+        f"Remove {device} of {unique_room} with all its values, history and alarms? "
+        "If it publishes again it comes back as a new device."
+    ]
+    expect(card).to_have_count(1)
+
+    page.once("dialog", answer(True))
+    page.get_by_role("button", name="Remove device").click()
+    expect(page).to_have_url(f"{lab.portal_url}{overview_of(unique_room)}", timeout=LIVE_MS)
+    expect(page.locator("article.device")).to_have_count(0)
+    expect(card).to_have_count(0, timeout=LIVE_MS)  # the other page heard of it live
+    expect(overview.locator("#page-count")).to_have_text("no device matches")
 
 
 def test_device_page_shows_history_and_appends_live_values(

@@ -359,6 +359,13 @@ def _account_works(workspace: Workspace, ran: Ran) -> None:
     ran.expect(done.returncode == 0, f"lamp2 cannot connect: {done.stderr}")
 
 
+def _fleet_removed(workspace: Workspace, ran: Ran) -> None:
+    ran.expect(re.search(r"removed [1-9][\d,]* device\(s\)", ran.output) is not None, "no devices removed")
+    with workspace.lab.db() as db:
+        row = db.execute("SELECT count(*) FROM devices WHERE name LIKE 'dev0%'").fetchone()
+    ran.expect(row is not None and row[0] == 0, f"{row} dev0... devices are still stored")
+
+
 def _thingsboard_driven(workspace: Workspace, ran: Ran) -> None:
     names = {device.name for device in workspace.tb.devices()}
     ran.expect(
@@ -383,6 +390,7 @@ PROMISES: dict[str, Callable[[Workspace, Ran], None]] = {
     ".venv/bin/stress viewers": _viewers_measured,
     "dynsec createClient lamp2": _account_works,
     ".venv/bin/stress check --target thingsboard": _thingsboard_driven,
+    "./lab devices remove --prefix dev0 --yes": _fleet_removed,
 }
 
 

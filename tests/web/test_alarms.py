@@ -167,6 +167,7 @@ def stored(state: str = "active", ts: datetime = T0, cleared_by: str | None = No
         acked_by=None,
         cleared_at=None if state == "active" else T0,
         cleared_by=cleared_by,
+        raised_at=T0,
     )
 
 
@@ -211,6 +212,7 @@ def test_alarm_json_shape() -> None:
         "state",
         "value",
         "ts",
+        "raised_at",
         "received_at",
         "acked_at",
         "acked_by",

@@ -182,7 +182,7 @@ def test_unknown_api_routes_and_methods_answer_json(signed_in: FlaskClient) -> N
     missing = signed_in.get("/api/nothing-here")
     assert missing.status_code == 404
     assert missing.get_json() == {"error": "Not Found"}
-    wrong_method = signed_in.delete("/api/devices")
+    wrong_method = signed_in.put("/api/devices")
     assert wrong_method.status_code == 405
     assert "error" in wrong_method.get_json()
     assert "GET" in wrong_method.headers["Allow"]

@@ -39,7 +39,14 @@ def lv(room: str, device: str, attr: str, value: float | str) -> LatestValue:
 
 
 def events(socket: Any, name: str | None = None) -> list[tuple[str, Any]]:
-    return [(e["name"], e["args"][0]) for e in socket.get_received() if name is None or e["name"] == name]
+    """The events received since the last call, or those called `name`; every event but the
+    portal's ``status``, which each client gets on connect (tested on its own), when no name is given."""
+    received = socket.get_received()
+    return [
+        (e["name"], e["args"][0])
+        for e in received
+        if e["name"] == name or (name is None and e["name"] != "status")
+    ]
 
 
 def wait_values(socket: Any, count: int, timeout: float = 3.0) -> list[dict[str, Any]]:
@@ -111,6 +118,14 @@ def test_signed_in_client_gets_a_site_snapshot_even_with_the_database_down(conne
     socket = connect()
     assert socket.is_connected()
     assert events(socket) == [("snapshot", [])]
+
+
+def test_a_client_hears_the_portals_status_as_it_connects(connect: Connect, portal: Portal) -> None:
+    socket = connect(auth={"scopes": []})
+    received = socket.get_received()
+    assert [event["name"] for event in received] == ["status"]
+    assert received[0]["args"][0] == portal.status.as_json()
+    assert set(received[0]["args"][0]) == {"broker", "database", "ingest", "waiting", "problem"}
 
 
 def test_a_client_that_brings_its_scopes_gets_their_snapshots(

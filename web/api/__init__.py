@@ -3,7 +3,7 @@
 Every route but the OpenAPI document needs a session or a bearer token (:mod:`web.auth`).
 Errors are JSON ``{"error": "<one line>"}``: 400 for a bad parameter (naming it), 401 without
 credentials, 403 without the CSRF header on a session's state-changing call, 404 for an unknown
-route or object, 503 while the database is unreachable.
+route or object, 503 while the database or the broker is unreachable.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from web.api import alarms, commands, devices, history, latest, metrics
 from web.api import openapi as openapi_document
-from web.api.params import ParamError
+from web.api.params import ParamError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ def error(status: int, message: str) -> Response:
 @metrics.bp.errorhandler(ParamError)
 def _bad_parameter(exc: ParamError) -> Response:
     return error(400, str(exc))
+
+
+@bp.errorhandler(Unavailable)
+def _unavailable(exc: Unavailable) -> Response:
+    return error(503, str(exc))
 
 
 @bp.errorhandler(SQLAlchemyError)

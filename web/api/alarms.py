@@ -1,15 +1,28 @@
-"""``/api/alarms``: list alarms, one with its history; acknowledge and clear them (``POST``, CSRF
-header for sessions)."""
+"""``/api/alarms``: list alarms (filtered, a page at a time), one with its history, the counts for the
+header; acknowledge and clear them one at a time or in bulk (``POST``, CSRF header for sessions).
+
+Filters, in the query string of ``GET /api/alarms`` and in the JSON body of the bulk calls:
+``state`` (``active``, ``cleared`` or ``all``), ``severity`` and ``type`` (one name, or several: a
+comma-separated string, or a JSON list in a body), ``room``, ``device`` and ``acked`` (``true`` or
+``false``). A list is newest first; ``before=<id>`` pages (pass the answer's ``next``).
+
+The bulk calls (``POST /api/alarms/ack``, ``POST /api/alarms/clear``) take ``{"ids": [...]}`` or
+filters (one at least; ``{"state": "all"}`` means every alarm), never both.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from web.alarms import SEVERITIES, AlarmFilter
 from web.api import params
+from web.api.params import ParamError
 from web.auth import api_login_required
+from web.names import name_problem
 
 if TYPE_CHECKING:
     from web.alarm_messages import Alarm
@@ -21,6 +34,11 @@ STATES = ("active", "cleared", "all")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_ID = 2**63 - 1
+#: Most ids one bulk call names (filters reach any number).
+MAX_IDS = 10_000
+#: Most severities or types one filter names.
+MAX_NAMES = 50
+FILTER_KEYS = ("state", "severity", "type", "room", "device", "acked")
 
 
 def _alarms() -> Alarms:
@@ -34,16 +52,79 @@ def _answer(alarm: Alarm | None) -> ResponseReturnValue:
     return jsonify(alarm.as_json())
 
 
+def _names(key: str, raw: object, allowed: tuple[str, ...] | None = None) -> frozenset[str] | None:
+    """A set of names from ``"a,b"`` or ``["a", "b"]``; None when absent."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        items: list[object] = list(raw.split(","))
+    elif isinstance(raw, list):
+        items = list(raw)
+    else:
+        raise ParamError(f"{key} must be a name, or names separated by commas (a list in a body)")
+    if not items or len(items) > MAX_NAMES:
+        raise ParamError(f"{key} must name 1 to {MAX_NAMES} values")
+    names = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise ParamError(f"{key} must hold names (text)")
+        if allowed is not None and item not in allowed:
+            raise ParamError(f"{key} must be among {', '.join(allowed)}")
+        problem = name_problem(item)
+        if problem is not None:
+            raise ParamError(f"{key} holds a name that is not valid: {problem}")
+        names.add(item)
+    return frozenset(names)
+
+
+def _one_name(key: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ParamError(f"{key} must be a name (text)")
+    return params.path_name(key, raw)
+
+
+def _acked(raw: object) -> bool | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    if raw in ("true", "false"):
+        return raw == "true"
+    raise ParamError("acked must be true or false")
+
+
+def filter_of(source: Mapping[str, Any]) -> AlarmFilter:
+    """The filter of a query string or a request body (see the module's docstring)."""
+    state = source.get("state")
+    if state is not None and state not in STATES:
+        raise ParamError(f"state must be one of {', '.join(STATES)}")
+    return AlarmFilter(
+        state=None if state in (None, "all") else state,
+        severities=_names("severity", source.get("severity"), SEVERITIES),
+        types=_names("type", source.get("type")),
+        room=_one_name("room", source.get("room")),
+        device=_one_name("device", source.get("device")),
+        acked=_acked(source.get("acked")),
+    )
+
+
 @bp.get("/alarms")
 @api_login_required
 def list_alarms() -> ResponseReturnValue:
-    """Alarms newest first, filtered by ``state`` (default all), ``room``, ``device``; at most ``limit``."""
-    state = params.choice(request.args, "state", STATES, "all")
-    room = params.name(request.args, "room")
-    device = params.name(request.args, "device")
+    """Alarms newest first, filtered; at most ``limit``, older than ``before``; ``next`` and ``total``."""
+    which = filter_of(request.args)
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    found = _alarms().store.find(state, room, device, limit)
-    return jsonify(alarms=[alarm.as_json() for alarm in found])
+    before = params.optional_integer(request.args, "before", minimum=1, maximum=MAX_ID)
+    found, more, total = _alarms().store.find(which, before=before, limit=limit)
+    following = found[-1].id if more and found else None
+    return jsonify(alarms=[alarm.as_json() for alarm in found], next=following, total=total)
+
+
+@bp.get("/alarms/summary")
+@api_login_required
+def summary() -> ResponseReturnValue:
+    """``{"active": n, "unacked": m}``: the header's count."""
+    return jsonify(_alarms().store.counts())
 
 
 @bp.get("/alarms/<int:alarm_id>")
@@ -76,3 +157,38 @@ def clear(alarm_id: int) -> ResponseReturnValue:
     if alarm_id > MAX_ID:
         return _answer(None)
     return _answer(_alarms().clear(alarm_id, g.api_user))
+
+
+def _bulk_target() -> AlarmFilter | list[int]:
+    """The ids or the filter of a bulk call's body."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body:
+        raise ParamError(
+            'the body must be a JSON object: {"ids": [...]}, or filters such as {"state": "active"}'
+        )
+    unknown = sorted(set(body) - {*FILTER_KEYS, "ids"})
+    if unknown:
+        raise ParamError(f"unknown field {unknown[0]!r}: use ids, or {', '.join(FILTER_KEYS)}")
+    if "ids" not in body:
+        return filter_of(body)
+    if len(body) > 1:
+        raise ParamError("give ids or filters, not both")
+    ids = body["ids"]
+    valid = isinstance(ids, list) and 1 <= len(ids) <= MAX_IDS
+    if not valid or not all(type(item) is int and 1 <= item <= MAX_ID for item in ids):
+        raise ParamError(f"ids must be a list of 1 to {MAX_IDS:,} alarm ids (whole numbers from 1)")
+    return list(ids)
+
+
+@bp.post("/alarms/ack")
+@api_login_required
+def acknowledge_many() -> ResponseReturnValue:
+    """Acknowledge every alarm of the ids or filters not yet acknowledged: ``{"acknowledged": n}``."""
+    return jsonify(acknowledged=_alarms().acknowledge_many(_bulk_target(), g.api_user))
+
+
+@bp.post("/alarms/clear")
+@api_login_required
+def clear_many() -> ResponseReturnValue:
+    """Clear every active alarm of the ids or filters: ``{"cleared": n}``."""
+    return jsonify(cleared=_alarms().clear_many(_bulk_target(), g.api_user))

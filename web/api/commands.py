@@ -15,9 +15,9 @@ import math
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from web.api import params
 from web.api.params import ParamError
 from web.auth import api_login_required
-from web.names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,6 @@ bp = Blueprint("commands", __name__)
 
 #: The longest text value a command carries.
 MAX_VALUE_LENGTH = 256
-
-
-def _level(key: str, value: str) -> str:
-    problem = name_problem(value)
-    if problem is not None:
-        raise ParamError(f"{key} is not a valid name: {problem}")
-    return value
 
 
 def payload_of(body: object) -> str:
@@ -57,9 +50,10 @@ def payload_of(body: object) -> str:
 def send(room: str, device: str, attr: str) -> ResponseReturnValue:
     """Publish the command; 202 once the broker connection has it, 503 while it is down."""
     portal = current_app.extensions["portal"]
-    levels = [_level("room", room), _level("device", device), _level("attr", attr)]
+    room, device = params.path_name("room", room), params.path_name("device", device)
+    attr = params.path_name("attr", attr)
     payload = payload_of(request.get_json(silent=True))
-    topic = "/".join([portal.settings.topic_root, levels[0], levels[1], "set", levels[2]])
+    topic = "/".join([portal.settings.topic_root, room, device, "set", attr])
     if not portal.ingest.send(topic, payload.encode()):
         return jsonify(error="the portal is not connected to the broker: try again in a moment"), 503
     log.info("command user=%s topic=%s payload=%s", g.api_user, topic, payload[:80])

@@ -1,20 +1,26 @@
-"""``GET /api/devices``: devices with their attributes' last values, a page at a time.
+"""``/api/devices``: devices with their attributes' last values, a page at a time; removing them.
 
-A lab may hold tens of thousands of devices, so the answer is a page: at most ``limit`` devices
+A lab may hold tens of thousands of devices, so ``GET`` answers a page: at most ``limit`` devices
 (ordered by room, then name), each with at most :data:`MAX_ATTRIBUTES` attributes, the total
 that match the filters, and ``next``, the cursor of the following page (``null`` on the last).
+
+``DELETE /api/devices/<room>/<device>`` removes one device, ``DELETE /api/devices?room=R&prefix=P``
+every device of a room and/or whose name starts with a prefix, with their telemetry, latest values
+and alarms (:mod:`web.removal`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, Select, func, or_, select, tuple_
 
 from web.api import params
+from web.api.params import Unavailable
 from web.auth import api_login_required
+from web.removal import Removal, RemovalRefused, Removed, Selection
 from web.schema import attributes, devices, latest, rooms
 
 bp = Blueprint("devices", __name__)
@@ -159,3 +165,38 @@ def get_devices() -> ResponseReturnValue:
     last = found[-1] if found else None
     following = params.make_cursor([last["room"], last["device"]]) if more and last else None
     return jsonify(devices=found, next=following, total=total)
+
+
+def _removal() -> Removal:
+    removal: Removal = current_app.extensions["portal"].removal
+    return removal
+
+
+def _remove(selection: Selection) -> Removed:
+    try:
+        return _removal().remove(selection, g.api_user)
+    except RemovalRefused as exc:
+        raise Unavailable(str(exc)) from exc
+
+
+@bp.delete("/devices/<room>/<device>")
+@api_login_required
+def remove_device(room: str, device: str) -> ResponseReturnValue:
+    """Remove one device with its telemetry, latest values and alarms: 204, or 404 if unknown."""
+    selection = Selection(room=params.path_name("room", room), device=params.path_name("device", device))
+    if not _remove(selection).devices:
+        return jsonify(error="no such device"), 404
+    return "", 204
+
+
+@bp.delete("/devices")
+@api_login_required
+def remove_devices() -> ResponseReturnValue:
+    """Remove every device of ``room`` and/or whose name starts with ``prefix``: ``{"deleted": n}``."""
+    room = params.name(request.args, "room")
+    prefix = params.prefix(request.args, "prefix")
+    if room is None and prefix is None:
+        raise params.ParamError("room or prefix is required: say which devices to remove")
+    if prefix == "":
+        raise params.ParamError("prefix must not be empty (to remove a whole room, give only room)")
+    return jsonify(deleted=len(_remove(Selection(room=room, prefix=prefix)).devices))

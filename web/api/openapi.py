@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from web.alarms import SEVERITIES
 from web.api import alarms, commands, devices, history, latest, params
 from web.names import MAX_NAME_CHARS
 
@@ -43,6 +44,16 @@ _ERRORS = {
     "400": {"$ref": "#/components/responses/BadParameter"},
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "503": {"$ref": "#/components/responses/DatabaseDown"},
+}
+
+_REMOVAL_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadParameter"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": _json({"$ref": "#/components/schemas/Error"}, "session call without the X-CSRF-Token header"),
+    "503": _json(
+        {"$ref": "#/components/schemas/Error"},
+        "the database is unavailable, or the portal is not connected to the broker; nothing was removed",
+    ),
 }
 
 _CURSOR = _query("cursor", {"type": "string"}, "the next of the previous page (omit for the first)")
@@ -83,6 +94,74 @@ def _alarm_action(summary: str) -> dict[str, Any]:
                 "401": {"$ref": "#/components/responses/Unauthorized"},
                 "403": _json(_ref("Error"), "session call without the X-CSRF-Token header"),
                 "404": _json(_ref("Error"), "no such alarm"),
+                "503": {"$ref": "#/components/responses/DatabaseDown"},
+            },
+        }
+    }
+
+
+def _names_query(name: str, description: str) -> dict[str, Any]:
+    return _query(name, {"type": "string", "minLength": 1}, description + " (several: separated by commas)")
+
+
+_ALARM_FILTERS = [
+    _query(
+        "state", {"type": "string", "enum": list(alarms.STATES), "default": "all"}, "active, cleared or all"
+    ),
+    _names_query("severity", f"only this severity: {', '.join(SEVERITIES)}"),
+    _names_query("type", "only this type"),
+    _ROOM,
+    _DEVICE,
+    _query("acked", {"type": "string", "enum": ["true", "false"]}, "only acknowledged (true) or not (false)"),
+]
+
+_FILTER_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "description": 'ids, or filters (one at least; {"state": "all"} is every alarm), never both',
+    "properties": {
+        "ids": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": alarms.MAX_IDS,
+            "items": {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
+        },
+        "state": {"type": "string", "enum": list(alarms.STATES)},
+        "severity": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string", "enum": list(SEVERITIES)}, "minItems": 1},
+            ]
+        },
+        "type": {"oneOf": [_NAME, {"type": "array", "items": _NAME, "minItems": 1}]},
+        "room": _NAME,
+        "device": _NAME,
+        "acked": {"type": "boolean"},
+    },
+}
+
+
+def _bulk_action(summary: str, counted: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": (
+                "Session callers must send the X-CSRF-Token header. Every change is in the alarms' history."
+            ),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _FILTER_BODY}}},
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": [counted],
+                        "properties": {counted: {"type": "integer", "minimum": 0}},
+                    },
+                    f"how many alarms were {counted}",
+                ),
+                "400": {"$ref": "#/components/responses/BadParameter"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "403": _json(_ref("Error"), "session call without the X-CSRF-Token header"),
                 "503": {"$ref": "#/components/responses/DatabaseDown"},
             },
         }
@@ -140,6 +219,50 @@ DOCUMENT: dict[str, Any] = {
                         "one page of devices",
                     ),
                     **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Remove every device of a room and/or whose name starts with a prefix",
+                "description": (
+                    "At least room or prefix. Each device goes with its telemetry, latest values and "
+                    "alarms (the broker's retained alarms too); the rules forget it. A removed device "
+                    "that publishes again comes back as a new one. Session callers must send the "
+                    "X-CSRF-Token header."
+                ),
+                "parameters": [
+                    _query("room", _NAME, "the devices of this room"),
+                    _query(
+                        "prefix",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+                        "the devices whose name starts with this (in room, or in every room)",
+                    ),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["deleted"],
+                            "properties": {"deleted": {"type": "integer", "minimum": 0}},
+                        },
+                        "how many devices were removed",
+                    ),
+                    **_REMOVAL_ERRORS,
+                },
+            },
+        },
+        "/api/devices/{room}/{device}": {
+            "delete": {
+                "summary": "Remove one device with its telemetry, latest values and alarms",
+                "description": (
+                    "The rules forget it and the broker's retained alarms of it are deleted. If it "
+                    "publishes again it comes back as a new device. Session callers must send the "
+                    "X-CSRF-Token header."
+                ),
+                "parameters": [_path("room"), _path("device")],
+                "responses": {
+                    "204": {"description": "removed"},
+                    "404": _json(_ref("Error"), "no such device"),
+                    **_REMOVAL_ERRORS,
                 },
             }
         },
@@ -211,15 +334,13 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/alarms": {
             "get": {
-                "summary": "Alarms, newest first",
+                "summary": "Alarms, newest first, a page at a time",
+                "description": (
+                    "Filtered by state, severity, type, room, device and acked; at most limit of them, "
+                    "older than the alarm before (pass the answer's next for the following page)."
+                ),
                 "parameters": [
-                    _query(
-                        "state",
-                        {"type": "string", "enum": list(alarms.STATES), "default": "all"},
-                        "active, cleared or all",
-                    ),
-                    _ROOM,
-                    _DEVICE,
+                    *_ALARM_FILTERS,
                     _query(
                         "limit",
                         {
@@ -230,13 +351,25 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "most alarms returned",
                     ),
+                    _query(
+                        "before",
+                        {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
+                        "only alarms older than this one (the next of the previous page)",
+                    ),
                 ],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["alarms"],
-                            "properties": {"alarms": {"type": "array", "items": _ref("Alarm")}},
+                            "required": ["alarms", "next", "total"],
+                            "properties": {
+                                "alarms": {"type": "array", "items": _ref("Alarm")},
+                                "next": {
+                                    "type": ["integer", "null"],
+                                    "description": "before for the following page; null on the last",
+                                },
+                                "total": {"type": "integer", "description": "alarms matching the filters"},
+                            },
                         },
                         "alarms",
                     ),
@@ -244,6 +377,25 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/api/alarms/summary": {
+            "get": {
+                "summary": "How many alarms are active, and how many of those are not acknowledged",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["active", "unacked"],
+                            "properties": {"active": {"type": "integer"}, "unacked": {"type": "integer"}},
+                        },
+                        "the counts",
+                    ),
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "503": {"$ref": "#/components/responses/DatabaseDown"},
+                },
+            }
+        },
+        "/api/alarms/ack": _bulk_action("Acknowledge every alarm of the ids or filters", "acknowledged"),
+        "/api/alarms/clear": _bulk_action("Clear every active alarm of the ids or filters", "cleared"),
         "/api/devices/{room}/{device}/set/{attr}": {
             "post": {
                 "summary": "Send a setpoint or command to a device",
@@ -419,6 +571,7 @@ DOCUMENT: dict[str, Any] = {
                     "state",
                     "value",
                     "ts",
+                    "raised_at",
                     "received_at",
                     "acked_at",
                     "acked_by",
@@ -432,7 +585,8 @@ DOCUMENT: dict[str, Any] = {
                     "severity": {"type": ["string", "null"]},
                     "state": {"type": "string", "enum": ["active", "cleared"]},
                     "value": {"type": ["number", "string", "null"]},
-                    "ts": _MS_OR_NULL,
+                    "ts": {**_MS_OR_NULL, "description": "the latest message about it, by the rule's clock"},
+                    "raised_at": {**_MS, "description": "when it was raised, by the rule's clock"},
                     "received_at": _MS,
                     "acked_at": _MS_OR_NULL,
                     "acked_by": {"type": ["string", "null"]},

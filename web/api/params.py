@@ -27,6 +27,18 @@ class ParamError(ValueError):
     """A query parameter is missing or wrong; the message names it (the API answers 400)."""
 
 
+class Unavailable(Exception):  # noqa: N818 - an answer, not a failure
+    """What was asked cannot be done right now; the message says why (the API answers 503)."""
+
+
+def path_name(key: str, value: str) -> str:
+    """A room, device or attribute name from the request's path, by the lab's rule for names."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise ParamError(f"{key} is not a valid name: {problem}")
+    return value
+
+
 def name(args: MultiDict[str, str], key: str, *, required: bool = False) -> str | None:
     """A room, device or attribute name, by the lab's one rule for names (:mod:`web.names`)."""
     value = args.get(key)

@@ -4,7 +4,7 @@
 // GET /api/history, downsampled by the server to a few hundred buckets (avg, with min and max
 // as thin lines). With a relative range ("last 1 h") live values are appended and the window
 // slides; a custom from/to range is static. Names are written with textContent only.
-import { getJSON, sendJSON } from "./lib/api.js";
+import { deleteJSON, getJSON, removes, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { ago, bodyNumber, el, formatValue, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
@@ -333,7 +333,50 @@ commandForm.addEventListener("submit", async function (event) {
   }
 });
 
+// -- removal -----------------------------------------------------------------------------
+
+const removeButton = document.getElementById("remove");
+const removedNote = document.getElementById("removed-note");
+const overviewUrl = "/?q=" + encodeURIComponent(ROOM);
+
+function showRemoved(text) {
+  removedNote.replaceChildren(text + " ", el("a", { href: overviewUrl, text: "Back to the overview" }));
+  removedNote.hidden = false;
+  removeButton.disabled = true;
+}
+
+removeButton.addEventListener("click", async function () {
+  const question = "Remove " + DEVICE + " of " + ROOM + " with all its values, history and alarms? " +
+    "If it publishes again it comes back as a new device.";
+  if (!window.confirm(question)) {
+    return;
+  }
+  removeButton.disabled = true;
+  try {
+    await deleteJSON(["/api/devices", encodeURIComponent(ROOM), encodeURIComponent(DEVICE)].join("/"));
+    window.location.assign(overviewUrl);
+  } catch (error) {
+    removeButton.disabled = false;
+    removedNote.textContent = "not removed: " + error.message;
+    removedNote.hidden = false;
+  }
+});
+
 const live = connectLive([{ scope: "device", room: ROOM, device: DEVICE }]);
+live.on("status", function (status) {
+  const sendButton = commandForm.querySelector("button[type=submit]");
+  sendButton.disabled = status.broker === "down";
+  if (status.broker === "down") {
+    commandNote.textContent = "commands cannot be sent: the portal is not connected to the broker";
+  } else if (commandNote.textContent.startsWith("commands cannot be sent")) {
+    commandNote.textContent = "";
+  }
+});
+live.on("removed", function (selection) {
+  if (removes(selection, ROOM, DEVICE)) {
+    showRemoved("This device was removed, with its values and alarms.");
+  }
+});
 live.on("snapshot", function (items) { items.forEach(function (item) { apply(item, true); }); });
 live.on("values", function (items) { items.forEach(function (item) { apply(item, false); }); });
 trackAlarmBadge(live);

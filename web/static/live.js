@@ -4,13 +4,14 @@
 // A lab may hold tens of thousands of devices, so the page lists PAGE_SIZE of them from
 // GET /api/devices (filtered by the search box, ?q= in the address) and subscribes to exactly
 // those devices: a flood of new names elsewhere never reaches this page. A "devices" notice (new
-// devices appeared) fetches the page again when it has room for them.
+// devices appeared) fetches the page again when it has room for them; a "removed" notice that
+// takes away a device of the page fetches it again too.
 //
 // Tiles carry data-key="<room>/<device>/<attr>"; device cards data-device="<room>/<device>" and
 // data-offline="true" once the device's newest value is older than PORTAL_OFFLINE_AFTER_S
 // (from <body data-offline-after-s>). Names are written with textContent only.
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
-import { getJSON } from "./lib/api.js";
+import { getJSON, removes } from "./lib/api.js";
 import { ago, bodyNumber, deviceUrl, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
 
@@ -218,6 +219,15 @@ live.on("values", applyAll);
 live.on("devices", function () {
   if (state.shown < PAGE_SIZE) {
     load(); // room on this page: new devices may belong here
+  }
+});
+live.on("removed", function (selection) {
+  for (const key of devices.keys()) {
+    const cut = key.indexOf("/"); // names hold no "/"
+    if (removes(selection, key.slice(0, cut), key.slice(cut + 1))) {
+      load(); // devices of this page were removed: the page as it is now
+      return;
+    }
   }
 });
 let connectedBefore = false;

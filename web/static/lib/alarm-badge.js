@@ -1,5 +1,9 @@
-// The header's alarm count: active alarms, from GET /api/alarms and kept current by "alarm" events.
+// The header's alarm count: active alarms (red while some are not acknowledged), from
+// GET /api/alarms/summary, asked again shortly after "alarm" or "alarms" events (at most once a
+// second, so a flood of alarms is a handful of requests) and on every reconnection.
 import { getJSON } from "./api.js";
+
+const AT_MOST_EVERY_MS = 1000;
 
 /** Keep #alarm-count showing how many alarms are active. */
 export function trackAlarmBadge(live) {
@@ -7,57 +11,40 @@ export function trackAlarmBadge(live) {
   if (!badge) {
     return;
   }
-  const active = new Map(); // id -> acknowledged?
+  let timer = null;
+  let lastAsked = 0;
 
-  function render() {
-    const count = active.size;
-    const unacked = [...active.values()].filter(function (acked) { return !acked; }).length;
-    badge.textContent = String(count);
+  function render(counts) {
+    const count = Number(counts.active) || 0;
+    const unacked = Number(counts.unacked) || 0;
+    badge.textContent = count.toLocaleString();
     badge.hidden = count === 0;
     badge.dataset.unacked = String(unacked);
     badge.setAttribute("aria-label", count + " active alarms, " + unacked + " not acknowledged");
   }
 
-  function apply(alarm) {
-    if (typeof alarm.id !== "number" && typeof alarm.id !== "string") {
-      return;
-    }
-    if (alarm.state === "active") {
-      active.set(String(alarm.id), Boolean(alarm.acked_at));
-    } else {
-      active.delete(String(alarm.id));
-    }
-  }
-
-  // Events that arrive while the list is being fetched may be newer than the list: they are
-  // applied again on top of it, so a slow response never hides a just-raised alarm.
-  let sinceFetch = null;
-
-  async function reload() {
-    sinceFetch = [];
+  async function ask() {
+    timer = null;
+    lastAsked = Date.now();
     try {
-      const body = await getJSON("/api/alarms", { state: "active" });
-      active.clear();
-      for (const alarm of (body && Array.isArray(body.alarms)) ? body.alarms : []) {
-        apply(alarm);
-      }
-      for (const alarm of sinceFetch) {
-        apply(alarm);
-      }
-      render();
+      render(await getJSON("/api/alarms/summary"));
     } catch (error) {
       console.warn("alarm count unavailable:", error.message);
-    } finally {
-      sinceFetch = null;
     }
   }
 
-  live.on("connect", reload);
-  live.on("alarm", function (alarm) {
-    if (sinceFetch !== null) {
-      sinceFetch.push(alarm);
+  function soon() {
+    if (timer !== null) {
+      return;
     }
-    apply(alarm);
-    render();
-  });
+    if (lastAsked !== 0 && Date.now() - lastAsked < AT_MOST_EVERY_MS) {
+      timer = window.setTimeout(ask, AT_MOST_EVERY_MS - (Date.now() - lastAsked));
+      return;
+    }
+    timer = window.setTimeout(ask, 0);
+  }
+
+  live.on("connect", soon);
+  live.on("alarm", soon);
+  live.on("alarms", soon);
 }

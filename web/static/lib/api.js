@@ -63,3 +63,25 @@ export function postJSON(path) {
 export function sendJSON(path, body) {
   return request("POST", path, null, body);
 }
+
+/** DELETE, with the CSRF header; `params` become the query string. */
+export function deleteJSON(path, params) {
+  return request("DELETE", path, params);
+}
+
+/**
+ * Whether a `removed` live event ({room, device} | {room} | {room, prefix} | {prefix}) takes away
+ * `device` of `room`.
+ */
+export function removes(selection, room, device) {
+  if (selection === null || typeof selection !== "object") {
+    return false;
+  }
+  if (typeof selection.room === "string" && selection.room !== room) {
+    return false;
+  }
+  if (typeof selection.device === "string") {
+    return selection.device === device;
+  }
+  return typeof selection.prefix !== "string" || device.startsWith(selection.prefix);
+}

@@ -1,12 +1,15 @@
 // The page's one Socket.IO connection: status indicator, subscriptions, events.
 //
 // Server events: "snapshot" (the values of a scope, right after subscribing, perhaps in several
-// messages), "values" (batched updates), "alarm" (an alarm object), "devices" (new devices
-// appeared), "error" ({event, error}). Both value events carry [{room, device, attr, value, ts}]
+// messages), "values" (batched updates), "alarm" (an alarm object), "alarms" ({count}: many alarms
+// changed at once), "devices" (new devices appeared), "removed" (devices removed: {room, device} |
+// {room} | {room, prefix} | {prefix}), "error" ({event, error}). Both value events carry [{room, device, attr, value, ts}]
 // with ts in milliseconds since 1970.
 // The connection passes auth {scopes: []} so the server subscribes it to nothing by itself; the
 // page's scopes are subscribed again after every (re)connect, which also brings fresh snapshots.
-// #status[data-state] is one of: connecting, connected, disconnected, refused.
+// "status" ({broker, database, ingest, waiting, problem}) is the portal's own health: while it
+// names a problem the indicator shows it.
+// #status[data-state] is one of: connecting, connected, degraded, disconnected, refused.
 
 const statusEl = () => document.getElementById("status");
 
@@ -42,8 +45,24 @@ export function connectLive(initialScopes) {
     }
   }
 
+  // What the portal says of its own health ("status" events): shown while the connection is up.
+  let problem = "";
+
+  function showConnected() {
+    if (socket.connected) {
+      setStatus(problem ? "degraded" : "connected", problem || "live");
+    }
+  }
+
+  socket.on("status", function (status) {
+    if (status !== null && typeof status === "object") {
+      problem = typeof status.problem === "string" ? status.problem : "";
+      showConnected();
+      dispatch("status", status);
+    }
+  });
   socket.on("connect", function () {
-    setStatus("connected", "live");
+    showConnected();
     for (const scope of scopes) {
       socket.emit("subscribe", scope);
     }
@@ -72,11 +91,13 @@ export function connectLive(initialScopes) {
   socket.on("devices", function () {
     dispatch("devices", null);
   });
-  socket.on("alarm", function (alarm) {
-    if (alarm !== null && typeof alarm === "object") {
-      dispatch("alarm", alarm);
-    }
-  });
+  for (const event of ["alarm", "alarms", "removed"]) {
+    socket.on(event, function (payload) {
+      if (payload !== null && typeof payload === "object") {
+        dispatch(event, payload);
+      }
+    });
+  }
   socket.on("error", function (problem) {
     console.warn("live request refused", problem);
   });

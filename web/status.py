@@ -1,0 +1,170 @@
+"""What the portal itself knows of its health, pushed to the header of every page.
+
+A browser's own connection tells only whether the browser reaches the portal. Behind the portal the
+broker may be gone (no new values arrive), the database may refuse writes (values wait in memory and
+are retried), or ingest may stall (values wait and none is stored). :class:`StatusWatch` looks once a
+second and, when what it sees changes, sends the Socket.IO event ``status`` to every client::
+
+    {"broker": "up" | "down", "database": "up" | "down", "ingest": "flowing" | "stalled",
+     "waiting": n, "problem": "<one line for the header, empty when all is well>"}
+
+A client gets the current status as soon as it connects, so a page opened during an outage says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from web.ingest import Ingest
+    from web.storage import Store
+    from web.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+#: How often the watch looks.
+EVERY_S = 1.0
+#: Values waiting this long with none stored, the database answering, is a stalled ingest.
+STALLED_AFTER_S = 3.0
+#: With nothing to write, the database is asked ``SELECT 1`` this often.
+PING_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class Status:
+    """One look at the portal's health (see the module's docstring)."""
+
+    broker: str
+    database: str
+    ingest: str
+    waiting: int
+    problem: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``status`` event's payload."""
+        return asdict(self)
+
+
+UNKNOWN = Status("up", "up", "flowing", 0, "")
+
+
+class StatusWatch:
+    """Looks at ingest, the writer and the database once a second; tells clients of each change.
+
+    Args:
+        ingest: the broker side.
+        writer: the database side (its last error, how much it stored and holds).
+        store: asked ``SELECT 1`` while the writer has nothing to tell.
+        waiting: how many values wait to be stored (the ingest buffer and the writer's hand-off).
+        emit: sends a status to every client.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        writer: BatchWriter,
+        store: Store,
+        waiting: Callable[[], int],
+        emit: Callable[[Status], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ingest = ingest
+        self._writer = writer
+        self._store = store
+        self._waiting = waiting
+        self._emit = emit
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stored = -1
+        self._stored_since = clock()
+        self._next_ping = 0.0
+        self._database_error: str | None = None
+        self.current = UNKNOWN
+
+    def start(self) -> None:
+        """Look once a second in a daemon thread until :meth:`stop`."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="portal-status", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop looking."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What was seen last, as the ``status`` event carries it."""
+        return self.current.as_json()
+
+    def look(self) -> Status:
+        """Look now; tell the clients if anything changed. Returns what was seen."""
+        now = self._clock()
+        waiting = self._waiting()
+        stored = self._writer.stored
+        if stored != self._stored or waiting == 0:
+            self._stored, self._stored_since = stored, now
+        database_error = self._writer.last_error or self._ping(now, waiting)
+        broker_up = self._ingest.ready
+        stalled = database_error is None and waiting > 0 and now - self._stored_since >= STALLED_AFTER_S
+        if not broker_up:
+            problem = f"broker unreachable ({self._ingest.state}): no new values"
+        elif database_error is not None:
+            problem = f"database unreachable: {waiting:,} values kept, retrying"
+        elif stalled:
+            idle_s = now - self._stored_since
+            problem = f"ingest stalled: {waiting:,} values waiting, none stored for {idle_s:.0f} s"
+        else:
+            problem = ""
+        seen = Status(
+            broker="up" if broker_up else "down",
+            database="down" if database_error is not None else "up",
+            ingest="stalled" if stalled else "flowing",
+            waiting=waiting,
+            problem=problem,
+        )
+        changed = (seen.broker, seen.database, seen.ingest) != (
+            self.current.broker,
+            self.current.database,
+            self.current.ingest,
+        )
+        self.current = seen
+        if changed:
+            log.info("portal status broker=%s database=%s ingest=%s", seen.broker, seen.database, seen.ingest)
+            self._emit(seen)
+        return seen
+
+    def _ping(self, now: float, waiting: int) -> str | None:
+        """The database's error, asking it only while the writer has nothing to tell."""
+        if waiting > 0 and self._database_error is None:
+            return None  # the writer tells soon enough
+        if now < self._next_ping:
+            return self._database_error
+        self._next_ping = now + PING_EVERY_S
+        try:
+            self._store.ping()
+        except SQLAlchemyError as exc:
+            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            self._database_error = lines[0] if lines else type(exc).__name__
+        else:
+            self._database_error = None
+        return self._database_error
+
+    def _run(self) -> None:
+        while not self._stop.wait(EVERY_S):
+            try:
+                self.look()
+            except Exception:  # the watch must outlive any bug
+                log.exception("portal status check failed")
