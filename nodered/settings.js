@@ -188,6 +188,15 @@ module.exports = {
         palette: { catalogues: [] },
     },
 
+    // The rules keep what they know of devices (when each was last heard, which alarms are
+    // raised) in the "disk" store: the user directory's context/ folder, written every 5 s and at
+    // a clean stop, so a restart does not forget which devices fell silent. The rest (the broker
+    // connection, the rules read at start) is memory, rebuilt at each start.
+    contextStorage: {
+        default: { module: "memory" },
+        disk: { module: "localfilesystem", config: { flushInterval: 5 } },
+    },
+
     functionExternalModules: false,
     exportGlobalContextKeys: false,
     logging: {

@@ -13,13 +13,14 @@ sent count as failed (``not-connected``).
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 from stress.behaviours import Behaviour, DeviceInfo
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions, TopicCode
 from stress.mqtt.session import ConnectError, Session, reason_for_ack
-from stress.targets.base import Command, Encoder
+from stress.targets.base import Command, Encoder, Presence
 
 if TYPE_CHECKING:
     from stress.engine import Engine
@@ -61,6 +62,7 @@ class Device:
         "options",
         "packet_id",
         "per_sample",
+        "presence",
         "queued",
         "sample",
         "sampled",
@@ -86,8 +88,11 @@ class Device:
         encode: Encoder,
         options: ConnectOptions,
         sampled: bool,
+        presence: Presence | None = None,
     ) -> None:
         self.engine = engine
+        #: Its retained status (``online``, ``offline``; the will says ``lost``), if the target has one.
+        self.presence = presence
         self.info = info
         self.behaviour = behaviour
         self.topics = topics
@@ -162,6 +167,8 @@ class Device:
         self.window = min(engine.scenario.inflight, session.receive_maximum)
         engine.meter.connected_device(self.info.device_id, now - started, now)
         engine.connected(self, now)
+        if self.presence is not None:
+            session.write(self.presence.say("online", time.time() * 1000), now)
         filters = engine.target.command_filters(self.info)
         if filters:
             try:
@@ -187,7 +194,9 @@ class Device:
         return await self.engine.open_session(self.options, self)
 
     def _leave(self, session: Session) -> None:
-        """End its part of ``session`` cleanly (its own connection: DISCONNECT)."""
+        """End its part of ``session`` cleanly (its own connection: its goodbye, then DISCONNECT)."""
+        if self.presence is not None and session.connected:
+            session.write(self.presence.say("offline", time.time() * 1000), self.engine.loop.time())
         session.close()
 
     def backoff(self, rng_value: float) -> float:

@@ -189,7 +189,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         socketio=socketio,
         live=live,
         metrics=metrics,
-        removal=Removal(engine, store=store, cache=cache, quota=quota, live=live, ingest=ingest),
+        removal=Removal(
+            engine, store=store, cache=cache, quota=quota, live=live, ingest=ingest, root=settings.topic_root
+        ),
         status=status,
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
     )

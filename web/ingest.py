@@ -36,9 +36,11 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from web import presence
 from web.messages import Reading, parse_message, preview
 from web.metrics import Metrics
 from web.mqtt_client import PortalClient
+from web.presence import PRESENCE_ATTR
 from web.quota import DeviceQuota
 from web.rejections import Reason, Rejection
 from web.settings import ALARMS_ROOT, Settings
@@ -240,9 +242,16 @@ class Ingest:
     # -- the handling, testable without a broker ------------------------------------------
 
     def handle(
-        self, topic: bytes | str, payload: bytes | bytearray, *, mid: int = 0, qos: int = 0
+        self,
+        topic: bytes | str,
+        payload: bytes | bytearray,
+        *,
+        mid: int = 0,
+        qos: int = 0,
+        retain: bool = False,
     ) -> Reading | Rejection | None:
-        """Validate one telemetry message and hand it to storage, or count and log its rejection.
+        """Validate one telemetry or presence message and hand it to storage, or count and log its
+        rejection. ``retain``: a retained message the broker delivered on subscribing.
 
         Returns:
             The :class:`Reading` now in the buffer (acknowledge it after commit), the
@@ -258,6 +267,8 @@ class Ingest:
             qos=qos,
             connection=self._connection,
         )
+        if not isinstance(result, Rejection) and result.topic.attr == PRESENCE_ATTR:
+            result = presence.checked(result, retained=retain)
         if isinstance(result, Rejection):
             self._reject(result, topic, payload)
             return result
@@ -399,8 +410,12 @@ class Ingest:
             topic: bytes = raw_topic if isinstance(raw_topic, bytes) else message.topic.encode()
             if topic.startswith(_ALARM_PREFIX):
                 done = self.handle_alarm(topic, message.payload)
+            elif not message.payload and presence.is_presence(topic, self.settings.topic_root):
+                log.debug("retained presence deleted topic=%.200r", topic)  # a device removed
             else:
-                result = self.handle(topic, message.payload, mid=message.mid, qos=message.qos)
+                result = self.handle(
+                    topic, message.payload, mid=message.mid, qos=message.qos, retain=bool(message.retain)
+                )
                 done = isinstance(result, Rejection)  # readings are acknowledged after commit
         except Exception:
             log.exception("mqtt message handling failed; message skipped")

@@ -10,8 +10,9 @@ lab keeps it:
 3. the rules (Node-RED), told on ``config/devices/removed`` (QoS 1, the selection as JSON), so
    they forget the devices' last-seen times and alarm states and raise no ``offline`` alarm for a
    device that is no longer there;
-4. the broker's retained alarm messages of those alarms (an empty retained message on each
-   ``alarms/<room>/<device>/<type>``), so they do not come back with the next subscription;
+4. what the broker retains for them: their presence (``<root>/<room>/<device>/$state``) and their
+   alarms (``alarms/<room>/<device>/<type>``), each replaced by an empty retained message, so
+   they do not come back with the next subscription;
 5. the pages: a ``removed`` live event with the selection, so pages showing those devices drop them.
 
 A removal is refused (nothing removed) while the portal is not connected to the broker.
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, exists, select
 
+from web.presence import PRESENCE_ATTR
 from web.schema import alarms, devices, rooms
 
 if TYPE_CHECKING:
@@ -134,8 +136,10 @@ class Removal:
         quota: DeviceQuota,
         live: Live,
         ingest: Ingest,
+        root: str,
     ) -> None:
         self._engine = engine
+        self._root = root
         self._store = store
         self._cache = cache
         self._quota = quota
@@ -160,6 +164,10 @@ class Removal:
         self._quota.forget(removed.devices)
         if not self._ingest.send(REMOVED_TOPIC, json.dumps(selection.as_json()).encode()):
             log.warning("the rules were not told of a removal: the broker connection was lost")
+        for room, device in removed.devices:
+            topic = f"{self._root}/{room}/{device}/{PRESENCE_ATTR}"
+            if not self._ingest.send(topic, b"", retain=True):
+                log.warning("retained presence %.300s not deleted: the broker connection was lost", topic)
         for room, device, kind in removed.alarms:
             topic = f"alarms/{room}/{device}/{kind}"
             if room and device and not self._ingest.send(topic, b"", retain=True):

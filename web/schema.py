@@ -36,6 +36,8 @@ devices = Table(
     Column("name", Text, nullable=False),
     Column("first_seen", DateTime(timezone=True)),
     Column("last_seen", DateTime(timezone=True)),
+    Column("presence", Text),
+    Column("presence_at", DateTime(timezone=True)),
 )
 
 attributes = Table(

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 
 from web.cache import DeviceSeen, LatestValue, epoch_ms
 from web.messages import Reading
+from web.presence import PRESENCE_ATTR
 from web.schema import attributes, devices, latest, rooms
 from web.settings import DatabaseSettings
 from web.topics import Topic
@@ -74,6 +75,13 @@ _TOUCH_DEVICES = """
 UPDATE devices AS d SET last_seen = greatest(d.last_seen, s.seen)
 FROM unnest(%s::integer[], %s::timestamptz[]) AS s(id, seen)
 WHERE d.id = s.id
+"""
+# Presence (web/presence.py): the newest by time wins; it never moves last_seen.
+_SET_PRESENCE = """
+UPDATE devices AS d SET presence = s.state, presence_at = s.at
+FROM unnest(%s::integer[], %s::text[], %s::timestamptz[]) AS s(id, state, at)
+WHERE d.id = s.id AND (d.presence_at IS NULL OR d.presence_at <= s.at)
+RETURNING d.id
 """
 _COPY_TELEMETRY = "COPY telemetry (ts, attribute_id, value_num, value_text) FROM STDIN (FORMAT BINARY)"
 _TELEMETRY_TYPES = ("timestamptz", "int4", "float8", "text")
@@ -195,9 +203,22 @@ class Store:
             rows = connection.execute(query).all()
         return [DeviceSeen(room, device, epoch_ms(seen)) for room, device, seen in rows]
 
+    def presences(self) -> list[LatestValue]:
+        """Every device's presence, as the value of its attribute ``$state`` (see web/presence.py)."""
+        query = (
+            select(rooms.c.name, devices.c.name, devices.c.presence, devices.c.presence_at)
+            .select_from(devices)
+            .join(rooms, rooms.c.id == devices.c.room_id)
+            .where(devices.c.presence.is_not(None))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [LatestValue(room, device, PRESENCE_ATTR, state, at) for room, device, state, at in rows]
+
     def load_latest(self) -> tuple[list[LatestValue], list[DeviceSeen]]:
-        """What the last-value cache starts from: :meth:`latest_values` and :meth:`devices_seen`."""
-        return self.latest_values(), self.devices_seen()
+        """What the last-value cache starts from: :meth:`latest_values` (and every device's
+        presence, as attribute ``$state``) and :meth:`devices_seen`."""
+        return self.latest_values() + self.presences(), self.devices_seen()
 
     def write_batch(self, readings: Sequence[Reading]) -> Committed:
         """Store readings in one transaction.
@@ -214,22 +235,30 @@ class Store:
         if self._stale_ids:
             self._stale_ids = False
             self.forget_ids()
-        topics = _summarize(readings)
+        telemetry = [reading for reading in readings if reading.topic.attr != PRESENCE_ATTR]
+        topics = _summarize(telemetry)
+        statuses = _summarize(reading for reading in readings if reading.topic.attr == PRESENCE_ATTR)
         new_rooms: dict[str, int] = {}
         new_devices: dict[tuple[int, str], int] = {}
         new_attributes: dict[tuple[int, str], int] = {}
         with self.engine.begin() as connection:
-            room_ids = self._resolve_rooms(connection, topics, new_rooms)
-            device_ids = self._resolve_devices(connection, topics, room_ids, new_devices)
+            every = {**topics, **statuses}
+            room_ids = self._resolve_rooms(connection, every, new_rooms)
+            device_ids = self._resolve_devices(connection, every, room_ids, new_devices)
             attribute_ids = self._resolve_attributes(connection, topics, device_ids, new_attributes)
             # The hot path talks to psycopg directly, in the same transaction: COPY has no
             # SQLAlchemy equivalent, and array parameters spare compiling a statement per batch.
             raw = cast(psycopg.Connection[Any], connection.connection.driver_connection)
+            seen: list[DeviceSeen] = []
+            changed: list[LatestValue] = []
             try:
                 with raw.cursor() as cursor:
-                    seen = self._touch_devices(cursor, topics, device_ids)
-                    self._copy_telemetry(cursor, readings, attribute_ids)
-                    changed = self._upsert_latest(cursor, topics, attribute_ids)
+                    if topics:
+                        seen = self._touch_devices(cursor, topics, device_ids)
+                        self._copy_telemetry(cursor, telemetry, attribute_ids)
+                        changed = self._upsert_latest(cursor, topics, attribute_ids)
+                    if statuses:
+                        changed += self._set_presence(cursor, statuses, device_ids)
             except psycopg.Error as exc:
                 raise _wrapped(exc) from exc
         # Only now are the new ids real for every other connection.
@@ -334,6 +363,29 @@ class Store:
             (_array_literal(str(row[0]) for row in rows), _timestamps_literal(row[1] for row in rows)),
         )
         return [DeviceSeen(room, device, epoch_ms(seen)) for (room, device), seen in last_seen.items()]
+
+    @staticmethod
+    def _set_presence(
+        cursor: psycopg.Cursor[Any],
+        statuses: dict[Topic, _TopicSummary],
+        device_ids: dict[tuple[str, str], int],
+    ) -> list[LatestValue]:
+        by_device = {
+            device_ids[(topic.room, topic.device)]: summary.newest for topic, summary in statuses.items()
+        }
+        ordered = sorted(by_device.items())
+        cursor.execute(
+            _SET_PRESENCE,
+            (
+                _array_literal(str(device_id) for device_id, _reading in ordered),
+                _array_literal(_quoted(str(reading.value)) for _id, reading in ordered),
+                _timestamps_literal(reading.ts for _id, reading in ordered),
+            ),
+        )
+        return [
+            LatestValue(reading.topic.room, reading.topic.device, PRESENCE_ATTR, reading.value, reading.ts)
+            for reading in (by_device[row[0]] for row in cursor.fetchall())
+        ]
 
     @staticmethod
     def _copy_telemetry(

@@ -175,6 +175,16 @@ def encode_properties(properties: dict[Property, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
+class Will:
+    """The Last Will: what the broker publishes for a client whose connection ends uncleanly."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
 class ConnectOptions:
     """What a CONNECT says: who connects, how, and for how long the session lives."""
 
@@ -188,6 +198,17 @@ class ConnectOptions:
     receive_maximum: int | None = None
     #: MQTT 5 only: seconds the broker keeps the session after a disconnect.
     session_expiry: int = 0
+    #: Published by the broker if the connection ends without a DISCONNECT.
+    will: Will | None = None
+
+
+def _will_flags(will: Will | None) -> int:
+    """The CONNECT flags of a will: present, its QoS, retained."""
+    if will is None:
+        return 0
+    if will.qos not in (0, 1, 2):
+        raise ValueError("a will's QoS is 0, 1 or 2")
+    return 0x04 | will.qos << 3 | (0x20 if will.retain else 0)
 
 
 def connect(options: ConnectOptions) -> bytes:
@@ -196,7 +217,8 @@ def connect(options: ConnectOptions) -> bytes:
         raise ValueError(f"unknown MQTT protocol level {options.version}")
     if not 0 <= options.keepalive <= 65_535:
         raise ValueError("keep-alive must be 0..65535 seconds")
-    flags = 0x02 if options.clean else 0
+    will = options.will
+    flags = (0x02 if options.clean else 0) | _will_flags(will)
     if options.username is not None:
         flags |= 0x80
     if options.password is not None:
@@ -210,6 +232,10 @@ def connect(options: ConnectOptions) -> bytes:
             properties[Property.RECEIVE_MAXIMUM] = options.receive_maximum
         body += encode_properties(properties)
     body += utf8(options.client_id)
+    if will is not None:
+        if options.version == MQTT5:
+            body += encode_properties({})
+        body += utf8(will.topic) + binary(will.payload)
     if options.username is not None:
         body += utf8(options.username)
     if options.password is not None:

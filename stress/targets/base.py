@@ -7,6 +7,7 @@ finds the send time in a payload it receives. The engine knows nothing else abou
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -19,7 +20,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from stress.behaviours import Behaviour, DeviceInfo, Value
-from stress.mqtt.codec import ConnectOptions, TopicCode
+from stress.mqtt.codec import ConnectOptions, TopicCode, Will
 from stress.scenario import Scenario, ScenarioError
 
 if TYPE_CHECKING:
@@ -136,6 +137,23 @@ class Command:
     request: Mapping[str, object] | None = None
 
 
+@dataclass(frozen=True)
+class Presence:
+    """How a device says it is there and that it leaves: a retained status on ``topic``,
+    ``online`` once connected and ``offline`` before a clean DISCONNECT, each ``{"value": state,
+    "ts": ms}``; the broker publishes the connection's Last Will, ``lost``, if it ends otherwise."""
+
+    topic: TopicCode
+
+    def will(self) -> Will:
+        """The Last Will for the CONNECT (retained, QoS 1; its time is when the broker sends it)."""
+        return Will(self.topic.topic, b'{"value":"lost"}', qos=1, retain=True)
+
+    def say(self, state: str, epoch_ms: float) -> bytes:
+        """The retained PUBLISH (QoS 0) of ``state`` now."""
+        return self.topic.publish(b'{"value":"%s","ts":%d}' % (state.encode(), epoch_ms), retain=True)
+
+
 class Target(ABC):
     """How a fleet talks to one kind of server."""
 
@@ -155,6 +173,10 @@ class Target(ABC):
     @abstractmethod
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:
         """How ``device`` logs in."""
+
+    def presence(self, device: DeviceInfo) -> Presence | None:
+        """How ``device`` announces itself and says goodbye (none by default)."""
+        return None
 
     def command_filters(self, device: DeviceInfo) -> list[str]:
         """Topic filters where commands for ``device`` arrive (none by default)."""
@@ -188,14 +210,17 @@ class Target(ABC):
         from stress.device import Device  # noqa: PLC0415 - the device module needs this one
 
         attributes = type(behaviour).attributes
+        presence = self.presence(info)
+        options = self.connect_options(info)
         return Device(
             engine,
             info,
             behaviour,
             topics=self.topics(info, attributes),
             encode=self.encoder(info, attributes),
-            options=self.connect_options(info),
+            options=options if presence is None else dataclasses.replace(options, will=presence.will()),
             sampled=sampled,
+            presence=presence,
         )
 
     async def close(self) -> None:

@@ -5,6 +5,9 @@ Devices log in either with one fleet account from the lab's ``.env`` (``LAB_FLEE
 ``stress provision --target lab`` and listed in a credentials file (``device,password``).
 Payloads are ``{"value": v, "ts": epoch_ms}``, which the portal stores with the device's
 own timestamp, and from which the end-to-end subscriber (the fleet account) times delivery.
+Each device says it is there and that it leaves the lab's way (:class:`Presence`): a retained
+``online`` on ``<root>/<room>/<device>/$state`` once connected, ``offline`` before a clean
+DISCONNECT, and a Last Will ``lost`` for any other end.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import dataclasses
 from pathlib import Path
 
 from stress.behaviours import DeviceInfo
-from stress.mqtt.codec import ConnectOptions
+from stress.mqtt.codec import ConnectOptions, TopicCode
 from stress.scenario import Scenario, ScenarioError
+from stress.targets.base import Presence
 from stress.targets.mqtt import DEFAULT_PAYLOAD, DEFAULT_TOPIC, MqttTarget
 
 
@@ -39,6 +43,9 @@ def read_credentials(path: Path) -> dict[str, str]:
 #: The lab's documented defaults (``.env.example``) of the settings ``stress`` reads, for a
 #: ``.env`` that lacks one. They are here, not read from ``.env.example``, because an installed
 #: ``stress`` has no checkout beside it; a test keeps the two in agreement.
+#: The attribute level of a device's presence topic (``web/presence.py`` reads it; a test keeps them equal).
+PRESENCE_ATTR = "$state"
+
 LAB_DEFAULTS = {
     "TOPIC_ROOT": "office",
     "MQTT_PORT": "1883",
@@ -101,6 +108,12 @@ class LabTarget(MqttTarget):
             )
         super().__init__(dataclasses.replace(scenario, options=options))
         self.passwords = read_credentials(Path(credentials)) if credentials else None
+
+    def presence(self, device: DeviceInfo) -> Presence:
+        """The lab's presence: a retained status on ``<root>/<room>/<device>/$state``."""
+        return Presence(
+            TopicCode(f"{self.root}/{device.room}/{device.device_id}/{PRESENCE_ATTR}", self.version)
+        )
 
     def connect_options(self, device: DeviceInfo) -> ConnectOptions:
         if self.passwords is None:

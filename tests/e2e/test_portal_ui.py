@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -88,6 +89,33 @@ def test_a_silent_device_gets_an_offline_badge(
     expect(card.locator(".badge.offline")).to_be_hidden()
 
 
+def test_presence_shows_a_device_that_left_as_stopped_and_one_that_was_lost_as_offline(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    publish_value(lab, unique_room, "temperature", {"value": 19, "ts": ten_minutes_ago})
+    publish_value(lab, unique_room, "$state", {"value": "offline", "ts": ten_minutes_ago + 1})
+    overview = signed_in_page(overview_of(unique_room))
+    card = overview.locator(f'article.device[data-device="{unique_room}/{device}"]')
+    expect(card).to_have_attribute("data-presence", "stopped", timeout=LIVE_MS)
+    expect(card.locator(".badge.stopped")).to_be_visible()
+    expect(card.locator(".badge.offline")).to_be_hidden()
+    expect(card).to_have_attribute("data-offline", "false")
+    expect(card.locator(".tile")).to_have_count(1)  # presence is not an attribute
+
+    page = signed_in_page(device_path(unique_room, device))
+    head = page.locator("#device")
+    expect(head).to_have_attribute("data-presence", "stopped", timeout=LIVE_MS)
+    expect(head.locator(".badge.stopped")).to_be_visible()
+
+    publish_value(lab, unique_room, "$state", "lost")
+    for where in (card, head):
+        expect(where).to_have_attribute("data-presence", "offline", timeout=LIVE_MS)
+        expect(where.locator(".badge.offline")).to_be_visible()
+        expect(where.locator(".badge.stopped")).to_be_hidden()
+
+
 def test_a_reloaded_listing_keeps_the_newer_live_values(
     signed_in_page: OpenPage, lab: RunningLab, unique_room: str
 ) -> None:
@@ -111,6 +139,26 @@ def test_a_reloaded_listing_keeps_the_newer_live_values(
     expect(page.locator("#page-count")).to_have_text("1\u20131 of 7 devices", timeout=LIVE_MS)
     expect(value).to_have_text("20")
     expect(card).to_have_attribute("data-offline", "false")
+
+
+def test_the_values_in_the_range_download_as_csv(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    now = int(time.time() * 1000)
+    for minutes, value in ((30, 18.5), (20, 19.5), (10, 20.5)):
+        publish_value(lab, unique_room, "temperature", {"value": value, "ts": now - minutes * 60_000})
+    time.sleep(0.5)  # stored before the page asks
+    page = signed_in_page(device_path(unique_room, device))
+    panel = page.locator('section.attr-panel[data-attr="temperature"]')
+    expect(panel.locator("table.history tbody tr")).to_have_count(3, timeout=LIVE_MS)
+    with page.expect_download() as downloading:
+        panel.get_by_role("link", name="Download the values of temperature in the time range as CSV").click()
+    download = downloading.value
+    assert download.suggested_filename == f"{unique_room}-{device}-temperature.csv"
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines[0] == "ts,time,value"
+    assert [line.split(",")[2] for line in lines[1:]] == ["18.5", "19.5", "20.5"]
 
 
 def test_a_device_is_removed_from_its_page_after_confirmation(

@@ -312,6 +312,22 @@ def _first_value_stored(workspace: Workspace, ran: Ran) -> None:
     ran.expect(False, "the first value never reached the database")
 
 
+def _presence_said(workspace: Workspace, ran: Ran) -> None:
+    device = workspace.lab.env["LAB_DEVICE_ID"]
+    deadline = time.monotonic() + 10
+    with workspace.lab.db() as db:
+        while time.monotonic() < deadline:
+            row = db.execute(
+                "SELECT d.presence FROM devices d JOIN rooms r ON r.id = d.room_id "
+                "WHERE r.name = 'lab' AND d.name = %s",
+                (device,),
+            ).fetchone()
+            if row is not None and row[0] == "offline":
+                return
+            time.sleep(0.1)
+    ran.expect(False, "the demo device's goodbye never reached the database")
+
+
 def _value_shown(_workspace: Workspace, ran: Ran) -> None:
     ran.expect("21.5" in ran.output and "temperature" in ran.output, "the query does not show 21.5")
 
@@ -383,6 +399,7 @@ def _thingsboard_driven(workspace: Workspace, ran: Ran) -> None:
 PROMISES: dict[str, Callable[[Workspace, Ran], None]] = {
     '-t "office/lab/$LAB_DEVICE_ID/temperature" -m 21.5': _first_value_stored,
     "SELECT * FROM readings": _value_shown,
+    "--will-payload lost": _presence_said,
     "./lab users add alice": _users_managed,
     "/api/history?": _history_answered,
     ".venv/bin/stress report": _runs_written,

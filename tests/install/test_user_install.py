@@ -135,7 +135,20 @@ def test_help_of_every_command(lab_env: PythonEnv, tmp_path: Path) -> None:
     assert lab.returncode == 0 and "usage: ./lab" in lab.stdout, lab.stderr
     lab_commands = _subcommands(lab.stdout)
     assert set(lab_commands) == {
-        *("up", "down", "status", "logs", "start", "stop", "restart", "env", "users", "test", "lock")
+        *(
+            "up",
+            "down",
+            "status",
+            "logs",
+            "start",
+            "stop",
+            "restart",
+            "env",
+            "users",
+            "devices",
+            "test",
+            "lock",
+        )
     }
     for command in lab_commands:
         done = subprocess.run(

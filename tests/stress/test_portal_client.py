@@ -72,8 +72,9 @@ def test_a_viewer_gets_the_snapshot_then_live_values_of_its_room(lab: RunningLab
 
     asyncio.run(watch())
     names = [name for name, _data in events]
-    assert names[0] == "snapshot"
-    assert events[0][1] == [], "a new room has no values yet"
+    assert names[:2] == ["status", "snapshot"], "the portal's status comes first, on connect"
+    assert events[0][1]["problem"] == ""
+    assert events[1][1] == [], "a new room has no values yet"
     values = [value for name, data in events if name == "values" for value in data]
     assert [(v["room"], v["device"], v["attr"], v["value"]) for v in values] == [
         (unique_room, "d1", "t", 21.5)

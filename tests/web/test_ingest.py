@@ -16,6 +16,7 @@ from web import ingest as ingest_module
 from web.ingest import BrokerState, Ingest, LogBudget
 from web.messages import Reading
 from web.metrics import Metrics
+from web.presence import UNKNOWN_AGE
 from web.rejections import Reason, Rejection
 from web.writer import ReadingBuffer
 
@@ -55,6 +56,7 @@ class FakeMessage:
     payload: bytes
     mid: int = 1
     qos: int = 1
+    retain: bool = False
 
     @property
     def topic(self) -> str:
@@ -350,3 +352,51 @@ def test_rejection_type_is_stable() -> None:
     ingest, _ = make_ingest()
     result = ingest.handle(TOPIC, b"")
     assert result == Rejection(Reason.EMPTY, "no bytes")
+
+
+# -- presence ($state) ----------------------------------------------------------------------
+
+
+PRESENCE = b"office/lab/sensor1/$state"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"online", b'"offline"', b'{"value": "lost"}', b'{"value": "online", "ts": 1}']
+)
+def test_presence_is_buffered_as_a_reading_of_its_state(payload: bytes) -> None:
+    ingest, buffer = make_ingest()
+    result = ingest.handle(PRESENCE, payload)
+    assert isinstance(result, Reading)
+    assert result.value in ("online", "offline", "lost")
+    assert buffer.take(10, 0, 0) == [result]
+
+
+@pytest.mark.parametrize("payload", [b"sleeping", b"1", b'{"value": "ONLINE"}', b"true"])
+def test_presence_that_is_not_a_state_is_refused(payload: bytes) -> None:
+    ingest, buffer = make_ingest()
+    result = ingest.handle(PRESENCE, payload)
+    assert isinstance(result, Rejection)
+    assert result.reason == Reason.PRESENCE
+    assert len(buffer) == 0
+    assert sample(ingest, "portal_ingest_rejected_total", reason="presence") == 1
+
+
+def test_a_retained_presence_without_a_time_is_of_unknown_age() -> None:
+    ingest, _buffer = make_ingest()
+    delivered = ingest.handle(PRESENCE, b"lost", retain=True)
+    live = ingest.handle(PRESENCE, b"lost")
+    stamped = ingest.handle(PRESENCE, b'{"value": "lost", "ts": 1700000000000}', retain=True)
+    assert isinstance(delivered, Reading) and isinstance(live, Reading) and isinstance(stamped, Reading)
+    assert delivered.ts == UNKNOWN_AGE
+    assert live.ts == NOW
+    assert stamped.ts == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+def test_an_empty_retained_presence_is_a_removal_not_a_rejection() -> None:
+    ingest, buffer = make_ingest()
+    client = connected(ingest)
+    deliver(ingest, client, PRESENCE, b"", mid=7)
+    deliver(ingest, client, TOPIC, b"", mid=8)
+    assert client.acks == [(7, 1), (8, 1)]
+    assert len(buffer) == 0
+    assert sample(ingest, "portal_ingest_rejected_total", reason="empty") == 1, "only the telemetry one"

@@ -52,7 +52,10 @@ def test_every_route_is_described_and_every_description_is_served(app: Flask) ->
     [
         (("GET", "/api/devices"), {"room", "prefix", "q", "limit", "cursor"}),
         (("GET", "/api/latest"), {"room", "device", "limit", "cursor"}),
-        (("GET", "/api/history"), {"room", "device", "attr", "from", "to", "bucket", "agg", "limit"}),
+        (
+            ("GET", "/api/history"),
+            {"room", "device", "attr", "from", "to", "bucket", "agg", "limit", "format"},
+        ),
         (("GET", "/api/alarms"), {"state", "severity", "type", "room", "device", "acked", "limit", "before"}),
         (("GET", "/api/alarms/summary"), set()),
         (("POST", "/api/alarms/ack"), set()),

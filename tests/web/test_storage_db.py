@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.conftest import RunningLab
 from web.cache import epoch_ms
 from web.messages import Reading
+from web.presence import UNKNOWN_AGE
 from web.settings import DatabaseSettings
 from web.storage import Store, make_engine
 from web.topics import Topic
@@ -155,3 +156,28 @@ def test_text_values_of_any_shape_become_latest_exactly(
     expected: dict[str, float | str] = {f"a{i}": text for i, text in enumerate(HOSTILE_TEXT)}
     expected.update(num=1e-300, big=-1.7976931348623157e308)
     assert mine == expected
+
+
+def test_presence_is_kept_apart_newest_by_time_and_does_not_move_last_seen(
+    store: Store, lab: RunningLab, unique_room: str
+) -> None:
+    """A device may announce itself before any value; a late or unknown-age presence never wins."""
+    first = store.write_batch([reading(unique_room, "d", "$state", "online", 10, received=10)])
+    assert [(v.attr, v.value) for v in first.latest] == [("$state", "online")]
+    assert first.seen == []
+    store.write_batch([reading(unique_room, "d", "t", 1.0, 20, received=20)])
+    store.write_batch([reading(unique_room, "d", "$state", "offline", 30, received=31)])
+    late = store.write_batch([reading(unique_room, "d", "$state", "online", 25, received=40)])
+    assert late.latest == [], "an older presence changes nothing"
+    unknown = Reading(Topic("office", unique_room, "d", "$state"), "lost", UNKNOWN_AGE, at(50))
+    assert store.write_batch([unknown]).latest == []
+    with lab.db() as db:
+        row = db.execute(
+            "SELECT d.presence, d.presence_at, d.last_seen FROM devices d JOIN rooms r ON r.id = d.room_id"
+            " WHERE r.name = %s AND d.name = 'd'",
+            (unique_room,),
+        ).fetchone()
+    assert row == ("offline", at(30), at(20))
+    assert rows(lab, unique_room) == [("d", "t", at(20), 1.0, None)], "presence is not telemetry"
+    values, _seen = store.load_latest()
+    assert {(v.attr, v.value) for v in values if v.room == unique_room} == {("t", 1.0), ("$state", "offline")}

@@ -73,7 +73,15 @@ def list_devices(
         The devices, whether more follow, and how many match the filters in all.
     """
     page = _filtered(
-        select(devices.c.id, rooms.c.name, devices.c.name, devices.c.first_seen, devices.c.last_seen)
+        select(
+            devices.c.id,
+            rooms.c.name,
+            devices.c.name,
+            devices.c.first_seen,
+            devices.c.last_seen,
+            devices.c.presence,
+            devices.c.presence_at,
+        )
         .select_from(devices)
         .join(rooms, rooms.c.id == devices.c.room_id),
         room,
@@ -96,12 +104,15 @@ def list_devices(
         count = connection.execute(total).scalar_one()
         by_id: dict[int, dict[str, Any]] = {}
         result = []
-        for device_id, room_name, name, first_seen, last_seen in found:
+        for device_id, room_name, name, first_seen, last_seen, presence, presence_at in found:
             entry = {
                 "room": room_name,
                 "device": name,
                 "first_seen": params.to_ms(first_seen),
                 "last_seen": params.to_ms(last_seen),
+                "presence": None
+                if presence is None
+                else {"state": presence, "at": params.to_ms(presence_at)},
                 "attributes": [],
                 "attributes_truncated": False,
             }

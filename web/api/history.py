@@ -4,16 +4,23 @@ Without ``bucket``, the stored points in time order (at most ``limit``; ``trunca
 more exist). With ``bucket=SECONDS``, one point per non-empty bucket, computed by PostgreSQL
 (``date_bin``); buckets are aligned to 1970-01-01T00:00Z, so the same bucket has the same start
 in every query, and ``ts`` is that start. Both ends of the range are inclusive.
+
+``format=csv`` answers the same points as ``text/csv`` to download (``ts,time,value``; a text value
+that a spreadsheet would run as a formula is written with a ``'`` first), with
+``X-History-Truncated`` saying whether ``limit`` cut them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+import urllib.parse
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import (
     ColumnElement,
@@ -163,12 +170,47 @@ def _bucketed(query: HistoryQuery) -> Any:
     )
 
 
+#: Text that a spreadsheet would run as a formula begins with one of these (written with a ' first).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def as_csv(query: HistoryQuery, points: list[dict[str, Any]], truncated: bool) -> Response:
+    """The points as CSV: ``ts`` (ms since 1970), ``time`` (ISO 8601, UTC) and ``value``, one row each."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["ts", "time", "value"])
+    for point in points:
+        moment = params.to_datetime(point["ts"]).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        writer.writerow([point["ts"], moment, _csv_text(point["value"])])
+    response = Response(out.getvalue(), content_type="text/csv; charset=utf-8")
+    name = f"{query.room}-{query.device}-{query.attr}.csv"
+    fallback = "".join(char if char.isascii() and (char.isalnum() or char in "-_.") else "_" for char in name)
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+    )
+    response.headers["X-History-Truncated"] = "true" if truncated else "false"
+    return response
+
+
 @bp.get("/history")
 @api_login_required
 def get_history() -> ResponseReturnValue:
     """History of one attribute; see the module docstring and the OpenAPI document."""
     query = HistoryQuery.from_args(request.args, now_ms=int(time.time() * 1000))
+    as_text = params.choice(request.args, "format", ("json", "csv"), "json") == "csv"
     points, truncated = history(current_app.extensions["portal"].engine, query)
+    if as_text:
+        return as_csv(query, points, truncated)
     return jsonify(
         {
             "room": query.room,

@@ -328,8 +328,37 @@ DOCUMENT: dict[str, Any] = {
                         },
                         "most points returned; truncated is true when more exist",
                     ),
+                    _query(
+                        "format",
+                        {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                        "csv: the points as a CSV file to download",
+                    ),
                 ],
-                "responses": {"200": _json(_ref("History"), "the points"), **_ERRORS},
+                "responses": {
+                    "200": {
+                        "description": "the points (as CSV with format=csv)",
+                        "headers": {
+                            "X-History-Truncated": {
+                                "description": "with format=csv: true when limit cut the points",
+                                "schema": {"type": "string", "enum": ["true", "false"]},
+                            }
+                        },
+                        "content": {
+                            "application/json": {"schema": _ref("History")},
+                            "text/csv": {
+                                "schema": {
+                                    "type": "string",
+                                    "description": (
+                                        "a header line ts,time,value then one line per point: ms since "
+                                        "1970, ISO 8601 UTC, the value (text that a spreadsheet would run "
+                                        "as a formula begins with ')"
+                                    ),
+                                }
+                            },
+                        },
+                    },
+                    **_ERRORS,
+                },
             }
         },
         "/api/alarms": {
@@ -515,6 +544,7 @@ DOCUMENT: dict[str, Any] = {
                     "device",
                     "first_seen",
                     "last_seen",
+                    "presence",
                     "attributes",
                     "attributes_truncated",
                 ],
@@ -523,6 +553,18 @@ DOCUMENT: dict[str, Any] = {
                     "device": {"type": "string"},
                     "first_seen": _MS_OR_NULL,
                     "last_seen": _MS_OR_NULL,
+                    "presence": {
+                        "type": ["object", "null"],
+                        "description": (
+                            "what the device last said of its connection on <root>/<room>/<device>/$state: "
+                            "online, offline (it left cleanly) or lost (its Last Will); null if it never said"
+                        ),
+                        "required": ["state", "at"],
+                        "properties": {
+                            "state": {"type": "string", "enum": ["online", "offline", "lost"]},
+                            "at": _MS,
+                        },
+                    },
                     "attributes": {"type": "array", "items": _ref("AttributeValue")},
                     "attributes_truncated": {"type": "boolean"},
                 },

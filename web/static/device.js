@@ -8,6 +8,7 @@ import { deleteJSON, getJSON, removes, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { ago, bodyNumber, el, formatValue, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
+import { PRESENCE_ATTR, standing } from "./lib/presence.js";
 
 const ROOM = document.body.dataset.room;
 const DEVICE = document.body.dataset.device;
@@ -15,12 +16,14 @@ const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
 const TARGET_POINTS = 300;
 const BUCKETS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 const TABLE_ROWS = 500;
+const CSV_ROWS = 100000; // the most /api/history answers at once
 const RECENT_TEXT = 50;
 
 const attributesEl = document.getElementById("attributes");
 const emptyEl = document.getElementById("empty");
 const headEl = document.getElementById("device");
 const badgeEl = headEl.querySelector(".badge.offline");
+const stoppedEl = headEl.querySelector(".badge.stopped");
 const seenEl = document.getElementById("seen");
 const rangeForm = document.getElementById("range");
 const customEl = document.getElementById("custom");
@@ -32,6 +35,7 @@ const commandNote = document.getElementById("command-note");
 
 const panels = new Map(); // attr -> panel
 let lastTs = -Infinity;
+let presence = null; // the newest "$state" value (lib/presence.js)
 let range = { live: true, spanS: 3600 };
 
 /** Bucket width (s) so that `spanS` holds about TARGET_POINTS buckets. */
@@ -70,6 +74,14 @@ function textPanel() {
   return { kind: "text", list: list, body: [el("h4", { text: "Recent values" }), list] };
 }
 
+/** The raw values of `attr` in the time range shown, as a CSV download (GET /api/history). */
+function csvUrl(attr) {
+  const span = currentSpan();
+  const query = new URLSearchParams({ room: ROOM, device: DEVICE, attr: attr, from: String(Math.floor(span.from)),
+    to: String(Math.ceil(span.to)), format: "csv", limit: String(CSV_ROWS) });
+  return "/api/history?" + query.toString();
+}
+
 function panelFor(item) {
   let panel = panels.get(item.attr);
   if (panel !== undefined) {
@@ -82,9 +94,14 @@ function panelFor(item) {
   panel.statusEl = el("p", { className: "panel-status", role: "status" });
   panel.generation = 0;
   panel.ts = -Infinity;
+  const download = el("a", { className: "download", text: "CSV", href: "#",
+    "aria-label": "Download the values of " + item.attr + " in the time range as CSV" });
+  download.addEventListener("click", function () {
+    download.href = csvUrl(item.attr); // the range as it is at the click
+  });
   panel.section = el("section", { className: "attr-panel", data: { attr: item.attr, kind: panel.kind },
     "aria-label": "Attribute " + item.attr },
-  el("header", null, el("h3", { text: item.attr }), panel.valueEl, panel.tsEl),
+  el("header", null, el("h3", { text: item.attr }), panel.valueEl, panel.tsEl, download),
   panel.statusEl, ...panel.body);
   insertSorted(attributesEl, panel.section, item.attr);
   panels.set(item.attr, panel);
@@ -225,6 +242,13 @@ function apply(item, fromSnapshot) {
   if (!isValue(item) || item.room !== ROOM || item.device !== DEVICE) {
     return;
   }
+  if (item.attr === PRESENCE_ATTR) {
+    if (presence === null || item.ts >= presence.ts) {
+      presence = item;
+      refreshSeen(Date.now());
+    }
+    return;
+  }
   const isNew = !panels.has(item.attr);
   const panel = panelFor(item);
   if (item.ts < panel.ts) {
@@ -245,12 +269,14 @@ function apply(item, fromSnapshot) {
 }
 
 function refreshSeen(now) {
+  const state = standing(lastTs, presence, now, offlineAfterMs);
+  badgeEl.hidden = state !== "offline";
+  stoppedEl.hidden = state !== "stopped";
+  headEl.dataset.offline = String(state === "offline");
+  headEl.dataset.presence = state;
   if (lastTs === -Infinity) {
     return;
   }
-  const offline = now - lastTs > offlineAfterMs;
-  badgeEl.hidden = !offline;
-  headEl.dataset.offline = String(offline);
   seenEl.textContent = "last seen " + ago(lastTs, now);
   seenEl.title = new Date(lastTs).toISOString();
 }

@@ -7,13 +7,15 @@
 // devices appeared) fetches the page again when it has room for them; a "removed" notice that
 // takes away a device of the page fetches it again too.
 //
-// Tiles carry data-key="<room>/<device>/<attr>"; device cards data-device="<room>/<device>" and
+// Tiles carry data-key="<room>/<device>/<attr>"; device cards data-device="<room>/<device>",
 // data-offline="true" once the device's newest value is older than PORTAL_OFFLINE_AFTER_S
-// (from <body data-offline-after-s>). Names are written with textContent only.
+// (from <body data-offline-after-s>) or it is lost, and data-presence (lib/presence.js: online,
+// offline, stopped, unknown). Names are written with textContent only.
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { getJSON, removes } from "./lib/api.js";
 import { ago, bodyNumber, deviceUrl, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
+import { PRESENCE_ATTR, standing } from "./lib/presence.js";
 
 const PAGE_SIZE = 48; // device subscriptions of one page (the portal allows 64 per client)
 
@@ -28,7 +30,7 @@ const problemEl = document.getElementById("page-problem");
 const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
 
 let rooms = new Map(); // room -> {section, devicesEl}
-let devices = new Map(); // "room/device" -> {card, tilesEl, badge, seenEl, lastTs, offline}
+let devices = new Map(); // "room/device" -> {card, tilesEl, badge, stoppedBadge, seenEl, lastTs, presence, state}
 let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, item}
 
 const state = {
@@ -58,15 +60,18 @@ function deviceFor(room, device) {
   let entry = devices.get(key);
   if (entry === undefined) {
     const badge = el("span", { className: "badge offline", text: "offline", hidden: true });
+    const stoppedBadge = el("span", { className: "badge stopped", text: "stopped", hidden: true,
+      title: "it said goodbye: it disconnected on purpose" });
     const seenEl = el("span", { className: "seen" });
     const tilesEl = el("div", { className: "tiles" });
-    const card = el("article", { className: "device", data: { device: key, offline: "false" } },
+    const card = el("article", { className: "device", data: { device: key, offline: "false", presence: "unknown" } },
       el("header", null,
         el("h3", null, el("a", { href: deviceUrl(room, device), text: device })),
-        badge, seenEl),
+        badge, stoppedBadge, seenEl),
       tilesEl);
     insertSorted(roomFor(room).devicesEl, card, device);
-    entry = { card: card, tilesEl: tilesEl, badge: badge, seenEl: seenEl, lastTs: -Infinity, offline: null };
+    entry = { card: card, tilesEl: tilesEl, badge: badge, stoppedBadge: stoppedBadge, seenEl: seenEl,
+      lastTs: -Infinity, presence: null, state: null };
     devices.set(key, entry);
   }
   return entry;
@@ -88,14 +93,16 @@ function tileFor(item) {
 }
 
 function refreshDevice(entry, now) {
+  const state = standing(entry.lastTs, entry.presence, now, offlineAfterMs);
+  if (state !== entry.state) {
+    entry.state = state;
+    entry.badge.hidden = state !== "offline";
+    entry.stoppedBadge.hidden = state !== "stopped";
+    entry.card.dataset.offline = String(state === "offline");
+    entry.card.dataset.presence = state;
+  }
   if (entry.lastTs === -Infinity) {
     return;
-  }
-  const offline = now - entry.lastTs > offlineAfterMs;
-  if (offline !== entry.offline) {
-    entry.offline = offline;
-    entry.badge.hidden = !offline;
-    entry.card.dataset.offline = String(offline);
   }
   const text = "last seen " + ago(entry.lastTs, now);
   if (entry.seenEl.textContent !== text) {
@@ -115,6 +122,14 @@ function apply(item) {
   if (!isValue(item) || !devices.has(item.room + "/" + item.device)) {
     return; // not a device of this page (a value racing a page change)
   }
+  if (item.attr === PRESENCE_ATTR) {
+    const device = devices.get(item.room + "/" + item.device);
+    if (device.presence === null || item.ts >= device.presence.ts) {
+      device.presence = item;
+      refreshDevice(device, Date.now());
+    }
+    return;
+  }
   const entry = tileFor(item);
   if (entry.item !== null && item.ts < entry.item.ts) {
     return; // older than what is shown (a snapshot racing an update)
@@ -131,12 +146,17 @@ function applyAll(items) {
 
 function showPage(page) {
   const shown = tiles; // live values may be newer than the listing, which the database answered
+  const known = devices;
   roomsEl.replaceChildren();
   rooms = new Map();
   devices = new Map();
   tiles = new Map();
   for (const device of page.devices) {
     deviceFor(device.room, device.device);
+    if (device.presence) {
+      apply({ room: device.room, device: device.device, attr: PRESENCE_ATTR, value: device.presence.state,
+        ts: device.presence.at });
+    }
     for (const attribute of device.attributes) {
       apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
         ts: attribute.ts });
@@ -144,6 +164,11 @@ function showPage(page) {
   }
   for (const entry of shown.values()) {
     apply(entry.item); // kept where its device is still listed and its value is the newer one
+  }
+  for (const [key, entry] of known) {
+    if (entry.presence !== null && devices.has(key)) {
+      apply(entry.presence);
+    }
   }
   state.next = page.next;
   state.shown = page.devices.length;

@@ -209,6 +209,41 @@ def test_a_frozen_broker_is_detected_by_keepalive(own_broker: PlainBroker) -> No
 
 
 @VERSIONS
+def test_the_will_is_published_retained_when_the_connection_is_cut_and_not_after_a_disconnect(
+    broker: PlainBroker, version: int
+) -> None:
+    """The Last Will of a CONNECT (the lab's presence: ``lost``, retained, QoS 1), read back from
+    the real broker by a subscriber that comes later: there after an abort, absent after a clean end."""
+    cut, clean = (f"conformance/{uuid.uuid4().hex}/$state" for _ in range(2))
+
+    def will(topic: str) -> codec.Will:
+        return codec.Will(topic, b'{"value":"lost"}', qos=1, retain=True)
+
+    async def scenario() -> tuple[list[codec.Publish], list[codec.Publish]]:
+        aborted = await open_session("127.0.0.1", broker.port, options(version, will=will(cut)))
+        closed = await open_session("127.0.0.1", broker.port, options(version, will=will(clean)))
+        aborted.abort()
+        closed.close()
+        await asyncio.sleep(0.5)
+        late = Recorder()
+        watcher = await open_session("127.0.0.1", broker.port, options(version), late)
+        await watcher.subscribe([(cut, 1), (clean, 1)], timeout=5)
+        await late.until(lambda: bool(late.messages))
+        await asyncio.sleep(0.3)
+        watcher.close()
+        return [m for m in late.messages if m.topic == cut], [m for m in late.messages if m.topic == clean]
+
+    lost, goodbye = run(scenario)
+    assert [(m.payload, m.retain) for m in lost] == [(b'{"value":"lost"}', True)]
+    assert goodbye == []
+
+
+def test_a_will_with_a_qos_beyond_2_is_refused() -> None:
+    with pytest.raises(ValueError, match="a will's QoS is 0, 1 or 2"):
+        codec.connect(options(MQTT311, will=codec.Will("t", b"x", qos=3)))
+
+
+@VERSIONS
 def test_a_second_session_with_the_same_id_takes_over(broker: PlainBroker, version: int) -> None:
     same = options(version)
 
