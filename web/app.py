@@ -41,6 +41,7 @@ from web.settings import Settings
 from web.socket_writes import WholeWrites
 from web.status import StatusWatch
 from web.storage import Store, make_engine
+from web.units import load_units
 from web.writer import BatchWriter, ReadingBuffer
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class Portal:
     metrics: Metrics
     removal: Removal
     status: StatusWatch
+    #: Units of measure by attribute name (web/units.json), under what devices send.
+    units: dict[str, str]
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
     _stopping: bool = field(default=False, init=False)
@@ -193,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             engine, store=store, cache=cache, quota=quota, live=live, ingest=ingest, root=settings.topic_root
         ),
         status=status,
+        units=load_units(),
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
     )
     app.extensions["portal"] = portal

@@ -27,6 +27,7 @@ class Reading:
         qos: the delivery QoS.
         connection: which broker connection delivered it: a message id means something only on
             the connection it came with (after a reconnect the broker sends it again).
+        unit: the unit of measure the payload named, if any.
     """
 
     topic: Topic
@@ -36,6 +37,7 @@ class Reading:
     mid: int = 0
     qos: int = 0
     connection: int = 0
+    unit: str | None = None
 
 
 def parse_message(
@@ -73,6 +75,7 @@ def parse_message(
         mid=mid,
         qos=qos,
         connection=connection,
+        unit=parsed.unit,
     )
 
 

@@ -3,8 +3,9 @@
 Accepted, checked in this order:
 
 * a JSON number, boolean or string: ``21.5``, ``true``, ``"open"``;
-* a JSON object ``{"value": v, "ts": epoch_ms}`` where ``v`` is one of the above and ``ts``
-  (optional) is a number of milliseconds since 1970-01-01 UTC;
+* a JSON object ``{"value": v, "ts": epoch_ms, "unit": "°C"}`` where ``v`` is one of the above,
+  ``ts`` (optional) is a number of milliseconds since 1970-01-01 UTC and ``unit`` (optional) the
+  unit of measure, 1 to :data:`MAX_UNIT_CHARS` printable characters;
 * plain text that is a number (``+21.5``, ``.5``, ``1e3``) or a single word (``on``, ``OPEN``).
 
 How values are stored: numbers become double precision floats and **booleans become the numbers
@@ -30,7 +31,9 @@ from web.rejections import Reason, Rejection
 #: Largest accepted payload, in bytes. Bigger ones are refused before any decoding.
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: Keys a JSON object payload may carry.
-OBJECT_KEYS = frozenset({"value", "ts"})
+OBJECT_KEYS = frozenset({"value", "ts", "unit"})
+#: Longest unit of measure (``°C``, ``kWh``, ``µg/m³``...).
+MAX_UNIT_CHARS = 16
 #: ``ts`` must fall between 1970-01-01 and 9999-12-31 (what a Python ``datetime`` can hold).
 TS_MAX_MS = 253_402_300_799_999
 
@@ -53,6 +56,7 @@ class Payload:
 
     value: float | str
     ts: datetime | None = None
+    unit: str | None = None
 
 
 class _Refused(Exception):  # noqa: N818 - internal control flow, never escapes this module
@@ -128,12 +132,24 @@ def _parse(data: bytes) -> Payload:
 def _parse_object(document: dict[str, Any]) -> Payload:
     unknown = document.keys() - OBJECT_KEYS
     if unknown:
-        raise _Refused(Reason.UNKNOWN_KEY, f"{len(unknown)} unknown key(s); allowed: ts, value")
+        raise _Refused(Reason.UNKNOWN_KEY, f"{len(unknown)} unknown key(s); allowed: ts, unit, value")
     if "value" not in document:
         raise _Refused(Reason.MISSING_VALUE, 'object without "value"')
     value = _scalar(document["value"])
     ts = _timestamp(document["ts"]) if "ts" in document else None
-    return Payload(value, ts)
+    unit = _unit(document["unit"]) if "unit" in document else None
+    return Payload(value, ts, unit)
+
+
+def _unit(unit: Any) -> str:
+    if (
+        not isinstance(unit, str)
+        or not 1 <= len(unit) <= MAX_UNIT_CHARS
+        or not unit.isprintable()
+        or unit != unit.strip()
+    ):
+        raise _Refused(Reason.BAD_UNIT, f"unit must be 1 to {MAX_UNIT_CHARS} printable characters")
+    return unit
 
 
 def _scalar(value: Any) -> float | str:

@@ -52,6 +52,8 @@ class Reason(StrEnum):
     """A JSON object naming the same key twice (which one would win is parser-dependent)."""
     BAD_TS = "bad_ts"
     """``ts`` is not a number of milliseconds since 1970 between year 1970 and 9999."""
+    BAD_UNIT = "bad_unit"
+    """``unit`` is not text of 1 to 16 printable characters without spaces at its ends."""
     PRESENCE = "presence"
     """A presence status (``$state``) that is not ``online``, ``offline`` or ``lost``."""
     BAD_STRING = "bad_string"

@@ -46,6 +46,8 @@ attributes = Table(
     Column("id", Integer, primary_key=True),
     Column("device_id", Integer, ForeignKey("devices.id"), nullable=False),
     Column("name", Text, nullable=False),
+    Column("unit", Text),
+    Column("unit_at", DateTime(timezone=True)),
 )
 
 telemetry = Table(

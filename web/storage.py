@@ -83,6 +83,11 @@ FROM unnest(%s::integer[], %s::text[], %s::timestamptz[]) AS s(id, state, at)
 WHERE d.id = s.id AND (d.presence_at IS NULL OR d.presence_at <= s.at)
 RETURNING d.id
 """
+_SET_UNITS = """
+UPDATE attributes AS a SET unit = s.unit, unit_at = s.at
+FROM unnest(%s::integer[], %s::text[], %s::timestamptz[]) AS s(id, unit, at)
+WHERE a.id = s.id AND (a.unit_at IS NULL OR a.unit_at <= s.at)
+"""
 _COPY_TELEMETRY = "COPY telemetry (ts, attribute_id, value_num, value_text) FROM STDIN (FORMAT BINARY)"
 _TELEMETRY_TYPES = ("timestamptz", "int4", "float8", "text")
 # An older value arriving late (a device's own ts) is stored in telemetry but does not win here.
@@ -257,6 +262,7 @@ class Store:
                         seen = self._touch_devices(cursor, topics, device_ids)
                         self._copy_telemetry(cursor, telemetry, attribute_ids)
                         changed = self._upsert_latest(cursor, topics, attribute_ids)
+                        self._set_units(cursor, telemetry, attribute_ids)
                     if statuses:
                         changed += self._set_presence(cursor, statuses, device_ids)
             except psycopg.Error as exc:
@@ -386,6 +392,29 @@ class Store:
             LatestValue(reading.topic.room, reading.topic.device, PRESENCE_ATTR, reading.value, reading.ts)
             for reading in (by_device[row[0]] for row in cursor.fetchall())
         ]
+
+    @staticmethod
+    def _set_units(
+        cursor: psycopg.Cursor[Any], readings: Sequence[Reading], attribute_ids: dict[Topic, int]
+    ) -> None:
+        """An attribute's unit is the one named by its newest value that named one (by ``ts``)."""
+        newest: dict[int, Reading] = {}
+        for reading in readings:
+            if reading.unit is not None:
+                attribute_id = attribute_ids[reading.topic]
+                known = newest.get(attribute_id)
+                if known is None or reading.ts >= known.ts:
+                    newest[attribute_id] = reading
+        if newest:
+            ordered = sorted(newest.items())
+            cursor.execute(
+                _SET_UNITS,
+                (
+                    _array_literal(str(attribute_id) for attribute_id, _reading in ordered),
+                    _array_literal(_quoted(str(reading.unit)) for _id, reading in ordered),
+                    _timestamps_literal(reading.ts for _id, reading in ordered),
+                ),
+            )
 
     @staticmethod
     def _copy_telemetry(

@@ -141,6 +141,33 @@ def test_a_reloaded_listing_keeps_the_newer_live_values(
     expect(card).to_have_attribute("data-offline", "false")
 
 
+def test_charts_round_to_the_attributes_precision_and_show_its_unit_and_dates(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    now = int(time.time() * 1000)
+    bucket_start = (now - 600_000) // 15_000 * 15_000  # three values in one 15 s bucket of the 1 h view
+    for offset, value in ((1000, 37.5), (2000, 37.6), (3000, 37.8)):
+        publish_value(lab, unique_room, "humidity", {"value": value, "ts": bucket_start + offset})
+    two_days_ago = now - 2 * 86_400_000
+    publish_value(lab, unique_room, "humidity", {"value": 41.2, "ts": two_days_ago})
+    time.sleep(0.5)  # stored before the page asks
+    page = signed_in_page(device_path(unique_room, device))
+    panel = page.locator('section.attr-panel[data-attr="humidity"]')
+    expect(panel.locator("header .unit")).to_have_text("%", timeout=LIVE_MS)  # web/units.json
+    expect(panel.locator("table.history thead th").nth(1)).to_have_text("Average (%)")
+    rows = panel.locator("table.history tbody tr")
+    expect(rows).to_have_count(1, timeout=LIVE_MS)
+    expect(rows.first.locator("td").nth(1)).to_have_text("37.6")  # not 37.6333
+    legend = panel.locator(".u-legend .u-series").nth(1).locator(".u-value")
+    expect(legend).to_have_text("37.6 %")  # the newest values while the cursor is away, not "--"
+
+    page.get_by_label("7 d").check()
+    expect(rows).to_have_count(2, timeout=LIVE_MS)
+    old_time = rows.last.locator("time")
+    expect(old_time).to_contain_text(time.strftime("%Y", time.localtime(two_days_ago / 1000)))
+
+
 def test_the_values_in_the_range_download_as_csv(
     signed_in_page: OpenPage, lab: RunningLab, unique_room: str
 ) -> None:

@@ -94,8 +94,10 @@ def test_devices_and_latest_values(api: requests.Session, lab: RunningLab, uniqu
     assert entry["last_seen"] >= entry["first_seen"]
     by_attr = {a["attr"]: a for a in entry["attributes"]}
     assert list(by_attr) == ["door", "light", "temperature"]
-    assert by_attr["temperature"] == {"attr": "temperature", "value": 21.5, "ts": base + 1000}
+    assert by_attr["temperature"] == {"attr": "temperature", "value": 21.5, "ts": base + 1000, "unit": "°C"}
     assert by_attr["door"]["value"] == "open"
+    assert by_attr["door"]["unit"] is None, "no unit sent, none in web/units.json"
+    assert entry["presence"] is None, "it never said"
     assert by_attr["light"]["value"] == 1
 
     values = get(api, lab, "/api/latest", room=unique_room, device=device)["values"]

@@ -61,6 +61,12 @@ def test_object_with_value_and_ts() -> None:
     assert result == Payload(1.0, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC))
 
 
+@pytest.mark.parametrize("unit", ["°C", "%", "kWh", "µg/m³", "m/s²", "sixteen chars!!!"])
+def test_object_may_name_its_unit(unit: str) -> None:
+    parsed = parse_payload(json.dumps({"value": 21.5, "unit": unit}).encode())
+    assert parsed == Payload(21.5, None, unit)
+
+
 def test_object_ts_keeps_milliseconds_exactly() -> None:
     result = parse_payload(b'{"ts": 1700000000123, "value": "x"}')
     assert isinstance(result, Payload)
@@ -122,7 +128,15 @@ def test_ts_bounds() -> None:
         (b"{}", Reason.MISSING_VALUE),
         (b'{"ts": 1700000000000}', Reason.MISSING_VALUE),
         (b'{"val": 1}', Reason.UNKNOWN_KEY),
-        (b'{"value": 1, "unit": "C"}', Reason.UNKNOWN_KEY),
+        (b'{"value": 1, "units": "C"}', Reason.UNKNOWN_KEY),
+        (b'{"value": 1, "unit": ""}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": 7}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": null}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": ["C"]}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": " C"}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": "C\\u0000"}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": "\\u202eC"}', Reason.BAD_UNIT),
+        (b'{"value": 1, "unit": "seventeen chars!!"}', Reason.BAD_UNIT),
         (b'{"value": 1, "value": 2}', Reason.DUPLICATE_KEY),
         (b'{"value": 1, "ts": "1700000000000"}', Reason.BAD_TS),
         (b'{"value": 1, "ts": true}', Reason.BAD_TS),

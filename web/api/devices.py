@@ -22,6 +22,7 @@ from web.api.params import Unavailable
 from web.auth import api_login_required
 from web.removal import Removal, RemovalRefused, Removed, Selection
 from web.schema import attributes, devices, latest, rooms
+from web.units import unit_of
 
 bp = Blueprint("devices", __name__)
 
@@ -59,6 +60,7 @@ def list_devices(
     q: str | None = None,
     after: tuple[str, ...] | None = None,
     limit: int = DEFAULT_LIMIT,
+    units: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], bool, int]:
     """One page of devices, ordered by room and name, each with its attributes (by name).
 
@@ -68,6 +70,7 @@ def list_devices(
         q: only devices whose room or name holds this (any case).
         after: the (room, device) the previous page ended with.
         limit: most devices.
+        units: units of measure by attribute name, for attributes whose device sent none.
 
     Returns:
         The devices, whether more follow, and how many match the filters in all.
@@ -119,11 +122,11 @@ def list_devices(
             by_id[device_id] = entry
             result.append(entry)
         if by_id:
-            _attach_attributes(connection, by_id)
+            _attach_attributes(connection, by_id, units or {})
     return result, more, count
 
 
-def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]]) -> None:
+def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]], units: dict[str, str]) -> None:
     """The first :data:`MAX_ATTRIBUTES` attributes of each device, by name, with latest values."""
     ranked = (
         select(
@@ -132,6 +135,7 @@ def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]]) -> Non
             latest.c.value_num,
             latest.c.value_text,
             latest.c.ts,
+            attributes.c.unit,
             func.row_number()
             .over(partition_by=attributes.c.device_id, order_by=attributes.c.name)
             .label("rank"),
@@ -149,17 +153,20 @@ def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]]) -> Non
             ranked.c.value_text,
             ranked.c.ts,
             ranked.c.rank,
+            ranked.c.unit,
         )
         .where(ranked.c.rank <= MAX_ATTRIBUTES + 1)
         .order_by(ranked.c.device_id, ranked.c.name)
     )
-    for device_id, attr, num, text, ts, rank in connection.execute(query):
+    for device_id, attr, num, text, ts, rank, unit in connection.execute(query):
         entry = by_id[device_id]
         if rank > MAX_ATTRIBUTES:
             entry["attributes_truncated"] = True
             continue
         value = num if num is not None else text
-        entry["attributes"].append({"attr": attr, "value": value, "ts": params.to_ms(ts)})
+        entry["attributes"].append(
+            {"attr": attr, "value": value, "ts": params.to_ms(ts), "unit": unit_of(attr, unit, units)}
+        )
 
 
 @bp.get("/devices")
@@ -172,7 +179,8 @@ def get_devices() -> ResponseReturnValue:
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     after = params.cursor(request.args, "cursor", 2)
     engine = current_app.extensions["portal"].engine
-    found, more, total = list_devices(engine, room, prefix=prefix, q=q, after=after, limit=limit)
+    units = current_app.extensions["portal"].units
+    found, more, total = list_devices(engine, room, prefix=prefix, q=q, after=after, limit=limit, units=units)
     last = found[-1] if found else None
     following = params.make_cursor([last["room"], last["device"]]) if more and last else None
     return jsonify(devices=found, next=following, total=total)

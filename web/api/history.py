@@ -41,6 +41,7 @@ from web.api import params
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.schema import attributes, devices, rooms, telemetry
+from web.units import unit_of
 
 bp = Blueprint("history", __name__)
 
@@ -104,6 +105,13 @@ def _attribute_id(query: HistoryQuery) -> Any:
         )
         .scalar_subquery()
     )
+
+
+def stored_unit(engine: Engine, query: HistoryQuery) -> str | None:
+    """The unit the attribute's device last sent, if any."""
+    statement = select(attributes.c.unit).where(attributes.c.id == _attribute_id(query))
+    with engine.connect() as connection:
+        return connection.execute(statement).scalar_one_or_none()
 
 
 def _in_range(query: HistoryQuery) -> list[ColumnElement[bool]]:
@@ -208,7 +216,8 @@ def get_history() -> ResponseReturnValue:
     """History of one attribute; see the module docstring and the OpenAPI document."""
     query = HistoryQuery.from_args(request.args, now_ms=int(time.time() * 1000))
     as_text = params.choice(request.args, "format", ("json", "csv"), "json") == "csv"
-    points, truncated = history(current_app.extensions["portal"].engine, query)
+    portal = current_app.extensions["portal"]
+    points, truncated = history(portal.engine, query)
     if as_text:
         return as_csv(query, points, truncated)
     return jsonify(
@@ -220,6 +229,7 @@ def get_history() -> ResponseReturnValue:
             "to": query.end_ms,
             "bucket": query.bucket_s,
             "agg": query.agg,
+            "unit": unit_of(query.attr, stored_unit(portal.engine, query), portal.units),
             "points": points,
             "truncated": truncated,
         }

@@ -25,6 +25,10 @@ _NAME = {
     "maxLength": MAX_NAME_CHARS,
     "description": ("a name: no '/', '+' or '#', no control or invisible characters, no space at either end"),
 }
+_UNIT = {
+    "type": ["string", "null"],
+    "description": "unit of measure: the one the device last sent, else web/units.json's for the name",
+}
 _VALUE = {"type": ["number", "string"], "description": "numbers (booleans as 1/0) or strings"}
 
 
@@ -530,11 +534,12 @@ DOCUMENT: dict[str, Any] = {
             },
             "AttributeValue": {
                 "type": "object",
-                "required": ["attr", "value", "ts"],
+                "required": ["attr", "value", "ts", "unit"],
                 "properties": {
                     "attr": {"type": "string"},
                     "value": {"type": ["number", "string", "null"]},
                     "ts": _MS_OR_NULL,
+                    "unit": _UNIT,
                 },
             },
             "Device": {
@@ -582,7 +587,18 @@ DOCUMENT: dict[str, Any] = {
             },
             "History": {
                 "type": "object",
-                "required": ["room", "device", "attr", "from", "to", "bucket", "agg", "points", "truncated"],
+                "required": [
+                    "room",
+                    "device",
+                    "attr",
+                    "from",
+                    "to",
+                    "bucket",
+                    "agg",
+                    "unit",
+                    "points",
+                    "truncated",
+                ],
                 "properties": {
                     "room": {"type": "string"},
                     "device": {"type": "string"},
@@ -591,6 +607,7 @@ DOCUMENT: dict[str, Any] = {
                     "to": _MS,
                     "bucket": {"type": ["integer", "null"]},
                     "agg": {"type": ["string", "null"], "enum": [*history.AGGREGATES, None]},
+                    "unit": _UNIT,
                     "points": {
                         "type": "array",
                         "items": {

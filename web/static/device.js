@@ -6,7 +6,8 @@
 // slides; a custom from/to range is static. Names are written with textContent only.
 import { deleteJSON, getJSON, removes, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
-import { ago, bodyNumber, el, formatValue, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
+import { ago, bodyNumber, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
+import { decimalsOf, gapFor, withGaps } from "./lib/chart-data.js";
 import { connectLive } from "./lib/live.js";
 import { PRESENCE_ATTR, standing } from "./lib/presence.js";
 
@@ -58,15 +59,14 @@ function numberPanel(attr) {
   const chartEl = el("div", { className: "chart", role: "img", "aria-label": "Chart of " + attr + " over the chosen time range" });
   const tbody = el("tbody");
   const countEl = el("span", { className: "count-text", text: "" });
+  const headers = ["Average", "Min", "Max"].map(function (name) { return el("th", { scope: "col", text: name }); });
   const table = el("details", { className: "history" },
     el("summary", null, "History table ", countEl),
     el("table", { className: "history" },
-      el("thead", null, el("tr", null,
-        el("th", { scope: "col", text: "Time" }), el("th", { scope: "col", text: "Average" }),
-        el("th", { scope: "col", text: "Min" }), el("th", { scope: "col", text: "Max" }))),
+      el("thead", null, el("tr", null, el("th", { scope: "col", text: "Time" }), ...headers)),
       tbody));
-  return { kind: "number", chartEl: chartEl, tbody: tbody, countEl: countEl, body: [chartEl, table],
-    data: [[], [], [], []], chart: null };
+  return { kind: "number", chartEl: chartEl, tbody: tbody, countEl: countEl, headers: headers,
+    body: [chartEl, table], data: [[], [], [], []], chart: null, gapS: Infinity };
 }
 
 function textPanel() {
@@ -90,6 +90,9 @@ function panelFor(item) {
   panel = typeof item.value === "number" ? numberPanel(item.attr) : textPanel();
   panel.attr = item.attr;
   panel.valueEl = el("span", { className: "value" });
+  panel.unitEl = el("span", { className: "unit" });
+  panel.unit = null;
+  panel.decimals = 0; // the most decimals seen in its raw values: averages are shown with as many
   panel.tsEl = el("time", { className: "ts" });
   panel.statusEl = el("p", { className: "panel-status", role: "status" });
   panel.generation = 0;
@@ -101,7 +104,7 @@ function panelFor(item) {
   });
   panel.section = el("section", { className: "attr-panel", data: { attr: item.attr, kind: panel.kind },
     "aria-label": "Attribute " + item.attr },
-  el("header", null, el("h3", { text: item.attr }), panel.valueEl, panel.tsEl, download),
+  el("header", null, el("h3", { text: item.attr }), panel.valueEl, panel.unitEl, panel.tsEl, download),
   panel.statusEl, ...panel.body);
   insertSorted(attributesEl, panel.section, item.attr);
   panels.set(item.attr, panel);
@@ -117,31 +120,73 @@ function chartWidth(panel) {
   return Math.max(240, panel.chartEl.clientWidth || attributesEl.clientWidth || 320);
 }
 
+/** A value of the panel as shown: rounded to the attribute's own precision, with its unit. */
+function shown(panel, value) {
+  if (value === null || value === undefined) {
+    return "--";
+  }
+  const text = typeof value === "number" ? value.toFixed(panel.decimals) : String(value);
+  return panel.unit ? text + " " + panel.unit : text;
+}
+
+/** A time as read on the page: the time of day, with the date when it is not today. */
+function timeText(ms) {
+  const when = new Date(ms);
+  return when.toDateString() === new Date().toDateString() ? when.toLocaleTimeString() : when.toLocaleString();
+}
+
+/** The newest index that has a value (what the legend shows while the cursor is away). */
+function lastIndex(panel) {
+  const values = panel.data[1];
+  for (let i = values.length - 1; i >= 0; i -= 1) {
+    if (values[i] !== null) {
+      return i;
+    }
+  }
+  return null;
+}
+
 function drawChart(panel) {
   const span = currentSpan();
   if (panel.chart === null) {
+    const format = function (_u, value) { return shown(panel, value); };
     panel.chart = new window.uPlot({
       width: chartWidth(panel),
       height: 220,
       scales: { x: { time: true, range: function () { const w = currentSpan(); return [w.from / 1000, w.to / 1000]; } } },
+      axes: [{}, { values: function (_u, ticks) { return ticks.map(function (tick) { return tick.toFixed(panel.decimals); }); },
+        label: panel.unit || "", size: 60 }],
       series: [
-        {},
-        { label: panel.attr, stroke: "#1f6feb", width: 2, spanGaps: true },
-        { label: "min", stroke: "#9db7e0", width: 1, dash: [4, 4] },
-        { label: "max", stroke: "#9db7e0", width: 1, dash: [4, 4] },
+        { value: function (_u, ts) { return ts === null || ts === undefined ? "--" : timeText(ts * 1000); } },
+        { label: panel.attr, stroke: "#1f6feb", width: 2, spanGaps: false, value: format },
+        { label: "min", stroke: "#9db7e0", width: 1, dash: [4, 4], spanGaps: false, value: format },
+        { label: "max", stroke: "#9db7e0", width: 1, dash: [4, 4], spanGaps: false, value: format },
       ],
       legend: { live: true },
+      hooks: {
+        setCursor: [function (u) {
+          if (u.cursor.idx === null || u.cursor.idx === undefined) {
+            u.setLegend({ idx: lastIndex(panel) }, false); // the newest values while the cursor is away
+          }
+        }],
+      },
     }, panel.data, panel.chartEl);
+    panel.chart.setLegend({ idx: lastIndex(panel) }, false);
   } else {
     panel.chart.setData(panel.data);
+    if (panel.chart.cursor.idx === null || panel.chart.cursor.idx === undefined) {
+      panel.chart.setLegend({ idx: lastIndex(panel) }, false);
+    }
   }
   panel.chart.setScale("x", { min: span.from / 1000, max: span.to / 1000 });
 }
 
-function tableRow(tsMs, avg, min, max) {
+function tableRow(panel, tsMs, avg, min, max) {
   const timeEl = el("time");
   setTime(timeEl, tsMs);
-  const cell = function (value) { return el("td", { text: value === null || value === undefined ? "" : formatValue(value) }); };
+  const cell = function (value) {
+    return el("td", { text: value === null || value === undefined ? "" : value.toFixed(panel.decimals) });
+  };
   return el("tr", null, el("td", null, timeEl), cell(avg), cell(min), cell(max));
 }
 
@@ -149,13 +194,35 @@ function fillTable(panel) {
   const [xs, avg, min, max] = panel.data;
   const rows = [];
   for (let i = xs.length - 1; i >= 0 && rows.length < TABLE_ROWS; i -= 1) {
-    rows.push(tableRow(xs[i] * 1000, avg[i], min[i], max[i]));
+    if (avg[i] !== null) {
+      rows.push(tableRow(panel, xs[i] * 1000, avg[i], min[i], max[i]));
+    }
   }
   panel.tbody.replaceChildren(...rows);
-  panel.countEl.textContent = "(" + xs.length + " points" + (xs.length > TABLE_ROWS ? ", newest " + TABLE_ROWS + " shown" : "") + ")";
+  const count = avg.filter(function (value) { return value !== null; }).length;
+  panel.countEl.textContent = "(" + count + " points" + (count > TABLE_ROWS ? ", newest " + TABLE_ROWS + " shown" : "") + ")";
 }
 
 // -- history -----------------------------------------------------------------------------
+
+/** The attribute's unit (from /api/history), beside its value, in its table and on its chart. */
+function setUnit(panel, unit) {
+  const text = typeof unit === "string" ? unit : null;
+  if (text === panel.unit) {
+    return;
+  }
+  panel.unit = text;
+  panel.unitEl.textContent = text || "";
+  if (panel.kind === "number") {
+    ["Average", "Min", "Max"].forEach(function (name, i) {
+      panel.headers[i].textContent = text ? name + " (" + text + ")" : name;
+    });
+    if (panel.chart !== null) {
+      panel.chart.destroy(); // the axis label is set when a chart is made
+      panel.chart = null;
+    }
+  }
+}
 
 async function loadHistory(panel) {
   const generation = ++panel.generation;
@@ -174,12 +241,20 @@ async function loadHistory(panel) {
       const mins = new Map(min.points.map(function (p) { return [p.ts, p.value]; }));
       const maxs = new Map(max.points.map(function (p) { return [p.ts, p.value]; }));
       const points = avg.points.filter(function (p) { return typeof p.ts === "number"; });
-      panel.data = [
+      setUnit(panel, avg.unit);
+      for (const p of min.points.concat(max.points)) {
+        if (typeof p.value === "number") {
+          panel.decimals = Math.max(panel.decimals, decimalsOf(p.value)); // min and max are raw values
+        }
+      }
+      const columns = [
         points.map(function (p) { return p.ts / 1000; }),
         points.map(function (p) { return p.value; }),
         points.map(function (p) { return mins.has(p.ts) ? mins.get(p.ts) : null; }),
         points.map(function (p) { return maxs.has(p.ts) ? maxs.get(p.ts) : null; }),
       ];
+      panel.gapS = gapFor(columns[0], bucket);
+      panel.data = withGaps(columns, panel.gapS);
       drawChart(panel);
       fillTable(panel);
       panel.statusEl.textContent = points.length === 0 ? "no values in this time range"
@@ -189,6 +264,7 @@ async function loadHistory(panel) {
       if (generation !== panel.generation) {
         return;
       }
+      setUnit(panel, body.unit);
       const points = body.points.slice(-RECENT_TEXT).reverse();
       panel.list.replaceChildren(...points.map(function (p) { return recentItem(p.ts, p.value); }));
       panel.statusEl.textContent = points.length === 0 ? "no values in this time range" : "";
@@ -215,6 +291,12 @@ function appendLive(panel, item) {
     if (xs.length > 0 && x < xs[xs.length - 1]) {
       return; // an old timestamp: it is in the history, not at the live edge
     }
+    if (xs.length > 0 && x - xs[xs.length - 1] > panel.gapS) {
+      xs.push((x + xs[xs.length - 1]) / 2); // silence before it: a gap, not a line
+      avg.push(null);
+      min.push(null);
+      max.push(null);
+    }
     xs.push(x);
     avg.push(item.value);
     min.push(null);
@@ -226,7 +308,7 @@ function appendLive(panel, item) {
       }
     }
     drawChart(panel);
-    panel.tbody.prepend(tableRow(item.ts, item.value, null, null));
+    panel.tbody.prepend(tableRow(panel, item.ts, item.value, null, null));
     while (panel.tbody.children.length > TABLE_ROWS) {
       panel.tbody.lastElementChild.remove();
     }
@@ -256,6 +338,9 @@ function apply(item, fromSnapshot) {
   }
   const changed = item.ts > panel.ts;
   panel.ts = item.ts;
+  if (typeof item.value === "number") {
+    panel.decimals = Math.max(panel.decimals, decimalsOf(item.value));
+  }
   showValue(panel.valueEl, item.value);
   setTime(panel.tsEl, item.ts);
   if (item.ts > lastTs) {

@@ -82,11 +82,12 @@ function tileFor(item) {
   let entry = tiles.get(key);
   if (entry === undefined) {
     const valueEl = el("span", { className: "value" });
+    const unitEl = el("span", { className: "unit" });
     const tsEl = el("time", { className: "ts" });
     const tile = el("div", { className: "tile", data: { key: key } },
-      el("span", { className: "attr", text: item.attr }), valueEl, tsEl);
+      el("span", { className: "attr", text: item.attr }), el("span", { className: "reading" }, valueEl, " ", unitEl), tsEl);
     insertSorted(deviceFor(item.room, item.device).tilesEl, tile, item.attr);
-    entry = { tile: tile, valueEl: valueEl, tsEl: tsEl, item: null };
+    entry = { tile: tile, valueEl: valueEl, unitEl: unitEl, tsEl: tsEl, item: null };
     tiles.set(key, entry);
   }
   return entry;
@@ -134,6 +135,9 @@ function apply(item) {
   if (entry.item !== null && item.ts < entry.item.ts) {
     return; // older than what is shown (a snapshot racing an update)
   }
+  if (typeof item.unit === "string") {
+    entry.unitEl.textContent = item.unit; // from the listing: live values do not repeat it
+  }
   entry.item = item;
   showValue(entry.valueEl, item.value);
   setTime(entry.tsEl, item.ts);
@@ -159,7 +163,7 @@ function showPage(page) {
     }
     for (const attribute of device.attributes) {
       apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
-        ts: attribute.ts });
+        ts: attribute.ts, unit: attribute.unit });
     }
   }
   for (const entry of shown.values()) {
