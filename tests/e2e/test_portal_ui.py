@@ -73,6 +73,35 @@ def test_overview_groups_tiles_by_room_and_device_and_updates_them(
     expect(page).to_have_url(f"{lab.portal_url}{device_path(unique_room, device)}")
 
 
+def test_the_table_view_lists_devices_offline_first_and_keeps_them_live(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    device, _ = lab.device
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    publish_value(lab, unique_room, "temperature", "20")
+    publish_value(lab, unique_room, "temperature", {"value": 19, "ts": ten_minutes_ago}, device="quiet")
+    time.sleep(0.3)  # the quiet one is stored last: by name it comes first, by silence too
+    page = signed_in_page(overview_of(unique_room))
+    expect(page.locator(f'article.device[data-device="{unique_room}/{device}"]')).to_have_count(
+        1, timeout=LIVE_MS
+    )
+    page.select_option("#view", "table")
+    page.select_option("#sort", "offline")
+    rows = page.locator("table.devices-table tbody tr")
+    expect(rows).to_have_count(2, timeout=LIVE_MS)
+    assert "view=table" in page.url and "sort=offline" in page.url
+    expect(rows.nth(0)).to_have_attribute("data-device", f"{unique_room}/{device}")  # seen before quiet
+    expect(rows.nth(1).locator(".tile .value")).to_have_text("19")
+    publish_value(lab, unique_room, "temperature", "21.5")
+    expect(rows.nth(0).locator(f'[data-key="{unique_room}/{device}/temperature"] .value')).to_have_text(
+        "21.5", timeout=LIVE_MS
+    )
+    expect(rows.nth(0).locator(".tile .unit")).to_have_text("°C")
+    page.reload()
+    expect(page.locator("#view")).to_have_value("table")
+    expect(page.locator("table.devices-table tbody tr")).to_have_count(2, timeout=LIVE_MS)
+
+
 def test_a_silent_device_gets_an_offline_badge(
     signed_in_page: OpenPage, lab: RunningLab, unique_room: str
 ) -> None:

@@ -50,7 +50,7 @@ def test_every_route_is_described_and_every_description_is_served(app: Flask) ->
 @pytest.mark.parametrize(
     ("operation", "parameters"),
     [
-        (("GET", "/api/devices"), {"room", "prefix", "q", "limit", "cursor"}),
+        (("GET", "/api/devices"), {"room", "prefix", "q", "limit", "sort", "cursor"}),
         (("GET", "/api/latest"), {"room", "device", "limit", "cursor"}),
         (
             ("GET", "/api/history"),

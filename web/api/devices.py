@@ -11,11 +11,12 @@ and alarms (:mod:`web.removal`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, Select, func, or_, select, tuple_
+from sqlalchemy import DateTime, Engine, Select, cast, func, literal, literal_column, or_, select, tuple_
 
 from web.api import params
 from web.api.params import Unavailable
@@ -32,6 +33,8 @@ MAX_LIMIT = 1000
 MAX_ATTRIBUTES = 100
 #: Longest search text (``q``).
 MAX_QUERY_CHARS = 200
+#: Orders of a page: by room and name, or the longest silent first.
+SORTS = ("name", "offline")
 
 
 def _like(text: str) -> str:
@@ -61,19 +64,23 @@ def list_devices(
     after: tuple[str, ...] | None = None,
     limit: int = DEFAULT_LIMIT,
     units: dict[str, str] | None = None,
-) -> tuple[list[dict[str, Any]], bool, int]:
-    """One page of devices, ordered by room and name, each with its attributes (by name).
+    sort: str = "name",
+) -> tuple[list[dict[str, Any]], bool, int, tuple[str, ...] | None]:
+    """One page of devices, each with its attributes (by name), ordered by room and name, or (``sort``
+    ``offline``) the longest silent first: never seen, then by last-seen time, then by room and name.
 
     Args:
         room: only this room.
         prefix: only devices whose name starts with this.
         q: only devices whose room or name holds this (any case).
-        after: the (room, device) the previous page ended with.
+        after: the sort key the previous page ended with (see :func:`cursor_size`).
         limit: most devices.
         units: units of measure by attribute name, for attributes whose device sent none.
+        sort: ``name`` or ``offline``.
 
     Returns:
-        The devices, whether more follow, and how many match the filters in all.
+        The devices, whether more follow, how many match the filters in all, and the sort key of
+        the last one (for the next page's ``after``).
     """
     page = _filtered(
         select(
@@ -91,9 +98,12 @@ def list_devices(
         prefix,
         q,
     )
+    silence = func.coalesce(devices.c.last_seen, literal_column("'-infinity'::timestamptz"))
+    order = [rooms.c.name, devices.c.name] if sort == "name" else [silence, rooms.c.name, devices.c.name]
     if after is not None:
-        page = page.where(tuple_(rooms.c.name, devices.c.name) > tuple_(*after))
-    page = page.order_by(rooms.c.name, devices.c.name).limit(limit + 1)
+        start = list(after) if sort == "name" else [_seen_bound(after[0]), after[1], after[2]]
+        page = page.where(tuple_(*order) > tuple_(*start))
+    page = page.order_by(*order).limit(limit + 1)
     total = _filtered(
         select(func.count()).select_from(devices).join(rooms, rooms.c.id == devices.c.room_id),
         room,
@@ -105,6 +115,11 @@ def list_devices(
         more = len(found) > limit
         found = found[:limit]
         count = connection.execute(total).scalar_one()
+        last_key: tuple[str, ...] | None = None
+        if found:
+            _id, last_room, last_device, _first, last_seen, *_rest = found[-1]
+            seen_text = "-infinity" if last_seen is None else last_seen.isoformat()
+            last_key = (last_room, last_device) if sort == "name" else (seen_text, last_room, last_device)
         by_id: dict[int, dict[str, Any]] = {}
         result = []
         for device_id, room_name, name, first_seen, last_seen, presence, presence_at in found:
@@ -123,7 +138,24 @@ def list_devices(
             result.append(entry)
         if by_id:
             _attach_attributes(connection, by_id, units or {})
-    return result, more, count
+    return result, more, count, last_key
+
+
+def cursor_size(sort: str) -> int:
+    """How many parts a cursor of ``sort`` has: (room, device), or (last seen, room, device)."""
+    return 2 if sort == "name" else 3
+
+
+def _seen_bound(text: str) -> Any:
+    """A last-seen time of a cursor, as SQL; ParamError for anything this API did not give out."""
+    if text != "-infinity":
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise params.ParamError(
+                "cursor is not a cursor this API gave out (use the 'next' of an answer)"
+            ) from None
+    return cast(literal(text), DateTime(timezone=True))
 
 
 def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]], units: dict[str, str]) -> None:
@@ -172,17 +204,19 @@ def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]], units:
 @bp.get("/devices")
 @api_login_required
 def get_devices() -> ResponseReturnValue:
-    """A page of devices with their attributes; ``?room=``, ``?prefix=``, ``?q=`` filter them."""
+    """A page of devices with their attributes; ``?room=``, ``?prefix=``, ``?q=`` filter them, ``?sort=``
+    orders them (``name``, or ``offline``: the longest silent first)."""
     room = params.name(request.args, "room")
     prefix = params.prefix(request.args, "prefix")
     q = params.text(request.args, "q", max_length=MAX_QUERY_CHARS)
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    after = params.cursor(request.args, "cursor", 2)
-    engine = current_app.extensions["portal"].engine
-    units = current_app.extensions["portal"].units
-    found, more, total = list_devices(engine, room, prefix=prefix, q=q, after=after, limit=limit, units=units)
-    last = found[-1] if found else None
-    following = params.make_cursor([last["room"], last["device"]]) if more and last else None
+    sort = params.choice(request.args, "sort", SORTS, "name")
+    after = params.cursor(request.args, "cursor", cursor_size(sort))
+    portal = current_app.extensions["portal"]
+    found, more, total, last = list_devices(
+        portal.engine, room, prefix=prefix, q=q, after=after, limit=limit, units=portal.units, sort=sort
+    )
+    following = params.make_cursor(list(last)) if more and last else None
     return jsonify(devices=found, next=following, total=total)
 
 

@@ -207,6 +207,11 @@ DOCUMENT: dict[str, Any] = {
                         "only devices whose room or name holds this text (any case)",
                     ),
                     _limit(devices.DEFAULT_LIMIT, devices.MAX_LIMIT, "most devices in the page"),
+                    _query(
+                        "sort",
+                        {"type": "string", "enum": list(devices.SORTS), "default": "name"},
+                        "name: by room and name; offline: the longest silent first (never seen, then oldest)",
+                    ),
                     _CURSOR,
                 ],
                 "responses": {

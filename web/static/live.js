@@ -1,5 +1,6 @@
-// The overview: one page of devices at a time (rooms, then devices, then one tile per attribute),
-// kept current over Socket.IO.
+// The overview: one page of devices at a time, kept current over Socket.IO: as tiles (rooms, then
+// devices, then one tile per attribute) or as a table (a row per device: room, device, status, last
+// seen, values; ?view=table), ordered by name or with the longest silent first (?sort=offline).
 //
 // A lab may hold tens of thousands of devices, so the page lists PAGE_SIZE of them from
 // GET /api/devices (filtered by the search box, ?q= in the address) and subscribes to exactly
@@ -22,6 +23,8 @@ const PAGE_SIZE = 48; // device subscriptions of one page (the portal allows 64 
 const roomsEl = document.getElementById("values");
 const emptyEl = document.getElementById("empty");
 const filterEl = document.getElementById("filter");
+const viewEl = document.getElementById("view");
+const sortEl = document.getElementById("sort");
 const pagerEl = document.getElementById("pager");
 const countEl = document.getElementById("page-count");
 const previousEl = document.getElementById("page-previous");
@@ -33,8 +36,11 @@ let rooms = new Map(); // room -> {section, devicesEl}
 let devices = new Map(); // "room/device" -> {card, tilesEl, badge, stoppedBadge, seenEl, lastTs, presence, state}
 let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, item}
 
+const asked = new URLSearchParams(window.location.search);
 const state = {
-  query: new URLSearchParams(window.location.search).get("q") || "",
+  query: asked.get("q") || "",
+  view: asked.get("view") === "table" ? "table" : "tiles",
+  sort: asked.get("sort") === "offline" ? "offline" : "name",
   cursors: [null], // the cursor of each page seen so far; the last one is the page shown
   next: null,
   shown: 0,
@@ -55,9 +61,46 @@ function roomFor(room) {
   return entry;
 }
 
+/** The table view's body (made with the page's first device). */
+function tableBody() {
+  let body = roomsEl.querySelector("tbody");
+  if (body === null) {
+    body = el("tbody");
+    const heading = ["Room", "Device", "Status", "Last seen", "Values"].map(function (name) {
+      return el("th", { scope: "col", text: name });
+    });
+    roomsEl.append(el("table", { className: "devices-table" },
+      el("caption", { className: "visually-hidden", text: "Devices of this page" }),
+      el("thead", null, el("tr", null, ...heading)), body));
+  }
+  return body;
+}
+
+/** A device as a row of the table view, in the listing's order; its values are small tiles. */
+function deviceRow(room, device, key) {
+  const badge = el("span", { className: "badge offline", text: "offline", hidden: true });
+  const stoppedBadge = el("span", { className: "badge stopped", text: "stopped", hidden: true,
+    title: "it said goodbye: it disconnected on purpose" });
+  const seenEl = el("span", { className: "seen" });
+  const tilesEl = el("div", { className: "tiles" });
+  const row = el("tr", { className: "device", data: { device: key, offline: "false", presence: "unknown" } },
+    el("td", { text: room }),
+    el("td", null, el("a", { href: deviceUrl(room, device), text: device })),
+    el("td", null, badge, stoppedBadge),
+    el("td", null, seenEl),
+    el("td", null, tilesEl));
+  tableBody().append(row);
+  return { card: row, tilesEl: tilesEl, badge: badge, stoppedBadge: stoppedBadge, seenEl: seenEl,
+    lastTs: -Infinity, presence: null, state: null };
+}
+
 function deviceFor(room, device) {
   const key = room + "/" + device;
   let entry = devices.get(key);
+  if (entry === undefined && state.view === "table") {
+    entry = deviceRow(room, device, key);
+    devices.set(key, entry);
+  }
   if (entry === undefined) {
     const badge = el("span", { className: "badge offline", text: "offline", hidden: true });
     const stoppedBadge = el("span", { className: "badge stopped", text: "stopped", hidden: true,
@@ -193,8 +236,8 @@ function showPage(page) {
 
 async function load() {
   const cursor = state.cursors[state.cursors.length - 1];
-  const asked = { limit: PAGE_SIZE, q: state.query, cursor: cursor };
-  const loading = getJSON("/api/devices", asked);
+  const query = { limit: PAGE_SIZE, q: state.query, sort: state.sort === "name" ? "" : state.sort, cursor: cursor };
+  const loading = getJSON("/api/devices", query);
   state.loading = loading;
   try {
     const page = await loading;
@@ -212,12 +255,16 @@ async function load() {
 
 function search() {
   state.query = filterEl.value.trim();
+  state.view = viewEl.value === "table" ? "table" : "tiles";
+  state.sort = sortEl.value === "offline" ? "offline" : "name";
   state.cursors = [null];
   const address = new URL(window.location.href);
-  if (state.query) {
-    address.searchParams.set("q", state.query);
-  } else {
-    address.searchParams.delete("q");
+  for (const [name, value, fallback] of [["q", state.query, ""], ["view", state.view, "tiles"], ["sort", state.sort, "name"]]) {
+    if (value !== fallback) {
+      address.searchParams.set(name, value);
+    } else {
+      address.searchParams.delete(name);
+    }
   }
   window.history.replaceState(null, "", address);
   load();
@@ -225,6 +272,10 @@ function search() {
 
 let typing = null;
 filterEl.value = state.query;
+viewEl.value = state.view;
+sortEl.value = state.sort;
+viewEl.addEventListener("change", search);
+sortEl.addEventListener("change", search);
 filterEl.addEventListener("input", function () {
   window.clearTimeout(typing);
   typing = window.setTimeout(search, 250);
