@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import connect
+from tests.web.portal_testing import publish_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -34,15 +34,7 @@ COLOUR_OF = """s => {
 
 
 def publish_alarms(lab: RunningLab, messages: list[tuple[str, dict[str, Any]]]) -> None:
-    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        infos = [client.publish(topic, json.dumps(body), qos=1) for topic, body in messages]
-        for info in infos:
-            info.wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_as(lab, "MQTT_ADMIN", [(topic, json.dumps(body)) for topic, body in messages])
 
 
 def many_alarms(lab: RunningLab, room: str, count: int, raised: int) -> None:

@@ -7,8 +7,11 @@ import re
 import socket
 import subprocess
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
+import pytest
 import requests
 import requests.adapters
 from flask.testing import FlaskClient
@@ -16,7 +19,10 @@ from hypothesis import settings as hypothesis_settings
 from werkzeug.test import TestResponse
 
 from tests.conftest import RunningLab
+from tests.mqtt_helpers import connect
 from web.settings import Settings
+
+T = TypeVar("T")
 
 #: For property tests: no example database (it would write .hypothesis/ into the working
 #: directory, outside tests/web) and no per-example deadline (slow CI machines are not bugs).
@@ -136,3 +142,31 @@ def api_token(lab: RunningLab, user: str | None = None, label: str = "tests") ->
     result = users_cli(lab, "token", "create", user or lab.env["PORTAL_ADMIN_USER"], "--label", label)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def wait_for(what: str, check: Callable[[], T | None], seconds: float = 15.0) -> T:
+    """What ``check`` returns once it is truthy, asked every 0.1 s; the test fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {seconds}s")
+        time.sleep(0.1)
+
+
+def publish_as(
+    lab: RunningLab, account: str, messages: Iterable[tuple[str, bytes | str]], *, retain: bool = False
+) -> None:
+    """Publish (topic, payload) pairs over one connection as the ``.env`` account ``<account>_USER``
+    (``LAB_FLEET``, ``MQTT_ADMIN``), QoS 1, each acknowledged by the broker."""
+    client = lab.mqtt_client(lab.env[f"{account}_USER"], lab.env[f"{account}_PASSWORD"])
+    assert not connect(client, lab.port("MQTT_PORT")).is_failure
+    try:
+        infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

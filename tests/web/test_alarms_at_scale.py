@@ -15,12 +15,10 @@ import requests
 import socketio
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import connect
-from tests.web.portal_testing import api_token
+from tests.web.portal_testing import api_token, publish_as, wait_for
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 15.0
 SEVERITIES = ("critical", "major", "minor", "warning")
 
 
@@ -32,16 +30,8 @@ def api(lab: RunningLab) -> requests.Session:
 
 
 def publish_alarms(lab: RunningLab, messages: list[tuple[str, dict[str, Any]]]) -> None:
-    """(topic, body) pairs as the rules publish them (QoS 1, each acknowledged, not retained)."""
-    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        infos = [client.publish(topic, json.dumps(body), qos=1) for topic, body in messages]
-        for info in infos:
-            info.wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """(topic, body) pairs as the rules publish them (not retained)."""
+    publish_as(lab, "MQTT_ADMIN", [(topic, json.dumps(body)) for topic, body in messages])
 
 
 def alarm(
@@ -55,16 +45,6 @@ def listing(api: requests.Session, lab: RunningLab, **params: Any) -> dict[str, 
     answer = api.get(f"{lab.portal_url}/api/alarms", params=params, timeout=10)
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
-
-
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not within {WAIT_S}s")
 
 
 @pytest.fixture
@@ -204,7 +184,7 @@ def test_a_big_bulk_change_is_one_notice_and_a_small_one_each_alarm(
     )
     answer = api.post(f"{lab.portal_url}/api/alarms/clear", json={"room": unique_room}, timeout=30)
     assert answer.json() == {"cleared": 150}
-    assert listener.arrived.wait(WAIT_S), "no alarms notice after clearing 150"
+    assert listener.arrived.wait(15), "no alarms notice after clearing 150"
     assert listener.bulk == [{"count": 150}]
 
 

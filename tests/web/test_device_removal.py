@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,11 +21,9 @@ import socketio
 from labctl.config import ROOT, free_ports
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import collecting, connect
-from tests.web.portal_testing import api_token, signed_in_session
+from tests.web.portal_testing import api_token, publish_as, signed_in_session, wait_for
 
 pytestmark = pytest.mark.integration
-
-WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -36,45 +33,21 @@ def api(lab: RunningLab) -> requests.Session:
     return session
 
 
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not within {WAIT_S}s")
-
-
 def publish_readings(lab: RunningLab, room: str, readings: dict[str, dict[str, float]]) -> None:
-    """Publish {device: {attr: value}} as the fleet account, QoS 1, each acknowledged."""
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        infos = [
-            client.publish(f"{lab.env['TOPIC_ROOT']}/{room}/{device}/{attr}", json.dumps(value), qos=1)
-            for device, attrs in readings.items()
-            for attr, value in attrs.items()
-        ]
-        for info in infos:
-            info.wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """Publish {device: {attr: value}} as the fleet account."""
+    root = lab.env["TOPIC_ROOT"]
+    messages = [
+        (f"{root}/{room}/{device}/{attr}", json.dumps(value))
+        for device, attrs in readings.items()
+        for attr, value in attrs.items()
+    ]
+    publish_as(lab, "LAB_FLEET", messages)
 
 
 def publish_alarm(lab: RunningLab, room: str, device: str, kind: str) -> None:
     """A retained alarm, as the rules publish it."""
     body = {"type": kind, "severity": "major", "state": "active", "value": 1, "ts": int(time.time() * 1000)}
-    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        client.publish(
-            f"alarms/{room}/{device}/{kind}", json.dumps(body), qos=1, retain=True
-        ).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_as(lab, "MQTT_ADMIN", [(f"alarms/{room}/{device}/{kind}", json.dumps(body))], retain=True)
 
 
 def retained(lab: RunningLab, topic_filter: str, wait_s: float = 1.0) -> list[str]:
@@ -151,7 +124,7 @@ def test_one_device_goes_with_its_telemetry_latest_values_and_alarms_and_may_com
         answer = api.delete(device_url(lab, unique_room, "gone"), timeout=10)
         assert answer.status_code == 204, answer.text
         assert answer.content == b""
-        assert listener.arrived.wait(WAIT_S), "no removed event reached the live client"
+        assert listener.arrived.wait(10), "no removed event reached the live client"
         assert listener.events == [{"room": unique_room, "device": "gone"}]
     finally:
         listener.client.disconnect()

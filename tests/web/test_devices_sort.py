@@ -12,8 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import connect
-from tests.web.portal_testing import api_token
+from tests.web.portal_testing import api_token, publish_as
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +25,7 @@ def api(lab: RunningLab) -> requests.Session:
 
 
 def publish(lab: RunningLab, messages: list[tuple[str, str]]) -> None:
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        for topic, payload in messages:
-            client.publish(topic, payload, qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_as(lab, "LAB_FLEET", messages)
 
 
 def page(api: requests.Session, lab: RunningLab, **params: str | int) -> dict[str, Any]:

@@ -14,8 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import connect
-from tests.web.portal_testing import api_token
+from tests.web.portal_testing import api_token, publish_as
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,8 @@ def api(lab: RunningLab) -> requests.Session:
 
 
 def publish(lab: RunningLab, room: str, device: str, attr: str, values: list[tuple[int, object]]) -> None:
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        topic = f"{lab.env['TOPIC_ROOT']}/{room}/{device}/{attr}"
-        for info in [client.publish(topic, json.dumps({"value": v, "ts": ts}), qos=1) for ts, v in values]:
-            info.wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    topic = f"{lab.env['TOPIC_ROOT']}/{room}/{device}/{attr}"
+    publish_as(lab, "LAB_FLEET", [(topic, json.dumps({"value": v, "ts": ts})) for ts, v in values])
 
 
 def history_csv(api: requests.Session, lab: RunningLab, **params: str | int) -> requests.Response:

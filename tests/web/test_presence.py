@@ -25,13 +25,12 @@ from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.session import open_session
 from stress.targets.lab import PRESENCE_ATTR as STRESS_PRESENCE_ATTR
 from tests.conftest import RunningLab, own_lab
-from tests.mqtt_helpers import connect
-from tests.web.portal_testing import api_token
+from tests.web.portal_testing import api_token, publish_as, wait_for
 from web.presence import PRESENCE_ATTR
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 20.0
+WAIT_S = 20.0  # the offline alarm after a restart: the rules' threshold, their start, a tick
 
 
 def test_the_stress_tool_and_the_portal_name_the_same_presence_topic() -> None:
@@ -49,16 +48,6 @@ def api(lab: RunningLab) -> requests.Session:
     return api_of(lab)
 
 
-def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {seconds}s")
-
-
 def devices_of(api: requests.Session, lab: RunningLab, prefix: str) -> list[dict[str, Any]]:
     answer = api.get(f"{lab.portal_url}/api/devices", params={"prefix": prefix}, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -73,13 +62,7 @@ def offline_alarms(api: requests.Session, lab: RunningLab, room: str, device: st
 
 
 def admin_publish(lab: RunningLab, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
-    client = lab.mqtt_client(lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_as(lab, "MQTT_ADMIN", [(topic, payload)], retain=retain)
 
 
 def offline_after(lab: RunningLab, seconds: float | None) -> None:
@@ -200,15 +183,7 @@ def rules_lab(new_lab_config: Callable[..., LabConfig]) -> Iterator[RunningLab]:
 
 
 def speak(lab: RunningLab, room: str, device: str) -> None:
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        client.publish(f"{lab.env['TOPIC_ROOT']}/{room}/{device}/temperature", "20", qos=1).wait_for_publish(
-            5
-        )
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_as(lab, "LAB_FLEET", [(f"{lab.env['TOPIC_ROOT']}/{room}/{device}/temperature", "20")])
 
 
 def test_a_device_silent_while_the_rules_were_down_gets_its_alarm_after_they_restart(
@@ -221,7 +196,9 @@ def test_a_device_silent_while_the_rules_were_down_gets_its_alarm_after_they_res
     time.sleep(4)  # past the threshold while nobody watches
     assert offline_alarms(api, rules_lab, "r") == []
     rules_lab.lab.start("nodered")
-    (alarm,) = wait_for("the offline alarm after the restart", lambda: offline_alarms(api, rules_lab, "r"))
+    (alarm,) = wait_for(
+        "the offline alarm after the restart", lambda: offline_alarms(api, rules_lab, "r"), WAIT_S
+    )
     assert alarm["device"] == "quiet"
 
 
@@ -234,5 +211,7 @@ def test_an_outage_of_the_broker_raises_no_alarm_it_cannot_deliver_and_the_silen
     rules_lab.lab.stop("mosquitto")
     time.sleep(5)  # past the threshold: before, the rules "raised" the alarm here, into a closed connection
     rules_lab.lab.start("mosquitto")
-    (alarm,) = wait_for("the offline alarm after the outage", lambda: offline_alarms(api, rules_lab, "r"))
+    (alarm,) = wait_for(
+        "the offline alarm after the outage", lambda: offline_alarms(api, rules_lab, "r"), WAIT_S
+    )
     assert alarm["device"] == "gone"

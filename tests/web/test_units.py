@@ -12,8 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import RunningLab
-from tests.mqtt_helpers import connect
-from tests.web.portal_testing import api_token
+from tests.web.portal_testing import api_token, publish_as
 from web.settings import SettingsError
 from web.units import UNITS_FILE, load_units
 
@@ -57,15 +56,12 @@ def api(lab: RunningLab) -> requests.Session:
 
 
 def publish(lab: RunningLab, room: str, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-    client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
-    assert not connect(client, lab.port("MQTT_PORT")).is_failure
-    try:
-        for device, attr, body in messages:
-            topic = f"{lab.env['TOPIC_ROOT']}/{room}/{device}/{attr}"
-            client.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    root = lab.env["TOPIC_ROOT"]
+    publish_as(
+        lab,
+        "LAB_FLEET",
+        [(f"{root}/{room}/{device}/{attr}", json.dumps(body)) for device, attr, body in messages],
+    )
 
 
 def units_of(api: requests.Session, lab: RunningLab, room: str) -> dict[tuple[str, str], Any]:

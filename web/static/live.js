@@ -61,6 +61,15 @@ function roomFor(room) {
   return entry;
 }
 
+/** A device's "offline" and "stopped" badges, both hidden until refreshDevice shows one. */
+function statusBadges() {
+  return {
+    badge: el("span", { className: "badge offline", text: "offline", hidden: true }),
+    stoppedBadge: el("span", { className: "badge stopped", text: "stopped", hidden: true,
+      title: "it said goodbye: it disconnected on purpose" }),
+  };
+}
+
 /** The table view's body (made with the page's first device). */
 function tableBody() {
   let body = roomsEl.querySelector("tbody");
@@ -78,9 +87,7 @@ function tableBody() {
 
 /** A device as a row of the table view, in the listing's order; its values are small tiles. */
 function deviceRow(room, device, key) {
-  const badge = el("span", { className: "badge offline", text: "offline", hidden: true });
-  const stoppedBadge = el("span", { className: "badge stopped", text: "stopped", hidden: true,
-    title: "it said goodbye: it disconnected on purpose" });
+  const { badge, stoppedBadge } = statusBadges();
   const seenEl = el("span", { className: "seen" });
   const tilesEl = el("div", { className: "tiles" });
   const row = el("tr", { className: "device", data: { device: key, offline: "false", presence: "unknown" } },
@@ -102,9 +109,7 @@ function deviceFor(room, device) {
     devices.set(key, entry);
   }
   if (entry === undefined) {
-    const badge = el("span", { className: "badge offline", text: "offline", hidden: true });
-    const stoppedBadge = el("span", { className: "badge stopped", text: "stopped", hidden: true,
-      title: "it said goodbye: it disconnected on purpose" });
+    const { badge, stoppedBadge } = statusBadges();
     const seenEl = el("span", { className: "seen" });
     const tilesEl = el("div", { className: "tiles" });
     const card = el("article", { className: "device", data: { device: key, offline: "false", presence: "unknown" } },
