@@ -48,8 +48,12 @@ def api(lab: RunningLab) -> requests.Session:
     return api_of(lab)
 
 
-def devices_of(api: requests.Session, lab: RunningLab, prefix: str) -> list[dict[str, Any]]:
-    answer = api.get(f"{lab.portal_url}/api/devices", params={"prefix": prefix}, timeout=10)
+def devices_of(
+    api: requests.Session, lab: RunningLab, prefix: str, room: str | None = None
+) -> list[dict[str, Any]]:
+    """The devices whose name starts with ``prefix`` (of ``room``), at most 1,000."""
+    params = {"prefix": prefix, "limit": "1000", **({"room": room} if room else {})}
+    answer = api.get(f"{lab.portal_url}/api/devices", params=params, timeout=10)
     assert answer.status_code == 200, answer.text
     return list(answer.json()["devices"])
 
@@ -164,10 +168,11 @@ def test_presence_that_is_not_a_state_is_refused_and_an_empty_one_ignored(
     admin_publish(lab, f"{root}/{unique_room}/dev/{PRESENCE_ATTR}", "", retain=True)
     admin_publish(lab, f"{root}/{unique_room}/ok/{PRESENCE_ATTR}", "online")
     wait_for(
-        "the good one stored", lambda: devices_of(api, lab, "ok") and rejected("presence") == before[0] + 1
+        "the good one stored",
+        lambda: devices_of(api, lab, "ok", unique_room) and rejected("presence") == before[0] + 1,
     )
     assert rejected("empty") == before[1], "an empty retained presence (a removal) is not a rejection"
-    names = {d["device"]: d["presence"] for d in devices_of(api, lab, "") if d["room"] == unique_room}
+    names = {d["device"]: d["presence"] for d in devices_of(api, lab, "", unique_room)}
     assert list(names) == ["ok"] and names["ok"]["state"] == "online"
 
 
