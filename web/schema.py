@@ -59,6 +59,21 @@ telemetry = Table(
     Column("value_text", Text),
 )
 
+telemetry_1m = Table(
+    "telemetry_1m",
+    metadata,
+    Column("attribute_id", Integer, ForeignKey("attributes.id"), primary_key=True),
+    Column("bucket", DateTime(timezone=True), primary_key=True),
+    Column("n_all", BigInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("total", Double),
+    Column("lo", Double),
+    Column("hi", Double),
+    Column("last_ts", DateTime(timezone=True), nullable=False),
+    Column("last_num", Double),
+    Column("last_text", Text),
+)
+
 latest = Table(
     "latest",
     metadata,

@@ -88,6 +88,23 @@ UPDATE attributes AS a SET unit = s.unit, unit_at = s.at
 FROM unnest(%s::integer[], %s::text[], %s::timestamptz[]) AS s(id, unit, at)
 WHERE a.id = s.id AND (a.unit_at IS NULL OR a.unit_at <= s.at)
 """
+# Each batch is added to the per-minute rollups in its own transaction (db/migrations 0007).
+_ADD_ROLLUPS = """
+INSERT INTO telemetry_1m AS r (attribute_id, bucket, n_all, n, total, lo, hi, last_ts, last_num, last_text)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::bigint[], %s::bigint[], %s::float8[],
+                     %s::float8[], %s::float8[], %s::timestamptz[], %s::float8[], %s::text[])
+ON CONFLICT (attribute_id, bucket) DO UPDATE SET
+    n_all = r.n_all + excluded.n_all,
+    n = r.n + excluded.n,
+    total = CASE WHEN r.total IS NULL THEN excluded.total
+                 WHEN excluded.total IS NULL THEN r.total
+                 ELSE r.total + excluded.total END,
+    lo = least(r.lo, excluded.lo),
+    hi = greatest(r.hi, excluded.hi),
+    last_ts = greatest(r.last_ts, excluded.last_ts),
+    last_num = CASE WHEN excluded.last_ts >= r.last_ts THEN excluded.last_num ELSE r.last_num END,
+    last_text = CASE WHEN excluded.last_ts >= r.last_ts THEN excluded.last_text ELSE r.last_text END
+"""
 _COPY_TELEMETRY = "COPY telemetry (ts, attribute_id, value_num, value_text) FROM STDIN (FORMAT BINARY)"
 _TELEMETRY_TYPES = ("timestamptz", "int4", "float8", "text")
 # An older value arriving late (a device's own ts) is stored in telemetry but does not win here.
@@ -261,6 +278,7 @@ class Store:
                     if topics:
                         seen = self._touch_devices(cursor, topics, device_ids)
                         self._copy_telemetry(cursor, telemetry, attribute_ids)
+                        self._add_rollups(cursor, telemetry, attribute_ids)
                         changed = self._upsert_latest(cursor, topics, attribute_ids)
                         self._set_units(cursor, telemetry, attribute_ids)
                     if statuses:
@@ -417,6 +435,40 @@ class Store:
             )
 
     @staticmethod
+    def _add_rollups(
+        cursor: psycopg.Cursor[Any], readings: Sequence[Reading], attribute_ids: dict[Topic, int]
+    ) -> None:
+        """Add the batch to each attribute's per-minute rollup (count, sum, least, greatest, newest)."""
+        minutes: dict[tuple[int, datetime], _Minute] = {}
+        for reading in readings:
+            key = (attribute_ids[reading.topic], reading.ts.replace(second=0, microsecond=0))
+            minute = minutes.get(key)
+            if minute is None:
+                minutes[key] = _Minute(reading)
+            else:
+                minute.add(reading)
+        rows = sorted(minutes.items())  # one order for every writer: no deadlock between replicas
+        cursor.execute(
+            _ADD_ROLLUPS,
+            (
+                _array_literal(str(attribute_id) for (attribute_id, _bucket), _m in rows),
+                _timestamps_literal(bucket for (_id, bucket), _m in rows),
+                _array_literal(str(m.n_all) for _key, m in rows),
+                _array_literal(str(m.n) for _key, m in rows),
+                _array_literal(_number(m.total if m.n else None) for _key, m in rows),
+                _array_literal(_number(m.lo) for _key, m in rows),
+                _array_literal(_number(m.hi) for _key, m in rows),
+                _timestamps_literal(m.last.ts for _key, m in rows),
+                _array_literal(
+                    _number(m.last.value if isinstance(m.last.value, float) else None) for _key, m in rows
+                ),
+                _array_literal(
+                    "NULL" if isinstance(m.last.value, float) else _quoted(m.last.value) for _key, m in rows
+                ),
+            ),
+        )
+
+    @staticmethod
     def _copy_telemetry(
         cursor: psycopg.Cursor[Any],
         readings: Sequence[Reading],
@@ -462,6 +514,36 @@ class Store:
             )
             for reading in (by_attribute[attribute_id] for attribute_id in changed)
         ]
+
+
+def _number(value: float | None) -> str:
+    return "NULL" if value is None else repr(value)
+
+
+class _Minute:
+    """One attribute's values of one minute in a batch, summed up as ``telemetry_1m`` keeps them."""
+
+    __slots__ = ("hi", "last", "lo", "n", "n_all", "total")
+
+    def __init__(self, reading: Reading) -> None:
+        self.n_all = 0
+        self.n = 0
+        self.total = 0.0
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.last = reading
+        self.add(reading)
+
+    def add(self, reading: Reading) -> None:
+        self.n_all += 1
+        value = reading.value
+        if isinstance(value, float):
+            self.n += 1
+            self.total += value
+            self.lo = value if self.lo is None or value < self.lo else self.lo
+            self.hi = value if self.hi is None or value > self.hi else self.hi
+        if reading.ts >= self.last.ts:  # on equal ts the later message wins, as in latest
+            self.last = reading
 
 
 class _TopicSummary:
