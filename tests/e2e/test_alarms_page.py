@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Dialog, Page, Route, expect
 
 from tests.conftest import RunningLab
 from tests.web.portal_testing import publish_as
@@ -60,6 +60,11 @@ def test_filters_pages_and_bulk_actions(signed_in_page: OpenPage, lab: RunningLa
     raised = int(time.time() * 1000) - 3_600_000
     many_alarms(lab, unique_room, 130, raised)
     page = signed_in_page("/alarms")
+    for _ in range(300):  # every alarm stored (one transaction each) before the page is read
+        listed = page.request.get(f"{lab.portal_url}/api/alarms?room={unique_room}&limit=1").json()
+        if listed["total"] == 130:
+            break
+        page.wait_for_timeout(100)
     page.fill("#room-filter", unique_room)
     rows = page.locator("#alarm-rows tr")
     expect(page.locator("#page-count")).to_have_text("1\u2013100 of 130", timeout=LIVE_MS)
@@ -113,3 +118,28 @@ def test_a_bad_filter_is_said_on_the_page(signed_in_page: OpenPage) -> None:
     page = signed_in_page("/alarms")
     page.fill("#device-filter", "a/b")
     expect(page.locator("#alarm-error")).to_contain_text("device is not a valid name", timeout=LIVE_MS)
+
+
+def test_an_alarm_raised_while_the_list_loads_stays_on_the_page(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    """The list answered before the alarm was stored; its live event came before the answer."""
+    page = signed_in_page("/alarms")
+    stale = page.request.get(f"{lab.portal_url}/api/alarms?state=active&room={unique_room}&limit=100").json()
+    assert stale["total"] == 0
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/api/alarms?*", hold)
+    page.fill("#room-filter", unique_room)  # the list is asked again, and held
+    while not held:
+        page.wait_for_timeout(50)
+    many_alarms(lab, unique_room, 1, int(time.time() * 1000))
+    row = page.locator("#alarm-rows tr")
+    expect(row).to_have_count(1, timeout=LIVE_MS)  # the live event
+    held[0].fulfill(json=stale)
+    page.unroute("**/api/alarms?*")
+    expect(page.locator("#page-count")).to_have_text("1\u20131 of 1", timeout=LIVE_MS)
+    expect(row).to_have_count(1)

@@ -304,13 +304,19 @@ async function reload() {
         alarms.set(String(alarm.id), alarm);
       }
     }
+    let raisedMeanwhile = 0;
     for (const alarm of sinceFetch || []) {
-      if (alarms.has(String(alarm.id))) {
-        alarms.set(String(alarm.id), alarm);
+      // newer than the list, or not in it yet (raised while it was fetched): as a live event would
+      const id = String(alarm.id);
+      if (!alarms.has(id) && state.cursors.length === 1 && wanted(alarm)) {
+        raisedMeanwhile += 1;
+        alarms.set(id, alarm);
+      } else if (alarms.has(id)) {
+        alarms.set(id, alarm);
       }
     }
     state.next = body.next === null || body.next === undefined ? null : body.next;
-    state.total = Number(body.total) || 0;
+    state.total = (Number(body.total) || 0) + raisedMeanwhile;
     showError("");
     render();
   } catch (error) {
