@@ -21,7 +21,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +43,7 @@ from db.migrations.grafana_role import (
 from labctl import envfile
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import connect
+from tests.web.portal_testing import wait_for
 from web.settings import DatabaseSettings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,16 +267,6 @@ def restore_password(lab: RunningLab) -> Iterator[None]:
         pass
 
 
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not within {WAIT_S}s")
-
-
 def publish(lab: RunningLab, readings: list[tuple[str, str, str, object, int]]) -> None:
     """Publish (room, device, attr, value, ts in s) at QoS 1 as the fleet account; wait until stored."""
     client = lab.mqtt_client(lab.env["LAB_FLEET_USER"], lab.env["LAB_FLEET_PASSWORD"])
@@ -299,7 +290,7 @@ def publish(lab: RunningLab, readings: list[tuple[str, str, str, object, int]]) 
             row = conn.execute("SELECT count(*) FROM readings WHERE room = ANY(%s)", (rooms,)).fetchone()
         return row is not None and row[0] == len(readings)
 
-    wait_for(f"{len(readings)} readings stored", stored)
+    wait_for(f"{len(readings)} readings stored", stored, WAIT_S)
 
 
 def at(seconds: float) -> datetime:
