@@ -113,7 +113,9 @@ def own_lab(
 @pytest.fixture(scope="session")
 def lab(new_lab_config: Callable[..., LabConfig]) -> Iterator[RunningLab]:
     """The session's lab: every service started and healthy."""
-    config = new_lab_config("session")
+    # Tests store values of 2025 on purpose: no retention round may take them during the session
+    # (retention has tests of its own, with databases of their own).
+    config = new_lab_config("session", RETENTION_DAYS="0")
     running = Lab(config)
     try:
         running.up()

@@ -8,9 +8,9 @@
 
 Nothing runs at import time. :func:`create_app` reads the settings (unless given), creates the
 engine (no connection yet), the queue, the writer's threads (feeder and committer), the live
-flusher and the MQTT client thread, registers the HTTP routes and Socket.IO handlers, and starts
-the threads. It succeeds while the broker or the database is down: the threads keep retrying and
-``/readyz`` says what is missing.
+flusher, the retention rounds (``web/retention.py``) and the MQTT client thread, registers the
+HTTP routes and Socket.IO handlers, and starts the threads. It succeeds while the broker or the
+database is down: the threads keep retrying and ``/readyz`` says what is missing.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from web.logs import configure_logging
 from web.metrics import Metrics
 from web.quota import DeviceQuota
 from web.removal import Removal
+from web.retention import Retention
 from web.sessions import SessionKeeper
 from web.settings import Settings
 from web.socket_writes import WholeWrites
@@ -75,6 +76,7 @@ class Portal:
     metrics: Metrics
     removal: Removal
     status: StatusWatch
+    retention: Retention
     #: Units of measure by attribute name (web/units.json), under what devices send.
     units: dict[str, str]
     alarms: Alarms | None = None
@@ -88,6 +90,7 @@ class Portal:
         self.writer.start()
         self.live.start()
         self.status.start()
+        self.retention.start()
         if self.keeper is not None:
             self.keeper.start()
         self.ingest.start()
@@ -110,6 +113,7 @@ class Portal:
             self.writer.stop()
             self.ingest.stop()
             self.status.stop()
+            self.retention.stop()
             if self.keeper is not None:
                 self.keeper.stop()
             self.live.close_all()
@@ -196,6 +200,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             engine, store=store, cache=cache, quota=quota, live=live, ingest=ingest, root=settings.topic_root
         ),
         status=status,
+        retention=Retention(engine, settings.retention_days, on_round=metrics.count_retention),
         units=load_units(),
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
     )
@@ -216,12 +221,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     atexit.register(portal.stop)
     _stop_with_server(portal)
     log.info(
-        "portal started mqtt=%s:%s postgres=%s:%s topic_root=%s",
+        "portal started mqtt=%s:%s postgres=%s:%s topic_root=%s retention_days=%s",
         settings.mqtt_host,
         settings.mqtt_port,
         settings.postgres_host,
         settings.postgres_port,
         settings.topic_root,
+        settings.retention_days or "all",
     )
     return app
 

@@ -8,6 +8,7 @@ can live in one process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +18,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from web.retention import Round
 
 # The *_created series only add noise for a lab's dashboards.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -75,6 +79,27 @@ class Metrics:
             registry=r,
         )
         self.alarms_received = Counter("portal_alarms_received", "Alarm messages received", registry=r)
+        self.retention_dropped = Counter(
+            "portal_retention_dropped_partitions",
+            "Day partitions of telemetry and rollups dropped past RETENTION_DAYS",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "portal_retention_deleted_rows",
+            "Rows past RETENTION_DAYS deleted from the default partitions (odd timestamps)",
+            registry=r,
+        )
+        self.retention_round = Gauge(
+            "portal_retention_last_round_timestamp_seconds",
+            "When this portal last finished a retention round (0: none yet)",
+            registry=r,
+        )
+
+    def count_retention(self, done: Round) -> None:
+        """Count what a retention round did."""
+        self.retention_dropped.inc(len(done.dropped))
+        self.retention_deleted.inc(done.deleted)
+        self.retention_round.set_to_current_time()
 
     def track_devices(self, count: Callable[[], int]) -> None:
         """Report the devices the lab keeps from `count()` each time the metrics are read."""

@@ -21,6 +21,7 @@ variable                  default      meaning
 ``PORTAL_OFFLINE_AFTER_S`` 60          pages mark a device offline after this much silence
 ``PORTAL_MAX_DEVICES_PER_ROOM`` 10000  most devices kept in one room (new ones past it refused)
 ``PORTAL_MAX_DEVICES``    100000       most devices kept in the lab (new ones past it refused)
+``RETENTION_DAYS``        30           days of telemetry kept (whole UTC days dropped after); 0 keeps all
 ``MQTT_CLIENT_ID``        lab-portal   client id of the portal's persistent session
 ``INGEST_BATCH_MAX``      5000         most readings stored per transaction
 ``INGEST_LINGER_MS``      20           wait for more readings before a partial batch
@@ -153,6 +154,7 @@ class Settings(DatabaseSettings):
     portal_offline_after_s: int = Field(default=60, ge=1)
     portal_max_devices_per_room: int = Field(default=10_000, ge=1, le=10_000_000)
     portal_max_devices: int = Field(default=100_000, ge=1, le=10_000_000)
+    retention_days: int = Field(default=30, ge=0, le=36_500)
 
     @field_validator("topic_root")
     @classmethod

@@ -420,9 +420,10 @@ def database_state(lab: RunningLab) -> dict[str, list[tuple[Any, ...]]]:
             "roles": conn.execute(
                 "SELECT rolname, rolsuper, rolcreaterole, rolcanlogin, rolconnlimit FROM pg_roles ORDER BY 1"
             ).fetchall(),
+            # day partitions (and their indexes) come and go with the portal's retention rounds
             "relations": conn.execute(
                 "SELECT relname, relkind, relacl::text FROM pg_class"
-                " WHERE relnamespace = 'public'::regnamespace ORDER BY 1"
+                " WHERE relnamespace = 'public'::regnamespace AND relname !~ '_p[0-9]{8}' ORDER BY 1"
             ).fetchall(),
             "database": conn.execute("SELECT datname, datacl::text FROM pg_database ORDER BY 1").fetchall(),
         }
