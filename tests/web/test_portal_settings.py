@@ -142,3 +142,21 @@ def test_device_caps_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     set_secrets(monkeypatch, PORTAL_MAX_DEVICES_PER_ROOM="50", PORTAL_MAX_DEVICES="500")
     settings = Settings.from_env(_env_file=None)
     assert (settings.portal_max_devices_per_room, settings.portal_max_devices) == (50, 500)
+
+
+@pytest.mark.parametrize("value", ["-1", "thirty", "1.5", "30d", "", "36501"])
+def test_retention_days_is_a_whole_number_of_days(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, RETENTION_DAYS=value)
+    with pytest.raises(SettingsError, match="RETENTION_DAYS is invalid") as refused:
+        Settings.from_env(_env_file=None)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("value", "days"), [(None, 30), ("0", 0), ("1", 1), ("365", 365)])
+def test_retention_days_is_read(monkeypatch: pytest.MonkeyPatch, value: str | None, days: int) -> None:
+    set_secrets(monkeypatch)
+    if value is None:
+        monkeypatch.delenv("RETENTION_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("RETENTION_DAYS", value)
+    assert Settings.from_env(_env_file=None).retention_days == days
