@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labctl.config import LabConfig, new_instance  # noqa: E402 - after the repository is on sys.path
+from labctl.config import LabConfig, new_instance, remove_instance  # noqa: E402 - after the repository is on sys.path
 from labctl.lab import Lab  # noqa: E402
 
 
@@ -47,4 +46,4 @@ def lab_instance(
         if keep:
             print(f"kept the lab's state and logs in {folder}")
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_instance(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import socket
 import stat
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ PORT_VARIABLES = (
     "POSTGRES_PORT",
 )
 _FORBIDDEN_IN_TOPIC_LEVEL = set("+#/\0")
+
+
+#: Where services that run as their own users keep their state when they cannot reach the data folder.
+PRIVATE_STATE = Path("/var/lib/iot-lab")
 
 
 def _others_can_reach(folder: Path) -> bool:
@@ -82,6 +87,28 @@ def new_instance(folder: Path, **overrides: str) -> LabConfig:
 
 class ConfigError(Exception):
     """A configuration value the lab cannot run with; the message says which and why."""
+
+
+def remove_private_state(folder: Path) -> None:
+    """Delete the state that the services of the lab instances under `folder` kept under
+    /var/lib/iot-lab/ (see :meth:`LabConfig.state_dir`); their logs stay. The instances must be
+    stopped."""
+    if not folder.exists():
+        return
+    elsewhere = set()
+    for link in folder.rglob("*"):
+        if link.is_symlink():
+            target = Path(os.path.realpath(link))
+            if target.is_relative_to(PRIVATE_STATE) and len(target.relative_to(PRIVATE_STATE).parts) >= 2:
+                elsewhere.add(PRIVATE_STATE / target.relative_to(PRIVATE_STATE).parts[0])
+    for state in elsewhere:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def remove_instance(folder: Path) -> None:
+    """Delete `folder` (one or several stopped lab instances) and their state kept elsewhere."""
+    remove_private_state(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_topic_level(name: str, value: str) -> None:
@@ -168,7 +195,7 @@ class LabConfig:
         if run_user is None or os.geteuid() != 0 or _others_can_reach(self.data_dir):
             return default
         key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
-        target = Path("/var/lib/iot-lab") / key / name
+        target = PRIVATE_STATE / key / name
         target.mkdir(parents=True, exist_ok=True)
         target.parent.chmod(0o755)
         self.data_dir.mkdir(parents=True, exist_ok=True)

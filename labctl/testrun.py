@@ -7,13 +7,12 @@ tests/conftest.py). Whatever they leave running, even after a crash, is stopped 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from labctl import install, ui
-from labctl.config import ROOT
+from labctl.config import ROOT, remove_instance
 from labctl.process import ProcessTable
 from labctl.services import SERVICE_CLASSES
 
@@ -63,7 +62,7 @@ def run(pytest_args: list[str]) -> int:
             ui.info(f"stopped services the tests left running: {', '.join(leftovers)}")
     if results["pytest"] == 0 or results["pytest"] == 5:
         # Keep the logs of failed runs for inspection; clean up after a passing one.
-        shutil.rmtree(base, ignore_errors=True)
+        remove_instance(base)
     if results["pytest"] == 5:
         ui.error("pytest collected no tests")
 

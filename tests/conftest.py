@@ -20,15 +20,21 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from labctl.config import LabConfig, new_instance
+from labctl.config import LabConfig, new_instance, remove_private_state
 from labctl.lab import Lab
 
 
 @pytest.fixture(scope="session")
-def labs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where this session's lab instances keep their state and logs."""
+def labs_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where this session's lab instances keep their state and logs.
+
+    At the end, the state their services kept under /var/lib/iot-lab/ goes (the logs stay):
+    otherwise every run would leave its databases there.
+    """
     base = os.environ.get("LAB_TEST_DIR")
-    return Path(base) if base else tmp_path_factory.mktemp("labs")
+    folder = Path(base) if base else tmp_path_factory.mktemp("labs")
+    yield folder
+    remove_private_state(folder)
 
 
 @pytest.fixture(scope="session")

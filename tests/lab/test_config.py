@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from labctl import envfile
-from labctl.config import ROOT, ConfigError, LabConfig
+from labctl.config import (
+    PRIVATE_STATE,
+    ROOT,
+    ConfigError,
+    LabConfig,
+    new_instance,
+    remove_instance,
+    remove_private_state,
+)
 
 
 def make_env(tmp_path: Path, **overrides: str) -> Path:
@@ -68,3 +77,29 @@ def test_missing_secret_is_named(tmp_path: Path) -> None:
 def test_missing_env_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"run ./lab up \(or ./lab env\)"):
         LabConfig.load(tmp_path / "nope.env", tmp_path / "data")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="state moves under /var/lib/iot-lab/ only for root")
+def test_removing_instances_takes_their_state_kept_elsewhere_and_nothing_more(tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden"  # a folder the services' own users cannot reach
+    hidden.mkdir(mode=0o700)
+    instances = [new_instance(hidden / f"lab-{n}") for n in range(2)]
+    states = [config.state_dir("db", run_user="postgres") for config in instances]
+    for state in states:
+        (state / "PG_VERSION").write_text("15")
+        assert state.is_relative_to(PRIVATE_STATE)
+    (instances[0].logs_dir).mkdir(parents=True)
+    (instances[0].logs_dir / "db.log").write_text("kept")
+    other = PRIVATE_STATE / "not-these-labs"
+    other.mkdir(parents=True, exist_ok=True)
+    try:
+        remove_private_state(hidden)
+        assert not any(state.parent.exists() for state in states)
+        assert (instances[0].logs_dir / "db.log").read_text() == "kept"
+        assert other.exists(), "state of other labs stays"
+
+        states = [config.state_dir("db", run_user="postgres") for config in instances]
+        remove_instance(hidden)
+        assert not hidden.exists() and not any(state.parent.exists() for state in states)
+    finally:
+        other.rmdir()
