@@ -39,6 +39,7 @@ from web.alarm_messages import (
     decide,
     parse_alarm,
 )
+from web.db_errors import first_line
 from web.metrics import Metrics
 from web.schema import alarm_events, alarms
 
@@ -403,7 +404,7 @@ class Alarms:
             try:
                 alarm = self.store.record(message)
             except SQLAlchemyError as exc:
-                log.error("alarm not stored, database unavailable: %s", _first_line(exc))
+                log.error("alarm not stored, database unavailable: %s", first_line(exc))
                 raise
             if alarm is not None:
                 log.info(
@@ -478,8 +479,3 @@ class Alarms:
                 topic,
                 bytes(payload[:PREVIEW_BYTES]),
             )
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

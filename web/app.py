@@ -20,20 +20,20 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
 from types import FrameType
 
 from flask import Flask, Response
 from flask_socketio import SocketIO
-from sqlalchemy import Engine
 
 from web import api, auth, health, pages, vendor
 from web.alarms import Alarms, AlarmStore
+from web.buffer import ReadingBuffer
 from web.cache import LatestCache
 from web.ingest import Ingest
 from web.live import SITE_ROOM, STATUS_EVENT, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.portal import EXTENSION, Portal
 from web.quota import DeviceQuota
 from web.removal import Removal
 from web.retention import Retention
@@ -43,12 +43,9 @@ from web.socket_writes import WholeWrites
 from web.status import StatusWatch
 from web.storage import Store, make_engine
 from web.units import load_units
-from web.writer import BatchWriter, ReadingBuffer
+from web.writer import BatchWriter
 
 log = logging.getLogger(__name__)
-
-#: How long a second caller of :meth:`Portal.stop` waits for the first one to finish.
-STOP_WAIT_S = 10.0
 
 _SECURITY_HEADERS = {
     # Everything the pages load comes from the portal itself; no inline scripts or styles.
@@ -58,69 +55,6 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-
-
-@dataclass
-class Portal:
-    """The running parts of one portal process, reachable as ``app.extensions["portal"]``."""
-
-    settings: Settings
-    engine: Engine
-    store: Store
-    buffer: ReadingBuffer
-    cache: LatestCache
-    ingest: Ingest
-    writer: BatchWriter
-    socketio: SocketIO
-    live: Live
-    metrics: Metrics
-    removal: Removal
-    status: StatusWatch
-    retention: Retention
-    #: Units of measure by attribute name (web/units.json), under what devices send.
-    units: dict[str, str]
-    alarms: Alarms | None = None
-    keeper: SessionKeeper | None = None
-    _stopping: bool = field(default=False, init=False)
-    _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _stopped: threading.Event = field(default_factory=threading.Event, init=False)
-
-    def start(self) -> None:
-        """Start the writer's threads, the live flusher, the session keeper, then the MQTT client."""
-        self.writer.start()
-        self.live.start()
-        self.status.start()
-        self.retention.start()
-        if self.keeper is not None:
-            self.keeper.start()
-        self.ingest.start()
-
-    def stop(self) -> None:
-        """Stop taking messages, store what is queued (briefly), close live clients and the pool.
-
-        Safe to call more than once and from any thread: a second caller waits for the first to
-        finish (the interpreter must not exit while a stop started by SIGTERM is still flushing).
-        """
-        with self._stop_lock:
-            first, self._stopping = not self._stopping, True
-        if not first:
-            self._stopped.wait(STOP_WAIT_S)
-            return
-        try:
-            log.info("portal stopping")
-            # Keep the broker connection while the writer flushes, so what it commits is acked.
-            self.ingest.pause()
-            self.writer.stop()
-            self.ingest.stop()
-            self.status.stop()
-            self.retention.stop()
-            if self.keeper is not None:
-                self.keeper.stop()
-            self.live.close_all()
-            self.engine.dispose()
-            log.info("portal stopped stored=%s dropped=%s", self.writer.stored, self.writer.dropped)
-        finally:
-            self._stopped.set()
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -204,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         units=load_units(),
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
     )
-    app.extensions["portal"] = portal
+    app.extensions[EXTENSION] = portal
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)
 
     app.register_blueprint(health.bp)

@@ -53,6 +53,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 from web.accounts import MAX_PASSWORD_LENGTH, Accounts, burn_password_check
+from web.db_errors import first_line
 from web.sessions import Sessions, session_hash
 from web.settings import Settings
 
@@ -230,7 +231,7 @@ def _session_user() -> str | None:
         try:
             stored = state.accounts.password_hash(user)
         except SQLAlchemyError as exc:
-            log.error("cannot check the session of %s, database unavailable: %s", user, _first_line(exc))
+            log.error("cannot check the session of %s, database unavailable: %s", user, first_line(exc))
             return None
         if stored is None:
             return None
@@ -273,13 +274,8 @@ def token_user(token: str) -> str | None:
     try:
         return _state().accounts.user_for_token(token)
     except SQLAlchemyError as exc:
-        log.error("cannot check a bearer token, database unavailable: %s", _first_line(exc))
+        log.error("cannot check a bearer token, database unavailable: %s", first_line(exc))
         return None
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 # -- guards -------------------------------------------------------------------------------
@@ -375,7 +371,7 @@ def login() -> Any:
         if credential is not None:
             _start_session(username, credential)
     except SQLAlchemyError as exc:
-        log.error("sign-in of %.60r impossible, database unavailable: %s", username, _first_line(exc))
+        log.error("sign-in of %.60r impossible, database unavailable: %s", username, first_line(exc))
         return _login_page(next_url, "Sign-in is unavailable (user database unreachable).", 503)
     if credential is None:
         state.throttle.failed(key)

@@ -177,7 +177,7 @@ class Coalescer:
         Returns:
             ``None`` when no flush is due yet (the pending values stay); otherwise
             ``{channel: [event, ...]}`` with events in the shape of
-            :meth:`web.storage.LatestValue.as_event`, possibly empty when nobody listens.
+            :meth:`web.cache.LatestValue.as_event`, possibly empty when nobody listens.
         """
         with self._lock:
             now = self._clock()

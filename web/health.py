@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-if TYPE_CHECKING:
-    from web.app import Portal
+from web.db_errors import first_line
+from web.portal import current_portal
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,13 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """The portal can do its job: broker subscribed, database reachable, live updates moving."""
-    portal: Portal = current_app.extensions["portal"]
+    portal = current_portal()
     checks: dict[str, Any] = {}
     checks["broker"] = "ok" if portal.ingest.ready else f"down: {portal.ingest.state}"
     try:
         portal.store.ping()
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        checks["database"] = f"down: {reason[0] if reason else type(exc).__name__}"
+        checks["database"] = f"down: {first_line(exc)}"
     else:
         checks["database"] = "ok"
     stuck = portal.live.stuck_s()

@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from web import presence
+from web.buffer import ReadingBuffer
 from web.messages import Reading, parse_message, preview
 from web.metrics import Metrics
 from web.mqtt_client import PortalClient
@@ -44,7 +45,6 @@ from web.presence import PRESENCE_ATTR
 from web.quota import DeviceQuota
 from web.rejections import Reason, Rejection
 from web.settings import ALARMS_ROOT, Settings
-from web.writer import ReadingBuffer
 
 log = logging.getLogger(__name__)
 

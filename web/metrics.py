@@ -1,7 +1,7 @@
 """The portal's Prometheus metrics, one registry per app (served at ``/metrics``).
 
 Every part of the portal records into the :class:`Metrics` object the app factory creates
-(``app.extensions["portal"].metrics``); nothing uses a global registry, so several apps (tests)
+(``current_portal().metrics``); nothing uses a global registry, so several apps (tests)
 can live in one process.
 """
 

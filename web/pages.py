@@ -9,17 +9,18 @@ Names from topics reach the templates only as autoescaped text and ``data-`` att
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, render_template
 
 from web.auth import current_user, login_required
 from web.names import is_valid_name
+from web.portal import current_portal
 from web.settings import Settings
 
 bp = Blueprint("pages", __name__)
 
 
 def _render(template: str, page: str, **context: object) -> str:
-    settings: Settings = current_app.extensions["portal"].settings
+    settings: Settings = current_portal().settings
     return render_template(
         template,
         user=current_user(),

@@ -39,6 +39,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from web.db_errors import first_line
+
 log = logging.getLogger(__name__)
 
 #: Days after today that always have their partition ready.
@@ -245,12 +247,7 @@ def _step(connection: Connection, done: Round, what: str) -> Iterator[None]:
     except (SQLAlchemyError, _RowsArrivedError) as exc:
         connection.rollback()
         done.skipped.append(what)
-        log.warning("retention: %s skipped, tried again next round: %s", what, _first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        log.warning("retention: %s skipped, tried again next round: %s", what, first_line(exc))
 
 
 class Retention:
@@ -298,7 +295,7 @@ class Retention:
         try:
             done = maintain(self._engine, self.days)
         except SQLAlchemyError as exc:
-            log.warning("retention round not done, database unavailable: %s", _first_line(exc))
+            log.warning("retention round not done, database unavailable: %s", first_line(exc))
             return None
         except Exception:  # the rounds must outlive a bug in one of them
             log.exception("retention round failed")

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from web.db_errors import first_line
+
 if TYPE_CHECKING:
     from web.ingest import Ingest
     from web.storage import Store
@@ -156,8 +158,7 @@ class StatusWatch:
         try:
             self._store.ping()
         except SQLAlchemyError as exc:
-            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            self._database_error = lines[0] if lines else type(exc).__name__
+            self._database_error = first_line(exc)
         else:
             self._database_error = None
         return self._database_error

@@ -37,9 +37,6 @@ from web.schema import attributes, devices, latest, rooms
 from web.settings import DatabaseSettings
 from web.topics import Topic
 
-# LatestValue lives in web.cache; it is re-exported here for the modules that import it from storage.
-__all__ = ["Committed", "DeviceSeen", "LatestValue", "Store", "latest_per_attribute", "make_engine"]
-
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for a TCP connection to PostgreSQL before calling it unreachable.

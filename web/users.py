@@ -27,6 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from web.accounts import AccountError, Accounts, check_new_password, unknown_user
+from web.db_errors import first_line
 from web.settings import DatabaseSettings, SettingsError
 
 
@@ -159,19 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _explain(exc: BaseException, settings: AccountSettings) -> str:
     if isinstance(exc, OperationalError):
         where = f"{settings.postgres_host}:{settings.postgres_port}"
-        return f"cannot reach the database at {where} ({_first_line(exc)}): is the lab running (./lab up)?"
+        return f"cannot reach the database at {where} ({first_line(exc)}): is the lab running (./lab up)?"
     if isinstance(exc, ProgrammingError):
-        return f"database not ready ({_first_line(exc)}): run ./lab up to apply the migrations"
+        return f"database not ready ({first_line(exc)}): run ./lab up to apply the migrations"
     if isinstance(exc, SQLAlchemyError):
-        return f"database error: {_first_line(exc)}"
+        return f"database error: {first_line(exc)}"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted; nothing changed"
     return str(exc)
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _out(text: str) -> None:

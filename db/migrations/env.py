@@ -20,6 +20,7 @@ from sqlalchemy import URL, Connection, create_engine, pool, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db.migrations.grafana_role import ROLE, ensure_grafana_role
+from web.db_errors import first_line
 from web.settings import DatabaseSettings, SettingsError
 
 config = context.config
@@ -45,19 +46,13 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _reason(exc: DBAPIError | psycopg.Error) -> str:
-    """PostgreSQL's own first line: never the statement or its parameters."""
-    lines = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _set_up_grafana_role(connection: Connection, password: SecretStr) -> None:
     """The read-only role with the password of ``GRAFANA_DB_PASSWORD``, committed."""
     try:
         ensure_grafana_role(connection, password.get_secret_value())
         connection.commit()
     except (DBAPIError, psycopg.Error) as exc:
-        raise SystemExit(f"cannot set up the read-only role {ROLE}: {_reason(exc)}") from None
+        raise SystemExit(f"cannot set up the read-only role {ROLE}: {first_line(exc)}") from None
 
 
 def run_migrations_online() -> None:
@@ -76,7 +71,7 @@ def run_migrations_online() -> None:
             connection = engine.connect()
         except OperationalError as exc:
             raise SystemExit(
-                f"cannot reach PostgreSQL at {url.host}:{url.port} as user {url.username}: {_reason(exc)}"
+                f"cannot reach PostgreSQL at {url.host}:{url.port} as user {url.username}: {first_line(exc)}"
             ) from None
         with connection:
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})

@@ -12,7 +12,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, make_settings, sign_in
 from web import create_app
-from web.app import Portal
+from web.portal import portal_of
 from web.settings import Settings
 
 # Hypothesis caches what it learns (even at collection time) under .hypothesis/ in the working
@@ -34,7 +34,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     app.config["TESTING"] = True
     yield app
-    portal: Portal = app.extensions["portal"]
+    portal = portal_of(app)
     portal.stop()
 
 

@@ -13,12 +13,12 @@ import pytest
 
 from tests.web.portal_testing import make_settings
 from web import ingest as ingest_module
+from web.buffer import ReadingBuffer
 from web.ingest import BrokerState, Ingest, LogBudget
 from web.messages import Reading
 from web.metrics import Metrics
 from web.presence import UNKNOWN_AGE
 from web.rejections import Reason, Rejection
-from web.writer import ReadingBuffer
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 TOPIC = b"office/lab/sensor1/temperature"

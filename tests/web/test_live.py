@@ -12,7 +12,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_socketio import SocketIO
 
-from web.app import Portal
 from web.cache import LatestValue
 from web.coalescer import Scope
 from web.live import (
@@ -27,6 +26,7 @@ from web.live import (
     store_snapshot,
 )
 from web.metrics import Metrics
+from web.portal import Portal, portal_of
 
 TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 TS_MS = 1700000000000
@@ -70,7 +70,7 @@ def settle(portal: Portal) -> None:
 
 @pytest.fixture
 def portal(app: Flask) -> Portal:
-    return app.extensions["portal"]  # type: ignore[no-any-return]
+    return portal_of(app)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from tests.web.portal_testing import make_settings
 from web import create_app, vendor
-from web.app import Portal
+from web.portal import portal_of
 from web.settings import SettingsError
 
 
@@ -75,7 +75,7 @@ def test_chart_library_is_served_by_the_portal(client: FlaskClient, name: str, m
 
 def test_flush_interval_comes_from_the_settings() -> None:
     app: Flask = create_app(make_settings(portal_live_flush_ms=250, portal_offline_after_s=5))
-    portal: Portal = app.extensions["portal"]
+    portal = portal_of(app)
     try:
         assert portal.live.coalescer.interval_s == 0.25
         assert portal.settings.portal_offline_after_s == 5

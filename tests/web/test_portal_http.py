@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 
 from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, csrf_from, make_settings, sign_in
 from web import create_app, vendor
+from web.portal import portal_of
 
 
 def test_app_starts_with_services_down_and_healthz_answers(client: FlaskClient) -> None:
@@ -109,7 +110,7 @@ def test_user_name_is_escaped_on_the_page() -> None:
         assert b"<script>alert(1)</script>" not in page.data
         assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.data
     finally:
-        app.extensions["portal"].stop()
+        portal_of(app).stop()
 
 
 def test_forged_session_cookie_without_credential_is_not_signed_in(client: FlaskClient) -> None:
@@ -176,7 +177,7 @@ def test_missing_vendor_file_is_a_clear_error(
 
 
 def test_readyz_reports_a_stuck_live_path(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    portal = client.application.extensions["portal"]
+    portal = portal_of(client.application)
     monkeypatch.setattr(portal.live, "stuck_s", lambda: 12.4)
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -12,12 +12,12 @@ from flask_socketio import SocketIO
 from tests.web.portal_testing import make_settings
 from web.alarm_messages import AlarmRejection
 from web.alarms import Alarms
+from web.buffer import ReadingBuffer
 from web.ingest import Ingest
 from web.messages import Reading
 from web.metrics import Metrics
 from web.quota import LOG_EVERY_S, DeviceQuota
 from web.rejections import Reason, Rejection
-from web.writer import ReadingBuffer
 
 
 class Clock:

@@ -22,12 +22,13 @@ from labctl.services import Portal as PortalService
 from tests.conftest import RunningLab, own_lab
 from tests.web.portal_testing import api_token, publish_as, wait_for
 from web.api.history import HistoryQuery, history
+from web.buffer import ReadingBuffer
 from web.messages import Reading
 from web.retention import DAYS_AHEAD, LOCK_ID, maintain
 from web.settings import DatabaseSettings
 from web.storage import Store, make_engine
 from web.topics import Topic
-from web.writer import BatchWriter, ReadingBuffer
+from web.writer import BatchWriter
 
 pytestmark = pytest.mark.integration
 

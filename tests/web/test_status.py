@@ -10,13 +10,14 @@ import pytest
 
 from tests.conftest import RunningLab
 from tests.web.portal_testing import make_settings
+from web.buffer import ReadingBuffer
 from web.ingest import Ingest
 from web.messages import Reading
 from web.metrics import Metrics
 from web.status import STALLED_AFTER_S, Status, StatusWatch
 from web.storage import Store, make_engine
 from web.topics import Topic
-from web.writer import BatchWriter, ReadingBuffer
+from web.writer import BatchWriter
 
 
 class Clock:

@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy.exc import DataError, OperationalError
 
 from web import writer as writer_module
+from web.buffer import ReadingBuffer
 from web.cache import DeviceSeen, LatestCache, LatestValue
 from web.messages import Reading
 from web.metrics import Metrics
 from web.topics import Topic
-from web.writer import BatchWriter, ReadingBuffer
+from web.writer import BatchWriter
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

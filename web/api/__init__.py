@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from web.api import alarms, commands, devices, history, latest, metrics
 from web.api import openapi as openapi_document
 from web.api.params import ParamError, Unavailable
+from web.db_errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ def _unavailable(exc: Unavailable) -> Response:
 @bp.errorhandler(SQLAlchemyError)
 @metrics.bp.errorhandler(SQLAlchemyError)
 def _database_down(exc: SQLAlchemyError) -> Response:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    log.error("%s %s: database unavailable: %s", request.method, request.path, lines[0] if lines else exc)
+    log.error("%s %s: database unavailable: %s", request.method, request.path, first_line(exc))
     return error(503, "database unavailable; try again shortly")
 
 

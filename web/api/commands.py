@@ -12,12 +12,13 @@ import json
 import logging
 import math
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from web.api import params
 from web.api.params import ParamError
 from web.auth import api_login_required
+from web.portal import current_portal
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def payload_of(body: object) -> str:
 @api_login_required
 def send(room: str, device: str, attr: str) -> ResponseReturnValue:
     """Publish the command; 202 once the broker connection has it, 503 while it is down."""
-    portal = current_app.extensions["portal"]
+    portal = current_portal()
     room, device = params.path_name("room", room), params.path_name("device", device)
     attr = params.path_name("attr", attr)
     payload = payload_of(request.get_json(silent=True))

@@ -14,13 +14,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import DateTime, Engine, Select, cast, func, literal, literal_column, or_, select, tuple_
 
 from web.api import params
 from web.api.params import Unavailable
 from web.auth import api_login_required
+from web.portal import current_portal
 from web.removal import Removal, RemovalRefused, Removed, Selection
 from web.schema import attributes, devices, latest, rooms
 from web.units import unit_of
@@ -212,7 +213,7 @@ def get_devices() -> ResponseReturnValue:
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     sort = params.choice(request.args, "sort", SORTS, "name")
     after = params.cursor(request.args, "cursor", cursor_size(sort))
-    portal = current_app.extensions["portal"]
+    portal = current_portal()
     found, more, total, last = list_devices(
         portal.engine, room, prefix=prefix, q=q, after=after, limit=limit, units=portal.units, sort=sort
     )
@@ -221,7 +222,7 @@ def get_devices() -> ResponseReturnValue:
 
 
 def _removal() -> Removal:
-    removal: Removal = current_app.extensions["portal"].removal
+    removal: Removal = current_portal().removal
     return removal
 
 

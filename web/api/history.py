@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import (
     ColumnElement,
@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from web.api import params
 from web.api.params import ParamError
 from web.auth import api_login_required
+from web.portal import current_portal
 from web.schema import attributes, devices, rooms, telemetry
 from web.units import unit_of
 
@@ -295,7 +296,7 @@ def get_history() -> ResponseReturnValue:
     """History of one attribute; see the module docstring and the OpenAPI document."""
     query = HistoryQuery.from_args(request.args, now_ms=int(time.time() * 1000))
     as_text = params.choice(request.args, "format", ("json", "csv"), "json") == "csv"
-    portal = current_app.extensions["portal"]
+    portal = current_portal()
     points, truncated = history(portal.engine, query)
     if as_text:
         return as_csv(query, points, truncated)

@@ -6,11 +6,12 @@ following page (``null`` on the last).
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from web.api import params
 from web.auth import api_login_required
+from web.portal import current_portal
 
 bp = Blueprint("latest", __name__)
 
@@ -26,7 +27,7 @@ def get_latest() -> ResponseReturnValue:
     device = params.name(request.args, "device")
     limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     after = params.cursor(request.args, "cursor", 3)
-    store = current_app.extensions["portal"].store
+    store = current_portal().store
     values = store.latest_values(room, device, after=after, limit=limit + 1)
     more = len(values) > limit
     values = values[:limit]

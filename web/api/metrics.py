@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from web.auth import api_login_required
+from web.portal import current_portal
 
 bp = Blueprint("metrics", __name__)
 
@@ -16,5 +17,5 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @api_login_required
 def metrics() -> Response:
     """Every metric of this portal process, in Prometheus text format."""
-    body = current_app.extensions["portal"].metrics.render()
+    body = current_portal().metrics.render()
     return Response(body, content_type=CONTENT_TYPE)
