@@ -52,13 +52,13 @@ from mqtt_wire import RawPublisher  # noqa: E402
 from profiling import cpu_usage, print_cpu, start_profile, summarize_profile, worker_pid  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
-from labctl.mqtt_packets import (  # noqa: E402
+from stress.portal_client import Viewer, ViewerError  # noqa: E402
+from wire.mqtt import (  # noqa: E402
     connect_packet,
     publish_payload,
-    split_packets,
+    split,
     subscribe_packet,
 )
-from stress.portal_client import Viewer, ViewerError  # noqa: E402
 
 #: Seconds given to what is in flight to arrive after the last publish.
 DRAIN_S = 3.0
@@ -294,7 +294,7 @@ async def _ws_subscriber(plan: Plan, index: int, report: Report, subscribed: asy
                 break
             now = time.time() * 1000
             buffer += message.data
-            for first, body in split_packets(buffer):
+            for first, body in split(buffer):
                 kind = first >> 4
                 if kind == 3:
                     ts = json.loads(publish_payload(first, body))["ts"]

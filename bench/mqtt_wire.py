@@ -2,7 +2,7 @@
 
 paho-mqtt spends tens of microseconds of Python per message (more at QoS 1, more again over
 WebSocket), so at thousands of messages per second it, not the lab, would set a benchmark's
-figures. This publisher writes pre-encoded packets (labctl.mqtt_packets).
+figures. This publisher writes pre-encoded packets (wire.mqtt).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-from labctl.mqtt_packets import connect_packet, publish_packet
+from wire.mqtt import connect_packet, publish_packet
 
 
 class RawPublisher:

@@ -11,7 +11,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from labctl.mqtt_packets import connect_packet
+from wire.mqtt import connect_packet
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",

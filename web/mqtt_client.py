@@ -19,6 +19,8 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from wire.mqtt import ProtocolError, frame
+
 
 class BufferedSocket:
     """A socket whose reads are served from one large ``recv``.
@@ -65,19 +67,13 @@ class BufferedSocket:
         qos = (header >> 1) & 3
         if header >> 4 != _PUBLISH_TYPE or qos > 1:
             return None
-        length, multiplier, index = 0, 1, pos + 1
-        while True:
-            if index >= end or index - pos > 4:  # incomplete, or longer than MQTT allows
-                return None
-            byte = data[index]
-            index += 1
-            length += (byte & 0x7F) * multiplier
-            if not byte & 0x80:
-                break
-            multiplier *= 128
-        body_end = index + length
-        if body_end > end or length < 2:
+        try:
+            found = frame(data, pos, end)
+        except ProtocolError:  # a length longer than MQTT allows: paho reports it
+            found = None
+        if found is None or found[1] - found[0] < 2:
             return None
+        index, body_end = found
         topic_end = index + 2 + ((data[index] << 8) | data[index + 1])
         payload_start = topic_end + 2 * qos
         if topic_end == index + 2 or payload_start > body_end:

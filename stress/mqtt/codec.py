@@ -1,6 +1,7 @@
 """MQTT 3.1.1 and 5.0 packets: what a fleet of simulated devices sends and reads.
 
-Encoding is written for the hot path. A device's topics are encoded once
+The framing (remaining length, strings, splitting a stream) is the lab's one copy in
+:mod:`wire.mqtt`. Encoding is written for the hot path. A device's topics are encoded once
 (:class:`TopicCode`); a PUBLISH is then a few byte concatenations with table lookups
 for the remaining length and the packet id. Decoding splits a byte stream into packets
 (:class:`PacketReader`) and parses the few packet types a client receives.
@@ -17,11 +18,20 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from wire.mqtt import (
+    MAX_REMAINING_LENGTH,
+    ProtocolError,
+    binary,
+    read_varint,
+    remaining,
+    split,
+    utf8,
+    varint,
+)
+
 MQTT311 = 4
 MQTT5 = 5
 VERSIONS = {"3.1.1": MQTT311, "5": MQTT5}
-
-MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable-length encoding
 
 
 class PacketType(IntEnum):
@@ -44,47 +54,10 @@ class PacketType(IntEnum):
     AUTH = 15
 
 
-class ProtocolError(Exception):
-    """The peer sent bytes that are not the MQTT this client speaks."""
-
-
 # ---------------------------------------------------------------------------- encoding
 
 
-def varint(value: int) -> bytes:
-    """The variable-length integer encoding (remaining length, property lengths)."""
-    if not 0 <= value <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"{value} does not fit a variable-length integer")
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-_VARINT = [varint(n) for n in range(16_384)]  # every one- and two-byte length
 _PACKET_ID = [n.to_bytes(2, "big") for n in range(65_536)]
-
-
-def remaining(length: int) -> bytes:
-    """``varint`` with a table for the lengths that packets of a load test have."""
-    return _VARINT[length] if length < 16_384 else varint(length)
-
-
-def utf8(text: str) -> bytes:
-    """A UTF-8 string with its two-byte length."""
-    data = text.encode()
-    if len(data) > 65_535:
-        raise ValueError("an MQTT string holds at most 65,535 bytes")
-    return struct.pack("!H", len(data)) + data
-
-
-def binary(data: bytes) -> bytes:
-    """Binary data with its two-byte length."""
-    if len(data) > 65_535:
-        raise ValueError("MQTT binary data holds at most 65,535 bytes")
-    return struct.pack("!H", len(data)) + data
 
 
 class Property(IntEnum):
@@ -407,49 +380,8 @@ class PacketReader:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add ``data``; return every packet now complete (raises :class:`ProtocolError`)."""
-        buffer = self._buffer
-        buffer += data
-        packets: list[tuple[int, bytes]] = []
-        offset, end = 0, len(buffer)
-        while end - offset >= 2:
-            length, shift, at, complete = 0, 0, offset + 1, False
-            while at < end:
-                byte = buffer[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    complete = True
-                    break
-                shift += 7
-                if shift > 21:
-                    raise ProtocolError("remaining length longer than four bytes")
-            if not complete:
-                break  # the length itself is incomplete
-            if length > self.max_packet:
-                raise ProtocolError(f"packet of {length} bytes is over the limit of {self.max_packet}")
-            if end < at + length:
-                break
-            packets.append((buffer[offset], bytes(buffer[at : at + length])))
-            offset = at + length
-        if offset:
-            del buffer[:offset]
-        return packets
-
-
-def read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    """A variable-length integer at ``offset``: ``(value, offset after it)``."""
-    value, shift = 0, 0
-    while True:
-        if offset >= len(data):
-            raise ProtocolError("truncated variable-length integer")
-        byte = data[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-        if shift > 21:
-            raise ProtocolError("variable-length integer longer than four bytes")
+        self._buffer += data
+        return split(self._buffer, self.max_packet)
 
 
 def _read_string(data: bytes, offset: int) -> tuple[str, int]:

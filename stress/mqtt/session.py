@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from typing import Protocol, cast
 
 from stress.mqtt import codec
-from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType, ProtocolError
+from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType
 from stress.mqtt.reasons import classify_exception, connack_reason, describe_connack, reason_name
+from wire.mqtt import ProtocolError
 
 #: Bytes the transport may hold before ``pause_writing``; small, so "sent" stays close to "in the kernel".
 WRITE_HIGH_WATER = 32 * 1024

@@ -15,41 +15,18 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wire import mqtt as wire
+
 MQTT5 = 5
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
 
 
 def packet(kind: int, body: bytes, flags: int = 0) -> bytes:
     """A whole packet: fixed header and body."""
-    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, offset
+    return wire.packet((kind << 4) | flags, body)
 
 
 def _skip_properties(data: bytes, offset: int) -> int:
-    length, offset = _read_varint(data, offset)
+    length, offset = wire.read_varint(data, offset)
     return offset + length
 
 
@@ -71,7 +48,7 @@ class Connection:
 
     def publish(self, topic: str, payload: bytes) -> None:
         """PUBLISH at QoS 0 (how ThingsBoard sends RPC requests by default)."""
-        body = _string(topic) + (b"\x00" if self.version == MQTT5 else b"") + payload
+        body = wire.utf8(topic) + (b"\x00" if self.version == MQTT5 else b"") + payload
         self.send(packet(3, body))
 
     def puback(self, packet_id: int, reason: int = 0) -> None:
@@ -122,15 +99,11 @@ class Server:
             await self.server.wait_closed()
 
     async def _read_packet(self, reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        first = (await reader.readexactly(1))[0]
-        length, shift = 0, 0
-        while True:
-            byte = (await reader.readexactly(1))[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        return first, await reader.readexactly(length)
+        head = await reader.readexactly(2)
+        while head[-1] & 0x80 and len(head) < 5:
+            head += await reader.readexactly(1)
+        length, _ = wire.read_varint(head, 1)
+        return head[0], await reader.readexactly(length)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer)

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from labctl.mqtt_packets import publish_packet
 from tests.web.portal_testing import property_test
 from web.mqtt_client import BufferedSocket, PortalClient
+from wire.mqtt import publish_packet
 
 Delivered = tuple[bytes, bytes, int, int, bool, bool]
 
