@@ -70,6 +70,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from engineio.payload import Payload
 from flask import request
 from flask_socketio import SocketIO
 from socketio.packet import Packet
@@ -79,6 +80,7 @@ from web.accounts import token_digest
 from web.auth import current_session, current_user
 from web.cache import LatestCache, LatestValue
 from web.coalescer import Coalescer, Scope, ScopeError, minimal_cover
+from web.db_errors import first_line
 from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,12 @@ NAMESPACE = "/"
 SITE_ROOM = "site"
 #: Most subscriptions one client may hold (a page needs a handful).
 MAX_SUBSCRIPTIONS = 64
+#: Most messages Engine.IO takes in one long-polling request. Until a connection upgrades to
+#: WebSocket, a page's subscriptions (the overview's 48 devices, say) travel together in one
+#: request, and Engine.IO refuses a request of more than its default of 16 messages, dropping all
+#: of them: the page then never got a live value. Room for every subscription twice (a page that
+#: changes unsubscribes from the old ones too), and then some; a bigger request is still refused.
+POLLING_MESSAGES_MAX = 3 * MAX_SUBSCRIPTIONS
 #: How often an idle flusher checks whether it should stop.
 POLL_S = 0.5
 #: Most events in one ``values`` message: a big flush goes out as several, so no single message is
@@ -208,6 +216,8 @@ class Live:
         self._last_notice = float("-inf")
         #: The portal's status for a client that connects (see :mod:`web.status`), once it is known.
         self.status_of: Callable[[], dict[str, Any]] | None = None
+        # Engine.IO's knob is this class attribute, for the whole process (one portal per process).
+        Payload.max_decode_packets = POLLING_MESSAGES_MAX
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
         socketio.on_event("subscribe", self._on_subscribe)
@@ -511,7 +521,7 @@ class Live:
         try:
             values = self._snapshot(scope, SNAPSHOT_MAX + 1)
         except SQLAlchemyError as exc:
-            log.error("live snapshot unavailable, sending an empty one: %s", str(exc).splitlines()[0])
+            log.error("live snapshot unavailable, sending an empty one: %s", first_line(exc))
             values = []
         truncated = len(values) > SNAPSHOT_MAX
         events = [value.as_event() for value in values[:SNAPSHOT_MAX]]
