@@ -14,7 +14,7 @@ from playwright.sync_api import Dialog, Page, expect
 
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import publish
-from tests.web.portal_testing import signed_in_session
+from tests.web.portal_testing import publish_as, signed_in_session, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -168,6 +168,87 @@ def test_a_reloaded_listing_keeps_the_newer_live_values(
     expect(page.locator("#page-count")).to_have_text("1\u20131 of 7 devices", timeout=LIVE_MS)
     expect(value).to_have_text("20")
     expect(card).to_have_attribute("data-offline", "false")
+
+
+# The overview's zero-delay timeouts (it yields with one between the parts of a page it draws) wait
+# until RELEASE_TIMEOUTS: the page stays in the middle of a drawing meanwhile. Those of other
+# scripts (Socket.IO's) run as usual.
+HOLD_TIMEOUTS = """() => {
+  if (window.__heldTimeouts === undefined) {
+    const setTimeoutNow = window.setTimeout;
+    window.__heldTimeouts = [];
+    window.__setTimeoutNow = setTimeoutNow;
+    window.setTimeout = function (callback, delay, ...rest) {
+      if (window.__holdTimeouts && !delay && new Error().stack.includes("/static/live.js")) {
+        window.__heldTimeouts.push(function () { callback(...rest); });
+        return 0;
+      }
+      return setTimeoutNow(callback, delay, ...rest);
+    };
+  }
+  window.__holdTimeouts = true;
+}"""
+RELEASE_TIMEOUTS = """() => new Promise(function (done) {
+  window.__holdTimeouts = false;
+  for (const run of window.__heldTimeouts.splice(0)) {
+    window.__setTimeoutNow(run, 0);
+  }
+  window.__setTimeoutNow(done, 0);  // after them (the same delay runs in order)
+})"""
+
+
+def test_a_page_drawn_in_parts_keeps_live_values_and_gives_way_to_a_newer_search(
+    signed_in_page: OpenPage, lab: RunningLab, unique_room: str
+) -> None:
+    """The overview draws a page of 48 devices 12 at a time, other tasks running in between: a live
+    value that arrives for a device not drawn yet shows once it is drawn, and a search made before
+    the drawing ends shows its own devices only, never a mix with the abandoned page's."""
+    root, (device, _) = lab.env["TOPIC_ROOT"], lab.device
+    other_room = f"room-{uuid.uuid4().hex[:8]}"  # not matched by a search for unique_room
+    names = [f"d{number:02d}" for number in range(48)]
+    publish_as(lab, "MQTT_ADMIN", [(f"{root}/{unique_room}/{name}/temperature", "19") for name in names])
+    publish_value(lab, other_room, "temperature", "20")
+    session = signed_in_session(
+        lab.portal_url, lab.env["PORTAL_ADMIN_USER"], lab.env["PORTAL_ADMIN_PASSWORD"]
+    )
+
+    def listed(room: str) -> int:
+        answer = session.get(f"{lab.portal_url}/api/devices?q={quote(room)}&limit=1", timeout=5)
+        return int(answer.json()["total"])
+
+    wait_for("48 devices stored", lambda: listed(unique_room) == 48 and listed(other_room) == 1)
+    # the 48 subscriptions may leave on HTTP long-polling, before Socket.IO moves to its WebSocket:
+    # in one request, which the portal takes whole (tests/web/test_live_polling.py)
+    page = signed_in_page(overview_of(other_room))
+    page.fill("#filter", unique_room)
+    expect(page.locator(f'section.room[data-room="{unique_room}"] article.device')).to_have_count(
+        48, timeout=LIVE_MS
+    )
+
+    page.evaluate(HOLD_TIMEOUTS)
+    page.select_option("#view", "table")  # the same devices again, its subscriptions unchanged
+    rows = page.locator("table.devices-table tbody tr")
+    expect(rows).to_have_count(12, timeout=LIVE_MS)  # the first part, the rest waiting
+    expect(page.locator("#page-count")).to_have_text("1\u201348 of 48 devices")
+    publish_as(
+        lab,
+        "MQTT_ADMIN",
+        [(f"{root}/{unique_room}/d30/temperature", "25"), (f"{root}/{unique_room}/d05/temperature", "26")],
+    )
+    expect(page.locator(f'tr[data-device="{unique_room}/d05"] .value')).to_have_text("26", timeout=LIVE_MS)
+    expect(rows).to_have_count(12)  # d30's value arrived (before d05's) while d30 was not drawn
+    page.evaluate(RELEASE_TIMEOUTS)
+    expect(rows).to_have_count(48, timeout=LIVE_MS)
+    expect(page.locator(f'tr[data-device="{unique_room}/d30"] .value')).to_have_text("25")
+
+    page.evaluate(HOLD_TIMEOUTS)
+    page.select_option("#view", "tiles")
+    expect(page.locator("[data-device]")).to_have_count(12, timeout=LIVE_MS)
+    page.fill("#filter", other_room)
+    expect(page.locator("#page-count")).to_have_text("1\u20131 of 1 device", timeout=LIVE_MS)
+    page.evaluate(RELEASE_TIMEOUTS)  # the abandoned drawing's next part would come now
+    expect(page.locator("[data-device]")).to_have_count(1)
+    expect(page.locator(f'[data-key="{other_room}/{device}/temperature"] .value')).to_have_text("20")
 
 
 def test_charts_round_to_the_attributes_precision_and_show_its_unit_and_dates(

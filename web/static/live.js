@@ -12,13 +12,19 @@
 // data-offline="true" once the device's newest value is older than PORTAL_OFFLINE_AFTER_S
 // (from <body data-offline-after-s>) or it is lost, and data-presence (lib/presence.js: online,
 // offline, stopped, unknown). Names are written with textContent only.
+//
+// A page is drawn in parts of DRAW_PART devices, the page yielding between them (live values,
+// input, rendering), so that no one task draws all of it; a newer load abandons a drawing under way.
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { getJSON, removes } from "./lib/api.js";
-import { ago, bodyNumber, deviceUrl, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
+import {
+  ago, bodyNumber, deviceUrl, el, formatCount, insertSorted, isValue, setTime, showValue, warmFormats,
+} from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
 import { PRESENCE_ATTR, standing } from "./lib/presence.js";
 
 const PAGE_SIZE = 48; // device subscriptions of one page (the portal allows 64 per client)
+const DRAW_PART = 12; // devices drawn in one task: a page in four short tasks rather than one long
 
 const roomsEl = document.getElementById("values");
 const emptyEl = document.getElementById("empty");
@@ -35,6 +41,10 @@ const offlineAfterMs = bodyNumber("offlineAfterS", 60) * 1000;
 let rooms = new Map(); // room -> {section, devicesEl}
 let devices = new Map(); // "room/device" -> {card, tilesEl, badge, stoppedBadge, seenEl, lastTs, presence, state}
 let tiles = new Map(); // "room/device/attr" -> {tile, valueEl, tsEl, item}
+// While a page is being drawn (and after a drawing a newer load abandoned): "room/device/attr" ->
+// the newest value known of it that is not drawn, the values of the page drawn before and those
+// arriving for devices not drawn yet; applied once the page is drawn (see showPage).
+let held = null;
 
 const asked = new URLSearchParams(window.location.search);
 const state = {
@@ -45,6 +55,7 @@ const state = {
   next: null,
   shown: 0,
   total: 0,
+  listed: [], // "room/device" of each device of the page (drawn or being drawn)
   loading: null,
 };
 
@@ -167,8 +178,23 @@ function seen(device, ts) {
   }
 }
 
+/** Keep `item` in `held` unless a newer value of the same attribute is there. */
+function hold(item) {
+  const key = item.room + "/" + item.device + "/" + item.attr;
+  const kept = held.get(key);
+  if (kept === undefined || item.ts >= kept.ts) {
+    held.set(key, item);
+  }
+}
+
 function apply(item) {
-  if (!isValue(item) || !devices.has(item.room + "/" + item.device)) {
+  if (!isValue(item)) {
+    return;
+  }
+  if (!devices.has(item.room + "/" + item.device)) {
+    if (held !== null) {
+      hold(item); // perhaps a device of the page not drawn yet
+    }
     return; // not a device of this page (a value racing a page change)
   }
   if (item.attr === PRESENCE_ATTR) {
@@ -196,47 +222,107 @@ function applyAll(items) {
   items.forEach(apply);
 }
 
-function showPage(page) {
-  const shown = tiles; // live values may be newer than the listing, which the database answered
-  const known = devices;
+/** Wait for the next task: what queued up meanwhile (live values, input, rendering) runs first. */
+function nextTask() {
+  return new Promise(function (resolve) {
+    setTimeout(resolve, 0);
+  });
+}
+
+/** The device of the listing and its values (those of the listing; apply keeps newer live ones). */
+function drawDevice(device) {
+  deviceFor(device.room, device.device);
+  if (device.presence) {
+    apply({ room: device.room, device: device.device, attr: PRESENCE_ATTR, value: device.presence.state,
+      ts: device.presence.at });
+  }
+  for (const attribute of device.attributes) {
+    apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
+      ts: attribute.ts, unit: attribute.unit });
+  }
+}
+
+/**
+ * Show the listing `page` (the answer to `loading`): its counts, pager and subscription at once,
+ * its devices DRAW_PART at a time, yielding between parts; gives up when a newer load started.
+ */
+async function showPage(page, loading) {
+  // Live values may be newer than the listing, which the database answered: the values shown so far
+  // (and those an abandoned drawing still held) are held, and applied as their device is drawn
+  // (where it is still listed and they are the newer ones); so are the values that arrive meanwhile
+  // for devices not drawn yet (apply holds them).
+  if (held === null) {
+    held = new Map();
+  }
+  for (const entry of tiles.values()) {
+    if (entry.item !== null) {
+      hold(entry.item);
+    }
+  }
+  for (const entry of devices.values()) {
+    if (entry.presence !== null) {
+      hold(entry.presence);
+    }
+  }
   roomsEl.replaceChildren();
   rooms = new Map();
   devices = new Map();
   tiles = new Map();
-  for (const device of page.devices) {
-    deviceFor(device.room, device.device);
-    if (device.presence) {
-      apply({ room: device.room, device: device.device, attr: PRESENCE_ATTR, value: device.presence.state,
-        ts: device.presence.at });
-    }
-    for (const attribute of device.attributes) {
-      apply({ room: device.room, device: device.device, attr: attribute.attr, value: attribute.value,
-        ts: attribute.ts, unit: attribute.unit });
-    }
-  }
-  for (const entry of shown.values()) {
-    apply(entry.item); // kept where its device is still listed and its value is the newer one
-  }
-  for (const [key, entry] of known) {
-    if (entry.presence !== null && devices.has(key)) {
-      apply(entry.presence);
-    }
-  }
+
   state.next = page.next;
   state.shown = page.devices.length;
   state.total = page.total;
+  state.listed = page.devices.map(function (device) {
+    return device.room + "/" + device.device;
+  });
   const first = (state.cursors.length - 1) * PAGE_SIZE;
   emptyEl.hidden = page.total > 0 || state.query !== "";
   pagerEl.hidden = page.total === 0 && state.query === "";
   countEl.textContent = page.total === 0
     ? "no device matches"
-    : (first + 1) + "–" + (first + page.devices.length) + " of " + page.total.toLocaleString() +
+    : (first + 1) + "–" + (first + page.devices.length) + " of " + formatCount(page.total) +
       (page.total === 1 ? " device" : " devices");
   previousEl.disabled = state.cursors.length < 2;
   nextEl.disabled = page.next === null;
   live.setScopes(page.devices.map(function (device) {
     return { scope: "device", room: device.room, device: device.device };
   }));
+
+  for (let start = 0; start < page.devices.length; start += DRAW_PART) {
+    if (start > 0) {
+      await nextTask();
+      if (state.loading !== loading) {
+        return; // a newer load shows its own page (and takes over what is held)
+      }
+    }
+    page.devices.slice(start, start + DRAW_PART).forEach(drawDevice);
+    for (const [key, item] of held) {
+      if (devices.has(item.room + "/" + item.device)) {
+        held.delete(key);
+        apply(item); // shown if it is the newer value
+      }
+    }
+  }
+  held = null; // what is left is of devices no longer listed
+}
+
+let warming = null;
+
+/**
+ * The date and number formats (lib/dom.js), made in a task of their own: the first date format
+ * costs tens of milliseconds (the locale's data loaded), which belongs neither in the page's first
+ * task nor in one that draws. Resolves in a later task still, so that what awaits it runs apart.
+ */
+function formatsWarmed() {
+  if (warming === null) {
+    warming = new Promise(function (resolve) {
+      setTimeout(function () {
+        warmFormats();
+        setTimeout(resolve, 0);
+      }, 0);
+    });
+  }
+  return warming;
 }
 
 async function load() {
@@ -244,11 +330,13 @@ async function load() {
   const query = { limit: PAGE_SIZE, q: state.query, sort: state.sort === "name" ? "" : state.sort, cursor: cursor };
   const loading = getJSON("/api/devices", query);
   state.loading = loading;
+  const warmed = formatsWarmed();
   try {
     const page = await loading;
+    await warmed; // long since, as a rule: the listing takes longer
     if (state.loading === loading) {
       problemEl.hidden = true;
-      showPage(page);
+      await showPage(page, loading);
     }
   } catch (error) {
     if (state.loading === loading) {
@@ -307,7 +395,7 @@ live.on("devices", function () {
   }
 });
 live.on("removed", function (selection) {
-  for (const key of devices.keys()) {
+  for (const key of state.listed) {
     const cut = key.indexOf("/"); // names hold no "/"
     if (removes(selection, key.slice(0, cut), key.slice(cut + 1))) {
       load(); // devices of this page were removed: the page as it is now
