@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from web.db_errors import first_line
+from web.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -271,24 +271,17 @@ class Retention:
         self._engine = engine
         self.days = days
         self._on_round = on_round
-        self._first_after_s = first_after_s
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic(
+            "portal-retention", self.run_once, interval_s, first_after_s=first_after_s, stop_wait_s=5.0
+        )
 
     def start(self) -> None:
         """Start the rounds in a daemon thread."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="portal-retention", daemon=True)
-            self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
-        """Stop after the current step."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        """No round after the current one."""
+        self._rounds.stop()
 
     def run_once(self) -> Round | None:
         """One round now; None when another portal did it or the database could not be reached."""
@@ -316,9 +309,3 @@ class Retention:
         if self._on_round is not None:
             self._on_round(done)
         return done
-
-    def _run(self) -> None:
-        wait = self._first_after_s
-        while not self._stop.wait(wait):
-            self.run_once()
-            wait = self._interval_s

@@ -25,6 +25,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from web.periodic import Periodic
 from web.schema import sessions
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,8 @@ def _remember(memory: OrderedDict[str, str], key: str, value: str) -> None:
         memory.popitem(last=False)
 
 
-class SessionKeeper:
-    """A thread that runs `check` every `interval_s` seconds (until :meth:`stop`).
+class SessionKeeper(Periodic):
+    """Runs `check` every `interval_s` seconds (until :meth:`stop`).
 
     The portal's check drops live clients whose session or token has ended elsewhere (another
     process signed them out, the user was removed or changed their password, a token was
@@ -178,28 +179,4 @@ class SessionKeeper:
     """
 
     def __init__(self, check: Callable[[], None], interval_s: float = 10.0) -> None:
-        self._check = check
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the thread (a daemon)."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="portal-sessions", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self._check()
-            except Exception:  # the keeper must outlive a bug in one round
-                log.exception("session check failed")
+        super().__init__("portal-sessions", check, interval_s)

@@ -14,7 +14,6 @@ A client gets the current status as soon as it connects, so a page opened during
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from web.db_errors import first_line
+from web.periodic import Periodic
 
 if TYPE_CHECKING:
     from web.ingest import Ingest
@@ -85,8 +85,7 @@ class StatusWatch:
         self._waiting = waiting
         self._emit = emit
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._looks = Periodic("portal-status", self.look, EVERY_S, stop_wait_s=5.0)
         self._stored = -1
         self._stored_since = clock()
         self._next_ping = 0.0
@@ -95,17 +94,11 @@ class StatusWatch:
 
     def start(self) -> None:
         """Look once a second in a daemon thread until :meth:`stop`."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="portal-status", daemon=True)
-            self._thread.start()
+        self._looks.start()
 
     def stop(self) -> None:
         """Stop looking."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._looks.stop()
 
     def as_json(self) -> dict[str, Any]:
         """What was seen last, as the ``status`` event carries it."""
@@ -162,10 +155,3 @@ class StatusWatch:
         else:
             self._database_error = None
         return self._database_error
-
-    def _run(self) -> None:
-        while not self._stop.wait(EVERY_S):
-            try:
-                self.look()
-            except Exception:  # the watch must outlive any bug
-                log.exception("portal status check failed")
