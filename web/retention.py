@@ -290,9 +290,6 @@ class Retention:
         except SQLAlchemyError as exc:
             log.warning("retention round not done, database unavailable: %s", first_line(exc))
             return None
-        except Exception:  # the rounds must outlive a bug in one of them
-            log.exception("retention round failed")
-            return None
         if done is None:
             log.info("retention round left to another portal (it holds the lock)")
             return None

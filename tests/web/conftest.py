@@ -10,10 +10,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, make_settings, sign_in
+from tests.conftest import RunningLab
+from tests.web.portal_testing import ADMIN_PASSWORD, ADMIN_USER, lab_engine, make_settings, sign_in
 from web import create_app
 from web.portal import portal_of
 from web.settings import Settings
+from web.storage import Store
 
 # Hypothesis caches what it learns (even at collection time) under .hypothesis/ in the working
 # directory, i.e. the repository root. Keep it beside these tests instead; Hypothesis writes a
@@ -48,3 +50,11 @@ def signed_in(client: FlaskClient) -> FlaskClient:
     response = sign_in(client, ADMIN_USER, ADMIN_PASSWORD)
     assert response.status_code == 302
     return client
+
+
+@pytest.fixture
+def store(lab: RunningLab) -> Iterator[Store]:
+    """The portal's storage on the session lab's database."""
+    engine = lab_engine(lab)
+    yield Store(engine)
+    engine.dispose()

@@ -16,11 +16,13 @@ import requests
 import requests.adapters
 from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy import Engine
 from werkzeug.test import TestResponse
 
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import connect
-from web.settings import Settings
+from web.settings import DatabaseSettings, Settings
+from web.storage import make_engine
 
 T = TypeVar("T")
 
@@ -170,3 +172,14 @@ def publish_as(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def lab_engine(lab: RunningLab) -> Engine:
+    """The portal's own engine (``web.storage.make_engine``) on `lab`'s database; dispose it after."""
+    return make_engine(
+        DatabaseSettings.from_env(
+            _env_file=None,
+            postgres_port=lab.port("POSTGRES_PORT"),
+            postgres_password=lab.env["POSTGRES_PASSWORD"],
+        )
+    )

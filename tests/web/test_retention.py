@@ -20,13 +20,12 @@ from sqlalchemy import Engine, text
 from labctl.config import LabConfig
 from labctl.services import Portal as PortalService
 from tests.conftest import RunningLab, own_lab
-from tests.web.portal_testing import api_token, publish_as, wait_for
+from tests.web.portal_testing import api_token, lab_engine, publish_as, wait_for
 from web.api.history import HistoryQuery, history
 from web.buffer import ReadingBuffer
 from web.messages import Reading
 from web.retention import DAYS_AHEAD, LOCK_ID, maintain
-from web.settings import DatabaseSettings
-from web.storage import Store, make_engine
+from web.storage import Store
 from web.topics import Topic
 from web.writer import BatchWriter
 
@@ -47,13 +46,7 @@ def database(new_lab_config: Callable[..., LabConfig]) -> Iterator[RunningLab]:
 @pytest.fixture
 def engine(database: RunningLab) -> Iterator[Engine]:
     """The module's database emptied: no registry, no telemetry, no day partitions."""
-    engine = make_engine(
-        DatabaseSettings.from_env(
-            _env_file=None,
-            postgres_port=database.port("POSTGRES_PORT"),
-            postgres_password=database.env["POSTGRES_PASSWORD"],
-        )
-    )
+    engine = lab_engine(database)
     with engine.begin() as connection:
         for table in ("telemetry", "telemetry_1m"):
             for (name,) in connection.execute(
@@ -326,13 +319,7 @@ def test_the_portal_keeps_retention_days_on_its_own(new_lab_config: Callable[...
     now = datetime.now(UTC)
     with own_lab(new_lab_config, "retention-portal", ("db", "mosquitto"), RETENTION_DAYS="2") as running:
         cast(PortalService, running.lab.service("web")).migrate()
-        engine = make_engine(
-            DatabaseSettings.from_env(
-                _env_file=None,
-                postgres_port=running.port("POSTGRES_PORT"),
-                postgres_password=running.env["POSTGRES_PASSWORD"],
-            )
-        )
+        engine = lab_engine(running)
         try:
             Store(engine).write_batch(
                 [reading(now - 5 * DAY), reading(now - DAY, 2.0), reading(now - 400 * DAY)]

@@ -6,36 +6,21 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import RunningLab
 from web.api.history import HistoryQuery, history
 from web.api.params import ParamError
 from web.messages import Reading
 from web.removal import Selection, delete_selection
-from web.settings import DatabaseSettings
-from web.storage import Store, make_engine
+from web.storage import Store
 from web.topics import Topic
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
-
-
-@pytest.fixture
-def store(lab: RunningLab) -> Iterator[Store]:
-    settings = DatabaseSettings.from_env(
-        _env_file=None,
-        postgres_port=lab.port("POSTGRES_PORT"),
-        postgres_password=lab.env["POSTGRES_PASSWORD"],
-    )
-    engine = make_engine(settings)
-    yield Store(engine)
-    engine.dispose()
 
 
 def reading(room: str, attr: str, value: float | str, ms: float) -> Reading:

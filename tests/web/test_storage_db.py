@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +11,7 @@ from tests.conftest import RunningLab
 from web.cache import epoch_ms
 from web.messages import Reading
 from web.presence import UNKNOWN_AGE
-from web.settings import DatabaseSettings
-from web.storage import Store, make_engine
+from web.storage import Store
 from web.topics import Topic
 
 pytestmark = pytest.mark.integration
@@ -31,18 +29,6 @@ def reading(
     return Reading(
         Topic("office", room, device, attr), value, at(ts), at(ts if received is None else received)
     )
-
-
-@pytest.fixture
-def store(lab: RunningLab) -> Iterator[Store]:
-    settings = DatabaseSettings.from_env(
-        _env_file=None,
-        postgres_port=lab.port("POSTGRES_PORT"),
-        postgres_password=lab.env["POSTGRES_PASSWORD"],
-    )
-    engine = make_engine(settings)
-    yield Store(engine)
-    engine.dispose()
 
 
 def rows(lab: RunningLab, room: str) -> list[tuple[object, ...]]:
