@@ -7,7 +7,7 @@
 // textContent only.
 import { getJSON, postJSON, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
-import { el, formatValue, setTime } from "./lib/dom.js";
+import { el, formatCount, formatValue, setTime } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
 
 const PAGE_SIZE = 100;
@@ -216,12 +216,12 @@ function render() {
   const first = (state.cursors.length - 1) * PAGE_SIZE;
   countEl.textContent = state.total === 0
     ? "no alarm matches"
-    : (first + 1) + "–" + (first + shown.length) + " of " + state.total.toLocaleString();
+    : (first + 1) + "–" + (first + shown.length) + " of " + formatCount(state.total);
   previousEl.disabled = state.cursors.length < 2;
   nextEl.disabled = state.next === null;
   ackMatchingEl.disabled = clearMatchingEl.disabled = state.total === 0;
-  ackMatchingEl.textContent = "Acknowledge all " + state.total.toLocaleString() + " matching";
-  clearMatchingEl.textContent = "Clear all " + state.total.toLocaleString() + " matching";
+  ackMatchingEl.textContent = "Acknowledge all " + formatCount(state.total) + " matching";
+  clearMatchingEl.textContent = "Clear all " + formatCount(state.total) + " matching";
   showSelection();
 }
 
@@ -370,7 +370,7 @@ async function bulk(action, body, button) {
   try {
     const answer = await sendJSON("/api/alarms/" + action, body);
     const count = Number(answer[action === "ack" ? "acknowledged" : "cleared"]) || 0;
-    bulkNoteEl.textContent = count.toLocaleString() + (count === 1 ? " alarm " : " alarms ") + doing;
+    bulkNoteEl.textContent = formatCount(count) + (count === 1 ? " alarm " : " alarms ") + doing;
     showError("");
   } catch (error) {
     bulkNoteEl.textContent = "";
@@ -390,7 +390,7 @@ clearSelectedEl.addEventListener("click", function () {
 function matching(action, button) {
   const chosen = filters();
   const verb = action === "ack" ? "Acknowledge" : "Clear";
-  const question = verb + " all " + state.total.toLocaleString() + " alarms that match the filters?";
+  const question = verb + " all " + formatCount(state.total) + " alarms that match the filters?";
   if (window.confirm(question)) {
     bulk(action, Object.keys(chosen).length ? chosen : { state: "all" }, button);
   }

@@ -6,7 +6,7 @@
 // slides; a custom from/to range is static. Names are written with textContent only.
 import { deleteJSON, getJSON, removes, sendJSON } from "./lib/api.js";
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
-import { ago, bodyNumber, el, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
+import { ago, bodyNumber, el, formatTime, insertSorted, isValue, setTime, showValue } from "./lib/dom.js";
 import { decimalsOf, gapFor, withGaps } from "./lib/chart-data.js";
 import { connectLive } from "./lib/live.js";
 import { PRESENCE_ATTR, standing } from "./lib/presence.js";
@@ -129,12 +129,6 @@ function shown(panel, value) {
   return panel.unit ? text + " " + panel.unit : text;
 }
 
-/** A time as read on the page: the time of day, with the date when it is not today. */
-function timeText(ms) {
-  const when = new Date(ms);
-  return when.toDateString() === new Date().toDateString() ? when.toLocaleTimeString() : when.toLocaleString();
-}
-
 /** The newest index that has a value (what the legend shows while the cursor is away). */
 function lastIndex(panel) {
   const values = panel.data[1];
@@ -157,7 +151,7 @@ function drawChart(panel) {
       axes: [{}, { values: function (_u, ticks) { return ticks.map(function (tick) { return tick.toFixed(panel.decimals); }); },
         label: panel.unit || "", size: 60 }],
       series: [
-        { value: function (_u, ts) { return ts === null || ts === undefined ? "--" : timeText(ts * 1000); } },
+        { value: function (_u, ts) { return ts === null || ts === undefined ? "--" : formatTime(ts * 1000); } },
         { label: panel.attr, stroke: "#1f6feb", width: 2, spanGaps: false, value: format },
         { label: "min", stroke: "#9db7e0", width: 1, dash: [4, 4], spanGaps: false, value: format },
         { label: "max", stroke: "#9db7e0", width: 1, dash: [4, 4], spanGaps: false, value: format },

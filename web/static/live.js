@@ -18,7 +18,7 @@
 import { trackAlarmBadge } from "./lib/alarm-badge.js";
 import { getJSON, removes } from "./lib/api.js";
 import {
-  ago, bodyNumber, deviceUrl, el, formatCount, insertSorted, isValue, setTime, showValue, warmFormats,
+  ago, bodyNumber, deviceUrl, el, formatCount, insertSorted, isValue, setTime, showValue,
 } from "./lib/dom.js";
 import { connectLive } from "./lib/live.js";
 import { PRESENCE_ATTR, standing } from "./lib/presence.js";
@@ -306,34 +306,13 @@ async function showPage(page, loading) {
   held = null; // what is left is of devices no longer listed
 }
 
-let warming = null;
-
-/**
- * The date and number formats (lib/dom.js), made in a task of their own: the first date format
- * costs tens of milliseconds (the locale's data loaded), which belongs neither in the page's first
- * task nor in one that draws. Resolves in a later task still, so that what awaits it runs apart.
- */
-function formatsWarmed() {
-  if (warming === null) {
-    warming = new Promise(function (resolve) {
-      setTimeout(function () {
-        warmFormats();
-        setTimeout(resolve, 0);
-      }, 0);
-    });
-  }
-  return warming;
-}
-
 async function load() {
   const cursor = state.cursors[state.cursors.length - 1];
   const query = { limit: PAGE_SIZE, q: state.query, sort: state.sort === "name" ? "" : state.sort, cursor: cursor };
   const loading = getJSON("/api/devices", query);
   state.loading = loading;
-  const warmed = formatsWarmed();
   try {
     const page = await loading;
-    await warmed; // long since, as a rule: the listing takes longer
     if (state.loading === loading) {
       problemEl.hidden = true;
       await showPage(page, loading);

@@ -2,6 +2,7 @@
 // GET /api/alarms/summary, asked again shortly after "alarm" or "alarms" events (at most once a
 // second, so a flood of alarms is a handful of requests) and on every reconnection.
 import { getJSON } from "./api.js";
+import { formatCount } from "./dom.js";
 
 const AT_MOST_EVERY_MS = 1000;
 
@@ -17,7 +18,7 @@ export function trackAlarmBadge(live) {
   function render(counts) {
     const count = Number(counts.active) || 0;
     const unacked = Number(counts.unacked) || 0;
-    badge.textContent = count.toLocaleString();
+    badge.textContent = formatCount(count);
     badge.hidden = count === 0;
     badge.dataset.unacked = String(unacked);
     badge.setAttribute("aria-label", count + " active alarms, " + unacked + " not acknowledged");

@@ -70,46 +70,48 @@ export function showValue(node, value) {
   node.title = String(value);
 }
 
-// The browser's date and number formats, made once per page: what toLocaleTimeString(),
-// toLocaleString() and Number's toLocaleString() write, without setting the locale up at each call.
-// The first format a page makes costs tens of milliseconds (the locale's data loaded): warmFormats()
-// lets a page pay it while it waits for the network rather than in the task that draws.
-let formats = null;
+// Times and counts in one fixed form on every page, whatever the browser's locale: a time of day
+// as 24-hour "14:03:07" (local time), with the date before it, "2026-12-06 14:03:07", when it is
+// not today; a count as "12,345". They are written by hand, not with Intl or toLocaleString(): a
+// page's first locale format loads the locale's data, a task of up to 100 ms on a loaded machine
+// that cannot be split, and the overview must stay responsive while it draws.
 
-function localFormats() {
-  if (formats === null) {
-    const time = { hour: "numeric", minute: "numeric", second: "numeric" };
-    formats = {
-      time: new Intl.DateTimeFormat(undefined, time),
-      dateTime: new Intl.DateTimeFormat(undefined, { year: "numeric", month: "numeric", day: "numeric", ...time }),
-      number: new Intl.NumberFormat(),
-    };
-  }
-  return formats;
+function twoDigits(number) {
+  return number < 10 ? "0" + number : String(number);
 }
 
-/** Make the date and number formats now (a page about to draw many times and counts). */
-export function warmFormats() {
-  localFormats();
-}
-
-/** A count as the browser's locale writes it (what `count.toLocaleString()` gives). */
+/** A count with its thousands apart: 12345 -> "12,345", -1234.5 -> "-1,234.5". */
 export function formatCount(count) {
-  return localFormats().number.format(count);
+  const [whole, fraction] = String(Math.abs(count)).split(".");
+  const grouped = whole.replace(/\B(?=(\d{3})+$)/g, ",");
+  return (count < 0 ? "-" : "") + grouped + (fraction === undefined ? "" : "." + fraction);
 }
 
-/** Fill a <time> element with an absolute time (ms since 1970). */
-export function setTime(timeEl, ms) {
+/** A time (ms since 1970) as read on a page: "14:03:07" today, "2026-12-06 14:03:07" another day. */
+export function formatTime(ms) {
   const when = new Date(ms);
   if (Number.isNaN(when.getTime())) {
+    return "";
+  }
+  const clock = twoDigits(when.getHours()) + ":" + twoDigits(when.getMinutes()) + ":" + twoDigits(when.getSeconds());
+  if (when.toDateString() === new Date().toDateString()) {
+    return clock;
+  }
+  const year = String(when.getFullYear()).padStart(4, "0");
+  return year + "-" + twoDigits(when.getMonth() + 1) + "-" + twoDigits(when.getDate()) + " " + clock;
+}
+
+/** Fill a <time> element with an absolute time (ms since 1970); its title holds the ISO time. */
+export function setTime(timeEl, ms) {
+  const text = formatTime(ms);
+  if (text === "") {
     timeEl.textContent = "";
     return;
   }
-  const iso = when.toISOString();
+  const iso = new Date(ms).toISOString();
   timeEl.dateTime = iso;
   timeEl.title = iso;
-  const today = when.toDateString() === new Date().toDateString();
-  timeEl.textContent = (today ? localFormats().time : localFormats().dateTime).format(when);
+  timeEl.textContent = text;
 }
 
 /** "just now", "42 s ago", "5 min ago", "3 h ago", "2 d ago". */
