@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stress.scenario import Broker, Scenario, ScenarioError, Stage, timeline
+from stress.errors import ScenarioError
+from stress.scenario import Broker, Scenario
+from stress.shapes import Stage, timeline
 
 if TYPE_CHECKING:
     from stress.summary import Summary

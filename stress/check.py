@@ -11,13 +11,15 @@ import asyncio
 import time
 
 from stress.diagnosis import account, cannot_connect, first_device
-from stress.engine import new_loop, tls_context
+from stress.engine import new_loop
+from stress.errors import ScenarioError, StressError
+from stress.fleet.links import tls_context
 from stress.mqtt.session import ConnectError, open_session, wait_closed
-from stress.scenario import Scenario, ScenarioError
+from stress.scenario import Scenario
 from stress.targets import build
 
 
-class CheckError(Exception):
+class CheckError(StressError):
     """The target cannot be used as the run would use it; the message is one line."""
 
 

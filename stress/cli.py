@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stress.behaviours import BUILTIN
-from stress.cluster import ClusterError
-from stress.control import SteerError
 from stress.control_cli import COMMANDS as CONTROL_COMMANDS
 from stress.control_cli import add_parsers as add_control_parsers
 from stress.control_cli import command_control
 from stress.dashboard.cli import add_parser as add_dashboard_parser
 from stress.dashboard.cli import beside_run, close_beside, command_dashboard
+from stress.errors import ScenarioError, StressError
 from stress.flags import (
     Parser,
     any_share,
@@ -42,15 +41,13 @@ from stress.flags import (
     seconds,
     share,
 )
-from stress.provision import ProvisionError
 from stress.provision.cli import add_parsers as add_provision_parsers
 from stress.provision.cli import add_tb_flags, command_deprovision, command_provision
-from stress.provision.dynsec import ControlError
 from stress.runfolder import DEFAULT_ROOT
-from stress.scenario import MAX_AMPLITUDE, SHAPES, Broker, Scenario, ScenarioError, Stage, scaled, timeline
+from stress.scenario import Broker, Scenario
 from stress.scenarios import examples as scenario_examples
 from stress.scenarios import find as find_scenario
-from stress.thingsboard import TbError
+from stress.shapes import MAX_AMPLITUDE, SHAPES, Stage, scaled, timeline
 from stress.viewers_cli import add_parser as add_viewers_parser
 from stress.viewers_cli import command_viewers
 
@@ -594,13 +591,9 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 
 def command_check(args: argparse.Namespace) -> int:
     """``stress check``."""
-    from stress.check import CheckError, check  # noqa: PLC0415
+    from stress.check import check  # noqa: PLC0415
 
-    try:
-        print(check(_scenario(args)))
-    except CheckError as exc:
-        print(f"stress check: {exc}", file=sys.stderr)
-        return 1
+    print(check(_scenario(args)))
     return 0
 
 
@@ -668,13 +661,9 @@ def _run_status(summary: Summary, *, quiet: bool) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     """``stress report RUN_DIR``."""
-    from stress.report import ReportError, report  # noqa: PLC0415
+    from stress.report import report  # noqa: PLC0415
 
-    try:
-        text, html = report(args.run_dir, html=not args.no_html)
-    except ReportError as exc:
-        print(f"stress report: error: {exc}", file=sys.stderr)
-        return 1
+    text, html = report(args.run_dir, html=not args.no_html)
     print(text)
     if html is not None:
         print(f"report: {html}")
@@ -707,21 +696,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ProvisionError, ControlError, SteerError, TbError, ClusterError) as exc:
+    except (StressError, OSError) as exc:
         if debug:
             raise
         print(f"stress {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except (ScenarioError, FileExistsError) as exc:
-        if debug:
-            raise
-        print(f"stress {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        if debug:
-            raise
-        print(f"stress {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_status(exc)
+
+
+def exit_status(exc: StressError | OSError) -> int:
+    """The exit status of a command that ended on ``exc``: 2 for input that cannot be used (a
+    run folder that exists already is one), else 1."""
+    if isinstance(exc, StressError):
+        return exc.status
+    return 2 if isinstance(exc, FileExistsError) else 1
 
 
 if __name__ == "__main__":

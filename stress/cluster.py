@@ -39,7 +39,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stress.engine import ACTIVE_POLL_S, new_loop
+from stress.engine import new_loop
+from stress.engine.faults import ACTIVE_POLL_S
+from stress.errors import StressError
 from stress.meter import Event, Second
 from stress.processes import Fleet, Worker, serve_share, split
 from stress.scenario import Scenario
@@ -71,7 +73,7 @@ QUIET_DASK = {
 }
 
 
-class ClusterError(Exception):
+class ClusterError(StressError):
     """The cluster cannot run this fleet; the message is one line saying what to do."""
 
 

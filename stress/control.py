@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stress.errors import StressError
 from stress.meter import Second
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 
@@ -33,7 +34,7 @@ MAX_REQUEST = 4 * 1024 * 1024
 MAX_NAMED = 100_000
 
 
-class SteerError(Exception):
+class SteerError(StressError):
     """A command that cannot be carried out; the message is one line saying why."""
 
 

@@ -9,9 +9,9 @@ the tokens file), and whether anything listens at the broker's address at all.
 from __future__ import annotations
 
 from stress.behaviours import DeviceInfo
+from stress.errors import ScenarioError
 from stress.mqtt.reasons import AUTH_REASONS
-from stress.scenario import Scenario, ScenarioError, device_name
-from stress.targets import build
+from stress.scenario import Scenario, device_name
 from stress.targets.base import Target
 
 #: Reasons that say the account, not the network, is the problem (ThingsBoard: the token).
@@ -78,9 +78,8 @@ def first_device(scenario: Scenario) -> DeviceInfo:
     return DeviceInfo(0, device_name(scenario.prefix, 0, scenario.devices), "room-01")
 
 
-def cannot_connect(scenario: Scenario, reason: str, detail: str, target: Target | None = None) -> str:
+def cannot_connect(scenario: Scenario, reason: str, detail: str, target: Target) -> str:
     """The fleet's first device cannot connect, for ``reason`` (as the target names it)."""
-    target = target or build(scenario)
     try:
         who = account(target.connect_options(first_device(scenario)).username)
     except ScenarioError:  # a device without an account of its own: it never tried

@@ -24,11 +24,13 @@ from typing import Any
 
 import aiohttp
 
+from stress.errors import StressError
+
 #: Called for each event with its name and its data (``None`` when the event carries none).
 EventHandler = Callable[[str, Any], None]
 
 
-class ViewerError(Exception):
+class ViewerError(StressError):
     """The portal refused the viewer, or spoke something this client does not understand."""
 
 

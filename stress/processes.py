@@ -39,6 +39,7 @@ from stress.engine import Engine, new_loop
 from stress.meter import Event, Meter, Second
 from stress.scenario import Scenario
 from stress.summary import merge_by_second
+from stress.targets import build
 
 #: Between the last ``ready`` and the common start, for ``go`` to reach every worker.
 START_MARGIN_S = 0.05
@@ -160,7 +161,7 @@ async def serve_share(
         return await go
 
     try:
-        engine = Engine(scenario, indexes=indexes, on_second=closed, meter=meter, gate=gate)
+        engine = Engine(scenario, build(scenario), indexes=indexes, on_second=closed, meter=meter, gate=gate)
     except Exception:
         channel.send("failed", traceback.format_exc(limit=8))
         await channel.close()

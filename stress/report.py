@@ -40,6 +40,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeGuard
 
+from stress.errors import StressError
+
 __all__ = [
     "LATENCIES",
     "MAX_POINTS",
@@ -95,7 +97,7 @@ _HTML_ERROR_ROWS: Final = 100
 _PROBLEM_TEXT: Final = 1000
 
 
-class ReportError(Exception):
+class ReportError(StressError):
     """A run folder the report cannot read; the message is one line saying what and where."""
 
 

@@ -36,7 +36,7 @@ from stress.runfolder import RunFolder, new_run_id
 from stress.scenario import Scenario
 from stress.startup import StartWatch
 from stress.summary import RunFacts, Summary
-from stress.targets import build
+from stress.targets import Target, build
 
 
 def run(
@@ -55,7 +55,7 @@ def run(
     ``console`` (default stderr) shows live progress unless ``quiet``. With ``metrics_at``
     (host, port), ``/metrics`` there gives the run's figures to Prometheus while it runs.
     """
-    build(scenario)  # target settings are checked before anything is created
+    target = build(scenario)  # its settings are checked before anything is created
     with contextlib.ExitStack() as stack:
         cluster = None
         if scenario.cluster is not None:
@@ -63,12 +63,19 @@ def run(
             measure_clocks(cluster)
             ship_behaviour(cluster, scenario.behaviour)
         return _run(
-            scenario, cluster, console=console, quiet=quiet, on_second=on_second, metrics_at=metrics_at
+            scenario,
+            target,
+            cluster,
+            console=console,
+            quiet=quiet,
+            on_second=on_second,
+            metrics_at=metrics_at,
         )
 
 
 def _run(
     scenario: Scenario,
+    target: Target,
     cluster: Cluster | None,
     *,
     console: TextIO | None,
@@ -85,7 +92,7 @@ def _run(
     seconds: list[Second] = []
     metrics = RunMetrics(facts.run_id, scenario.target, scenario.devices)
     watchers = Watchers()
-    start = StartWatch(scenario)
+    start = StartWatch(scenario, target)
     refusals = Refusals(scenario)
 
     def on_event(event: Event) -> None:
@@ -114,7 +121,7 @@ def _run(
             whole = _whole(facts, cluster)
             served = (metrics, *metrics_at) if metrics_at is not None else None
             outputs = Outputs(closed, on_event, folder, watchers, served, start, view.say if view else None)
-            runner.run(whole(scenario, facts, outputs))
+            runner.run(whole(scenario, target, facts, outputs))
     except BaseException as exc:
         facts.stopped = (
             facts.stopped if facts.stopped != "completed" else f"error: {type(exc).__name__}: {exc}"
@@ -133,7 +140,7 @@ def _run(
 
 
 #: How a run's fleet runs: in this process, over local processes or over a cluster.
-Whole = Callable[[Scenario, RunFacts, "Outputs"], Coroutine[Any, Any, None]]
+Whole = Callable[[Scenario, Target, RunFacts, "Outputs"], Coroutine[Any, Any, None]]
 
 
 def _whole(facts: RunFacts, cluster: Cluster | None) -> Whole:
@@ -143,12 +150,12 @@ def _whole(facts: RunFacts, cluster: Cluster | None) -> Whole:
     return _here if facts.processes == 1 else _split
 
 
-async def _here(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+async def _here(scenario: Scenario, target: Target, facts: RunFacts, outputs: Outputs) -> None:
     """The whole fleet in this process."""
     loop = asyncio.get_running_loop()
     meter = Meter(loop.time(), wall_start=facts.started_at)
     meter.sinks.append(outputs.on_event)
-    engine = Engine(scenario, on_second=outputs.closed, meter=meter)
+    engine = Engine(scenario, target, on_second=outputs.closed, meter=meter)
     outputs.start.stop = engine.stop
     with _signals(loop, engine.stop):
         try:
@@ -157,10 +164,12 @@ async def _here(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
         finally:
             facts.stopped = engine.stopped or facts.stopped
             observer = engine.observer
-            _note_observer(facts, scenario, observer is not None, observer.unreadable if observer else 0)
+            _note_observer(
+                facts, scenario, target, observer is not None, observer.unreadable if observer else 0
+            )
 
 
-async def _split(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+async def _split(scenario: Scenario, target: Target, facts: RunFacts, outputs: Outputs) -> None:
     """The fleet over worker processes; this one merges their seconds."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(
@@ -170,13 +179,13 @@ async def _split(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
         on_second=outputs.closed,
         on_event=outputs.on_event,
     )
-    await _merged(fleet, scenario, facts, outputs)
+    await _merged(fleet, scenario, target, facts, outputs)
 
 
 def _clustered(cluster: Cluster) -> Whole:
     """The fleet over the workers of a Dask cluster; this process merges their seconds."""
 
-    async def whole(scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+    async def whole(scenario: Scenario, target: Target, facts: RunFacts, outputs: Outputs) -> None:
         loop = asyncio.get_running_loop()
         fleet = ClusterFleet(
             cluster,
@@ -198,7 +207,7 @@ def _clustered(cluster: Cluster) -> Whole:
         fleet.on_worker_second = worker_second
         fleet.say = outputs.say
         try:
-            await _merged(fleet, scenario, facts, outputs)
+            await _merged(fleet, scenario, target, facts, outputs)
         finally:
             facts.cluster = cluster.describe(fleet.lost_addresses, fleet.seconds)
             facts.notes.extend(saturation_notes(facts.cluster))
@@ -206,7 +215,9 @@ def _clustered(cluster: Cluster) -> Whole:
     return whole
 
 
-async def _merged(fleet: Fleet, scenario: Scenario, facts: RunFacts, outputs: Outputs) -> None:
+async def _merged(
+    fleet: Fleet, scenario: Scenario, target: Target, facts: RunFacts, outputs: Outputs
+) -> None:
     """Run a split fleet (processes or cluster workers) to its end, with control and signals."""
     loop = asyncio.get_running_loop()
     fleet.launch()
@@ -219,7 +230,7 @@ async def _merged(fleet: Fleet, scenario: Scenario, facts: RunFacts, outputs: Ou
             ending = fleet.ending()
             facts.stopped = ending.stopped or facts.stopped
             facts.notes.extend(fleet.failures)
-            _note_observer(facts, scenario, ending.observed, ending.unreadable)
+            _note_observer(facts, scenario, target, ending.observed, ending.unreadable)
 
 
 #: Figures served to Prometheus, and where.
@@ -294,12 +305,14 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]) -> It
             loop.remove_signal_handler(signum)
 
 
-def _note_observer(facts: RunFacts, scenario: Scenario, observed: bool, unreadable: int) -> None:
+def _note_observer(
+    facts: RunFacts, scenario: Scenario, target: Target, observed: bool, unreadable: int
+) -> None:
     facts.observer = {"state": "measured" if observed else "off"}
     if unreadable:
         facts.notes.append(f"{unreadable} delivered messages had no readable send time")
     if not observed and scenario.e2e_devices:
-        facts.notes.append(f"end-to-end latency not measured: {build(scenario).no_e2e_reason()}")
+        facts.notes.append(f"end-to-end latency not measured: {target.no_e2e_reason()}")
 
 
 @dataclass

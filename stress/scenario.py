@@ -7,7 +7,6 @@ run is one stage, a ramp is several.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -16,52 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from stress.errors import ScenarioError
+from stress.shapes import Stage
 from web.names import name_problem
 
-Shape = Literal["steady", "ramp", "burst", "wave", "random-burst"]
-SHAPES: tuple[Shape, ...] = ("steady", "ramp", "burst", "wave", "random-burst")
-#: The largest wave amplitude, as a share of the mean rate (at 1 the rate would touch 0).
-MAX_AMPLITUDE = 0.95
 #: The largest fleet of a run (device ids have at most 7 digits).
 MAX_DEVICES = 9_999_999
-
-
-class ScenarioError(ValueError):
-    """A setting that cannot be run; the message is one line naming the setting."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One part of the timeline: this many devices, publishing at this interval, for this long.
-
-    ``burst`` stages have every device publish at the same instant of each interval; steady
-    ones spread the devices evenly over the interval. A ``wave`` (period, amplitude) makes the
-    rate swing around its mean: ``1 + amplitude * sin(2 pi t / period)`` times it. Random
-    bursts come at random instants instead, ``interval`` apart on average (the same instants
-    in every process of a run).
-    """
-
-    devices: int
-    interval: float
-    duration: float
-    burst: bool = False
-    wave: tuple[float, float] | None = None
-    random_bursts: bool = False
-
-    def __post_init__(self) -> None:
-        if self.wave is not None:
-            period, amplitude = self.wave
-            if not (math.isfinite(period) and period > 0 and 0 <= amplitude <= MAX_AMPLITUDE):
-                raise ScenarioError(
-                    f"a wave needs a period of more than 0 seconds and an amplitude of 0..{MAX_AMPLITUDE}"
-                    f" (a share of the mean rate), not {period:g} s and {amplitude:g}"
-                )
-        if self.devices < 0:
-            raise ScenarioError(f"a stage needs 0 or more devices, not {self.devices}")
-        if not math.isfinite(self.interval) or self.interval < 0:
-            raise ScenarioError(f"interval must be 0 (capacity mode) or more seconds, not {self.interval}")
-        if not math.isfinite(self.duration) or self.duration <= 0:
-            raise ScenarioError(f"a stage lasts more than 0 seconds, not {self.duration}")
 
 
 @dataclass(frozen=True)
@@ -218,44 +177,6 @@ def prefix_problem(prefix: str, fleet: int) -> str | None:
     if problem is None:
         return None
     return f"--prefix {prefix[:40]!r} does not make valid device names ({problem})"
-
-
-def timeline(
-    shape: Shape,
-    devices: int,
-    interval: float,
-    duration: float,
-    stages: int = 4,
-    *,
-    wave: tuple[float, float] = (60.0, 0.5),
-) -> tuple[Stage, ...]:
-    """The stages of a shape: one for steady, burst, wave (``wave``: period, amplitude) and
-    random-burst; ``stages`` equal steps up for ramp."""
-    if devices < 1:
-        raise ScenarioError(f"--devices must be 1 or more, not {devices}")
-    if shape == "ramp":
-        if not 1 <= stages <= devices:
-            raise ScenarioError(f"--stages must be 1..{devices} (one device at least per step), not {stages}")
-        return tuple(
-            Stage(math.ceil(devices * (k + 1) / stages), interval, duration / stages) for k in range(stages)
-        )
-    if shape not in SHAPES:
-        raise ScenarioError(f"unknown shape {shape!r}: choose one of {', '.join(SHAPES)}")
-    if shape == "wave":
-        return (Stage(devices, interval, duration, wave=wave),)
-    if shape == "random-burst":
-        return (Stage(devices, interval, duration, burst=True, random_bursts=True),)
-    return (Stage(devices, interval, duration, burst=shape == "burst"),)
-
-
-def scaled(stages: tuple[Stage, ...], factor: float) -> tuple[Stage, ...]:
-    """The same timeline with every stage lasting ``factor`` times as long (devices, intervals
-    and shapes unchanged): ``--duration-scale``, to try a long scenario in seconds."""
-    if not (math.isfinite(factor) and factor > 0):
-        raise ScenarioError(f"--duration-scale must be more than 0, not {factor:g}")
-    if factor == 1:
-        return stages
-    return tuple(dataclasses.replace(stage, duration=stage.duration * factor) for stage in stages)
 
 
 def cpu_list(cpus: Iterable[int]) -> str:

@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
-from stress.scenario import MAX_AMPLITUDE, MAX_DEVICES, ScenarioError, Stage
+from stress.errors import ScenarioError
+from stress.scenario import MAX_DEVICES
+from stress.shapes import MAX_AMPLITUDE, Stage
 
 #: Keys of a stage, with what they must be (the top level may give the defaults of the last three).
 STAGE_KEYS = ("devices", "duration", "interval", "shape", "wave-period", "wave-amplitude")

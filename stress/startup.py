@@ -19,6 +19,7 @@ from typing import Any
 from stress.diagnosis import cannot_connect
 from stress.meter import Event, Second
 from stress.scenario import Scenario
+from stress.targets.base import Target
 
 #: How a run that no device could join is recorded as stopped (``summary.json``: ``stopped``).
 STOPPED = "no device connected"
@@ -39,8 +40,9 @@ def patience(scenario: Scenario) -> float:
 class StartWatch:
     """Watches a run's seconds until a device connects; calls ``stop`` if none does in time."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, target: Target) -> None:
         self.scenario = scenario
+        self.target = target
         self.patience = patience(scenario)
         #: Called once, with :data:`STOPPED`, when the run is to end.
         self.stop: Callable[[str], None] | None = None
@@ -83,7 +85,7 @@ class StartWatch:
         reason = max(self._failures, key=lambda name: self._failures[name])
         detail = self._details.get(reason, "")
         attempts = sum(self._failures.values())
-        why = cannot_connect(self.scenario, reason, detail)
+        why = cannot_connect(self.scenario, reason, detail, self.target)
         return {
             "reason": reason,
             "detail": detail,

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from stress.errors import StressError, UsageError
 from stress.histogram import Histogram
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
@@ -80,11 +81,11 @@ _CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-class ViewersError(Exception):
+class ViewersError(StressError):
     """The portal or the broker refused, or could not be reached; the message is one line."""
 
 
-class ViewersInputError(ViewersError):
+class ViewersInputError(ViewersError, UsageError):
     """What was asked cannot be watched (a room that does not exist, say); the message is one line."""
 
 

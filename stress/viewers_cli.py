@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from stress.errors import ScenarioError
 from stress.flags import positive_int, positive_seconds, seconds
-from stress.scenario import ScenarioError
 
 if TYPE_CHECKING:
     from stress.viewers import Plan, Result
@@ -280,22 +280,10 @@ def table(figures: dict[str, Any]) -> str:
 def command_viewers(args: argparse.Namespace) -> int:
     """``stress viewers``."""
     from stress.engine import new_loop  # noqa: PLC0415
-    from stress.viewers import ViewersError, ViewersInputError  # noqa: PLC0415
 
-    try:
-        plan = plan_from(args)
-        with asyncio.Runner(loop_factory=new_loop) as runner:
-            result = runner.run(_watch(plan, args.quiet))
-    except (ViewersInputError, ScenarioError) as exc:
-        if args.debug:
-            raise
-        print(f"stress viewers: error: {exc}", file=sys.stderr)
-        return 2
-    except ViewersError as exc:
-        if args.debug:
-            raise
-        print(f"stress viewers: error: {exc}", file=sys.stderr)
-        return 1
+    plan = plan_from(args)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        result = runner.run(_watch(plan, args.quiet))
     figures = result.as_dict()
     print(table(figures))
     if args.out is not None:

@@ -6,10 +6,11 @@ import importlib
 
 from stress.behaviours.base import Behaviour, DeviceInfo, Value
 from stress.behaviours.builtin import BUILTIN
+from stress.errors import UsageError
 from stress.scenario import valid_level
 
 
-class BehaviourError(ValueError):
+class BehaviourError(UsageError, ValueError):
     """A behaviour that cannot be loaded; one line naming it and what is wrong."""
 
 

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Iterable
 from typing import Protocol, cast
 
+from stress.errors import StressError
 from stress.mqtt import codec
 from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType
 from stress.mqtt.reasons import classify_exception, connack_reason, describe_connack, reason_name
@@ -42,7 +43,7 @@ class SessionHandler(Protocol):
         """The transport's buffer drained below its low-water mark."""
 
 
-class ConnectError(Exception):
+class ConnectError(StressError):
     """Connecting failed: ``reason`` is a name from :mod:`stress.mqtt.reasons`."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -1,5 +1,9 @@
 """Device accounts on a target: ``stress provision`` and ``stress deprovision``."""
 
+from __future__ import annotations
 
-class ProvisionError(Exception):
+from stress.errors import StressError
+
+
+class ProvisionError(StressError):
     """Provisioning cannot go on; the message is one line that says what to do."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
+from stress.errors import ScenarioError
 from stress.flags import count, port, positive_int, positive_seconds
-from stress.scenario import ScenarioError, device_name, prefix_problem
+from stress.provision.confirm import confirmed
+from stress.scenario import device_name, prefix_problem
 
 
 def add_parsers(commands: Any) -> None:
@@ -128,22 +129,6 @@ def add_tb_flags(group: Any) -> None:
     )
     group.add_argument("--tb-username", default="", help="tenant administrator (default: TB_USERNAME)")
     group.add_argument("--tb-password", default="", help="their password (default: TB_PASSWORD)")
-
-
-def confirmed(args: argparse.Namespace, what: str) -> bool:
-    """Whether to delete ``what``: never on --dry-run, at once on --yes, else when the user says so."""
-    if args.dry_run:
-        print("dry run: nothing deleted")
-        return False
-    if args.yes:
-        return True
-    if not sys.stdin.isatty():
-        raise ScenarioError("not deleting without confirmation: pass --yes (or --dry-run to look first)")
-    answer = input(f"delete these {what}? [y/N] ")
-    if answer.strip().lower() in ("y", "yes"):
-        return True
-    print("nothing deleted")
-    return False
 
 
 def command_provision(args: argparse.Namespace) -> int:

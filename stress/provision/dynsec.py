@@ -13,6 +13,7 @@ import json
 import ssl
 from typing import Any
 
+from stress.errors import StressError
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.reasons import AUTH_REASONS
@@ -27,7 +28,7 @@ Command = dict[str, Any]
 Response = dict[str, Any]
 
 
-class ControlError(Exception):
+class ControlError(StressError):
     """The plugin could not be reached or did not answer; the message is one line."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stress.progress import Progress
-from stress.provision.cli import confirmed
+from stress.provision.confirm import confirmed
 from stress.scenario import device_name
 from stress.thingsboard import gateway_name
 from stress.thingsboard import provision as tb

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stress.scenario import ScenarioError
+from stress.errors import ScenarioError
 
 #: Where the examples are (inside the installed package).
 EXAMPLES_DIR = Path(__file__).resolve().parent

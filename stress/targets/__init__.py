@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stress.scenario import Scenario, ScenarioError
+from stress.errors import ScenarioError
+from stress.scenario import Scenario
 from stress.targets.base import Target
 from stress.targets.lab import LabTarget
 from stress.targets.mqtt import MqttTarget

@@ -17,9 +17,10 @@ import dataclasses
 from pathlib import Path
 
 from stress.behaviours import DeviceInfo
+from stress.errors import ScenarioError
+from stress.messages import Presence
 from stress.mqtt.codec import ConnectOptions, TopicCode
-from stress.scenario import Scenario, ScenarioError
-from stress.targets.base import Presence
+from stress.scenario import Scenario
 from stress.targets.mqtt import DEFAULT_PAYLOAD, DEFAULT_TOPIC, MqttTarget
 
 

@@ -16,17 +16,11 @@ import secrets
 from collections.abc import Sequence
 
 from stress.behaviours import DeviceInfo
+from stress.errors import ScenarioError
 from stress.mqtt.codec import MQTT5, VERSIONS, ConnectOptions, TopicCode
-from stress.scenario import Scenario, ScenarioError, valid_level
-from stress.targets.base import (
-    DYNAMIC_FIELDS,
-    STATIC_FIELDS,
-    AttributeEncoder,
-    Encoder,
-    SampleEncoder,
-    Target,
-    Template,
-)
+from stress.payloads import DYNAMIC_FIELDS, STATIC_FIELDS, AttributeEncoder, Encoder, SampleEncoder, Template
+from stress.scenario import Scenario, valid_level
+from stress.targets.base import Target
 
 DEFAULT_TOPIC = "{root}/{room}/{device}/{attr}"
 DEFAULT_PAYLOAD = '{{"value":{value},"ts":{ts}}}'

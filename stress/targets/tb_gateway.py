@@ -2,10 +2,10 @@
 
 A :class:`Gateway` is one connection, logged in with a gateway device's token; it is opened
 when its first device connects and shared by the others (a failure to open it is each
-waiting device's failure, retried with its own backoff). A :class:`GatewayMember` is a fleet
-device: "connecting" announces it on ``v1/gateway/connect``, leaving is ``v1/gateway/disconnect``,
-and its samples go to ``v1/gateway/telemetry`` on the gateway's connection with its own
-schedule, so pausing, churn and lateness stay per device.
+waiting device's failure, retried with its own backoff). A member's :class:`GatewayLink`
+carries it: "connecting" announces it on ``v1/gateway/connect``, leaving is
+``v1/gateway/disconnect``, and its samples go to ``v1/gateway/telemetry`` on the gateway's
+connection with its own schedule, so pausing, churn and lateness stay per device.
 
 At QoS 1 each member owns a fixed range of the connection's packet ids (twice its in-flight
 window), so an acknowledgement finds its device by arithmetic. When the gateway's connection
@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stress.device import CONNECTED, STOPPED, Device
+from stress.fleet.device import CONNECTED, Connection, Device, Fleet
+from stress.fleet.links import Dial, frames
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.session import ConnectError, Session
-from stress.targets.thingsboard import GATEWAY_CONNECT, GATEWAY_DISCONNECT, GATEWAY_RPC, rpc_command
-
-if TYPE_CHECKING:
-    from stress.engine import Engine
+from stress.thingsboard.mqtt_api import GATEWAY_CONNECT, GATEWAY_DISCONNECT, GATEWAY_RPC, rpc_command
 
 #: MQTT packet ids of one connection.
 PACKET_IDS = 65_535
@@ -39,18 +37,19 @@ def most_members(inflight: int) -> int:
 class Gateway:
     """One gateway connection and the devices it carries (the handler of its session)."""
 
-    def __init__(self, engine: Engine, name: str, options: ConnectOptions) -> None:
-        self.engine = engine
+    def __init__(self, fleet: Fleet, dial: Dial, name: str, options: ConnectOptions) -> None:
+        self.fleet = fleet
+        self.dial = dial
         self.name = name
         self.options = options
         self.session: Session | None = None
-        self.members: dict[str, GatewayMember] = {}
+        self.members: dict[str, Device] = {}
         #: Members by their share of the packet ids.
-        self.by_slot: dict[int, GatewayMember] = {}
-        self.span = 2 * engine.scenario.inflight  # see most_members
+        self.by_slot: dict[int, Device] = {}
+        self.span = 2 * fleet.scenario.inflight  # see most_members
         self._opening: asyncio.Task[Session] | None = None
 
-    def join(self, member: GatewayMember, slot: int) -> None:
+    def join(self, member: Device, slot: int) -> None:
         """Give ``member`` its packet ids (``slot`` wraps past the most the connection has: the
         target checks the timeline's fleet fits; only ``stress scale`` past it can share ids)."""
         slot %= PACKET_IDS // self.span
@@ -69,32 +68,32 @@ class Gateway:
         return await asyncio.shield(self._opening)
 
     async def _open(self) -> Session:
-        engine = self.engine
-        session = await engine.open_session(self.options, self)
+        fleet = self.fleet
+        session = await self.dial(self.options, self)
         try:
-            granted = await session.subscribe([(GATEWAY_RPC, 1)], timeout=engine.scenario.connect_timeout)
+            granted = await session.subscribe([(GATEWAY_RPC, 1)], timeout=fleet.scenario.connect_timeout)
         except ConnectError:
             session.abort()
             raise
         if any(code >= 0x80 for code in granted):
-            engine.meter.error(
+            fleet.meter.error(
                 "subscribe",
                 "suback-refused",
-                engine.loop.time(),
+                fleet.loop.time(),
                 device=self.name,
                 detail=f"the server refused the gateway's RPC subscription ({granted})",
             )
         self.session = session
         return session
 
-    def announce(self, member: GatewayMember, topic: str) -> None:
+    def announce(self, member: Device, topic: str) -> None:
         """``v1/gateway/connect`` or ``disconnect`` for a member."""
         session = self.session
         if session is not None and session.connected:
             payload = json.dumps({"device": member.info.device_id}).encode()
-            session.write(codec.publish(topic, payload, version=session.version), self.engine.loop.time())
+            session.write(codec.publish(topic, payload, version=session.version), self.fleet.loop.time())
 
-    def leave(self, member: GatewayMember) -> None:
+    def leave(self, member: Device) -> None:
         """A member leaves for good or for a while: the server hears it disconnect."""
         self.announce(member, GATEWAY_DISCONNECT)
 
@@ -108,13 +107,16 @@ class Gateway:
             if session.gone is not None:
                 await asyncio.wait([session.gone], timeout=2.0)
 
-    def abort(self) -> None:
+    def abort(self, reason: str) -> None:
         """Cut the connection (a storm); every member loses it and reconnects."""
         session = self.session
         if session is not None:
             session.abort()
             self.session = None
-            self.on_lost("storm", "the connection was cut (reconnect storm)", by_us=True)
+            now = self.fleet.loop.time()
+            for member in list(self.members.values()):
+                if member.state == CONNECTED:
+                    member.dropped(reason, now)
 
     # ------------------------------------------------------------------ SessionHandler
 
@@ -136,54 +138,50 @@ class Gateway:
             if member is not None and member.state == CONNECTED and isinstance(data, dict):
                 member.obey(rpc_command(str(data.get("id", "")), data, GATEWAY_RPC, device=name or ""))
         if message.qos and session is not None:
-            session.write(codec.puback(message.packet_id, session.version), self.engine.loop.time())
+            session.write(codec.puback(message.packet_id, session.version), self.fleet.loop.time())
 
-    def on_lost(self, reason: str, detail: str, *, by_us: bool = False) -> None:
+    def on_lost(self, reason: str, detail: str) -> None:
         self.session = None
         for member in list(self.members.values()):
             if member.state == CONNECTED:
-                if by_us:
-                    member.cut(reason)
-                else:
-                    member.on_lost(reason, detail)
+                member.on_lost(reason, detail)
 
     def on_writable(self) -> None:
         for member in self.members.values():
             if member.blocked:
-                self.engine.ready(member)
+                self.fleet.ready(member)
 
 
-class GatewayMember(Device):
-    """A fleet device that talks through a gateway's connection."""
+class GatewayLink:
+    """A fleet device's link through its gateway's connection."""
 
-    __slots__ = ("gateway",)
+    __slots__ = ("gateway", "version")
 
-    def __init__(self, *args: Any, gateway: Gateway, slot: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    send = staticmethod(frames)
+
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        gateway.join(self, slot)
+        self.version = gateway.options.version
 
-    async def _open(self) -> Session:
+    async def open(self, device: Device) -> Session:
+        """The gateway's connection (opened by the first member that needs it); the device is
+        announced on it."""
         session = await self.gateway.ready()
-        self.gateway.announce(self, GATEWAY_CONNECT)
+        self.gateway.announce(device, GATEWAY_CONNECT)
         return session
 
-    def _leave(self, session: Session) -> None:
-        if self.gateway.session is session:
-            self.gateway.leave(self)
+    async def opened(self, device: Device, connection: Connection) -> None:
+        """The gateway subscribed to the RPC of all its devices already."""
 
-    def drop(self, reason: str, now: float, *, abrupt: bool) -> None:
-        """Churn: the device disconnects from the gateway; a storm cuts the gateway's connection."""
-        if abrupt:
-            self.gateway.abort()
-            return
-        super().drop(reason, now, abrupt=False)
+    def leave(self, device: Device, connection: Connection) -> None:
+        """The server hears the device disconnect (the connection stays, for the others)."""
+        if self.gateway.session is connection:
+            self.gateway.leave(device)
 
-    def cut(self, reason: str) -> None:
-        """Its gateway's connection was cut on purpose (a storm): disconnected, no error."""
-        Device.drop(self, reason, self.engine.loop.time(), abrupt=False)
+    def cut(self, device: Device, reason: str, now: float) -> None:
+        """A storm cuts the gateway's connection: every member of it is dropped."""
+        self.gateway.abort(reason)
 
-    def stop(self, now: float) -> None:
-        if self.state != STOPPED:
-            super().stop(now)
-            self.gateway.members.pop(self.info.device_id, None)
+    def stopped(self, device: Device) -> None:
+        """The device leaves the gateway's members."""
+        self.gateway.members.pop(device.info.device_id, None)

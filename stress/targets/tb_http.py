@@ -1,4 +1,4 @@
-"""ThingsBoard's HTTP device API as a transport: ``POST /api/v1/<token>/telemetry`` per sample.
+"""ThingsBoard's HTTP device API as a device's link: ``POST /api/v1/<token>/telemetry`` per sample.
 
 Each device's requests share one connection pool (aiohttp, keep-alive) per process. A request
 is "in flight" until its answer comes, bounded by ``--inflight`` per device like QoS 1
@@ -11,11 +11,10 @@ failure named by what it means: ``rate-limited`` (429), ``http-401-unknown-token
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
 
-from stress.device import Device
+from stress.fleet.device import Connection, Device
 from stress.mqtt.codec import MQTT311
 
 #: Connections the pool of one process opens at most.
@@ -28,14 +27,13 @@ def http_reason(status: int) -> str:
     return _REASONS.get(status, f"http-{status}")
 
 
-class HttpLink:
-    """What an HTTP device has instead of an MQTT session: the process's connection pool."""
+class HttpPool:
+    """The process's connection pool: the connection every HTTP device writes to. Requests go
+    out as they are made (:meth:`HttpLink.send`), so there is nothing to write or to ping."""
 
     connected = True
     paused = False
     receive_maximum = 65_535
-    version = MQTT311
-    gone = None
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
@@ -59,13 +57,7 @@ class HttpLink:
         """HTTP has no keep-alive to send."""
         return None
 
-    def close(self) -> None:
-        """A device leaving has nothing to close (the pool is the process's)."""
-
-    def abort(self) -> None:
-        """A storm cannot cut stateless requests."""
-
-    async def close_pool(self) -> None:
+    async def close(self) -> None:
         """Cancel what is still in flight and close the pool."""
         for task in list(self.tasks):
             task.cancel()
@@ -74,53 +66,70 @@ class HttpLink:
             await self._client.close()
 
 
-class HttpDevice(Device):
-    """A device that posts its telemetry over HTTP."""
+class HttpLink:
+    """One device's telemetry as requests to its own URL (its access token in it), on the pool."""
 
-    __slots__ = ("link", "url")
+    __slots__ = ("pool", "url")
 
-    def __init__(self, *args: Any, link: HttpLink, url: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.link = link
+    #: (Replies and acks are MQTT's: an HTTP device receives no command.)
+    version = MQTT311
+
+    def __init__(self, pool: HttpPool, url: str) -> None:
+        self.pool = pool
         self.url = url
 
-    async def _open(self) -> Any:
-        return self.link
+    async def open(self, device: Device) -> HttpPool:
+        """Nothing to open: requests go on the process's pool."""
+        return self.pool
 
-    def _sample(self, now: float, epoch_ms: float, qos: int) -> bytes:
-        payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
-        self.seq += 1
-        self.last_payload = payloads[-1]
+    async def opened(self, device: Device, connection: Connection) -> None:
+        """No subscription, no presence."""
+
+    def send(self, device: Device, payloads: list[bytes], now: float, qos: int) -> bytes:
+        """Post each payload now, each request in flight until its answer; nothing to write."""
         for payload in payloads:
-            self.packet_id = self.packet_id % self.id_span + 1
-            self.inflight[self.packet_id] = now
-            task = asyncio.create_task(self._post(self.packet_id, payload))
-            self.link.tasks.add(task)
-            task.add_done_callback(self.link.tasks.discard)
+            device.packet_id = device.packet_id % device.id_span + 1
+            device.inflight[device.packet_id] = now
+            task = asyncio.create_task(self._post(device, device.packet_id, payload))
+            self.pool.tasks.add(task)
+            task.add_done_callback(self.pool.tasks.discard)
         return b""
 
-    async def _post(self, request_id: int, payload: bytes) -> None:
+    async def _post(self, device: Device, request_id: int, payload: bytes) -> None:
+        pool = self.pool
         try:
-            async with self.link.client.post(
+            async with pool.client.post(
                 self.url, data=payload, headers={"Content-Type": "application/json"}
             ) as answer:
                 status = answer.status
                 body = (await answer.read())[:200].decode("utf-8", "replace") if status != 200 else ""
         except TimeoutError:
-            self._failed(request_id, "timeout", f"no answer from {self.link.url} in time")
+            self._failed(device, request_id, "timeout", f"no answer from {pool.url} in time")
             return
         except aiohttp.ClientError as exc:
-            self._failed(request_id, "http-connection", f"{self.link.url}: {exc}")
+            self._failed(device, request_id, "http-connection", f"{pool.url}: {exc}")
             return
         if status == 200:
-            self.on_puback(request_id, 0)
+            device.on_puback(request_id, 0)
         else:
-            self._failed(request_id, http_reason(status), f"HTTP {status} {' '.join(body.split())}".strip())
+            detail = f"HTTP {status} {' '.join(body.split())}".strip()
+            self._failed(device, request_id, http_reason(status), detail)
 
-    def _failed(self, request_id: int, reason: str, detail: str) -> None:
-        if self.inflight.pop(request_id, None) is None:
+    @staticmethod
+    def _failed(device: Device, request_id: int, reason: str, detail: str) -> None:
+        if device.inflight.pop(request_id, None) is None:
             return  # already counted (timed out, or the run ended)
-        engine = self.engine
-        engine.meter.error("ack", reason, engine.loop.time(), device=self.info.device_id, detail=detail)
-        if self.blocked and len(self.inflight) <= self.window // 2:
-            engine.ready(self)
+        fleet = device.fleet
+        fleet.meter.error("ack", reason, fleet.loop.time(), device=device.info.device_id, detail=detail)
+        if device.blocked and len(device.inflight) <= device.window // 2:
+            fleet.ready(device)
+
+    def leave(self, device: Device, connection: Connection) -> None:
+        """A device leaving has nothing to close (the pool is the process's)."""
+
+    def cut(self, device: Device, reason: str, now: float) -> None:
+        """A storm cannot cut stateless requests: the device is only counted as dropped."""
+        device.dropped(reason, now)
+
+    def stopped(self, device: Device) -> None:
+        """The pool is the process's: nothing of the device's to release."""

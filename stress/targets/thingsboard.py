@@ -25,30 +25,24 @@ of other devices over MQTT): publish-to-ack is what is measured.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stress.behaviours import Behaviour, DeviceInfo
+from stress.errors import ScenarioError
+from stress.fleet.device import Device, Fleet
+from stress.fleet.links import Dial
+from stress.messages import Command
 from stress.mqtt.codec import VERSIONS, ConnectOptions, TopicCode
-from stress.scenario import Scenario, ScenarioError, device_name
-from stress.targets.base import Command, Encoder, SampleEncoder, Target
+from stress.payloads import Encoder, SampleEncoder
+from stress.scenario import Scenario, device_name
+from stress.targets.base import Target
+from stress.targets.tb_gateway import Gateway, GatewayLink, most_members
+from stress.targets.tb_http import HttpLink, HttpPool
 from stress.thingsboard import TbError, check_url, gateway_name
+from stress.thingsboard.mqtt_api import GATEWAY_TELEMETRY, RPC_REQUEST, RPC_RESPONSE, TELEMETRY, rpc_command
 
-if TYPE_CHECKING:
-    from stress.device import Device
-    from stress.engine import Engine
-    from stress.targets.tb_gateway import Gateway
-    from stress.targets.tb_http import HttpLink
-
-TELEMETRY = "v1/devices/me/telemetry"
-RPC_REQUEST = "v1/devices/me/rpc/request/"
-RPC_RESPONSE = "v1/devices/me/rpc/response/"
-GATEWAY_CONNECT = "v1/gateway/connect"
-GATEWAY_DISCONNECT = "v1/gateway/disconnect"
-GATEWAY_TELEMETRY = "v1/gateway/telemetry"
-GATEWAY_RPC = "v1/gateway/rpc"
 TRANSPORTS = ("mqtt", "gateway", "http")
 #: What generic MQTT failures mean on ThingsBoard. It refuses an unknown access token. A
 #: device over its rate limit has its connection closed: over MQTT 5 after DISCONNECT 0x83
@@ -64,7 +58,6 @@ RENAMED = {
     "server-disconnect-message-rate-too-high": "rate-limited",
     "connection-lost": "closed-by-thingsboard",
 }
-_SETTER = re.compile(r"set([A-Z_a-z][A-Za-z0-9_]*)")
 
 
 def read_tokens(path: Path) -> dict[str, str]:
@@ -83,37 +76,6 @@ def read_tokens(path: Path) -> dict[str, str]:
     if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
         raise ScenarioError(f"--tokens {path} is not a tokens file: it must be a JSON object of name: token")
     return found
-
-
-def text_of(value: object) -> str:
-    """An RPC parameter as the text a behaviour's command takes."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def parse_rpc(request: object) -> tuple[tuple[str, str], ...] | str:
-    """The settings an RPC request asks for, or why it cannot be obeyed (a sentence)."""
-    if not isinstance(request, Mapping) or not isinstance(request.get("method"), str):
-        return "an RPC request is a JSON object with a method"
-    method, params = request["method"], request.get("params")
-    if method == "set":
-        if not isinstance(params, Mapping) or not params:
-            return 'method "set" takes an object of attribute: value'
-        return tuple((str(attr), text_of(value)) for attr, value in params.items())
-    match = _SETTER.fullmatch(method)
-    if match is None:
-        return f"unknown method {method[:60]!r}: use set<Attribute> or set with {{attribute: value}}"
-    name = match.group(1)
-    return ((name[0].lower() + name[1:], text_of(params)),)
-
-
-def rpc_command(request_id: str, request: object, reply_topic: str, device: str = "") -> Command:
-    """The command an RPC request is; its answer goes to ``reply_topic``."""
-    parsed = parse_rpc(request)
-    settings = parsed if isinstance(parsed, tuple) else ()
-    error = parsed if isinstance(parsed, str) else ""
-    return Command(settings, reply_topic, {"id": request_id, "device": device, "error": error})
 
 
 class ThingsBoardTarget(Target):
@@ -147,8 +109,6 @@ class ThingsBoardTarget(Target):
         if self.transport == "gateway" and scenario.qos:
             largest = max(stage.devices for stage in scenario.stages)
             per_gateway = -(-largest // self.gateway_count)
-            from stress.targets.tb_gateway import most_members  # noqa: PLC0415 - it needs this module
-
             most = most_members(scenario.inflight)
             if per_gateway > most:
                 raise ScenarioError(
@@ -169,7 +129,7 @@ class ThingsBoardTarget(Target):
         self._check_tokens()
         self._encoder: Encoder | None = None
         self.gateways: dict[int, Gateway] = {}
-        self.http: HttpLink | None = None
+        self.http: HttpPool | None = None
 
     # ------------------------------------------------------------------ who logs in
 
@@ -269,52 +229,43 @@ class ThingsBoardTarget(Target):
 
     # ------------------------------------------------------------------ transports
 
-    def make_device(self, engine: Engine, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool) -> Device:
+    def make_device(
+        self, fleet: Fleet, dial: Dial, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool
+    ) -> Device:
         if self.transport == "mqtt":
-            return super().make_device(engine, info, behaviour, sampled=sampled)
-        attributes = type(behaviour).attributes
-        topics = self.topics(info, attributes)
-        encode = self.encoder(info, attributes)
+            return super().make_device(fleet, dial, info, behaviour, sampled=sampled)
+        link: GatewayLink | HttpLink
         if self.transport == "http":
-            from stress.targets.tb_http import HttpDevice, HttpLink  # noqa: PLC0415
-
             if self.http is None:
-                self.http = HttpLink(self.url, engine.scenario.connect_timeout)
-            return HttpDevice(
-                engine,
-                info,
-                behaviour,
-                topics=topics,
-                encode=encode,
-                options=self.connect_options(info),
-                link=self.http,
-                sampled=sampled,
-                url=f"{self.url}/api/v1/{self.token(info.device_id)}/telemetry",
-            )
-        from stress.targets.tb_gateway import Gateway, GatewayMember  # noqa: PLC0415
-
-        number = info.index % self.gateway_count + 1
-        gateway = self.gateways.get(number)
-        if gateway is None:
-            name = gateway_name(self.scenario.prefix, number)
-            gateway = self.gateways[number] = Gateway(engine, name, self.options_for(name))
-        return GatewayMember(
-            engine,
+                self.http = HttpPool(self.url, self.scenario.connect_timeout)
+            link = HttpLink(self.http, f"{self.url}/api/v1/{self.token(info.device_id)}/telemetry")
+        else:
+            number = info.index % self.gateway_count + 1
+            gateway = self.gateways.get(number)
+            if gateway is None:
+                name = gateway_name(self.scenario.prefix, number)
+                gateway = self.gateways[number] = Gateway(fleet, dial, name, self.options_for(name))
+            link = GatewayLink(gateway)
+        attributes = type(behaviour).attributes
+        device = Device(
+            fleet,
             info,
             behaviour,
-            topics=topics,
-            encode=encode,
-            options=gateway.options,
-            gateway=gateway,
+            link=link,
+            dialect=self,
+            topics=self.topics(info, attributes),
+            encode=self.encoder(info, attributes),
             sampled=sampled,
-            slot=info.index // self.gateway_count,
         )
+        if isinstance(link, GatewayLink):
+            link.gateway.join(device, info.index // self.gateway_count)
+        return device
 
     async def close(self) -> None:
         for gateway in self.gateways.values():
             await gateway.close()
         if self.http is not None:
-            await self.http.close_pool()
+            await self.http.close()
 
     def no_e2e_reason(self) -> str:
         return "ThingsBoard offers no MQTT subscription to devices' telemetry (publish-to-ack is measured)"

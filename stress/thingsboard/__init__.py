@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from stress.errors import StressError
 
-class TbError(Exception):
+
+class TbError(StressError):
     """A ThingsBoard request failed for good; the message is one line.
 
     ``status`` is the HTTP status (0 when no answer came) and ``code`` ThingsBoard's errorCode.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from stress.scenario import ScenarioError
+from stress.errors import ScenarioError
 
 DEFAULT_URL = "http://localhost:8080"
 NAMES = ("TB_URL", "TB_USERNAME", "TB_PASSWORD", "TB_MQTT_HOST", "TB_MQTT_PORT")

@@ -54,7 +54,7 @@ def test_nothing_listening_is_named_with_what_to_check() -> None:
     result = check("--target", "mqtt", "--port", str(port))
     assert result.returncode == 1
     assert result.stderr.startswith(
-        f"stress check: mqtt at mqtt://127.0.0.1:{port} (MQTT 3.1.1): cannot connect"
+        f"stress check: error: mqtt at mqtt://127.0.0.1:{port} (MQTT 3.1.1): cannot connect"
     )
     assert result.stderr.strip().endswith(
         f"[tcp-refused]; nothing listens on 127.0.0.1:{port}: is the broker running? "

@@ -25,7 +25,8 @@ import pytest
 
 from labctl.config import ROOT, free_ports
 from stress.control import runs_in_progress
-from stress.scenario import Broker, Scenario, timeline
+from stress.scenario import Broker, Scenario
+from stress.shapes import timeline
 from tests.conftest import RunningLab
 from tests.stress.plain_broker import PlainBroker
 from tests.stress.test_control import Arrivals, Run, arrivals  # noqa: F401 - a fixture

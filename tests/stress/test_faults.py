@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from stress import Broker, Scenario, run, timeline
-from stress.scenario import ScenarioError
+from stress.errors import ScenarioError
 from tests.mqtt_helpers import connect
 from tests.stress.plain_broker import PlainBroker
 

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stress.scenario import SHAPES, Broker, Scenario, ScenarioError, Stage, timeline, valid_level
+from stress.errors import ScenarioError
+from stress.scenario import Broker, Scenario, valid_level
+from stress.shapes import SHAPES, Stage, timeline
 
 property_test = settings(database=None, deadline=None)
 

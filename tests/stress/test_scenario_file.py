@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from stress.cli import build_parser
-from stress.scenario import ScenarioError, Stage, scaled
+from stress.errors import ScenarioError
 from stress.scenario_file import load
 from stress.scenarios import EXAMPLES_DIR, examples, find
+from stress.shapes import Stage, scaled
 from tests.stress.plain_broker import PlainBroker
 
 EXAMPLES = sorted(examples().values())

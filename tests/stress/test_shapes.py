@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stress import Broker, Scenario, run, timeline
-from stress.scenario import ScenarioError, Stage
+from stress.errors import ScenarioError
+from stress.shapes import MIN_BURST_GAP, Bursts, Stage, first_due, interval_at, offset
 from tests.stress.plain_broker import PlainBroker
 
 ATTRIBUTES = 3
@@ -87,3 +89,85 @@ def test_a_wave_timeline_is_one_stage_with_its_wave() -> None:
 def test_bad_waves_are_refused(wave: tuple[float, float]) -> None:
     with pytest.raises(ScenarioError, match="a wave needs a period"):
         Stage(10, 1.0, 10.0, wave=wave)
+
+
+# The shapes themselves, as pure functions of the clock (no broker).
+
+
+def test_a_burst_puts_every_device_on_the_instant() -> None:
+    assert {offset(index, 2.0, burst=True) for index in range(100)} == {0.0}
+
+
+@pytest.mark.parametrize("fleet", [7, 100, 10_000])
+def test_offsets_spread_a_fleet_evenly_over_the_interval(fleet: int) -> None:
+    interval = 3.0
+    offsets = sorted(offset(index, interval, burst=False) for index in range(fleet))
+    assert offsets[0] >= 0.0 and offsets[-1] < interval
+    assert len(set(offsets)) == fleet
+    gaps = [later - earlier for earlier, later in itertools.pairwise([*offsets, offsets[0] + interval])]
+    # The golden ratio's points: at most three gap lengths, none over 2.7 times the even share
+    assert max(gaps) < 2.7 * interval / fleet
+
+
+def test_an_offset_is_the_same_share_of_any_interval() -> None:
+    assert offset(41, 2.0, burst=False) == pytest.approx(2 * offset(41, 1.0, burst=False))
+    assert offset(0, 5.0, burst=False) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [(5.0, 10.0), (10.0, 10.0), (10.5, 12.0), (12.0, 12.0), (12.000001, 14.0), (101.0, 102.0)],
+)
+def test_the_first_due_instant_is_the_next_on_the_grid(now: float, expected: float) -> None:
+    assert first_due(10.0, 2.0, now) == pytest.approx(expected)
+
+
+def test_a_steady_stage_keeps_its_interval() -> None:
+    stage = Stage(10, 0.5, 60.0)
+    assert [interval_at(stage, t) for t in (0.0, 7.3, 59.9)] == [0.5, 0.5, 0.5]
+
+
+def test_a_waves_interval_follows_the_sine_of_its_rate() -> None:
+    stage = Stage(10, 1.0, 60.0, wave=(20.0, 0.5))
+    assert interval_at(stage, 0.0) == pytest.approx(1.0)
+    assert interval_at(stage, 5.0) == pytest.approx(1 / 1.5)  # the crest: 1.5 times the rate
+    assert interval_at(stage, 10.0) == pytest.approx(1.0)
+    assert interval_at(stage, 15.0) == pytest.approx(1 / 0.5)  # the trough
+    assert interval_at(stage, 25.0) == pytest.approx(interval_at(stage, 5.0))  # periodic
+    # Over a whole period the rate averages the mean
+    rates = [1 / interval_at(stage, t / 100) for t in range(2000)]
+    assert sum(rates) / len(rates) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_random_bursts_are_the_same_for_one_run_and_stage() -> None:
+    def instants(seed: int, stage_number: int) -> list[float]:
+        bursts = Bursts(1.0, 100.0, seed, stage_number)
+        found = []
+        for _ in range(50):
+            found.append(bursts.next)
+            bursts.advance(bursts.next)
+        return found
+
+    assert instants(7, 0) == instants(7, 0)  # every process of the run
+    assert instants(7, 0) != instants(7, 1)
+    assert instants(7, 0) != instants(8, 0)
+    assert instants(7, 0)[0] > 100.0
+
+
+def test_random_bursts_are_interval_apart_on_average_and_never_closer_than_the_least_gap() -> None:
+    bursts = Bursts(0.5, 0.0, 1, 0)
+    gaps = [bursts.gap() for _ in range(20_000)]
+    assert min(gaps) >= MIN_BURST_GAP
+    assert statistics.fmean(gaps) == pytest.approx(0.5, rel=0.03)
+    assert statistics.pstdev(gaps) == pytest.approx(0.5, rel=0.05)  # exponential: the spread is the mean
+
+
+def test_passing_bursts_gives_the_gap_to_the_next_one() -> None:
+    bursts = Bursts(1.0, 0.0, 3, 2)
+    first = bursts.next
+    assert bursts.advance(first - 0.001) is None and bursts.next == first
+    gap = bursts.advance(first)
+    assert gap is not None and bursts.next == pytest.approx(first + gap)
+    # Far behind: every burst due is passed at once, and the gap is the last one's
+    assert bursts.advance(first + 1_000.0) is not None
+    assert bursts.next > first + 1_000.0

@@ -19,6 +19,7 @@ import pytest
 from stress import Broker, Scenario, run, timeline
 from stress.meter import Second
 from stress.startup import STOPPED, StartWatch, patience
+from stress.targets import build
 from tests.conftest import RunningLab
 from tests.stress.plain_broker import PlainBroker, free_port
 
@@ -61,6 +62,11 @@ def scenario(**changes: Any) -> Scenario:
     )
 
 
+def watched(scenario: Scenario) -> StartWatch:
+    """A start watch of ``scenario``'s run, with its target."""
+    return StartWatch(scenario, build(scenario))
+
+
 def refused(t: int, count: int, *, phase: str = "run", reason: str = "tcp-refused") -> Second:
     second = Second(t, phase=phase)
     second.errors[("connect", reason)] = count
@@ -78,7 +84,7 @@ def test_patience_is_one_handshake_and_three_backoffs() -> None:
 
 
 def test_a_fleet_nobody_joined_is_stopped_once_patience_has_passed() -> None:
-    watch = StartWatch(scenario(connect_timeout=2.0, reconnect_min=0.5, reconnect_max=1.0))  # patience 4.5 s
+    watch = watched(scenario(connect_timeout=2.0, reconnect_min=0.5, reconnect_max=1.0))  # patience 4.5 s
     stops: list[str] = []
     watch.stop = stops.append
     watch.event(
@@ -109,7 +115,7 @@ def test_a_fleet_nobody_joined_is_stopped_once_patience_has_passed() -> None:
 
 
 def test_the_most_frequent_reason_is_the_one_named_with_the_setting_to_check() -> None:
-    watch = StartWatch(scenario(options={"username": "fleet", "password": "wrong"}))
+    watch = watched(scenario(options={"username": "fleet", "password": "wrong"}))
     watch.second(refused(1, 2, reason="timeout"))
     watch.second(refused(2, 30, reason="connack-not-authorized"))
     verdict = watch.verdict()
@@ -120,7 +126,7 @@ def test_the_most_frequent_reason_is_the_one_named_with_the_setting_to_check() -
 
 
 def test_an_anonymous_fleet_refused_is_told_to_log_in() -> None:
-    watch = StartWatch(scenario())
+    watch = watched(scenario())
     watch.second(refused(1, 3, reason="connack-not-authorized"))
     verdict = watch.verdict()
     assert verdict is not None
@@ -131,7 +137,7 @@ def test_an_anonymous_fleet_refused_is_told_to_log_in() -> None:
 
 
 def test_one_connection_anywhere_keeps_the_run_going() -> None:
-    watch = StartWatch(scenario(connect_timeout=1.0, reconnect_min=0.1, reconnect_max=0.1))
+    watch = watched(scenario(connect_timeout=1.0, reconnect_min=0.1, reconnect_max=0.1))
     stops: list[str] = []
     watch.stop = stops.append
     watch.second(refused(1, 5))
@@ -145,7 +151,7 @@ def test_one_connection_anywhere_keeps_the_run_going() -> None:
 
 
 def test_no_failure_no_verdict() -> None:
-    watch = StartWatch(scenario(connect_timeout=1.0))
+    watch = watched(scenario(connect_timeout=1.0))
     stops: list[str] = []
     watch.stop = stops.append
     for t in range(1, 20):

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from stress.histogram import Histogram
 from stress.meter import COUNTERS, HISTOGRAMS, Meter, Second
-from stress.scenario import Broker, Scenario, timeline
+from stress.scenario import Broker, Scenario
+from stress.shapes import timeline
 from stress.summary import COLLAPSE_MIN_OFFERED, RunFacts, build, collapse, merge_by_second
 
 property_test = settings(database=None, deadline=None)

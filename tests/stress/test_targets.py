@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from labctl import envfile
 from labctl.config import ROOT
 from stress.behaviours import DeviceInfo, Value
+from stress.errors import ScenarioError
 from stress.mqtt.codec import MQTT5, MQTT311, ConnectOptions
-from stress.scenario import Broker, Scenario, ScenarioError, timeline
+from stress.payloads import literal
+from stress.scenario import Broker, Scenario
+from stress.shapes import timeline
 from stress.targets import TARGETS, Target, build
-from stress.targets.base import literal
 from stress.targets.lab import LAB_DEFAULTS, LabTarget
 from stress.targets.mqtt import MqttTarget
 

@@ -1,6 +1,6 @@
 """One simulated device: its connection, its schedule, and what it publishes.
 
-A device is driven by the engine's clock, never by a task of its own: the engine calls
+A device is driven by its fleet's clock, never by a task of its own: the fleet calls
 ``fire`` when the device's next message is due (or when it can send again after
 back-pressure). Each message has an absolute due time; how late it went out is measured,
 and a device that fell behind sends what is due at once, counting every late message.
@@ -12,18 +12,19 @@ sent count as failed (``not-connected``).
 
 from __future__ import annotations
 
+import asyncio
 import math
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from stress.behaviours import Behaviour, DeviceInfo
+from stress.messages import Command
+from stress.meter import Meter
 from stress.mqtt import codec
-from stress.mqtt.codec import ConnectOptions, TopicCode
-from stress.mqtt.session import ConnectError, Session, reason_for_ack
-from stress.targets.base import Command, Encoder, Presence
-
-if TYPE_CHECKING:
-    from stress.engine import Engine
+from stress.mqtt.codec import TopicCode
+from stress.mqtt.session import ConnectError, reason_for_ack
+from stress.payloads import Encoder
+from stress.scenario import Scenario
 
 #: Most samples one ``fire`` sends when catching up, so one device never holds the loop long.
 MAX_CATCH_UP = 64
@@ -39,17 +40,101 @@ TAKEOVER_SIGNS = frozenset({"connection-lost", "connection-reset", "server-disco
 IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = range(5)
 
 
+class Fleet(Protocol):
+    """What a device needs of the fleet that drives it (the engine is one)."""
+
+    loop: asyncio.AbstractEventLoop
+    meter: Meter
+    #: The run's settings (in-flight window, backoff, slow-device delay).
+    scenario: Scenario
+    qos: int
+    #: Seconds between a device's samples now (0: capacity mode, as fast as it can).
+    interval: float
+
+    def schedule(self, device: Device) -> None:
+        """Fire ``device`` at its ``due`` time."""
+
+    def ready(self, device: Device) -> None:
+        """Fire ``device`` at the next tick (its connection takes more again)."""
+
+    def connected(self, device: Device, now: float) -> None:
+        """The device's connection is up: put it on the schedule."""
+
+    def connect_failed(self, device: Device, now: float) -> None:
+        """An attempt failed or the connection dropped: try again after a backoff."""
+
+    def published(self, device: Device, messages: int, now: float) -> None:
+        """``messages`` of ``device`` went to its connection."""
+
+
+class Dialect(Protocol):
+    """What the target's server means by the messages a device receives, and its failures."""
+
+    def command(self, device: DeviceInfo, topic: str, payload: bytes) -> Command | None:
+        """What a message on ``topic`` asks of ``device`` (None: not a command)."""
+
+    def reply(self, command: Command, obeyed: Sequence[bool]) -> bytes:
+        """The answer to a command that has a ``reply_topic``."""
+
+    def reason(self, name: str) -> str:
+        """A failure reason as this server means it."""
+
+    def takeover_hint(self) -> str:
+        """What it most likely means when the server keeps ending a device's new connections."""
+
+
+class Connection(Protocol):
+    """Where a connected device writes: an MQTT session, or a link's own stand-in."""
+
+    connected: bool
+    #: Whether the transport takes no more for now (back-pressure).
+    paused: bool
+    receive_maximum: int
+
+    def write(self, data: bytes, now: float) -> None:
+        """Write framed messages (what :meth:`Link.send` returned)."""
+
+    def keepalive_due(self, now: float) -> str | None:
+        """Ping when idle (called about once a second)."""
+
+
+class Link(Protocol):
+    """How a device's messages travel: its own MQTT connection, a gateway's, or HTTP requests."""
+
+    #: The MQTT version of the connection (for replies and acks).
+    version: int
+
+    async def open(self, device: Device) -> Connection:
+        """A connection for ``device`` (raises :class:`ConnectError`)."""
+
+    async def opened(self, device: Device, connection: Connection) -> None:
+        """The device is connected and on the schedule: say so, subscribe to its commands."""
+
+    def send(self, device: Device, payloads: list[bytes], now: float, qos: int) -> bytes:
+        """The framed messages of one sample (at QoS 1 each put in flight from ``now``)."""
+
+    def leave(self, device: Device, connection: Connection) -> None:
+        """End the device's part of ``connection`` cleanly (a goodbye, a DISCONNECT)."""
+
+    def cut(self, device: Device, reason: str, now: float) -> None:
+        """Cut the connection abruptly (a storm); every device on it is told it was dropped."""
+
+    def stopped(self, device: Device) -> None:
+        """The device left the fleet for good."""
+
+
 class Device:
-    """A device of the fleet (also the handler of its MQTT session)."""
+    """A device of the fleet (also the handler of its MQTT session, when it has one of its own)."""
 
     __slots__ = (
         "attempts",
         "behaviour",
         "blocked",
         "counted",
+        "dialect",
         "due",
         "encode",
-        "engine",
+        "fleet",
         "held",
         "id_base",
         "id_span",
@@ -57,12 +142,11 @@ class Device:
         "info",
         "joined",
         "last_payload",
+        "link",
         "offline",
         "offset",
-        "options",
         "packet_id",
         "per_sample",
-        "presence",
         "queued",
         "sample",
         "sampled",
@@ -80,31 +164,30 @@ class Device:
 
     def __init__(
         self,
-        engine: Engine,
+        fleet: Fleet,
         info: DeviceInfo,
         behaviour: Behaviour,
         *,
+        link: Link,
+        dialect: Dialect,
         topics: list[TopicCode],
         encode: Encoder,
-        options: ConnectOptions,
         sampled: bool,
-        presence: Presence | None = None,
     ) -> None:
-        self.engine = engine
-        #: Its retained status (``online``, ``offline``; the will says ``lost``), if the target has one.
-        self.presence = presence
+        self.fleet = fleet
+        self.link = link
+        self.dialect = dialect
         self.info = info
         self.behaviour = behaviour
         self.topics = topics
         self.sample = codec.SampleCode(topics)
         self.encode = encode
-        self.options = options
         self.per_sample = len(topics)
         self.sampled = sampled
-        self.session: Session | None = None
+        self.session: Connection | None = None
         self.state = IDLE
         self.inflight: dict[int, float] = {}
-        self.window = engine.scenario.inflight
+        self.window = fleet.scenario.inflight
         #: Packet ids are ``id_base + 1 .. id_base + id_span`` (a share of a connection's ids when
         #: devices share one, as behind a gateway).
         self.packet_id = 0
@@ -131,32 +214,32 @@ class Device:
         self.joined = False
         self.blocked = False
         self.queued = False
-        #: Whether the engine counts it in the fleet (its first connection attempt has finished).
+        #: Whether the fleet counts it (its first connection attempt has finished).
         self.counted = False
 
     # ------------------------------------------------------------------ connection
 
     async def connect(self) -> None:
-        """One connection attempt (run by the engine's connector, which bounds how many at once)."""
-        engine = self.engine
+        """One connection attempt (run by the fleet's connector, which bounds how many at once)."""
+        fleet = self.fleet
         if self.offline:  # deactivated while it waited for its turn
             self.state = WAITING
             return
-        loop = engine.loop
+        loop = fleet.loop
         started = loop.time()
         self.state = CONNECTING
         try:
-            session = await self._open()
+            session = await self.link.open(self)
         except ConnectError as exc:
             now = loop.time()
-            reason = engine.target.reason(exc.reason)
-            engine.meter.error("connect", reason, now, device=self.info.device_id, detail=exc.detail)
+            reason = self.dialect.reason(exc.reason)
+            fleet.meter.error("connect", reason, now, device=self.info.device_id, detail=exc.detail)
             self.state = WAITING
-            engine.connect_failed(self, now)
+            fleet.connect_failed(self, now)
             return
         now = loop.time()
         if self.state == STOPPED or self.offline:  # the fleet shrank (or the run ended) meanwhile
-            self._leave(session)
+            self.link.leave(self, session)
             if self.state != STOPPED:
                 self.state = WAITING
             return
@@ -164,44 +247,14 @@ class Device:
         self.state = CONNECTED
         self.since = now
         self.attempts = 0
-        self.window = min(engine.scenario.inflight, session.receive_maximum)
-        engine.meter.connected_device(self.info.device_id, now - started, now)
-        engine.connected(self, now)
-        if self.presence is not None:
-            session.write(self.presence.say("online", time.time() * 1000), now)
-        filters = engine.target.command_filters(self.info)
-        if filters:
-            try:
-                granted = await session.subscribe(
-                    [(f, 1) for f in filters], timeout=engine.scenario.connect_timeout
-                )
-            except ConnectError as exc:
-                engine.meter.error(
-                    "subscribe", exc.reason, loop.time(), device=self.info.device_id, detail=exc.detail
-                )
-                return
-            if any(code >= 0x80 for code in granted):
-                engine.meter.error(
-                    "subscribe",
-                    "suback-refused",
-                    loop.time(),
-                    device=self.info.device_id,
-                    detail=f"the broker refused the command subscription {filters} ({granted})",
-                )
-
-    async def _open(self) -> Session:
-        """A connection of its own (raises :class:`ConnectError`)."""
-        return await self.engine.open_session(self.options, self)
-
-    def _leave(self, session: Session) -> None:
-        """End its part of ``session`` cleanly (its own connection: its goodbye, then DISCONNECT)."""
-        if self.presence is not None and session.connected:
-            session.write(self.presence.say("offline", time.time() * 1000), self.engine.loop.time())
-        session.close()
+        self.window = min(fleet.scenario.inflight, session.receive_maximum)
+        fleet.meter.connected_device(self.info.device_id, now - started, now)
+        fleet.connected(self, now)
+        await self.link.opened(self, session)
 
     def backoff(self, rng_value: float) -> float:
         """Seconds before the next attempt: full jitter over an exponentially growing cap."""
-        scenario = self.engine.scenario
+        scenario = self.fleet.scenario
         self.attempts += 1
         cap = min(scenario.reconnect_max, scenario.reconnect_min * 2 ** min(self.attempts - 1, 30))
         return float(max(scenario.reconnect_min / 10, cap * rng_value))
@@ -214,11 +267,12 @@ class Device:
         self.state = STOPPED
         self.due = math.inf
         if self.session is not None:
-            self._leave(self.session)
+            self.link.leave(self, self.session)
             self.session = None
         if was_connected:
-            self.engine.meter.disconnected_device(self.info.device_id, "stopped", now)
+            self.fleet.meter.disconnected_device(self.info.device_id, "stopped", now)
         self.behaviour.stop()
+        self.link.stopped(self)
 
     # ------------------------------------------------------------------ SessionHandler
 
@@ -227,37 +281,36 @@ class Device:
         sent = self.inflight.pop(packet_id, None)
         if sent is None:
             return  # already counted as timed out
-        engine = self.engine
-        now = engine.loop.time()
+        fleet = self.fleet
+        now = fleet.loop.time()
         if reason >= 0x80:
-            engine.meter.error("ack", engine.target.reason(reason_for_ack(reason)), now)
+            fleet.meter.error("ack", self.dialect.reason(reason_for_ack(reason)), now)
         else:
-            current = engine.meter.current
+            current = fleet.meter.current
             current.acked += 1
             took = now - sent
             current.ack.record(took)
             self.worst = max(self.worst, took)
         if self.blocked and len(self.inflight) <= self.window // 2:
-            engine.ready(self)
+            fleet.ready(self)
 
     def on_message(self, message: codec.Publish) -> None:
         """A command: the behaviour decides what it means."""
-        command = self.engine.target.command(self.info, message.topic, message.payload)
+        command = self.dialect.command(self.info, message.topic, message.payload)
         if command is not None:
             self.obey(command)
         session = self.session
         if message.qos and session is not None:
-            self.answer(session, codec.puback(message.packet_id, session.version))
+            self.answer(session, codec.puback(message.packet_id, self.link.version))
 
     def obey(self, command: Command) -> None:
         """Hand each setting of ``command`` to the behaviour; answer it when the target wants."""
-        engine = self.engine
-        now = engine.loop.time()
+        now = self.fleet.loop.time()
         results = []
         for attr, value in command.settings:
             obeyed = self.behaviour.command(attr, value)
             results.append(obeyed)
-            engine.meter.emit(
+            self.fleet.meter.emit(
                 {
                     "event": "command",
                     "device": self.info.device_id,
@@ -268,38 +321,43 @@ class Device:
                 now,
             )
         if command.reply_topic is not None and self.session is not None:
-            payload = engine.target.reply(command, results)
-            packet = codec.publish(command.reply_topic, payload, version=self.session.version)
+            payload = self.dialect.reply(command, results)
+            packet = codec.publish(command.reply_topic, payload, version=self.link.version)
             self.answer(self.session, packet)
 
-    def answer(self, session: Session, packet: bytes) -> None:
+    def answer(self, session: Connection, packet: bytes) -> None:
         """Write an answer to the server (an ack, an RPC response): late for a slow device."""
-        delay = self.engine.scenario.slow_ack_delay
+        delay = self.fleet.scenario.slow_ack_delay
         if self.slow and delay > 0:
-            self.engine.loop.call_later(delay, self._late_answer, session, packet)
+            self.fleet.loop.call_later(delay, self._late_answer, session, packet)
         else:
-            session.write(packet, self.engine.loop.time())
+            session.write(packet, self.fleet.loop.time())
 
-    def _late_answer(self, session: Session, packet: bytes) -> None:
+    def _late_answer(self, session: Connection, packet: bytes) -> None:
         if session is self.session and session.connected:
-            session.write(packet, self.engine.loop.time())
+            session.write(packet, self.fleet.loop.time())
 
     def drop(self, reason: str, now: float, *, abrupt: bool) -> None:
         """Leave the broker on purpose (churn, a storm), then reconnect: ``abrupt`` is a cut
-        connection, else a clean DISCONNECT. Reconnecting is the caller's to arrange."""
+        connection (every device sharing it is dropped), else a clean goodbye. Reconnecting is
+        the caller's to arrange."""
         session = self.session
         if self.state != CONNECTED or session is None:
             return
+        if abrupt:
+            self.link.cut(self, reason, now)
+            return
+        self.link.leave(self, session)
+        self.dropped(reason, now)
+
+    def dropped(self, reason: str, now: float) -> None:
+        """Its connection is gone on purpose: disconnected, what was in flight failed."""
         self.session = None
         self.state = WAITING
-        if abrupt:
-            session.abort()
-        else:
-            self._leave(session)
-        engine = self.engine
-        engine.meter.disconnected_device(self.info.device_id, reason, now)
+        meter = self.fleet.meter
+        meter.disconnected_device(self.info.device_id, reason, now)
         if self.inflight:
-            engine.meter.error("ack", reason, now, count=len(self.inflight))
+            meter.error("ack", reason, now, count=len(self.inflight))
             self.inflight.clear()
 
     def on_lost(self, reason: str, detail: str) -> None:
@@ -310,8 +368,9 @@ class Device:
         two ends the other's): after ``TAKEN_OVER_LIMIT`` in a row the device gives up, so two
         clients do not push each other out for the rest of the run.
         """
-        engine = self.engine
-        now = engine.loop.time()
+        fleet = self.fleet
+        meter = fleet.meter
+        now = fleet.loop.time()
         self.session = None
         self.state = WAITING
         taken_over = reason == "server-disconnect-session-taken-over"
@@ -319,10 +378,10 @@ class Device:
             self.short_sessions += 1
         else:
             self.short_sessions = 0
-        named = "session-taken-over" if taken_over else engine.target.reason(reason)
-        engine.meter.disconnected_device(self.info.device_id, named, now)
+        named = "session-taken-over" if taken_over else self.dialect.reason(reason)
+        meter.disconnected_device(self.info.device_id, named, now)
         if self.inflight:
-            engine.meter.error("ack", "connection-lost", now, count=len(self.inflight))
+            meter.error("ack", "connection-lost", now, count=len(self.inflight))
             self.inflight.clear()
         if self.short_sessions >= TAKEN_OVER_LIMIT:  # give up
             self.state = STOPPED
@@ -330,17 +389,17 @@ class Device:
             named = named if taken_over else "closed-repeatedly"
             detail = (
                 f"the server ended this device's connection {self.short_sessions} times within "
-                f"{SHORT_SESSION_S:g} s of accepting it ({detail}): {engine.target.takeover_hint()}; "
+                f"{SHORT_SESSION_S:g} s of accepting it ({detail}): {self.dialect.takeover_hint()}; "
                 "it gave up"
             )
-        engine.meter.error("connection", named, now, device=self.info.device_id, detail=detail)
+        meter.error("connection", named, now, device=self.info.device_id, detail=detail)
         if self.state != STOPPED:
-            engine.connect_failed(self, now)
+            fleet.connect_failed(self, now)
 
     def on_writable(self) -> None:
         """The socket drains again: send what is due."""
         if self.blocked:
-            self.engine.ready(self)
+            self.fleet.ready(self)
 
     # ------------------------------------------------------------------ publishing
 
@@ -348,8 +407,8 @@ class Device:
         """Send every sample due by ``now`` that the connection takes; reschedule."""
         if self.held:
             return
-        engine = self.engine
-        interval = engine.interval
+        fleet = self.fleet
+        interval = fleet.interval
         if interval <= 0:
             self._fire_capacity(now, epoch_ms)
             return
@@ -362,11 +421,11 @@ class Device:
             return
         due = self.due
         if due <= now:
-            if engine.qos or due + interval <= now:
+            if fleet.qos or due + interval <= now:
                 self._catch_up(now, epoch_ms, interval)
             else:  # the steady case, what _catch_up does for one sample at QoS 0 (never an overrun)
                 per_sample = self.per_sample
-                current = engine.meter.current
+                current = fleet.meter.current
                 late = now - due
                 current.lateness.record(late, per_sample)
                 self.worst = max(self.worst, late)
@@ -374,13 +433,13 @@ class Device:
                 self.due = due + interval
                 self._written(self._sample(now, epoch_ms, 0), per_sample, now)
         if not self.blocked:
-            engine.schedule(self)
+            fleet.schedule(self)
 
     def _catch_up(self, now: float, epoch_ms: float, interval: float) -> None:
         """Send the samples due by ``now`` (at most ``MAX_CATCH_UP``; at QoS 1 what the window takes)."""
-        current = self.engine.meter.current
+        current = self.fleet.meter.current
         per_sample = self.per_sample
-        qos = self.engine.qos
+        qos = self.fleet.qos
         due = self.due
         data = b""
         samples = 0
@@ -409,9 +468,9 @@ class Device:
             missed += 1
             self.due += interval
         if missed:
-            self.engine.meter.current.offered += missed * self.per_sample
-            self.engine.meter.error("publish", "not-connected", now, count=missed * self.per_sample)
-        self.engine.schedule(self)
+            self.fleet.meter.current.offered += missed * self.per_sample
+            self.fleet.meter.error("publish", "not-connected", now, count=missed * self.per_sample)
+        self.fleet.schedule(self)
 
     def _fire_capacity(self, now: float, epoch_ms: float) -> None:
         """Capacity mode: as much as the connection takes (the in-flight window at QoS 1)."""
@@ -421,8 +480,8 @@ class Device:
         if session.paused:
             self.blocked = True
             return
-        engine = self.engine
-        qos = engine.qos
+        fleet = self.fleet
+        qos = fleet.qos
         per_sample = self.per_sample
         # QoS 1: fill the in-flight window (acks bring the device back); QoS 0: one chunk
         samples = max(0, (self.window - len(self.inflight)) // per_sample) if qos else CAPACITY_CHUNK
@@ -430,51 +489,25 @@ class Device:
         if qos:
             self.blocked = True
         if samples:
-            self.engine.meter.current.offered += samples * per_sample
+            fleet.meter.current.offered += samples * per_sample
             self._written(b"".join(chunks), samples * per_sample, now)
-        if not engine.qos:
+        if not qos:
             if session.paused:
                 self.blocked = True
             else:
-                engine.ready(self)
+                fleet.ready(self)
 
     def _sample(self, now: float, epoch_ms: float, qos: int) -> bytes:
-        """The packets of the next sample (QoS 1: ids taken, in flight from ``now``)."""
+        """The framed messages of the next sample (QoS 1: in flight from ``now``)."""
         payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
         self.seq += 1
         self.last_payload = payloads[-1]
-        if not qos:
-            return self.sample.publish(payloads)
-        chunks: list[bytes] = []
-        inflight = self.inflight
-        packet_id = self.packet_id
-        base, span = self.id_base, self.id_span
-        for topic, payload in zip(self.topics, payloads, strict=True):
-            packet_id = packet_id % span + 1
-            inflight[base + packet_id] = now
-            topic.append(chunks, payload, base + packet_id)
-        self.packet_id = packet_id
-        return b"".join(chunks)
+        return self.link.send(self, payloads, now, qos)
 
     def _written(self, data: bytes, messages: int, now: float) -> None:
-        """``messages`` (in ``data``) go to the socket: count them; one in ``sample_every`` is an event."""
+        """``messages`` (in ``data``) go to the connection: counted by the fleet."""
         self.session.write(data, now)  # type: ignore[union-attr] # callers checked
-        engine = self.engine
-        engine.meter.current.sent += messages
-        if self.sampled:
-            engine.meter.current.e2e_expected += messages
-        engine.sample_countdown -= messages
-        if engine.sample_countdown <= 0:
-            engine.sample_countdown = engine.scenario.sample_every
-            engine.meter.emit(
-                {
-                    "event": "published",
-                    "device": self.info.device_id,
-                    "topic": self.topics[-1].topic,
-                    "payload": self.last_payload[:200].decode("utf-8", "replace"),
-                },
-                now,
-            )
+        self.fleet.published(self, messages, now)
 
 
 def pick_sampled(fleet: int, count: int) -> frozenset[int]:

@@ -8,15 +8,15 @@ and what arrived are both counted: a shortfall is loss (QoS 0) or a delivery sti
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from stress.fleet.links import Dialer
+from stress.meter import Meter
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
-from stress.mqtt.session import ConnectError, Session, open_session
-
-if TYPE_CHECKING:
-    from stress.engine import Engine
+from stress.mqtt.session import ConnectError, Session
 
 #: Topic filters per SUBSCRIBE packet.
 FILTERS_PER_PACKET = 100
@@ -25,35 +25,37 @@ FILTERS_PER_PACKET = 100
 class Observer:
     """One subscriber connection of the engine's process."""
 
-    def __init__(self, engine: Engine, options: ConnectOptions, topics: list[str]) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        dialer: Dialer,
+        meter: Meter,
+        options: ConnectOptions,
+        topics: list[str],
+        *,
+        qos: int,
+        sent_at: Callable[[bytes], float | None],
+    ) -> None:
+        self.dialer = dialer
+        self.meter = meter
         self.options = options
         self.topics = topics
+        self.qos = qos
+        #: The send time (epoch ms) a payload carries, or None (the target reads it).
+        self.sent_at = sent_at
         self.session: Session | None = None
         self.delivered = 0
         self.unreadable = 0
-        self._expected_before = 0
 
     async def start(self) -> None:
         """Connect and subscribe. A refusal never stops the fleet: it is counted (stage
         ``observer``) and told by one ``observer-refused`` event (reason, detail, the account),
         from which the run reports that end-to-end latency was not measured, and why."""
-        engine = self.engine
-        broker = engine.scenario.broker
+        dialer = self.dialer
         try:
-            self.session = await open_session(
-                broker.host,
-                broker.port,
-                self.options,
-                self,
-                tls=engine.tls,
-                server_hostname=engine.server_hostname,
-                timeout=engine.scenario.connect_timeout,
-            )
-            qos = engine.qos
+            self.session = await dialer.open(self.options, self)
             for start in range(0, len(self.topics), FILTERS_PER_PACKET):
-                chunk = [(topic, qos) for topic in self.topics[start : start + FILTERS_PER_PACKET]]
-                granted = await self.session.subscribe(chunk, timeout=engine.scenario.connect_timeout)
+                chunk = [(topic, self.qos) for topic in self.topics[start : start + FILTERS_PER_PACKET]]
+                granted = await self.session.subscribe(chunk, timeout=dialer.timeout)
                 refused = [
                     (topic, code) for (topic, _), code in zip(chunk, granted, strict=False) if code >= 0x80
                 ]
@@ -64,9 +66,9 @@ class Observer:
                         f"the broker refused the subscription to {topic} (SUBACK {code:#04x})",
                     )
         except ConnectError as exc:
-            now = engine.loop.time()
-            engine.meter.error("observer", exc.reason, now)
-            engine.meter.emit(
+            now = asyncio.get_running_loop().time()
+            self.meter.error("observer", exc.reason, now)
+            self.meter.emit(
                 {
                     "event": "observer-refused",
                     "reason": exc.reason,
@@ -78,13 +80,6 @@ class Observer:
             if self.session is not None:
                 self.session.close()
             self.session = None
-
-    def expected(self) -> int:
-        """Messages the sampled devices have sent so far (all seconds, this process)."""
-        return (
-            sum(second.e2e_expected for second in self.engine.seconds)
-            + self.engine.meter.current.e2e_expected
-        )
 
     def keepalive(self, now: float) -> None:
         """Ping when idle (called once a second)."""
@@ -103,11 +98,11 @@ class Observer:
         """Time one delivery from the send time in its payload."""
         if message.qos and self.session is not None:
             self.session.ack(message.packet_id)
-        sent = self.engine.target.sent_at(message.payload)
+        sent = self.sent_at(message.payload)
         if sent is None:
             self.unreadable += 1
             return
-        current = self.engine.meter.current
+        current = self.meter.current
         current.delivered += 1
         current.e2e.record(max(0.0, time.time() - sent / 1000))
         self.delivered += 1
@@ -117,8 +112,8 @@ class Observer:
 
     def on_lost(self, reason: str, detail: str) -> None:
         """Counted; end-to-end timing stops for this process (the run goes on)."""
-        engine = self.engine
-        engine.meter.error("observer", reason, engine.loop.time(), device="observer", detail=detail)
+        now = asyncio.get_running_loop().time()
+        self.meter.error("observer", reason, now, device="observer", detail=detail)
         self.session = None
 
     def on_writable(self) -> None:
