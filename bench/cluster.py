@@ -99,8 +99,8 @@ from fleet import (  # noqa: E402
 )
 from plain_broker import PlainBroker  # noqa: E402
 
-from stress.meter import Second  # noqa: E402
-from stress.summary import merge_by_second  # noqa: E402
+from stress.measure.meter import Second  # noqa: E402
+from stress.results.summary import merge_by_second  # noqa: E402
 
 SCENARIOS = ("qos0", "qos1", "lateness", "ceiling", "merge")
 #: The two modes compared: the baseline first.

@@ -41,7 +41,7 @@ from web.api.history import HistoryQuery, history  # noqa: E402
 from web.messages import Reading  # noqa: E402
 from web.settings import DatabaseSettings  # noqa: E402
 from web.storage import Store, make_engine  # noqa: E402
-from web.topics import Topic  # noqa: E402
+from wire.topics import Topic  # noqa: E402
 
 ROOM, DEVICE, ATTR = "bench-history", "sensor", "temperature"
 BATCH = 5_000

@@ -47,7 +47,8 @@ from mqtt_wire import RawPublisher  # noqa: E402
 from portal_probe import PeakMemory, sign_in, worker_rss_mib  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
-from stress.viewers import BrokerAccount, Plan, Result, watch  # noqa: E402
+from stress.viewers.audience import Plan, Result, watch  # noqa: E402
+from stress.viewers.reference import BrokerAccount  # noqa: E402
 
 CLIENTS = ROOT / "tests" / "web" / "live_clients.py"
 ROOM, HEAVY_ROOM = "isolation", "isolation-heavy"

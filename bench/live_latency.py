@@ -3,7 +3,7 @@
 One run, on this machine:
 
 1. a lab instance (its own, on free ports, or a running one with ``--env-file``);
-2. ``--clients`` Socket.IO clients (the lean :class:`stress.portal_client.Viewer`, spread over
+2. ``--clients`` Socket.IO clients (the lean :class:`stress.viewers.portal_client.Viewer`, spread over
    ``--procs`` processes),
    signed in, each subscribed to one room (or, with ``--scope site``, to the site);
 3. ``--baseline`` plain MQTT subscribers on the broker's WebSocket listener (the floor: what a
@@ -52,7 +52,7 @@ from mqtt_wire import RawPublisher  # noqa: E402
 from profiling import cpu_usage, print_cpu, start_profile, summarize_profile, worker_pid  # noqa: E402
 
 from labctl.config import LabConfig  # noqa: E402
-from stress.portal_client import Viewer, ViewerError  # noqa: E402
+from stress.viewers.portal_client import Viewer, ViewerError  # noqa: E402
 from wire.mqtt import (  # noqa: E402
     connect_packet,
     publish_payload,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import envfile
+from wire.names import name_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,6 @@ PORT_VARIABLES = (
     "NODERED_PORT",
     "POSTGRES_PORT",
 )
-_FORBIDDEN_IN_TOPIC_LEVEL = set("+#/\0")
 
 
 #: Where services that run as their own users keep their state when they cannot reach the data folder.
@@ -112,8 +112,11 @@ def remove_instance(folder: Path) -> None:
 
 
 def _check_topic_level(name: str, value: str) -> None:
-    if not value or _FORBIDDEN_IN_TOPIC_LEVEL & set(value):
-        raise ConfigError(f"{name}={value!r} must be a non-empty topic level without '+', '#' or '/'")
+    problem = name_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"{name}={value!r} must be a non-empty topic level without '+', '#' or '/' ({problem})"
+        )
 
 
 @dataclass(frozen=True)

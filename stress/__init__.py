@@ -18,7 +18,7 @@ from stress.scenario import Broker, Scenario
 from stress.shapes import Stage, timeline
 
 if TYPE_CHECKING:
-    from stress.summary import Summary
+    from stress.results.summary import Summary
 
 
 def run(scenario: Scenario, **kwargs: Any) -> Summary:

@@ -2,6 +2,6 @@
 
 import sys
 
-from stress.cli import main
+from stress.cli.main import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from stress.errors import ScenarioError, StressError
 from stress.fleet.links import tls_context
 from stress.mqtt.session import ConnectError, open_session, wait_closed
 from stress.scenario import Scenario
-from stress.targets import build
+from stress.targets.registry import build
 
 
 class CheckError(StressError):

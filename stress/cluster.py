@@ -42,10 +42,11 @@ from typing import Any
 from stress.engine import new_loop
 from stress.engine.faults import ACTIVE_POLL_S
 from stress.errors import StressError
-from stress.meter import Event, Second
+from stress.measure.meter import Event, Second
+from stress.measure.saturation import SATURATED_SHARE
 from stress.processes import Fleet, Worker, serve_share, split
+from stress.results.summary import saturated
 from stress.scenario import Scenario
-from stress.summary import SATURATED_SHARE, saturated
 
 #: ``local:N`` or a scheduler's address.
 LOCAL = re.compile(r"local:(\d{1,3})")

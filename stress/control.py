@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stress.errors import StressError
-from stress.meter import Second
+from stress.measure.meter import Second
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 
 #: Longest request line a run reads (a pause of many devices fits).

@@ -9,7 +9,7 @@ keeps the run folder and the console, and talks to each worker over a socket pai
   all have, the parent answers ``go`` with one start time, so every process publishes on the
   same grid (a burst is one instant across the machine) and counts seconds from the same
   start;
-- each second a worker sends its closed :class:`~stress.meter.Second` (counters and sparse
+- each second a worker sends its closed :class:`~stress.measure.meter.Second` (counters and sparse
   histograms) with that second's events; the parent merges second ``t`` of every process
   into one (counters and histogram buckets add; nothing is averaged) and only then writes it;
 - ``stop`` goes from the parent to every worker on Ctrl-C or SIGTERM (a second one skips the
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stress.engine import Engine, new_loop
-from stress.meter import Event, Meter, Second
+from stress.measure.meter import Event, Meter, Second
+from stress.results.summary import merge_by_second
 from stress.scenario import Scenario
-from stress.summary import merge_by_second
-from stress.targets import build
+from stress.targets.registry import build
 
 #: Between the last ``ready`` and the common start, for ``go`` to reach every worker.
 START_MARGIN_S = 0.05

@@ -21,22 +21,23 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from stress import summary as summaries
 from stress.cluster import Cluster, ClusterFleet, measure_clocks, saturation_notes, ship_behaviour
 from stress.cluster import connect as connected
-from stress.console import Console
 from stress.control import Controls, ControlServer, RunControl, Watchers, control_dir
 from stress.diagnosis import observer_refused
 from stress.engine import Engine, new_loop
-from stress.meter import Event, EventSink, Meter, Second
-from stress.metrics import RunMetrics, serving
+from stress.measure.meter import Event, EventSink, Meter, Second
+from stress.measure.prometheus import RunMetrics, serving
 from stress.processes import Fleet
 from stress.processes import split as split_fleet
-from stress.runfolder import RunFolder, new_run_id
+from stress.results import summary as summaries
+from stress.results.console import Console
+from stress.results.runfolder import RunFolder, new_run_id
+from stress.results.summary import RunFacts, Summary
 from stress.scenario import Scenario
 from stress.startup import StartWatch
-from stress.summary import RunFacts, Summary
-from stress.targets import Target, build
+from stress.targets.base import Target
+from stress.targets.registry import build
 
 
 def run(

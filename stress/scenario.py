@@ -17,7 +17,7 @@ from typing import Literal
 
 from stress.errors import ScenarioError
 from stress.shapes import Stage
-from web.names import name_problem
+from wire.names import name_problem
 
 #: The largest fleet of a run (device ids have at most 7 digits).
 MAX_DEVICES = 9_999_999
@@ -167,13 +167,21 @@ def device_name(prefix: str, index: int, fleet: int) -> str:
 
 
 def valid_level(text: str) -> bool:
-    """Whether ``text`` is a name by the lab's one rule (:mod:`web.names`), so one topic level."""
+    """Whether ``text`` is a name by the lab's one rule (:mod:`wire.names`), so one topic level."""
     return name_problem(text) is None
 
 
 def prefix_problem(prefix: str, fleet: int) -> str | None:
-    """What makes ``prefix`` unusable for the device names of a fleet of ``fleet``, or ``None``."""
-    problem = name_problem(prefix) or name_problem(device_name(prefix, max(fleet, 1) - 1, fleet))
+    """What makes ``prefix`` unusable for the device names of a fleet of ``fleet``, or ``None``: the
+    names it makes are what must be valid (``"dev "`` makes ``"dev 00001"``, a valid name); an empty
+    one is refused too, as it would name every device of a lab to ``stress deprovision``."""
+    fleet = max(fleet, 1)
+    problem = (
+        name_problem(prefix)
+        if not prefix
+        else name_problem(device_name(prefix, 0, fleet))
+        or name_problem(device_name(prefix, fleet - 1, fleet))
+    )
     if problem is None:
         return None
     return f"--prefix {prefix[:40]!r} does not make valid device names ({problem})"

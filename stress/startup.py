@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stress.diagnosis import cannot_connect
-from stress.meter import Event, Second
+from stress.measure.meter import Event, Second
 from stress.scenario import Scenario
 from stress.targets.base import Target
 

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from web.names import is_valid_name
+from wire.names import is_valid_name
+from wire.timestamps import MAX_TS_MS
 
 ALARM_ROOT = "alarms"
 ALARM_EVENT = "alarm"
@@ -26,7 +27,6 @@ MAX_SEVERITY_LENGTH = 32
 MAX_TEXT_VALUE_LENGTH = 256
 DEFAULT_SEVERITY = "warning"
 #: Largest timestamp accepted (9999-12-31T23:59:59.999Z), in milliseconds.
-MAX_TS_MS = 253_402_300_799_999
 #: Largest integer kept exactly in a JSON number (beyond it, values are refused).
 MAX_EXACT_INT = 2**53
 PREVIEW_BYTES = 80

@@ -17,91 +17,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from web.cache import LatestValue
-from web.names import name_problem
-
-#: The Socket.IO room of site-wide value subscribers.
-SITE_CHANNEL = "site:values"
-
-ScopeKind = Literal["site", "room", "device"]
-
-
-class ScopeError(ValueError):
-    """A subscription request is malformed; the message is one line naming the field."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a live client subscribes to: the whole site, one room, or one device of a room."""
-
-    kind: ScopeKind
-    room: str | None = None
-    device: str | None = None
-
-    @classmethod
-    def parse(cls, data: Any) -> Scope:
-        """Validate a client's ``{"scope": "site"|"room"|"device", "room": R, "device": D}``.
-
-        Raises:
-            ScopeError: anything else (wrong type, unknown scope, missing or bad names).
-        """
-        if not isinstance(data, dict):
-            raise ScopeError('expected an object like {"scope": "site"}')
-        kind = data.get("scope")
-        if kind == "site":
-            return cls("site")
-        if kind == "room":
-            return cls("room", _name(data, "room"))
-        if kind == "device":
-            return cls("device", _name(data, "room"), _name(data, "device"))
-        raise ScopeError('"scope" must be "site", "room" or "device"')
-
-    @property
-    def channel(self) -> str:
-        """The Socket.IO room that carries this scope's values."""
-        if self.kind == "room":
-            return f"room:{self.room}"
-        if self.kind == "device":
-            return f"device:{self.room}/{self.device}"
-        return SITE_CHANNEL
-
-    def covers(self, other: Scope) -> bool:
-        """True when every value of ``other`` is also a value of this scope."""
-        if self.kind == "site":
-            return True
-        if self.kind == "room":
-            return other.kind != "site" and other.room == self.room
-        return self == other
-
-    def matches(self, value: LatestValue) -> bool:
-        """True when ``value`` belongs to this scope."""
-        if self.kind == "site":
-            return True
-        if value.room != self.room:
-            return False
-        return self.kind == "room" or value.device == self.device
-
-    def as_dict(self) -> dict[str, str]:
-        """The client-facing shape, as :meth:`parse` accepts it."""
-        result: dict[str, str] = {"scope": self.kind}
-        if self.room is not None:
-            result["room"] = self.room
-        if self.device is not None:
-            result["device"] = self.device
-        return result
-
-
-def _name(data: dict[str, Any], field: str) -> str:
-    value = data.get(field)
-    if not isinstance(value, str):
-        raise ScopeError(f'"{field}" must be a string')
-    problem = name_problem(value)
-    if problem is not None:
-        raise ScopeError(f'"{field}" is not a valid name: {problem}')
-    return value
+from wire.scopes import SITE_CHANNEL, Scope
 
 
 def minimal_cover(scopes: Iterable[Scope]) -> set[Scope]:

@@ -43,8 +43,8 @@ from web.metrics import Metrics
 from web.mqtt_client import PortalClient
 from web.presence import PRESENCE_ATTR
 from web.quota import DeviceQuota
-from web.rejections import Reason, Rejection
 from web.settings import ALARMS_ROOT, Settings
+from wire.rejections import Reason, Rejection
 
 log = logging.getLogger(__name__)
 

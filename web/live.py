@@ -79,9 +79,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from web.accounts import token_digest
 from web.auth import current_session, current_user
 from web.cache import LatestCache, LatestValue
-from web.coalescer import Coalescer, Scope, ScopeError, minimal_cover
+from web.coalescer import Coalescer, minimal_cover
 from web.db_errors import first_line
 from web.metrics import Metrics
+from wire.scopes import Scope, ScopeError
 
 log = logging.getLogger(__name__)
 

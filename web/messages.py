@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from web.payloads import parse_payload
-from web.rejections import Rejection
-from web.topics import Topic, parse_topic
+from wire.payloads import parse_payload
+from wire.rejections import Rejection
+from wire.topics import Topic, parse_topic
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 
 from web.auth import current_user, login_required
-from web.names import is_valid_name
 from web.portal import current_portal
 from web.settings import Settings
+from wire.names import is_valid_name
 
 bp = Blueprint("pages", __name__)
 

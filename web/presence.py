@@ -20,7 +20,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 from web.messages import Reading
-from web.rejections import Reason, Rejection
+from wire.rejections import Reason, Rejection
 
 #: The attribute level of the presence topic (``stress/targets/lab.py`` says the same; a test
 #: keeps them equal).

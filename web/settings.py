@@ -46,6 +46,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL
 
+from wire.names import name_problem
+
 #: The database and its owner are both called this (see docker-compose.yml and ./lab).
 DATABASE_NAME = "lab"
 DATABASE_USER = "lab"
@@ -159,8 +161,9 @@ class Settings(DatabaseSettings):
     @field_validator("topic_root")
     @classmethod
     def _plain_topic_level(cls, value: str) -> str:
-        if not value or any(char in value for char in "+#/") or "\x00" in value:
-            raise ValueError("must be one topic level: non-empty, without '+', '#' or '/'")
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(f"must be one topic level: non-empty, without '+', '#' or '/' ({problem})")
         if value == ALARMS_ROOT:
             raise ValueError(f"{ALARMS_ROOT!r} is the root of alarm topics; choose another")
         return value

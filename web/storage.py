@@ -35,7 +35,7 @@ from web.messages import Reading
 from web.presence import PRESENCE_ATTR
 from web.schema import attributes, devices, latest, rooms
 from web.settings import DatabaseSettings
-from web.topics import Topic
+from wire.topics import Topic
 
 log = logging.getLogger(__name__)
 

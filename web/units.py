@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from web.payloads import MAX_UNIT_CHARS
 from web.settings import SettingsError
+from wire.payloads import MAX_UNIT_CHARS
 
 UNITS_FILE = Path(__file__).with_name("units.json")
 

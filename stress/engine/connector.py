@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from stress.errors import ScenarioError
 from stress.fleet.device import CONNECTED, CONNECTING, IDLE, STOPPED, WAITING, Device
-from stress.meter import Meter
+from stress.measure.meter import Meter
 from stress.scenario import Scenario
 
 log = logging.getLogger(__name__)

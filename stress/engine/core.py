@@ -37,7 +37,7 @@ from stress.engine.observer import Observer
 from stress.engine.wheel import TICK, Wheel
 from stress.fleet.device import CONNECTED, STOPPED, WAITING, Device, pick_sampled
 from stress.fleet.links import Dialer
-from stress.meter import Meter, Second
+from stress.measure.meter import Meter, Second
 from stress.mqtt.session import Session, wait_closed
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 from stress.shapes import GOLDEN, Bursts, Stage, first_due, interval_at, offset

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from stress.fleet.device import CONNECTED, Device
-from stress.meter import Meter
+from stress.measure.meter import Meter
 
 #: Seconds between looks at what is still in flight.
 DRAIN_POLL_S = 0.02

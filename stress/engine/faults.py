@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stress.fleet.device import CONNECTED, Device
-from stress.meter import Meter
+from stress.measure.meter import Meter
 from stress.scenario import Scenario
 
 #: Seconds between looks at the ``--active`` list.

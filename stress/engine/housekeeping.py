@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from stress.fleet.device import CONNECTED, Device
-from stress.meter import Meter
+from stress.measure.meter import Meter
 from stress.scenario import Scenario
 
 #: Devices each second names as the slowest (the dashboard shows them).

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from stress.fleet.links import Dialer
-from stress.meter import Meter
+from stress.measure.meter import Meter
 from stress.mqtt import codec
 from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.session import ConnectError, Session

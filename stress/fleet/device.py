@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from stress.behaviours import Behaviour, DeviceInfo
+from stress.measure.meter import Meter
 from stress.messages import Command
-from stress.meter import Meter
 from stress.mqtt import codec
 from stress.mqtt.codec import TopicCode
 from stress.mqtt.session import ConnectError, reason_for_ack

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stress.provision import ProvisionError
-from stress.targets.thingsboard import read_tokens as load_tokens
 from stress.thingsboard import TbError
 from stress.thingsboard.rest import BAD_REQUEST, TbClient
+from stress.thingsboard.target import read_tokens as load_tokens
 
 T = TypeVar("T")
 TOKEN_ALPHABET = string.ascii_letters + string.digits

@@ -34,9 +34,9 @@ EXAMPLES = ("broker-capacity", "lab-morning", "ramp-steps")
 
 WHERE = """
 import importlib.util, json, sys
-import stress, stress.cli, stress.scenario, web.names, labctl
+import stress, stress.cli.main, stress.scenario, wire.names, labctl
 print(json.dumps({
-    "files": {name: sys.modules[name].__file__ for name in ("stress", "web.names", "labctl")},
+    "files": {name: sys.modules[name].__file__ for name in ("stress", "wire.names", "labctl")},
     "loaded": sorted(name for name in sys.modules if name.split(".")[0] in sys.argv[1:]),
     "installed": [name for name in sys.argv[1:] if importlib.util.find_spec(name) is not None],
     "path": sys.path,

@@ -216,7 +216,7 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_missing_browser_library_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stress.dashboard.cli import check_libraries  # noqa: PLC0415
+    from stress.cli.dashboard import check_libraries  # noqa: PLC0415
     from web import vendor  # noqa: PLC0415
 
     check_libraries()  # the checkout's, after npm ci

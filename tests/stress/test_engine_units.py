@@ -24,7 +24,7 @@ from stress.engine import Engine
 from stress.engine.wheel import Wheel
 from stress.fleet.device import CONNECTED, STOPPED, TAKEN_OVER_LIMIT, WAITING, Connection, Device, Fleet
 from stress.fleet.links import Dial, frames
-from stress.meter import Meter
+from stress.measure.meter import Meter
 from stress.mqtt import codec
 from stress.mqtt.session import ConnectError
 from stress.scenario import Broker, Scenario

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stress.histogram import BUCKETS, MAX_US, Histogram, bucket_of, bucket_upper
+from stress.measure.histogram import BUCKETS, MAX_US, Histogram, bucket_of, bucket_upper
 
 #: No example database (it would write .hypothesis/ into the working directory), no deadline.
 property_test = settings(database=None, deadline=None)

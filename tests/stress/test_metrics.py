@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stress.meter import Second
-from stress.metrics import RunMetrics
+from stress.measure.meter import Second
+from stress.measure.prometheus import RunMetrics
 from tests.stress.plain_broker import PlainBroker, free_port
 
 

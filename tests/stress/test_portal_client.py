@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from stress.portal_client import Viewer, ViewerError, socketio_url
+from stress.viewers.portal_client import Viewer, ViewerError, socketio_url
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import publish
 from tests.web.portal_testing import api_token

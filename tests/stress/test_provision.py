@@ -286,7 +286,7 @@ def test_the_default_device_role_is_the_labs(tmp_path: Path, monkeypatch: pytest
 def test_progress_lines_when_not_on_a_terminal() -> None:
     import io  # noqa: PLC0415
 
-    from stress.progress import Progress  # noqa: PLC0415
+    from stress.cli.progress import Progress  # noqa: PLC0415
 
     stream = io.StringIO()
     with Progress(200, "provisioning", stream) as bar:

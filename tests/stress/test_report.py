@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stress.report import (
+from stress.results.report import (
     SATURATED_WARNING,
     ReportError,
     chart_data,

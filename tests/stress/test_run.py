@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stress import Broker, Scenario, run, timeline
-from stress.summary import Summary
+from stress.results.summary import Summary
 from tests.stress.blackhole import Blackhole
 from tests.stress.conftest import USERS
 from tests.stress.plain_broker import PlainBroker

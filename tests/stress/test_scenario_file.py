@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stress.cli import build_parser
+from stress.cli.main import build_parser
 from stress.errors import ScenarioError
 from stress.scenario_file import load
 from stress.scenarios import EXAMPLES_DIR, examples, find

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from stress import Broker, Scenario, run, timeline
-from stress.meter import Second
+from stress.measure.meter import Second
 from stress.startup import STOPPED, StartWatch, patience
-from stress.targets import build
+from stress.targets.registry import build
 from tests.conftest import RunningLab
 from tests.stress.plain_broker import PlainBroker, free_port
 

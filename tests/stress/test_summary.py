@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stress.histogram import Histogram
-from stress.meter import COUNTERS, HISTOGRAMS, Meter, Second
+from stress.measure.histogram import Histogram
+from stress.measure.meter import COUNTERS, HISTOGRAMS, Meter, Second
+from stress.results.summary import COLLAPSE_MIN_OFFERED, RunFacts, build, collapse, merge_by_second
 from stress.scenario import Broker, Scenario
 from stress.shapes import timeline
-from stress.summary import COLLAPSE_MIN_OFFERED, RunFacts, build, collapse, merge_by_second
 
 property_test = settings(database=None, deadline=None)
 

@@ -19,9 +19,10 @@ from stress.mqtt.codec import MQTT5, MQTT311, ConnectOptions
 from stress.payloads import literal
 from stress.scenario import Broker, Scenario
 from stress.shapes import timeline
-from stress.targets import TARGETS, Target, build
+from stress.targets.base import Target
 from stress.targets.lab import LAB_DEFAULTS, LabTarget
 from stress.targets.mqtt import MqttTarget
+from stress.targets.registry import TARGETS, build
 
 property_test = settings(database=None, deadline=None)
 

@@ -18,23 +18,14 @@ from typing import Any
 
 import pytest
 
-from stress.viewers import (
-    Audience,
-    BrokerAccount,
-    Final,
-    Plan,
-    Result,
-    Scope,
-    ViewersInputError,
-    assign_scopes,
-    is_missed,
-    missed_keys,
-    read_value,
-    topic_filters,
-)
+from stress.viewers import ViewersInputError
+from stress.viewers.audience import Audience, Plan, Result
+from stress.viewers.reference import BrokerAccount, Final, is_missed, missed_keys, read_value
+from stress.viewers.scopes import assign_scopes, topic_filters
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import connect, publish
 from tests.web.portal_testing import closed_port, signed_in_session
+from wire.scopes import Scope
 
 # ---------------------------------------------------------------------------- no services
 

@@ -11,15 +11,9 @@ from hypothesis import strategies as st
 
 from tests.web.portal_testing import property_test
 from web.cache import LatestValue
-from web.coalescer import (
-    SITE_CHANNEL,
-    Coalescer,
-    Scope,
-    ScopeError,
-    minimal_cover,
-    route,
-)
-from web.names import MAX_NAME_CHARS
+from web.coalescer import Coalescer, minimal_cover, route
+from wire.names import MAX_NAME_CHARS
+from wire.scopes import SITE_CHANNEL, Scope, ScopeError
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 EVERYONE = frozenset({SITE_CHANNEL})
@@ -222,14 +216,13 @@ def test_bad_scopes_are_refused_with_one_line(data: Any, message: str) -> None:
     assert message in str(caught.value)
 
 
-def test_scope_matches_its_values() -> None:
-    v = value("r", "d", "t", 1.0)
-    assert Scope("site").matches(v)
-    assert Scope("room", "r").matches(v)
-    assert not Scope("room", "r2").matches(v)
-    assert Scope("device", "r", "d").matches(v)
-    assert not Scope("device", "r", "d2").matches(v)
-    assert not Scope("device", "r2", "d").matches(v)
+def test_scope_holds_its_devices_values() -> None:
+    assert Scope("site").holds("r", "d")
+    assert Scope("room", "r").holds("r", "d")
+    assert not Scope("room", "r2").holds("r", "d")
+    assert Scope("device", "r", "d").holds("r", "d")
+    assert not Scope("device", "r", "d2").holds("r", "d")
+    assert not Scope("device", "r2", "d").holds("r", "d")
 
 
 def test_minimal_cover_keeps_only_the_widest_scopes() -> None:

@@ -18,7 +18,7 @@ from web.ingest import BrokerState, Ingest, LogBudget
 from web.messages import Reading
 from web.metrics import Metrics
 from web.presence import UNKNOWN_AGE
-from web.rejections import Reason, Rejection
+from wire.rejections import Reason, Rejection
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 TOPIC = b"office/lab/sensor1/temperature"

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import connect
 from tests.web.portal_testing import signed_in_session
-from web.payloads import Payload, parse_payload
+from wire.payloads import Payload, parse_payload
 
 pytestmark = pytest.mark.integration
 

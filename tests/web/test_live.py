@@ -13,7 +13,6 @@ from flask.testing import FlaskClient
 from flask_socketio import SocketIO
 
 from web.cache import LatestValue
-from web.coalescer import Scope
 from web.live import (
     DEVICES_DELAY_S,
     MAX_BACKLOG,
@@ -27,6 +26,7 @@ from web.live import (
 )
 from web.metrics import Metrics
 from web.portal import Portal, portal_of
+from wire.scopes import Scope
 
 TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 TS_MS = 1700000000000

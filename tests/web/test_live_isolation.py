@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 import requests
 
-from stress.portal_client import Viewer
+from stress.viewers.portal_client import Viewer
 from tests.conftest import RunningLab
 from tests.mqtt_helpers import connect
 from tests.web.live_clients import RawViewer

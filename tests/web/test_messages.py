@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from web.messages import Reading, parse_message, preview
-from web.rejections import Reason, Rejection
-from web.topics import Topic
+from wire.rejections import Reason, Rejection
+from wire.topics import Topic
 
 ARRIVAL = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 Before, alarm topics were checked by other rules than readings: names that readings accepted
 (zero-width, right-to-left and byte-order-mark characters, names over 200 characters) raised
-alarms the portal then refused. Every place that takes a name now asks :mod:`web.names`, and the
+alarms the portal then refused. Every place that takes a name now asks :mod:`wire.names`, and the
 Node-RED rules carry the same rule in JavaScript; these tests hold them to agreement.
 """
 
@@ -22,9 +22,9 @@ from tests.web.portal_testing import property_test
 from web.alarm_messages import AlarmMessage, parse_alarm
 from web.api.params import ParamError
 from web.api.params import name as param_name
-from web.coalescer import Scope, ScopeError
-from web.names import MAX_NAME_CHARS, is_valid_name, name_problem
-from web.topics import Topic, parse_topic
+from wire.names import MAX_NAME_CHARS, is_valid_name, name_problem
+from wire.scopes import Scope, ScopeError
+from wire.topics import Topic, parse_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ from web.ingest import Ingest
 from web.messages import Reading
 from web.metrics import Metrics
 from web.quota import LOG_EVERY_S, DeviceQuota
-from web.rejections import Reason, Rejection
+from wire.rejections import Reason, Rejection
 
 
 class Clock:

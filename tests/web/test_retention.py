@@ -26,8 +26,8 @@ from web.buffer import ReadingBuffer
 from web.messages import Reading
 from web.retention import DAYS_AHEAD, LOCK_ID, maintain
 from web.storage import Store
-from web.topics import Topic
 from web.writer import BatchWriter
+from wire.topics import Topic
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from web.api.params import ParamError
 from web.messages import Reading
 from web.removal import Selection, delete_selection
 from web.storage import Store
-from web.topics import Topic
+from wire.topics import Topic
 
 pytestmark = pytest.mark.integration
 

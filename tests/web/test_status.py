@@ -16,8 +16,8 @@ from web.messages import Reading
 from web.metrics import Metrics
 from web.status import STALLED_AFTER_S, Status, StatusWatch
 from web.storage import Store, make_engine
-from web.topics import Topic
 from web.writer import BatchWriter
+from wire.topics import Topic
 
 
 class Clock:

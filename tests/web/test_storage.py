@@ -10,7 +10,7 @@ from tests.web.portal_testing import make_settings
 from web.cache import LatestValue
 from web.messages import Reading
 from web.storage import latest_per_attribute, make_engine
-from web.topics import Topic
+from wire.topics import Topic
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

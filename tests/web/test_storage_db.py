@@ -12,7 +12,7 @@ from web.cache import epoch_ms
 from web.messages import Reading
 from web.presence import UNKNOWN_AGE
 from web.storage import Store
-from web.topics import Topic
+from wire.topics import Topic
 
 pytestmark = pytest.mark.integration
 

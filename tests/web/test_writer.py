@@ -16,8 +16,8 @@ from web.buffer import ReadingBuffer
 from web.cache import DeviceSeen, LatestCache, LatestValue
 from web.messages import Reading
 from web.metrics import Metrics
-from web.topics import Topic
 from web.writer import BatchWriter
+from wire.topics import Topic
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -22,8 +22,8 @@ from web.alarms import SEVERITIES, AlarmFilter
 from web.api import params
 from web.api.params import ParamError
 from web.auth import api_login_required
-from web.names import name_problem
 from web.portal import current_portal
+from wire.names import name_problem
 
 if TYPE_CHECKING:
     from web.alarm_messages import Alarm

@@ -13,11 +13,12 @@ from flask.typing import ResponseReturnValue
 
 from web.alarms import SEVERITIES
 from web.api import alarms, commands, devices, history, latest, params
-from web.names import MAX_NAME_CHARS
+from wire.names import MAX_NAME_CHARS
+from wire.timestamps import MAX_TS_MS
 
 bp = Blueprint("openapi", __name__)
 
-_MS = {"type": "integer", "minimum": 0, "maximum": params.MAX_TS_MS, "description": "ms since 1970 UTC"}
+_MS = {"type": "integer", "minimum": 0, "maximum": MAX_TS_MS, "description": "ms since 1970 UTC"}
 _MS_OR_NULL = {**_MS, "type": ["integer", "null"]}
 _NAME = {
     "type": "string",

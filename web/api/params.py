@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from werkzeug.datastructures import MultiDict
 
-from web.names import MAX_NAME_CHARS, name_problem
+from wire.names import MAX_NAME_CHARS, name_problem
+from wire.timestamps import MAX_TS_MS
 
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
 MAX_REQUEST_LINE = 8190
 #: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
-MAX_TS_MS = 253_402_300_799_999
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A cursor names at most three names of MAX_NAME_CHARS (4 bytes of UTF-8 each at most), as
 #: base64 of JSON: its encoded form stays below this.
@@ -40,7 +40,7 @@ def path_name(key: str, value: str) -> str:
 
 
 def name(args: MultiDict[str, str], key: str, *, required: bool = False) -> str | None:
-    """A room, device or attribute name, by the lab's one rule for names (:mod:`web.names`)."""
+    """A room, device or attribute name, by the lab's one rule for names (:mod:`wire.names`)."""
     value = args.get(key)
     if value is None:
         if required:

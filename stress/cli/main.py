@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stress.behaviours import BUILTIN
-from stress.control_cli import COMMANDS as CONTROL_COMMANDS
-from stress.control_cli import add_parsers as add_control_parsers
-from stress.control_cli import command_control
-from stress.dashboard.cli import add_parser as add_dashboard_parser
-from stress.dashboard.cli import beside_run, close_beside, command_dashboard
-from stress.errors import ScenarioError, StressError
-from stress.flags import (
+from stress.cli.control import COMMANDS as CONTROL_COMMANDS
+from stress.cli.control import add_parsers as add_control_parsers
+from stress.cli.control import command_control
+from stress.cli.dashboard import add_parser as add_dashboard_parser
+from stress.cli.dashboard import beside_run, close_beside, command_dashboard
+from stress.cli.flags import (
     Parser,
     any_share,
     behaviour,
@@ -41,18 +40,19 @@ from stress.flags import (
     seconds,
     share,
 )
-from stress.provision.cli import add_parsers as add_provision_parsers
-from stress.provision.cli import add_tb_flags, command_deprovision, command_provision
-from stress.runfolder import DEFAULT_ROOT
+from stress.cli.provision import add_parsers as add_provision_parsers
+from stress.cli.provision import add_tb_flags, command_deprovision, command_provision
+from stress.cli.viewers import add_parser as add_viewers_parser
+from stress.cli.viewers import command_viewers
+from stress.errors import ScenarioError, StressError
+from stress.results.runfolder import DEFAULT_ROOT
 from stress.scenario import Broker, Scenario
 from stress.scenarios import examples as scenario_examples
 from stress.scenarios import find as find_scenario
 from stress.shapes import MAX_AMPLITUDE, SHAPES, Stage, scaled, timeline
-from stress.viewers_cli import add_parser as add_viewers_parser
-from stress.viewers_cli import command_viewers
 
 if TYPE_CHECKING:
-    from stress.summary import Summary
+    from stress.results.summary import Summary
 
 
 def _add_fault_flags(run: argparse.ArgumentParser) -> None:
@@ -599,9 +599,9 @@ def command_check(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     """``stress run``."""
-    from stress.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.results.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
     from stress.runner import run  # noqa: PLC0415
-    from stress.targets import build  # noqa: PLC0415
+    from stress.targets.registry import build  # noqa: PLC0415
 
     scenario = _scenario(args)
     target = build(scenario)
@@ -661,7 +661,7 @@ def _run_status(summary: Summary, *, quiet: bool) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     """``stress report RUN_DIR``."""
-    from stress.report import report  # noqa: PLC0415
+    from stress.results.report import report  # noqa: PLC0415
 
     text, html = report(args.run_dir, html=not args.no_html)
     print(text)

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.web.portal_testing import property_test
-from web.names import MAX_NAME_CHARS, is_valid_name, name_problem
-from web.rejections import Reason, Rejection
-from web.topics import Topic, parse_topic
+from wire.names import MAX_NAME_CHARS, is_valid_name, name_problem
+from wire.rejections import Reason, Rejection
+from wire.topics import Topic, parse_topic
 
 
 def test_valid_topic_is_split_into_levels() -> None:
@@ -118,7 +118,7 @@ def test_repeated_and_very_long_topics_parse_the_same() -> None:
 @property_test
 @given(st.text(max_size=60))
 def test_the_whole_topic_check_agrees_with_the_level_check(level: str) -> None:
-    # Readings follow the lab's one rule for names (web.names), level by level.
+    # Readings follow the lab's one rule for names (wire.names), level by level.
     result = parse_topic(f"office/room/{level}/attr", "office")
     problem = None if "/" in level else name_problem(level)
     if "/" in level:

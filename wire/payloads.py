@@ -12,7 +12,7 @@ How values are stored: numbers become double precision floats and **booleans bec
 1.0 and 0.0** (so averages of on/off states are duty cycles); strings stay strings. The storage
 columns are ``value_num`` and ``value_text``; exactly one is set.
 
-Everything else is refused with a :class:`~web.rejections.Rejection`; this module never raises on
+Everything else is refused with a :class:`~wire.rejections.Rejection`; this module never raises on
 any input and does no I/O.
 """
 
@@ -23,10 +23,11 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from web.rejections import Reason, Rejection
+from wire.rejections import Reason, Rejection
+from wire.timestamps import MAX_TS_MS, to_datetime
 
 #: Largest accepted payload, in bytes. Bigger ones are refused before any decoding.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -34,10 +35,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 OBJECT_KEYS = frozenset({"value", "ts", "unit"})
 #: Longest unit of measure (``°C``, ``kWh``, ``µg/m³``...).
 MAX_UNIT_CHARS = 16
-#: ``ts`` must fall between 1970-01-01 and 9999-12-31 (what a Python ``datetime`` can hold).
-TS_MAX_MS = 253_402_300_799_999
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # C0 controls except tab, LF and CR, plus DEL: bytes that do not occur in text. None of these
 # bytes can appear inside a multi-byte UTF-8 sequence, so testing the raw bytes is exact.
 _BINARY_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -183,10 +181,9 @@ def _text(value: str) -> str:
 def _timestamp(ts: Any) -> datetime:
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         raise _Refused(Reason.BAD_TS, "ts must be a number of milliseconds since 1970")
-    if not 0 <= ts <= TS_MAX_MS:  # also false for NaN
+    if not 0 <= ts <= MAX_TS_MS:  # also false for NaN
         raise _Refused(Reason.BAD_TS, "ts outside 1970..9999")
-    # timedelta rounds to whole microseconds, so integer milliseconds stay exact.
-    return _EPOCH + timedelta(milliseconds=ts)
+    return to_datetime(ts)
 
 
 def _parse_plain(text: str) -> Payload:

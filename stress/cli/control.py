@@ -7,8 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from stress.cli.flags import count, seconds
 from stress.control import SteerError, control_dir, find_run, runs_in_progress, send
-from stress.flags import count, seconds
 
 #: The commands of this module.
 COMMANDS = ("stop", "pause", "resume", "scale", "rate", "status")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from stress.progress import Progress
-from stress.provision.confirm import confirmed
+from stress.cli.confirm import confirmed
+from stress.cli.progress import Progress
 from stress.scenario import device_name
 from stress.thingsboard import gateway_name
 from stress.thingsboard import provision as tb

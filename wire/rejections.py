@@ -21,7 +21,7 @@ class Reason(StrEnum):
     TOPIC_ROOT = "topic_root"
     """The first level is not the configured ``TOPIC_ROOT``."""
     TOPIC_LEVEL = "topic_level"
-    """Room, device or attribute is not a name by the lab's rule (:mod:`web.names`)."""
+    """Room, device or attribute is not a name by the lab's rule (:mod:`wire.names`)."""
 
     # payload bytes
     EMPTY = "empty"

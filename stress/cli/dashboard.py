@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stress.flags import port
-from stress.runfolder import DEFAULT_ROOT
+from stress.cli.flags import port
+from stress.results.runfolder import DEFAULT_ROOT
 
 DEFAULT_PORT = 8089
 #: What the page loads from :mod:`web.vendor` (see templates/dashboard.html).

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.web.portal_testing import property_test
-from web.payloads import MAX_PAYLOAD_BYTES, Payload, parse_payload
-from web.rejections import Reason, Rejection
+from wire.payloads import MAX_PAYLOAD_BYTES, Payload, parse_payload
+from wire.rejections import Reason, Rejection
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,9 @@ from stress.mqtt.codec import VERSIONS, ConnectOptions, TopicCode
 from stress.payloads import Encoder, SampleEncoder
 from stress.scenario import Scenario, device_name
 from stress.targets.base import Target
-from stress.targets.tb_gateway import Gateway, GatewayLink, most_members
-from stress.targets.tb_http import HttpLink, HttpPool
 from stress.thingsboard import TbError, check_url, gateway_name
+from stress.thingsboard.gateway import Gateway, GatewayLink, most_members
+from stress.thingsboard.http import HttpLink, HttpPool
 from stress.thingsboard.mqtt_api import GATEWAY_TELEMETRY, RPC_REQUEST, RPC_RESPONSE, TELEMETRY, rpc_command
 
 TRANSPORTS = ("mqtt", "gateway", "http")

@@ -1,4 +1,4 @@
-"""``stress viewers``: many browsers watching one lab (see :mod:`stress.viewers`).
+"""``stress viewers``: many browsers watching one lab (see :mod:`stress.viewers.audience`).
 
 The portal's address, its admin account, the fleet account (for the reference subscriber) and
 the flush interval come from the lab's ``.env``; flags override them. Bad input is one line on
@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from stress.cli.flags import positive_int, positive_seconds, seconds
 from stress.errors import ScenarioError
-from stress.flags import positive_int, positive_seconds, seconds
 
 if TYPE_CHECKING:
-    from stress.viewers import Plan, Result
+    from stress.viewers.audience import Plan, Result
 
-#: Same limit as :data:`stress.viewers.MAX_VIEWERS` (not imported: ``--help`` stays fast).
+#: Same limit as :data:`stress.viewers.audience.MAX_VIEWERS` (not imported: ``--help`` stays fast).
 MAX_VIEWERS = 5000
 #: Exit status after a signal ended the watch early, as ``stress run``.
 SIGNAL_STATUS = {"signal SIGINT": 130, "signal SIGTERM": 143}
@@ -158,7 +158,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         ScenarioError: bad settings or flags (exit status 2).
     """
     from stress.targets.lab import lab_env  # noqa: PLC0415 - only needed when a lab's .env is read
-    from stress.viewers import BrokerAccount, Plan  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.viewers.audience import Plan  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.viewers.reference import BrokerAccount  # noqa: PLC0415
 
     if args.room is not None and args.scope == "site":
         raise ScenarioError("--room is for --scope room or device")
@@ -205,8 +206,8 @@ def _setting(env: dict[str, str], name: str, low: int, high: int, default: int |
 
 async def _watch(plan: Plan, quiet: bool) -> Result:
     """Connect, watch and compare, with progress on stderr; SIGINT or SIGTERM ends watching early."""
-    from stress.progress import Progress  # noqa: PLC0415
-    from stress.viewers import Audience  # noqa: PLC0415
+    from stress.cli.progress import Progress  # noqa: PLC0415
+    from stress.viewers.audience import Audience  # noqa: PLC0415
 
     stop = asyncio.Event()
     why: list[str] = []

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from stress.meter import Event, Second
+from stress.measure.meter import Event, Second
 
 COLUMNS = (
     "t",

@@ -1,6 +1,6 @@
 """A run's results from its seconds: totals, percentiles, errors, health and collapse.
 
-Everything here is computed from merged :class:`~stress.meter.Second` records, so one
+Everything here is computed from merged :class:`~stress.measure.meter.Second` records, so one
 process or many give the same figures for the same events.
 """
 
@@ -12,15 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stress.meter import Second
+from stress.measure.meter import Second
+from stress.measure.saturation import SATURATED_SHARE, saturated_by
 from stress.scenario import Scenario
 
-#: A generator second counts as saturated when its busiest process used this share of a core,
-#: or its loop lagged this long.
-SATURATED_CPU = 0.9
-SATURATED_LAG_S = 0.1
-#: The whole run is "saturated" when at least this share of its publishing seconds were.
-SATURATED_SHARE = 0.2
 #: Collapse needs at least this many offered messages in the second (noise below).
 COLLAPSE_MIN_OFFERED = 10
 
@@ -118,9 +113,8 @@ class RunFacts:
 def saturated(second: Second) -> bool:
     """Whether the generator was saturated in this second: its busiest process used most of a
     core, or its event loop lagged."""
-    return bool(second.wall_s and second.cpu_busiest_s / second.wall_s >= SATURATED_CPU) or (
-        second.lag.max_us / 1e6 >= SATURATED_LAG_S
-    )
+    cpu_share = second.cpu_busiest_s / second.wall_s if second.wall_s else 0.0
+    return saturated_by(cpu_share, second.lag.max_us / 1e6)
 
 
 def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dict[str, Any]:

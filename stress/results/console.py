@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from stress.meter import Second
+from stress.measure.meter import Second
 
 BAR = 24
 

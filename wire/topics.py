@@ -2,7 +2,7 @@
 
 A topic is parsed once, at the edge, into a frozen :class:`Topic`; inner code trusts its fields.
 The root must be ``TOPIC_ROOT``; room, device and attribute must be names by the lab's one rule
-(:mod:`web.names`: at most 200 characters, no wildcards, no control or invisible characters, no
+(:mod:`wire.names`: at most 200 characters, no wildcards, no control or invisible characters, no
 white space at either end), the rule alarms, the API and the stress tool check too.
 """
 
@@ -12,8 +12,8 @@ import functools
 import unicodedata
 from dataclasses import dataclass
 
-from web.names import name_problem
-from web.rejections import Reason, Rejection
+from wire.names import name_problem
+from wire.rejections import Reason, Rejection
 
 #: Number of levels in a telemetry topic, root included.
 TOPIC_DEPTH = 4

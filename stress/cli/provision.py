@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from stress.cli.confirm import confirmed
+from stress.cli.flags import count, port, positive_int, positive_seconds
 from stress.errors import ScenarioError
-from stress.flags import count, port, positive_int, positive_seconds
-from stress.provision.confirm import confirmed
 from stress.scenario import device_name, prefix_problem
 
 
@@ -133,14 +133,14 @@ def add_tb_flags(group: Any) -> None:
 
 def command_provision(args: argparse.Namespace) -> int:
     """``stress provision``."""
-    from stress.progress import Progress  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.cli.progress import Progress  # noqa: PLC0415 - keeps `stress --help` fast
     from stress.provision import lab  # noqa: PLC0415
 
     problem = prefix_problem(args.prefix, args.devices)
     if problem is not None:
         raise ScenarioError(problem)
     if args.target == "thingsboard":
-        from stress.provision import tb_cli  # noqa: PLC0415
+        from stress.cli import provision_tb as tb_cli  # noqa: PLC0415
 
         return tb_cli.command_provision(args)
     admin = lab.LabAdmin.from_env(args.env_file, args.host, args.port)
@@ -164,11 +164,11 @@ def command_provision(args: argparse.Namespace) -> int:
 
 def command_deprovision(args: argparse.Namespace) -> int:
     """``stress deprovision``."""
-    from stress.progress import Progress  # noqa: PLC0415
+    from stress.cli.progress import Progress  # noqa: PLC0415
     from stress.provision import lab  # noqa: PLC0415
 
     if args.target == "thingsboard":
-        from stress.provision import tb_cli  # noqa: PLC0415
+        from stress.cli import provision_tb as tb_cli  # noqa: PLC0415
 
         return tb_cli.command_deprovision(args)
     admin = lab.LabAdmin.from_env(args.env_file, args.host, args.port)

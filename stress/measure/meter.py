@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from stress.histogram import Histogram
+from stress.measure.histogram import Histogram
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from stress.histogram import Histogram
-from stress.meter import Second
+from stress.measure.histogram import Histogram
+from stress.measure.meter import Second
 
 #: Quantiles exported for each latency.
 QUANTILES = (0.5, 0.95, 0.99)
