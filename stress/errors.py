@@ -17,13 +17,13 @@ class StressError(Exception):
     """A failure the user can act on; its message is one line saying what to do."""
 
     #: The exit status of a command that ends on it.
-    status = 1
+    exit_status = 1
 
 
 class UsageError(StressError):
     """Input that cannot be used: a flag, a file, a name."""
 
-    status = 2
+    exit_status = 2
 
 
 class ScenarioError(UsageError, ValueError):

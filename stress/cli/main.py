@@ -707,7 +707,7 @@ def exit_status(exc: StressError | OSError) -> int:
     """The exit status of a command that ended on ``exc``: 2 for input that cannot be used (a
     run folder that exists already is one), else 1."""
     if isinstance(exc, StressError):
-        return exc.status
+        return exc.exit_status
     return 2 if isinstance(exc, FileExistsError) else 1
 
 
