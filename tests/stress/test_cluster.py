@@ -275,7 +275,7 @@ def test_a_worker_lost_mid_run_is_named_and_the_run_goes_on_or_stops(
 
 def test_files_the_scenario_reads_travel_with_the_work(tmp_path: Path) -> None:
     """Credentials, tokens and the CA go to the workers as contents, placed in a folder there."""
-    from stress.cluster import _placed, portable  # noqa: PLC0415
+    from stress.cluster_share import placed_in, portable  # noqa: PLC0415
 
     (tmp_path / "devices.csv").write_text("dev00001,secret-1\n")
     (tmp_path / "tokens.json").write_text('{"dev00001": "token-1"}')
@@ -292,7 +292,7 @@ def test_files_the_scenario_reads_travel_with_the_work(tmp_path: Path) -> None:
     assert set(files) == {"credentials", "tokens", "ca_file"}
     there = tmp_path / "worker"
     there.mkdir()
-    placed = _placed(shipped, files, there)
+    placed = placed_in(shipped, files, there)
     assert Path(placed.options["credentials"]).read_text() == "dev00001,secret-1\n"
     assert Path(placed.options["tokens"]).parent == there
     assert placed.broker.ca_file is not None and placed.broker.ca_file.parent == there
