@@ -251,7 +251,8 @@ def command_check(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     """``stress run``."""
-    from stress.results.report import ReportError, report  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.results.report import report  # noqa: PLC0415 - keeps `stress --help` fast
+    from stress.results.report.model import ReportError  # noqa: PLC0415
     from stress.runner import run  # noqa: PLC0415
     from stress.targets.registry import build  # noqa: PLC0415
 

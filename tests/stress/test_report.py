@@ -10,15 +10,12 @@ from typing import Any
 
 import pytest
 
-from stress.results.report import (
-    SATURATED_WARNING,
-    ReportError,
-    chart_data,
-    console_table,
-    load_run,
-    report,
-    write_html,
-)
+from stress.results.report import report
+from stress.results.report.charts import chart_data
+from stress.results.report.html import write_html
+from stress.results.report.loading import load_run
+from stress.results.report.model import SATURATED_WARNING, ReportError
+from stress.results.report.text import console_table
 
 RUN_ID = "20261122-153012-mqtt-1000"
 COLUMNS = (
