@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from wire.names import is_valid_name
-from wire.timestamps import MAX_TS_MS
+from wire.timestamps import MAX_TS_MS, epoch_ms
 
 ALARM_ROOT = "alarms"
 ALARM_EVENT = "alarm"
@@ -109,7 +109,7 @@ class Alarm:
 
 
 def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else round(moment.timestamp() * 1000)
+    return None if moment is None else epoch_ms(moment)
 
 
 # -- parsing (pure) -----------------------------------------------------------------------

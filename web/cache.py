@@ -20,10 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-
-def epoch_ms(ts: datetime) -> int:
-    """Milliseconds since 1970 (UTC) of a timezone-aware datetime."""
-    return round(ts.timestamp() * 1000)
+from wire.timestamps import epoch_ms
 
 
 @dataclass(frozen=True, slots=True)

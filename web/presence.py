@@ -17,17 +17,17 @@ is of unknown age: it counts as older than anything the lab knows (its time is 1
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 
 from web.messages import Reading
 from wire.rejections import Reason, Rejection
+from wire.timestamps import EPOCH
 
 #: The attribute level of the presence topic (``stress/targets/lab.py`` says the same; a test
 #: keeps them equal).
 PRESENCE_ATTR = "$state"
 STATES = ("online", "offline", "lost")
 #: The time of a presence message of unknown age.
-UNKNOWN_AGE = datetime(1970, 1, 1, tzinfo=UTC)
+UNKNOWN_AGE = EPOCH
 
 
 def is_presence(topic: bytes | str, root: str) -> bool:

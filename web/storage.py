@@ -30,11 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from web.cache import DeviceSeen, LatestValue, epoch_ms
+from web.cache import DeviceSeen, LatestValue
 from web.messages import Reading
 from web.presence import PRESENCE_ATTR
 from web.schema import attributes, devices, latest, rooms
 from web.settings import DatabaseSettings
+from wire.timestamps import epoch_ms
 from wire.topics import Topic
 
 log = logging.getLogger(__name__)

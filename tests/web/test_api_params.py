@@ -7,7 +7,8 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 
 from web.api.history import HistoryQuery
-from web.api.params import ParamError, to_datetime, to_ms
+from web.api.params import ParamError, to_ms
+from wire.timestamps import to_datetime
 
 NOW = 1_700_000_000_000
 BASE = {"room": "r", "device": "d", "attr": "a"}

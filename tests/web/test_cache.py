@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from web.cache import DeviceSeen, LatestCache, LatestValue, epoch_ms
+from web.cache import DeviceSeen, LatestCache, LatestValue
+from wire.timestamps import epoch_ms
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

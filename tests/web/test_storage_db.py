@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import RunningLab
-from web.cache import epoch_ms
 from web.messages import Reading
 from web.presence import UNKNOWN_AGE
 from web.storage import Store
+from wire.timestamps import epoch_ms
 from wire.topics import Topic
 
 pytestmark = pytest.mark.integration

@@ -44,6 +44,7 @@ from web.auth import api_login_required
 from web.portal import current_portal
 from web.schema import attributes, devices, rooms, telemetry
 from web.units import unit_of
+from wire.timestamps import EPOCH, to_datetime
 
 bp = Blueprint("history", __name__)
 
@@ -119,8 +120,8 @@ def stored_unit(engine: Engine, query: HistoryQuery) -> str | None:
 def _in_range(query: HistoryQuery) -> list[ColumnElement[bool]]:
     return [
         telemetry.c.attribute_id == _attribute_id(query),
-        telemetry.c.ts >= params.to_datetime(query.start_ms),
-        telemetry.c.ts <= params.to_datetime(query.end_ms),
+        telemetry.c.ts >= to_datetime(query.start_ms),
+        telemetry.c.ts <= to_datetime(query.end_ms),
     ]
 
 
@@ -194,7 +195,7 @@ _ROLLUP_HAS_TEXT = text(_ROLLUP_PARTS + "SELECT EXISTS (SELECT 1 FROM parts WHER
 
 
 def _from_rollups(engine: Engine, query: HistoryQuery) -> tuple[list[dict[str, Any]], bool]:
-    start, end = params.to_datetime(query.start_ms), params.to_datetime(query.end_ms)
+    start, end = to_datetime(query.start_ms), to_datetime(query.end_ms)
     inner_from = _minute(start + timedelta(minutes=1) - timedelta(microseconds=1))  # the first whole minute
     inner_to = _minute(end + timedelta(microseconds=1))  # after the last whole minute
     inner_to = max(inner_to, inner_from)
@@ -203,7 +204,7 @@ def _from_rollups(engine: Engine, query: HistoryQuery) -> tuple[list[dict[str, A
         "device": query.device,
         "attr": query.attr,
         "stride": timedelta(seconds=query.bucket_s or 60),
-        "epoch": params.EPOCH,
+        "epoch": EPOCH,
         "start": start,
         "end": end,
         "inner_from": inner_from,
@@ -234,7 +235,7 @@ def _minute(moment: datetime) -> datetime:
 
 def _bucketed(query: HistoryQuery) -> Any:
     stride = bindparam("stride", timedelta(seconds=query.bucket_s or 1), type_=Interval)
-    start = func.date_bin(stride, telemetry.c.ts, params.EPOCH).label("bucket")
+    start = func.date_bin(stride, telemetry.c.ts, EPOCH).label("bucket")
     num, text = telemetry.c.value_num, telemetry.c.value_text
     value_num: ColumnElement[Any]
     value_text: ColumnElement[Any] = cast(null(), Text)
@@ -278,7 +279,7 @@ def as_csv(query: HistoryQuery, points: list[dict[str, Any]], truncated: bool) -
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["ts", "time", "value"])
     for point in points:
-        moment = params.to_datetime(point["ts"]).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = to_datetime(point["ts"]).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         writer.writerow([point["ts"], moment, _csv_text(point["value"])])
     response = Response(out.getvalue(), content_type="text/csv; charset=utf-8")
     name = f"{query.room}-{query.device}-{query.attr}.csv"

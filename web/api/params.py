@@ -6,18 +6,16 @@ import base64
 import binascii
 import json
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from werkzeug.datastructures import MultiDict
 
 from wire.names import MAX_NAME_CHARS, name_problem
-from wire.timestamps import MAX_TS_MS
+from wire.timestamps import MAX_TS_MS, epoch_ms
 
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
 MAX_REQUEST_LINE = 8190
-#: Timestamps are milliseconds since 1970 (UTC), up to the end of year 9999.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A cursor names at most three names of MAX_NAME_CHARS (4 bytes of UTF-8 each at most), as
 #: base64 of JSON: its encoded form stays below this.
 MAX_CURSOR_CHARS = 2 * 3 * 4 * MAX_NAME_CHARS
@@ -136,11 +134,6 @@ def timestamp(args: MultiDict[str, str], key: str, *, default: int) -> int:
     return integer(args, key, default=default, minimum=0, maximum=MAX_TS_MS)
 
 
-def to_datetime(ms: int) -> datetime:
-    """Milliseconds since 1970 as an aware UTC datetime (exact)."""
-    return EPOCH + timedelta(milliseconds=ms)
-
-
 def to_ms(moment: datetime | None) -> int | None:
-    """An aware datetime as milliseconds since 1970, or None."""
-    return None if moment is None else round((moment - EPOCH) / timedelta(milliseconds=1))
+    """An aware datetime as milliseconds since 1970 (:mod:`wire.timestamps`), or None."""
+    return None if moment is None else epoch_ms(moment)
