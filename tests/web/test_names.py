@@ -20,8 +20,8 @@ from werkzeug.datastructures import MultiDict
 
 from tests.web.portal_testing import property_test
 from web.alarm_messages import AlarmMessage, parse_alarm
+from web.api.fields import Name
 from web.api.params import ParamError
-from web.api.params import name as param_name
 from wire.names import MAX_NAME_CHARS, is_valid_name, name_problem
 from wire.scopes import Scope, ScopeError
 from wire.topics import Topic, parse_topic
@@ -88,7 +88,7 @@ def _everywhere(name: str) -> dict[str, bool]:
     except ScopeError:
         scope = False
     try:
-        param_name(MultiDict({"device": name}), "device")
+        Name("device", "").read(MultiDict({"device": name}))
         api = True
     except ParamError:
         api = False

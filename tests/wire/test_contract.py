@@ -25,7 +25,8 @@ from stress.targets.lab import LabTarget
 from stress.viewers.reference import read_value
 from stress.viewers.scopes import topic_filters
 from web.alarm_messages import AlarmMessage, parse_alarm
-from web.api.params import ParamError, timestamp
+from web.api.fields import Timestamp
+from web.api.params import ParamError
 from web.messages import Reading, parse_message
 from web.presence import PRESENCE_ATTR, checked
 from wire.names import name_problem
@@ -145,9 +146,10 @@ def test_the_last_millisecond_is_the_same_everywhere() -> None:
     assert isinstance(
         parse_message(f"{ROOT}/r/d/a", b'{"value": 1, "ts": %d}' % (MAX_TS_MS + 1), NOW, ROOT), Rejection
     )
-    assert timestamp(MultiDict({"to": str(MAX_TS_MS)}), "to", default=0) == MAX_TS_MS
+    to = Timestamp("to", "range end")
+    assert to.read(MultiDict({"to": str(MAX_TS_MS)})) == MAX_TS_MS
     with pytest.raises(ParamError):
-        timestamp(MultiDict({"to": str(MAX_TS_MS + 1)}), "to", default=0)
+        to.read(MultiDict({"to": str(MAX_TS_MS + 1)}))
     alarm = b'{"type": "t", "severity": "major", "state": "active", "value": 1, "ts": %d}'
     assert isinstance(parse_alarm("alarms/r/d/t", alarm % MAX_TS_MS, NOW), AlarmMessage)
     assert not isinstance(parse_alarm("alarms/r/d/t", alarm % (MAX_TS_MS + 1), NOW), AlarmMessage)

@@ -20,10 +20,10 @@ from flask.typing import ResponseReturnValue
 
 from web.alarms import SEVERITIES, AlarmFilter
 from web.api import params
+from web.api.fields import Choice, Flag, Integer, Name, Names, Query
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
-from wire.names import name_problem
 
 if TYPE_CHECKING:
     from web.alarm_messages import Alarm
@@ -39,7 +39,31 @@ MAX_ID = 2**63 - 1
 MAX_IDS = 10_000
 #: Most severities or types one filter names.
 MAX_NAMES = 50
-FILTER_KEYS = ("state", "severity", "type", "room", "device", "acked")
+
+#: The filters, in a query string and in a bulk call's body.
+FILTERS = Query(
+    Choice("state", "active, cleared or all", options=STATES, default="all"),
+    Names("severity", f"only this severity: {', '.join(SEVERITIES)}", allowed=SEVERITIES, most=MAX_NAMES),
+    Names("type", "only this type", most=MAX_NAMES),
+    Name("room", "only this room"),
+    Name("device", "only this device"),
+    Flag("acked", "only acknowledged (true) or not (false)"),
+)
+FILTER_KEYS = tuple(FILTERS.keys())
+#: A page of the list.
+PAGE = Query(
+    Integer("limit", "most alarms returned", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT),
+    Integer(
+        "before", "only alarms older than this one (the next of the previous page)", minimum=1, maximum=MAX_ID
+    ),
+)
+#: The ids of a bulk call's body, as the document describes them.
+IDS_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_IDS,
+    "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+}
 
 
 def _alarms() -> Alarms:
@@ -55,59 +79,16 @@ def _answer(alarm: Alarm | None) -> ResponseReturnValue:
     return jsonify(alarm.as_json())
 
 
-def _names(key: str, raw: object, allowed: tuple[str, ...] | None = None) -> frozenset[str] | None:
-    """A set of names from ``"a,b"`` or ``["a", "b"]``; None when absent."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        items: list[object] = list(raw.split(","))
-    elif isinstance(raw, list):
-        items = list(raw)
-    else:
-        raise ParamError(f"{key} must be a name, or names separated by commas (a list in a body)")
-    if not items or len(items) > MAX_NAMES:
-        raise ParamError(f"{key} must name 1 to {MAX_NAMES} values")
-    names = set()
-    for item in items:
-        if not isinstance(item, str):
-            raise ParamError(f"{key} must hold names (text)")
-        if allowed is not None and item not in allowed:
-            raise ParamError(f"{key} must be among {', '.join(allowed)}")
-        problem = name_problem(item)
-        if problem is not None:
-            raise ParamError(f"{key} holds a name that is not valid: {problem}")
-        names.add(item)
-    return frozenset(names)
-
-
-def _one_name(key: str, raw: object) -> str | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ParamError(f"{key} must be a name (text)")
-    return params.path_name(key, raw)
-
-
-def _acked(raw: object) -> bool | None:
-    if raw is None or isinstance(raw, bool):
-        return raw
-    if raw in ("true", "false"):
-        return raw == "true"
-    raise ParamError("acked must be true or false")
-
-
 def filter_of(source: Mapping[str, Any]) -> AlarmFilter:
     """The filter of a query string or a request body (see the module's docstring)."""
-    state = source.get("state")
-    if state is not None and state not in STATES:
-        raise ParamError(f"state must be one of {', '.join(STATES)}")
+    asked = FILTERS.read(source)
     return AlarmFilter(
-        state=None if state in (None, "all") else state,
-        severities=_names("severity", source.get("severity"), SEVERITIES),
-        types=_names("type", source.get("type")),
-        room=_one_name("room", source.get("room")),
-        device=_one_name("device", source.get("device")),
-        acked=_acked(source.get("acked")),
+        state=None if asked["state"] == "all" else asked["state"],
+        severities=asked["severity"],
+        types=asked["type"],
+        room=asked["room"],
+        device=asked["device"],
+        acked=asked["acked"],
     )
 
 
@@ -116,9 +97,8 @@ def filter_of(source: Mapping[str, Any]) -> AlarmFilter:
 def list_alarms() -> ResponseReturnValue:
     """Alarms newest first, filtered; at most ``limit``, older than ``before``; ``next`` and ``total``."""
     which = filter_of(request.args)
-    limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    before = params.optional_integer(request.args, "before", minimum=1, maximum=MAX_ID)
-    found, more, total = _alarms().store.find(which, before=before, limit=limit)
+    page = PAGE.read(request.args)
+    found, more, total = _alarms().store.find(which, before=page["before"], limit=page["limit"])
     following = found[-1].id if more and found else None
     return jsonify(alarms=[alarm.as_json() for alarm in found], next=following, total=total)
 

@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import DateTime, Engine, Select, cast, func, literal, literal_column, or_, select, tuple_
 
 from web.api import params
+from web.api.fields import Choice, Cursor, Integer, Name, Prefix, Query, Text
 from web.api.params import Unavailable
 from web.auth import api_login_required
 from web.portal import current_portal
@@ -36,6 +37,24 @@ MAX_ATTRIBUTES = 100
 MAX_QUERY_CHARS = 200
 #: Orders of a page: by room and name, or the longest silent first.
 SORTS = ("name", "offline")
+
+LIST_QUERY = Query(
+    Name("room", "only this room"),
+    Prefix("prefix", "only devices whose name starts with this"),
+    Text("q", "only devices whose room or name holds this text (any case)", max_length=MAX_QUERY_CHARS),
+    Integer("limit", "most devices in the page", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT),
+    Choice(
+        "sort",
+        "name: by room and name; offline: the longest silent first (never seen, then oldest)",
+        options=SORTS,
+        default="name",
+    ),
+    Cursor("cursor", "the next of the previous page (omit for the first)"),
+)
+REMOVE_QUERY = Query(
+    Name("room", "the devices of this room"),
+    Prefix("prefix", "the devices whose name starts with this (in room, or in every room)"),
+)
 
 
 def _like(text: str) -> str:
@@ -207,15 +226,19 @@ def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]], units:
 def get_devices() -> ResponseReturnValue:
     """A page of devices with their attributes; ``?room=``, ``?prefix=``, ``?q=`` filter them, ``?sort=``
     orders them (``name``, or ``offline``: the longest silent first)."""
-    room = params.name(request.args, "room")
-    prefix = params.prefix(request.args, "prefix")
-    q = params.text(request.args, "q", max_length=MAX_QUERY_CHARS)
-    limit = params.integer(request.args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    sort = params.choice(request.args, "sort", SORTS, "name")
-    after = params.cursor(request.args, "cursor", cursor_size(sort))
+    asked = LIST_QUERY.read(request.args)
+    sort = asked["sort"]
+    after = params.cursor(asked["cursor"], "cursor", cursor_size(sort))
     portal = current_portal()
     found, more, total, last = list_devices(
-        portal.engine, room, prefix=prefix, q=q, after=after, limit=limit, units=portal.units, sort=sort
+        portal.engine,
+        asked["room"],
+        prefix=asked["prefix"],
+        q=asked["q"],
+        after=after,
+        limit=asked["limit"],
+        units=portal.units,
+        sort=sort,
     )
     following = params.make_cursor(list(last)) if more and last else None
     return jsonify(devices=found, next=following, total=total)
@@ -247,8 +270,8 @@ def remove_device(room: str, device: str) -> ResponseReturnValue:
 @api_login_required
 def remove_devices() -> ResponseReturnValue:
     """Remove every device of ``room`` and/or whose name starts with ``prefix``: ``{"deleted": n}``."""
-    room = params.name(request.args, "room")
-    prefix = params.prefix(request.args, "prefix")
+    asked = REMOVE_QUERY.read(request.args)
+    room, prefix = asked["room"], asked["prefix"]
     if room is None and prefix is None:
         raise params.ParamError("room or prefix is required: say which devices to remove")
     if prefix == "":

@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from web.api import params
+from web.api.fields import Choice, Integer, Name, Query, Timestamp
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
@@ -58,6 +59,33 @@ MAX_BUCKETS = 100_000
 #: Widest bucket: about 31 years.
 MAX_BUCKET_S = 1_000_000_000
 
+QUERY = Query(
+    Name("room", "room name", required=True),
+    Name("device", "device name", required=True),
+    Name("attr", "attribute name", required=True),
+    Timestamp("from", "range start (default: to - 1 h)"),
+    Timestamp("to", "range end (default: now)"),
+    Integer(
+        "bucket",
+        f"bucket width in seconds; at most {MAX_BUCKETS} buckets in the range",
+        minimum=1,
+        maximum=MAX_BUCKET_S,
+    ),
+    Choice(
+        "agg",
+        "aggregate per bucket (only with bucket, then avg by default); avg, min, max need numbers",
+        options=AGGREGATES,
+    ),
+    Integer(
+        "limit",
+        "most points returned; truncated is true when more exist",
+        minimum=1,
+        maximum=MAX_LIMIT,
+        default=DEFAULT_LIMIT,
+    ),
+    Choice("format", "csv: the points as a CSV file to download", options=("json", "csv"), default="json"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
@@ -75,25 +103,21 @@ class HistoryQuery:
     @classmethod
     def from_args(cls, args: Any, now_ms: int) -> HistoryQuery:
         """Validate query parameters; ParamError (one line naming the parameter) when wrong."""
-        room = params.required_name(args, "room")
-        device = params.required_name(args, "device")
-        attr = params.required_name(args, "attr")
-        end = params.timestamp(args, "to", default=now_ms)
-        start = params.timestamp(args, "from", default=max(0, end - DEFAULT_RANGE_MS))
+        asked = QUERY.read(args)
+        end = asked["to"] if asked["to"] is not None else now_ms
+        start = asked["from"] if asked["from"] is not None else max(0, end - DEFAULT_RANGE_MS)
         if start > end:
             raise ParamError("from must not be after to")
-        bucket = params.optional_integer(args, "bucket", minimum=1, maximum=MAX_BUCKET_S)
-        agg: str | None = None
+        bucket, agg = asked["bucket"], asked["agg"]
         if bucket is None:
-            if "agg" in args:
+            if agg is not None:
                 raise ParamError("agg needs bucket")
         else:
-            agg = params.choice(args, "agg", AGGREGATES, "avg")
+            agg = agg or "avg"
             bucket_ms = bucket * 1000
             if end // bucket_ms - start // bucket_ms + 1 > MAX_BUCKETS:
                 raise ParamError(f"bucket too small for this range: at most {MAX_BUCKETS} buckets")
-        limit = params.integer(args, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-        return cls(room, device, attr, start, end, bucket, agg, limit)
+        return cls(asked["room"], asked["device"], asked["attr"], start, end, bucket, agg, asked["limit"])
 
 
 def _attribute_id(query: HistoryQuery) -> Any:
@@ -296,7 +320,7 @@ def as_csv(query: HistoryQuery, points: list[dict[str, Any]], truncated: bool) -
 def get_history() -> ResponseReturnValue:
     """History of one attribute; see the module docstring and the OpenAPI document."""
     query = HistoryQuery.from_args(request.args, now_ms=int(time.time() * 1000))
-    as_text = params.choice(request.args, "format", ("json", "csv"), "json") == "csv"
+    as_text = QUERY.read(request.args)["format"] == "csv"
     portal = current_portal()
     points, truncated = history(portal.engine, query)
     if as_text:

@@ -1,6 +1,8 @@
 """The OpenAPI 3.1 description of the API, as data, served at ``GET /api/openapi.json``.
 
-Keep it in step with the routes: a test checks that every ``/api`` route and ``/metrics`` is
+The query parameters, and the filters of the alarms' bulk calls, are the routes' own declarations
+(:mod:`web.api.fields`): their bounds, defaults and choices are the ones the routes check. The rest
+(paths, answers) is written here; a test checks that every ``/api`` route and ``/metrics`` is
 described with its parameters, and validates the document with openapi-spec-validator.
 """
 
@@ -11,21 +13,14 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from web.alarms import SEVERITIES
 from web.api import alarms, commands, devices, history, latest, params
-from wire.names import MAX_NAME_CHARS
-from wire.timestamps import MAX_TS_MS
+from web.api.fields import MS_SCHEMA, NAME_SCHEMA
 
 bp = Blueprint("openapi", __name__)
 
-_MS = {"type": "integer", "minimum": 0, "maximum": MAX_TS_MS, "description": "ms since 1970 UTC"}
+_MS = MS_SCHEMA
 _MS_OR_NULL = {**_MS, "type": ["integer", "null"]}
-_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_NAME_CHARS,
-    "description": ("a name: no '/', '+' or '#', no control or invisible characters, no space at either end"),
-}
+_NAME = NAME_SCHEMA
 _UNIT = {
     "type": ["string", "null"],
     "description": "unit of measure: the one the device last sent, else web/units.json's for the name",
@@ -35,10 +30,6 @@ _VALUE = {"type": ["number", "string"], "description": "numbers (booleans as 1/0
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -61,18 +52,7 @@ _REMOVAL_ERRORS = {
     ),
 }
 
-_CURSOR = _query("cursor", {"type": "string"}, "the next of the previous page (omit for the first)")
 _NEXT = {"type": ["string", "null"], "description": "cursor of the following page; null on the last"}
-
-
-def _limit(default: int, maximum: int, description: str) -> dict[str, Any]:
-    return _query(
-        "limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}, description
-    )
-
-
-_ROOM = _query("room", _NAME, "only this room")
-_DEVICE = _query("device", _NAME, "only this device")
 
 
 def _path(name: str) -> dict[str, Any]:
@@ -105,45 +85,10 @@ def _alarm_action(summary: str) -> dict[str, Any]:
     }
 
 
-def _names_query(name: str, description: str) -> dict[str, Any]:
-    return _query(name, {"type": "string", "minLength": 1}, description + " (several: separated by commas)")
-
-
-_ALARM_FILTERS = [
-    _query(
-        "state", {"type": "string", "enum": list(alarms.STATES), "default": "all"}, "active, cleared or all"
-    ),
-    _names_query("severity", f"only this severity: {', '.join(SEVERITIES)}"),
-    _names_query("type", "only this type"),
-    _ROOM,
-    _DEVICE,
-    _query("acked", {"type": "string", "enum": ["true", "false"]}, "only acknowledged (true) or not (false)"),
-]
-
 _FILTER_BODY = {
-    "type": "object",
-    "additionalProperties": False,
+    **alarms.FILTERS.body_schema(ids=alarms.IDS_SCHEMA),
     "minProperties": 1,
     "description": 'ids, or filters (one at least; {"state": "all"} is every alarm), never both',
-    "properties": {
-        "ids": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": alarms.MAX_IDS,
-            "items": {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
-        },
-        "state": {"type": "string", "enum": list(alarms.STATES)},
-        "severity": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string", "enum": list(SEVERITIES)}, "minItems": 1},
-            ]
-        },
-        "type": {"oneOf": [_NAME, {"type": "array", "items": _NAME, "minItems": 1}]},
-        "room": _NAME,
-        "device": _NAME,
-        "acked": {"type": "boolean"},
-    },
 }
 
 
@@ -195,26 +140,7 @@ DOCUMENT: dict[str, Any] = {
                     f"{devices.MAX_ATTRIBUTES} attributes (attributes_truncated says when it has more). "
                     "Pass next as cursor for the following page."
                 ),
-                "parameters": [
-                    _ROOM,
-                    _query(
-                        "prefix",
-                        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
-                        "only devices whose name starts with this",
-                    ),
-                    _query(
-                        "q",
-                        {"type": "string", "maxLength": devices.MAX_QUERY_CHARS},
-                        "only devices whose room or name holds this text (any case)",
-                    ),
-                    _limit(devices.DEFAULT_LIMIT, devices.MAX_LIMIT, "most devices in the page"),
-                    _query(
-                        "sort",
-                        {"type": "string", "enum": list(devices.SORTS), "default": "name"},
-                        "name: by room and name; offline: the longest silent first (never seen, then oldest)",
-                    ),
-                    _CURSOR,
-                ],
+                "parameters": devices.LIST_QUERY.parameters(),
                 "responses": {
                     "200": _json(
                         {
@@ -239,14 +165,7 @@ DOCUMENT: dict[str, Any] = {
                     "that publishes again comes back as a new one. Session callers must send the "
                     "X-CSRF-Token header."
                 ),
-                "parameters": [
-                    _query("room", _NAME, "the devices of this room"),
-                    _query(
-                        "prefix",
-                        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
-                        "the devices whose name starts with this (in room, or in every room)",
-                    ),
-                ],
+                "parameters": devices.REMOVE_QUERY.parameters(),
                 "responses": {
                     "200": _json(
                         {
@@ -282,12 +201,7 @@ DOCUMENT: dict[str, Any] = {
                 "description": (
                     "Ordered by room, device and attribute. Pass next as cursor for the following page."
                 ),
-                "parameters": [
-                    _ROOM,
-                    _DEVICE,
-                    _limit(latest.DEFAULT_LIMIT, latest.MAX_LIMIT, "most values in the page"),
-                    _CURSOR,
-                ],
+                "parameters": latest.QUERY.parameters(),
                 "responses": {
                     "200": _json(
                         {
@@ -312,38 +226,7 @@ DOCUMENT: dict[str, Any] = {
                     "per non-empty bucket (aligned to 1970-01-01, ts = bucket start), aggregated by agg. "
                     "Both ends of the range are inclusive. Unknown names give no points."
                 ),
-                "parameters": [
-                    _query("room", _NAME, "room name", required=True),
-                    _query("device", _NAME, "device name", required=True),
-                    _query("attr", _NAME, "attribute name", required=True),
-                    _query("from", _MS, "range start (default: to - 1 h)"),
-                    _query("to", _MS, "range end (default: now)"),
-                    _query(
-                        "bucket",
-                        {"type": "integer", "minimum": 1, "maximum": history.MAX_BUCKET_S},
-                        f"bucket width in seconds; at most {history.MAX_BUCKETS} buckets in the range",
-                    ),
-                    _query(
-                        "agg",
-                        {"type": "string", "enum": list(history.AGGREGATES), "default": "avg"},
-                        "aggregate per bucket (only with bucket); avg, min, max need numbers",
-                    ),
-                    _query(
-                        "limit",
-                        {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": history.MAX_LIMIT,
-                            "default": history.DEFAULT_LIMIT,
-                        },
-                        "most points returned; truncated is true when more exist",
-                    ),
-                    _query(
-                        "format",
-                        {"type": "string", "enum": ["json", "csv"], "default": "json"},
-                        "csv: the points as a CSV file to download",
-                    ),
-                ],
+                "parameters": history.QUERY.parameters(),
                 "responses": {
                     "200": {
                         "description": "the points (as CSV with format=csv)",
@@ -378,24 +261,7 @@ DOCUMENT: dict[str, Any] = {
                     "Filtered by state, severity, type, room, device and acked; at most limit of them, "
                     "older than the alarm before (pass the answer's next for the following page)."
                 ),
-                "parameters": [
-                    *_ALARM_FILTERS,
-                    _query(
-                        "limit",
-                        {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": alarms.MAX_LIMIT,
-                            "default": alarms.DEFAULT_LIMIT,
-                        },
-                        "most alarms returned",
-                    ),
-                    _query(
-                        "before",
-                        {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
-                        "only alarms older than this one (the next of the previous page)",
-                    ),
-                ],
+                "parameters": [*alarms.FILTERS.parameters(), *alarms.PAGE.parameters()],
                 "responses": {
                     "200": _json(
                         {
