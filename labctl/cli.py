@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl import devices, envfile, install, ui
-from labctl.config import ROOT, ConfigError, LabConfig
+from labctl.config import ROOT, LabConfig
+from labctl.errors import LabError
 from labctl.lab import Lab
 from labctl.services import SERVICE_NAMES, ServiceError
 
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, ServiceError, install.InstallError, envfile.EnvFileError) as exc:
+    except LabError as exc:
         ui.error(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import envfile
+from labctl.errors import LabError
 from wire.names import name_problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def new_instance(folder: Path, **overrides: str) -> LabConfig:
     return LabConfig.load(folder / ".env", folder / "data")
 
 
-class ConfigError(Exception):
+class ConfigError(LabError):
     """A configuration value the lab cannot run with; the message says which and why."""
 
 

@@ -11,6 +11,8 @@ import secrets
 import string
 from pathlib import Path
 
+from labctl.errors import LabError
+
 # Variables whose empty value in .env.example means "generate a random secret".
 SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY")
 
@@ -18,7 +20,7 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 _LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 
-class EnvFileError(Exception):
+class EnvFileError(LabError):
     """A `.env` file that cannot be read or is missing something required."""
 
 

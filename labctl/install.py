@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from labctl import ui
+from labctl.errors import LabError
 
 # Programs the lab runs, and the Debian package that provides each.
 LAB_PROGRAMS = {
@@ -32,7 +33,7 @@ NPM_FOLDERS_LAB = ("nodered", "web/assets")
 NPM_FOLDERS_TEST = ("tests",)
 
 
-class InstallError(Exception):
+class InstallError(LabError):
     """Something could not be installed; the message says what to run instead."""
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from labctl import broker, health
 from labctl.config import LabConfig
+from labctl.errors import LabError
 from labctl.process import ProcessSpec, run_as
 
 
-class ServiceError(Exception):
+class ServiceError(LabError):
     """A service that cannot be prepared or started; the message says what to do."""
 
 

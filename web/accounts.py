@@ -23,6 +23,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from web.errors import PortalError
 from web.schema import api_tokens, sessions, users
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ MAX_TOKEN_LENGTH = 200
 TOKEN_TOUCH_S = 60
 
 
-class AccountError(ValueError):
+class AccountError(PortalError, ValueError):
     """A request about users or tokens that cannot be done; the message says why, in one line."""
 
 

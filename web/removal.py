@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, exists, select
 
+from web.errors import PortalError
 from web.presence import PRESENCE_ATTR
 from web.schema import alarms, devices, rooms
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 REMOVED_TOPIC = "config/devices/removed"
 
 
-class RemovalRefused(Exception):  # noqa: N818 - an answer, not a failure
+class RemovalRefused(PortalError):  # noqa: N818 - an answer, not a failure
     """The removal cannot be done now; the message says why and what to do (the API answers 503)."""
 
 

@@ -46,6 +46,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL
 
+from web.errors import PortalError
 from wire.names import name_problem
 
 #: The database and its owner are both called this (see docker-compose.yml and ./lab).
@@ -60,7 +61,7 @@ ALARMS_ROOT = "alarms"
 _EMPTY = "must not be empty"
 
 
-class SettingsError(ValueError):
+class SettingsError(PortalError, ValueError):
     """The environment does not describe a usable configuration; the message says what to fix."""
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import struct
 
+from wire.errors import WireError
+
 #: The largest remaining length four bytes of variable-length integer hold.
 MAX_REMAINING_LENGTH = 268_435_455
 #: Most bytes in an MQTT string or binary field.
 MAX_STRING = 65_535
 
 
-class ProtocolError(Exception):
+class ProtocolError(WireError):
     """The peer sent bytes that are not MQTT."""
 
 

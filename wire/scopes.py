@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wire.errors import WireError
 from wire.names import name_problem
 
 ScopeKind = Literal["site", "room", "device"]
@@ -19,7 +20,7 @@ ScopeKind = Literal["site", "room", "device"]
 SITE_CHANNEL = "site:values"
 
 
-class ScopeError(ValueError):
+class ScopeError(WireError, ValueError):
     """A subscription request is malformed; the message is one line naming the field."""
 
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+from web.errors import PortalError
 from wire.names import MAX_NAME_CHARS, name_problem
 from wire.timestamps import epoch_ms
 
@@ -21,11 +22,11 @@ MAX_REQUEST_LINE = 8190
 MAX_CURSOR_CHARS = 2 * 3 * 4 * MAX_NAME_CHARS
 
 
-class ParamError(ValueError):
+class ParamError(PortalError, ValueError):
     """A query parameter is missing or wrong; the message names it (the API answers 400)."""
 
 
-class Unavailable(Exception):  # noqa: N818 - an answer, not a failure
+class Unavailable(PortalError):  # noqa: N818 - an answer, not a failure
     """What was asked cannot be done right now; the message says why (the API answers 503)."""
 
 
