@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from stress.behaviours import Behaviour, DeviceInfo
-from stress.fleet.device import Device, Fleet
+from stress.fleet.device import Device, Fleet, Link
 from stress.fleet.links import Dial, MqttLink
 from stress.messages import Command, Presence
 from stress.mqtt.codec import ConnectOptions, TopicCode
@@ -75,8 +75,7 @@ class Target(ABC):
         self, fleet: Fleet, dial: Dial, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool
     ) -> Device:
         """The simulated device of ``info``, with its link (by default an MQTT connection of its
-        own, opened with ``dial``); the target is its dialect."""
-        attributes = type(behaviour).attributes
+        own, opened with ``dial``)."""
         presence = self.presence(info)
         options = self.connect_options(info)
         link = MqttLink(
@@ -86,6 +85,13 @@ class Target(ABC):
             presence=presence,
             filters=self.command_filters(info),
         )
+        return self.device_on(link, fleet, info, behaviour, sampled=sampled)
+
+    def device_on(
+        self, link: Link, fleet: Fleet, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool
+    ) -> Device:
+        """The device of ``info`` on ``link``: the target's topics and encoder, the target its dialect."""
+        attributes = type(behaviour).attributes
         return Device(
             fleet,
             info,

@@ -246,17 +246,7 @@ class ThingsBoardTarget(Target):
                 name = gateway_name(self.scenario.prefix, number)
                 gateway = self.gateways[number] = Gateway(fleet, dial, name, self.options_for(name))
             link = GatewayLink(gateway)
-        attributes = type(behaviour).attributes
-        device = Device(
-            fleet,
-            info,
-            behaviour,
-            link=link,
-            dialect=self,
-            topics=self.topics(info, attributes),
-            encode=self.encoder(info, attributes),
-            sampled=sampled,
-        )
+        device = self.device_on(link, fleet, info, behaviour, sampled=sampled)
         if isinstance(link, GatewayLink):
             link.gateway.join(device, info.index // self.gateway_count)
         return device

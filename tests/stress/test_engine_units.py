@@ -97,18 +97,8 @@ class MemoryTarget(MqttTarget):
     def make_device(
         self, fleet: Fleet, dial: Dial, info: DeviceInfo, behaviour: Behaviour, *, sampled: bool
     ) -> Device:
-        attributes = type(behaviour).attributes
         link = self.links[info.device_id] = MemoryLink()
-        return Device(
-            fleet,
-            info,
-            behaviour,
-            link=link,
-            dialect=self,
-            topics=self.topics(info, attributes),
-            encode=self.encoder(info, attributes),
-            sampled=sampled,
-        )
+        return self.device_on(link, fleet, info, behaviour, sampled=sampled)
 
 
 def scenario(stages: tuple[Stage, ...], **changes: object) -> Scenario:
