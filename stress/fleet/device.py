@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from stress.behaviours import Behaviour, DeviceInfo
@@ -98,20 +98,26 @@ class Connection(Protocol):
         """Ping when idle (called about once a second)."""
 
 
+#: ``send(device, payloads, now, qos) -> bytes``: a link's own way of sending one sample (each
+#: payload in flight from ``now`` at QoS 1); what it returns is written to the connection.
+Send = Callable[["Device", list[bytes], float, int], bytes]
+
+
 class Link(Protocol):
     """How a device's messages travel: its own MQTT connection, a gateway's, or HTTP requests."""
 
     #: The MQTT version of the connection (for replies and acks).
     version: int
+    @property
+    def send(self) -> Send | None:
+        """How the link sends a sample's payloads itself, or None when the device writes them as
+        MQTT PUBLISH packets on its topics to its connection (its own, or a gateway's)."""
 
     async def open(self, device: Device) -> Connection:
         """A connection for ``device`` (raises :class:`ConnectError`)."""
 
     async def opened(self, device: Device, connection: Connection) -> None:
         """The device is connected and on the schedule: say so, subscribe to its commands."""
-
-    def send(self, device: Device, payloads: list[bytes], now: float, qos: int) -> bytes:
-        """The framed messages of one sample (at QoS 1 each put in flight from ``now``)."""
 
     def leave(self, device: Device, connection: Connection) -> None:
         """End the device's part of ``connection`` cleanly (a goodbye, a DISCONNECT)."""
@@ -150,6 +156,7 @@ class Device:
         "queued",
         "sample",
         "sampled",
+        "send",
         "seq",
         "session",
         "short_sessions",
@@ -176,6 +183,7 @@ class Device:
     ) -> None:
         self.fleet = fleet
         self.link = link
+        self.send = link.send
         self.dialect = dialect
         self.info = info
         self.behaviour = behaviour
@@ -498,11 +506,26 @@ class Device:
                 fleet.ready(self)
 
     def _sample(self, now: float, epoch_ms: float, qos: int) -> bytes:
-        """The framed messages of the next sample (QoS 1: in flight from ``now``)."""
+        """The messages of the next sample: PUBLISH packets on its topics (QoS 1: ids from its share
+        of the connection's, each in flight from ``now``), unless its link sends them itself."""
         payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
         self.seq += 1
         self.last_payload = payloads[-1]
-        return self.link.send(self, payloads, now, qos)
+        send = self.send
+        if send is not None:
+            return send(self, payloads, now, qos)
+        if not qos:
+            return self.sample.publish(payloads)
+        chunks: list[bytes] = []
+        inflight = self.inflight
+        packet_id = self.packet_id
+        base, span = self.id_base, self.id_span
+        for topic, payload in zip(self.topics, payloads, strict=True):
+            packet_id = packet_id % span + 1
+            inflight[base + packet_id] = now
+            topic.append(chunks, payload, base + packet_id)
+        self.packet_id = packet_id
+        return b"".join(chunks)
 
     def _written(self, data: bytes, messages: int, now: float) -> None:
         """``messages`` (in ``data``) go to the connection: counted by the fleet."""

@@ -3,9 +3,8 @@
 
 A :class:`MqttLink` is one device's connection: it logs in with the device's options (and
 its Last Will, when the target has a presence topic), says ``online`` once connected and
-``offline`` before a clean DISCONNECT, and subscribes to the device's command topics. Its
-``send`` frames a sample's payloads as PUBLISH packets on the device's topics, the framing a
-gateway's link shares.
+``offline`` before a clean DISCONNECT, and subscribes to the device's command topics; the device
+writes its samples to the connection as PUBLISH packets itself.
 """
 
 from __future__ import annotations
@@ -87,29 +86,13 @@ class Dialer:
         )
 
 
-def frames(device: Device, payloads: list[bytes], now: float, qos: int) -> bytes:
-    """The PUBLISH packets of one sample's payloads on the device's topics (QoS 1: packet ids
-    from the device's share of the connection's, each in flight from ``now``)."""
-    if not qos:
-        return device.sample.publish(payloads)
-    chunks: list[bytes] = []
-    inflight = device.inflight
-    packet_id = device.packet_id
-    base, span = device.id_base, device.id_span
-    for topic, payload in zip(device.topics, payloads, strict=True):
-        packet_id = packet_id % span + 1
-        inflight[base + packet_id] = now
-        topic.append(chunks, payload, base + packet_id)
-    device.packet_id = packet_id
-    return b"".join(chunks)
-
-
 class MqttLink:
     """One device's own MQTT connection."""
 
     __slots__ = ("dial", "filters", "options", "presence", "timeout", "version")
 
-    send = staticmethod(frames)
+    #: (The device writes its samples as PUBLISH packets itself.)
+    send = None
 
     def __init__(
         self,

@@ -94,7 +94,9 @@ def snapshot_of(portal: Portal, monkeypatch: pytest.MonkeyPatch) -> list[LatestV
     """Replace the database snapshot by this list (filtered by scope like the real one)."""
     stored: list[LatestValue] = []
     monkeypatch.setattr(
-        portal.live, "_snapshot", lambda scope, limit: [v for v in stored if scope.holds(v.room, v.device)][:limit]
+        portal.live,
+        "_snapshot",
+        lambda scope, limit: [v for v in stored if scope.holds(v.room, v.device)][:limit],
     )
     return stored
 
