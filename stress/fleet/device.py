@@ -92,7 +92,7 @@ class Connection(Protocol):
     receive_maximum: int
 
     def write(self, data: bytes, now: float) -> None:
-        """Write framed messages (what :meth:`Link.send` returned)."""
+        """Write a sample's messages: its PUBLISH packets, or what its link's ``send`` returned."""
 
     def keepalive_due(self, now: float) -> str | None:
         """Ping when idle (called about once a second)."""
@@ -108,6 +108,7 @@ class Link(Protocol):
 
     #: The MQTT version of the connection (for replies and acks).
     version: int
+
     @property
     def send(self) -> Send | None:
         """How the link sends a sample's payloads itself, or None when the device writes them as
