@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from wire.names import is_valid_name
-from wire.timestamps import MAX_TS_MS, epoch_ms
+from wire.timestamps import MAX_TS_MS, ms_or_none
 
 ALARM_ROOT = "alarms"
 ALARM_EVENT = "alarm"
@@ -98,18 +98,14 @@ class Alarm:
             "severity": self.severity,
             "state": self.state,
             "value": self.value,
-            "ts": _ms(self.ts),
-            "raised_at": _ms(self.raised_at),
-            "received_at": _ms(self.received_at),
-            "acked_at": _ms(self.acked_at),
+            "ts": ms_or_none(self.ts),
+            "raised_at": ms_or_none(self.raised_at),
+            "received_at": ms_or_none(self.received_at),
+            "acked_at": ms_or_none(self.acked_at),
             "acked_by": self.acked_by,
-            "cleared_at": _ms(self.cleared_at),
+            "cleared_at": ms_or_none(self.cleared_at),
             "cleared_by": self.cleared_by,
         }
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else epoch_ms(moment)
 
 
 # -- parsing (pure) -----------------------------------------------------------------------

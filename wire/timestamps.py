@@ -21,3 +21,8 @@ def to_datetime(ms: float) -> datetime:
 def epoch_ms(when: datetime) -> int:
     """``when`` (aware) as whole milliseconds since 1970, rounded."""
     return round((when - EPOCH) / timedelta(milliseconds=1))
+
+
+def ms_or_none(when: datetime | None) -> int | None:
+    """:func:`epoch_ms` of ``when``, or None for no time."""
+    return None if when is None else epoch_ms(when)

@@ -184,6 +184,7 @@ class Device:
     ) -> None:
         self.fleet = fleet
         self.link = link
+        #: (The link's ``send``, kept here: it is read at every sample.)
         self.send = link.send
         self.dialect = dialect
         self.info = info

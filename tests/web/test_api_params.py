@@ -7,7 +7,8 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 
 from web.api.history import HistoryQuery
-from web.api.params import ParamError, to_ms
+from web.api.params import ParamError
+from wire.timestamps import ms_or_none as to_ms
 from wire.timestamps import to_datetime
 
 NOW = 1_700_000_000_000

@@ -19,11 +19,11 @@ from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from web.alarms import SEVERITIES, AlarmFilter
-from web.api import params
 from web.api.fields import Choice, Flag, Integer, Name, Names, Query
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
+from wire.timestamps import ms_or_none
 
 if TYPE_CHECKING:
     from web.alarm_messages import Alarm
@@ -118,7 +118,7 @@ def one_alarm(alarm_id: int) -> ResponseReturnValue:
     if alarm is None:
         return _answer(None)
     events = [
-        {**event, "at": params.to_ms(event["at"]), "ts": params.to_ms(event["ts"])}
+        {**event, "at": ms_or_none(event["at"]), "ts": ms_or_none(event["ts"])}
         for event in _alarms().store.events(alarm_id)
     ]
     return jsonify({**alarm.as_json(), "events": events})

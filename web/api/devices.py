@@ -26,6 +26,7 @@ from web.portal import current_portal
 from web.removal import Removal, RemovalRefused, Removed, Selection
 from web.schema import attributes, devices, latest, rooms
 from web.units import unit_of
+from wire.timestamps import ms_or_none
 
 bp = Blueprint("devices", __name__)
 
@@ -146,11 +147,9 @@ def list_devices(
             entry = {
                 "room": room_name,
                 "device": name,
-                "first_seen": params.to_ms(first_seen),
-                "last_seen": params.to_ms(last_seen),
-                "presence": None
-                if presence is None
-                else {"state": presence, "at": params.to_ms(presence_at)},
+                "first_seen": ms_or_none(first_seen),
+                "last_seen": ms_or_none(last_seen),
+                "presence": None if presence is None else {"state": presence, "at": ms_or_none(presence_at)},
                 "attributes": [],
                 "attributes_truncated": False,
             }
@@ -217,7 +216,7 @@ def _attach_attributes(connection: Any, by_id: dict[int, dict[str, Any]], units:
             continue
         value = num if num is not None else text
         entry["attributes"].append(
-            {"attr": attr, "value": value, "ts": params.to_ms(ts), "unit": unit_of(attr, unit, units)}
+            {"attr": attr, "value": value, "ts": ms_or_none(ts), "unit": unit_of(attr, unit, units)}
         )
 
 

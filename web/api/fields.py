@@ -65,6 +65,11 @@ class Field(ABC):
     def schema(self) -> dict[str, Any]:
         """The JSON schema of the value."""
 
+    def body_schema(self) -> dict[str, Any]:
+        """The JSON schema of the value in a JSON body (the same as in a query string, unless the
+        field says otherwise)."""
+        return self.schema()
+
     def parameter(self) -> dict[str, Any]:
         """The OpenAPI description of this field as a query parameter."""
         return {
@@ -250,7 +255,7 @@ class Cursor(Field):
     """The ``next`` of a previous answer, decoded by the route (its size depends on the order)."""
 
     def check(self, raw: object) -> str:
-        if not isinstance(raw, str) or len(raw) > MAX_CURSOR_CHARS:
+        if not isinstance(raw, str):  # (its length and content: params.cursor, which decodes it)
             raise ParamError(f"{self.key} is not a cursor this API gave out (use the 'next' of an answer)")
         return raw
 
@@ -264,9 +269,6 @@ class Query:
     def __init__(self, *fields: Field) -> None:
         self.fields = fields
 
-    def __add__(self, other: Query) -> Query:
-        return Query(*self.fields, *other.fields)
-
     def read(self, source: Mapping[str, Any]) -> dict[str, Any]:
         """Every field's value (absent ones at their default), checked in order."""
         return {field.key: field.read(source) for field in self.fields}
@@ -277,10 +279,7 @@ class Query:
 
     def body_schema(self, **extra: dict[str, Any]) -> dict[str, Any]:
         """The fields as the properties of a JSON body (with ``extra`` properties)."""
-        properties: dict[str, Any] = {}
-        for field in self.fields:
-            body = getattr(field, "body_schema", None)
-            properties[field.key] = body() if callable(body) else field.schema()
+        properties = {field.key: field.body_schema() for field in self.fields}
         return {"type": "object", "additionalProperties": False, "properties": {**extra, **properties}}
 
     def keys(self) -> Collection[str]:

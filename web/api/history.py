@@ -38,14 +38,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
-from web.api import params
 from web.api.fields import Choice, Integer, Name, Query, Timestamp
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
 from web.schema import attributes, devices, rooms, telemetry
 from web.units import unit_of
-from wire.timestamps import EPOCH, to_datetime
+from wire.timestamps import EPOCH, ms_or_none, to_datetime
 
 bp = Blueprint("history", __name__)
 
@@ -173,14 +172,14 @@ def history(
                 .limit(query.limit + 1)
             )
             rows = connection.execute(statement).all()
-            points = [{"ts": params.to_ms(ts), "value": _value(num, text)} for ts, num, text in rows]
+            points = [{"ts": ms_or_none(ts), "value": _value(num, text)} for ts, num, text in rows]
         else:
             if query.agg in NUMERIC_AGGREGATES:
                 has_text = exists().where(*_in_range(query), telemetry.c.value_text.is_not(None))
                 if connection.execute(select(has_text)).scalar():
                     raise ParamError(f"agg={query.agg} needs numbers, and {query.attr} has text values")
             rows = connection.execute(_bucketed(query)).all()
-            points = [{"ts": params.to_ms(start), "value": _value(num, text)} for start, num, text in rows]
+            points = [{"ts": ms_or_none(start), "value": _value(num, text)} for start, num, text in rows]
     return points[: query.limit], len(points) > query.limit
 
 
@@ -242,7 +241,7 @@ def _from_rollups(engine: Engine, query: HistoryQuery) -> tuple[list[dict[str, A
                 raise ParamError(f"agg={query.agg} needs numbers, and {query.attr} has text values")
         rows = connection.execute(_ROLLUP_QUERIES[query.agg or "avg"], bound).all()
     points = [
-        {"ts": params.to_ms(bucket), "value": _count(query, _value(num, text_value))}
+        {"ts": ms_or_none(bucket), "value": _count(query, _value(num, text_value))}
         for bucket, num, text_value in rows
     ]
     return points[: query.limit], len(points) > query.limit

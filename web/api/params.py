@@ -8,11 +8,9 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime
 
 from web.errors import PortalError
 from wire.names import MAX_NAME_CHARS, name_problem
-from wire.timestamps import epoch_ms
 
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
@@ -57,8 +55,3 @@ def cursor(value: str | None, key: str, size: int) -> tuple[str, ...] | None:
     if not (isinstance(decoded, list) and len(decoded) == size and all(isinstance(p, str) for p in decoded)):
         raise ParamError(f"{key} is not a cursor this API gave out (use the 'next' of an answer)")
     return tuple(decoded)
-
-
-def to_ms(moment: datetime | None) -> int | None:
-    """An aware datetime as milliseconds since 1970 (:mod:`wire.timestamps`), or None."""
-    return None if moment is None else epoch_ms(moment)
