@@ -44,6 +44,7 @@ from stress.errors import StressError
 from stress.measure.meter import Event, Second
 from stress.measure.saturation import SATURATED_SHARE
 from stress.processes import Fleet, Worker, split
+from stress.results.model import ClusterSummary, WorkerSummary
 from stress.results.summary import saturated
 
 #: ``local:N`` or a scheduler's address.
@@ -114,25 +115,25 @@ class Cluster:
     scheduler: str
     members: list[Member] = field(default_factory=list)
 
-    def describe(self, lost: list[str], seconds: dict[int, list[Second]]) -> dict[str, Any]:
-        """``summary.json``'s ``cluster``: each worker with what its own seconds say."""
-        return {
-            "scheduler": self.scheduler,
-            "workers": [
-                {
-                    "address": member.address,
-                    "host": member.host,
-                    "devices": member.devices,
-                    "clock_offset_ms": round(member.offset_s * 1000, 3),
-                    "clock_uncertainty_ms": round(member.rtt_s * 500, 3),
+    def describe(self, lost: list[str], seconds: dict[int, list[Second]]) -> ClusterSummary:
+        """The summary's ``cluster``: each worker with what its own seconds say."""
+        return ClusterSummary(
+            scheduler=self.scheduler,
+            workers=tuple(
+                WorkerSummary(
+                    address=member.address,
+                    host=member.host,
+                    devices=member.devices,
+                    clock_offset_ms=round(member.offset_s * 1000, 3),
+                    clock_uncertainty_ms=round(member.rtt_s * 500, 3),
                     **_breakdown(seconds.get(number, [])),
-                }
+                )
                 for number, member in enumerate(self.members)
-            ],
-            "lost": lost,
+            ),
+            lost=tuple(lost),
             # The common start is one instant on every worker within half its clock round trip.
-            "start_alignment_ms": round(max((m.rtt_s * 500 for m in self.members), default=0.0), 3),
-        }
+            start_alignment_ms=round(max((m.rtt_s * 500 for m in self.members), default=0.0), 3),
+        )
 
 
 def _breakdown(seconds: list[Second]) -> dict[str, Any]:
@@ -156,13 +157,13 @@ def _breakdown(seconds: list[Second]) -> dict[str, Any]:
     }
 
 
-def saturation_notes(described: dict[str, Any]) -> list[str]:
+def saturation_notes(described: ClusterSummary) -> list[str]:
     """A line naming each worker whose generator was saturated, as the run's is judged."""
     return [
-        f"worker {worker['address']} ({worker['host']}) was saturated in {worker['saturated_seconds']} of "
-        f"{worker['run_seconds']} seconds: give it fewer devices (more workers)"
-        for worker in described["workers"]
-        if worker["run_seconds"] and worker["saturated_seconds"] >= SATURATED_SHARE * worker["run_seconds"]
+        f"worker {worker.address} ({worker.host}) was saturated in {worker.saturated_seconds} of "
+        f"{worker.run_seconds} seconds: give it fewer devices (more workers)"
+        for worker in described.workers
+        if worker.run_seconds and worker.saturated_seconds >= SATURATED_SHARE * worker.run_seconds
     ]
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from stress.errors import StressError
 from stress.measure.meter import Second
+from stress.results.model import Row
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 
 #: Longest request line a run reads (a pause of many devices fits).
@@ -199,8 +200,18 @@ class RunControl:
         }
 
 
+def live_second(second: Second) -> dict[str, Any]:
+    """A closed second as a live view gets it: its :class:`Row`, with the second's errors as
+    ``[stage, reason, count]`` and its slowest devices as ``[ms, device]``."""
+    return {
+        **Row.of(second).to_json(),
+        "errors": [[stage, reason, count] for (stage, reason), count in sorted(second.errors.items())],
+        "slowest": [[ms, name] for ms, name in second.slowest],
+    }
+
+
 class Watchers:
-    """Connections that asked to ``watch`` the run: each closed second (``Second.digest``) and the
+    """Connections that asked to ``watch`` the run: each closed second (:func:`live_second`) and the
     events a live view shows are written to them as JSON lines. A watcher that does not read
     is dropped rather than let the run's memory grow."""
 
@@ -221,7 +232,7 @@ class Watchers:
     def second(self, second: Second) -> None:
         """A second closed: pass its digest on (and, for a cluster, each worker's last second)."""
         self._events_this_second = 0
-        self._send({"second": second.digest()})
+        self._send({"second": live_second(second)})
         if self._workers:
             self._send({"workers": [self._workers[name] for name in sorted(self._workers)]})
 
@@ -233,8 +244,8 @@ class Watchers:
             "sent": second.sent,
             "connected": second.connected,
             "errors": sum(second.errors.values()),
-            "cpu": second.cpu_s / second.wall_s if second.wall_s else 0.0,
-            "lag": second.lag.percentile(0.99),
+            "cpu_percent": round(100 * second.cpu_s / second.wall_s, 1) if second.wall_s else 0.0,
+            "loop_lag_ms": second.lag.percentile(0.99),
             "lost": self._workers.get(worker, {}).get("lost", False),
         }
 

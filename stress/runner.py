@@ -32,6 +32,7 @@ from stress.processes import Fleet
 from stress.processes import split as split_fleet
 from stress.results import summary as summaries
 from stress.results.console import Console
+from stress.results.model import Observer
 from stress.results.runfolder import RunFolder, new_run_id
 from stress.results.summary import RunFacts, Summary
 from stress.scenario import Scenario
@@ -135,9 +136,9 @@ def _run(
         facts.run_seconds = sum(second.wall_s for second in seconds if second.phase == "run")
         facts.cannot_start = start.verdict()
         facts.observer = refusals.summary() or facts.observer
-        document = summaries.build(scenario, seconds, facts)
-        folder.finish(document)
-    return Summary(document, folder.path)
+        summary = summaries.build(scenario, seconds, facts)
+        folder.finish(summary.to_json())
+    return Summary(summary, folder.path)
 
 
 #: How a run's fleet runs: in this process, over local processes or over a cluster.
@@ -309,7 +310,7 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: Callable[[str], None]) -> It
 def _note_observer(
     facts: RunFacts, scenario: Scenario, target: Target, observed: bool, unreadable: int
 ) -> None:
-    facts.observer = {"state": "measured" if observed else "off"}
+    facts.observer = Observer(state="measured" if observed else "off")
     if unreadable:
         facts.notes.append(f"{unreadable} delivered messages had no readable send time")
     if not observed and scenario.e2e_devices:
@@ -335,19 +336,19 @@ class Refusals:
         summary = None if self.told else self.summary()
         if summary is not None:
             self.told = True
-            view.say(f"stress: error: {summary['message']}")
+            view.say(f"stress: error: {summary.message}")
 
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> Observer | None:
         """The summary's ``observer`` when the broker refused it, else None. The first refusal
         speaks for all: every process's observer logs in with the same account."""
         if not self.events:
             return None
         first = self.events[0]
         reason, detail, username = str(first["reason"]), str(first["detail"]), str(first["account"])
-        return {
-            "state": "refused",
-            "reason": reason,
-            "detail": detail,
-            "account": username,
-            "message": observer_refused(self.scenario, reason, detail, username or None),
-        }
+        return Observer(
+            state="refused",
+            reason=reason,
+            detail=detail,
+            account=username,
+            message=observer_refused(self.scenario, reason, detail, username or None),
+        )

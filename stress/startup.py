@@ -14,10 +14,10 @@ split fleet), so one process or many decide alike, and it is tested on seconds a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from stress.diagnosis import cannot_connect
 from stress.measure.meter import Event, Second
+from stress.results.model import CannotStart
 from stress.scenario import Scenario
 from stress.targets.base import Target
 
@@ -77,7 +77,7 @@ class StartWatch:
             if self.stop is not None:
                 self.stop(STOPPED)
 
-    def verdict(self) -> dict[str, Any] | None:
+    def verdict(self) -> CannotStart | None:
         """What ``summary.json`` says of a run that no device joined (``cannot_start``); None
         when a device did, or none has failed yet."""
         if self.joined or not self._failures:
@@ -86,10 +86,10 @@ class StartWatch:
         detail = self._details.get(reason, "")
         attempts = sum(self._failures.values())
         why = cannot_connect(self.scenario, reason, detail, self.target)
-        return {
-            "reason": reason,
-            "detail": detail,
-            "attempts": attempts,
-            "gave_up": self.gave_up,
-            "message": f"no device could connect ({attempts:,} attempts in {self._last_t} s): {why}",
-        }
+        return CannotStart(
+            reason=reason,
+            detail=detail,
+            attempts=attempts,
+            gave_up=self.gave_up,
+            message=f"no device could connect ({attempts:,} attempts in {self._last_t} s): {why}",
+        )

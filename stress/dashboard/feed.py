@@ -4,7 +4,6 @@ last run folder when none is in progress."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.control import MAX_REQUEST, RunEntry, SteerError, runs_in_progress, send
+from stress.results.model import RunFileError, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -188,59 +188,36 @@ def last_run(root: Path) -> dict[str, Any]:
 
 def run_folder(folder: Path) -> dict[str, Any]:
     """A finished run's summary and seconds, as the page shows them."""
+    from stress.results.report.loading import load_rows, load_summary  # noqa: PLC0415
+
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        with (folder / "timeseries.csv").open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, ValueError) as exc:
-        return {"run": None, "seconds": [], "failing": [], "events": [], "error": f"{folder}: {exc}"}
+        summary = load_summary(folder)
+        rows = load_rows(folder, [])
+    except RunFileError as exc:
+        return {"run": None, "seconds": [], "failing": [], "events": [], "error": str(exc)}
     return {
-        "run": {"run_id": summary.get("run_id"), "folder": str(folder), "summary": summary},
-        "seconds": [_row_digest(row) for row in rows[-HISTORY:]],
+        "run": {"run_id": summary.run_id, "folder": str(folder), "summary": summary.to_json()},
+        "seconds": [{**row.to_json(), "errors": [], "slowest": []} for row in rows[-HISTORY:]],
         "failing": [],
         "events": [],
         "workers": _cluster_workers(summary),
     }
 
 
-def _cluster_workers(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def _cluster_workers(summary: RunSummary) -> list[dict[str, Any]]:
     """A finished cluster run's workers, with their whole-run figures, as the page shows them."""
-    cluster = summary.get("cluster")
-    if not isinstance(cluster, dict) or not isinstance(cluster.get("workers"), list):
+    if summary.cluster is None:
         return []
-    lost = set(cluster.get("lost") or [])
+    lost = set(summary.cluster.lost)
     return [
         {
-            "worker": worker.get("address"),
-            "sent": worker.get("sent"),
-            "connected": worker.get("connections_peak"),
-            "errors": worker.get("errors"),
-            "cpu": (worker.get("cpu_percent") or 0) / 100,
-            "lag": worker.get("loop_lag_p99_ms"),
-            "lost": worker.get("address") in lost,
+            "worker": worker.address,
+            "sent": worker.sent,
+            "connected": worker.connections_peak,
+            "errors": worker.errors,
+            "cpu_percent": worker.cpu_percent,
+            "loop_lag_ms": worker.loop_lag_p99_ms,
+            "lost": worker.address in lost,
         }
-        for worker in cluster["workers"]
-        if isinstance(worker, dict)
+        for worker in summary.cluster.workers
     ]
-
-
-def _row_digest(row: dict[str, str]) -> dict[str, Any]:
-    """A ``timeseries.csv`` row in the shape of a live second's digest (what the page draws)."""
-
-    def number(name: str) -> float | None:
-        text = row.get(name) or ""
-        try:
-            return float(text)
-        except ValueError:
-            return None
-
-    counters = ("offered", "sent", "acked", "failed", "delivered", "connected", "connects", "disconnects")
-    out: dict[str, Any] = {name: int(number(name) or 0) for name in counters}
-    out.update(t=int(number("t") or 0), phase=row.get("phase", ""), cpu=(number("cpu_percent") or 0) / 100)
-    out["ack"] = {"p50": number("ack_p50_ms"), "p99": number("ack_p99_ms")}
-    out["e2e"] = {"p50": number("e2e_p50_ms"), "p99": number("e2e_p99_ms")}
-    out["lateness"] = {"p99": number("lateness_p99_ms")}
-    out["lag"] = {"p99": number("loop_lag_ms")}
-    out["errors"] = []
-    out["slowest"] = []
-    return out

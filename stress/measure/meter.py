@@ -111,24 +111,6 @@ class Second:
         values["slowest"] = [(ms, name) for ms, name in values.get("slowest", [])]
         return cls(**values)
 
-    def digest(self) -> dict[str, Any]:
-        """What a live view shows of the second: counters, gauges, percentiles (ms), errors."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
-        out.update(t=self.t, phase=self.phase, connected=self.connected, fleet=self.fleet)
-        out["cpu"] = round(self.cpu_s / self.wall_s, 3) if self.wall_s else 0.0
-        for name in HISTOGRAMS:
-            histogram: Histogram = getattr(self, name)
-            out[name] = {
-                "p50": histogram.percentile(0.5),
-                "p95": histogram.percentile(0.95),
-                "p99": histogram.percentile(0.99),
-                "max": histogram.max_us / 1000 if histogram.count else None,
-                "count": histogram.count,
-            }
-        out["errors"] = [[stage, reason, count] for (stage, reason), count in sorted(self.errors.items())]
-        out["slowest"] = [[ms, name] for ms, name in self.slowest]
-        return out
-
     def confirmed(self, qos: int) -> int:
         """Messages known to have reached the broker: acked at QoS 1, written to the socket at QoS 0."""
         return self.acked if qos else self.sent

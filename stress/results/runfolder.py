@@ -13,28 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stress.measure.meter import Event, Second
-
-COLUMNS = (
-    "t",
-    "phase",
-    "offered",
-    "sent",
-    "acked",
-    "failed",
-    "delivered",
-    "connected",
-    "connects",
-    "disconnects",
-    "lateness_p99_ms",
-    "ack_p50_ms",
-    "ack_p95_ms",
-    "ack_p99_ms",
-    "e2e_p50_ms",
-    "e2e_p99_ms",
-    "loop_lag_ms",
-    "cpu_percent",
-    "overruns",
-)
+from stress.results.model import COLUMNS, Row
 
 DEFAULT_ROOT = Path("data/runs")
 
@@ -45,36 +24,6 @@ _event_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 def new_run_id(target: str, devices: int) -> str:
     """``YYYYmmdd-HHMMSS-<target>-<devices>`` (UTC)."""
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{target}-{devices}"
-
-
-def _ms(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def row(second: Second) -> list[str | int]:
-    """One line of ``timeseries.csv``."""
-    cpu = 100 * second.cpu_s / second.wall_s if second.wall_s else 0.0
-    return [
-        second.t,
-        second.phase,
-        second.offered,
-        second.sent,
-        second.acked,
-        second.failed,
-        second.delivered,
-        second.connected,
-        second.connects,
-        second.disconnects,
-        _ms(second.lateness.percentile(0.99)),
-        _ms(second.ack.percentile(0.50)),
-        _ms(second.ack.percentile(0.95)),
-        _ms(second.ack.percentile(0.99)),
-        _ms(second.e2e.percentile(0.50)),
-        _ms(second.e2e.percentile(0.99)),
-        _ms(second.lag.max_us / 1000 if second.lag.count else None),
-        f"{cpu:.1f}",
-        second.overruns,
-    ]
 
 
 class RunFolder:
@@ -112,7 +61,7 @@ class RunFolder:
 
     def second(self, second: Second) -> None:
         """Append one row, and the per-second error counts as ``errors`` events."""
-        self._series.writerow(row(second))
+        self._series.writerow(Row.of(second).cells())
         self._series_file.flush()
         for (stage, reason), count in second.errors.items():
             self.event({"t": second.t, "event": "errors", "stage": stage, "reason": reason, "count": count})
@@ -124,7 +73,7 @@ class RunFolder:
             self._workers_file = (self.path / "workers.csv").open("w", newline="", encoding="utf-8")
             self._workers = csv.writer(self._workers_file)
             self._workers.writerow(("worker", *COLUMNS, "errors"))
-        self._workers.writerow((worker, *row(second), sum(second.errors.values())))
+        self._workers.writerow((worker, *Row.of(second).cells(), sum(second.errors.values())))
         self._workers_file.flush()
 
     def finish(self, summary: dict[str, Any]) -> Path:

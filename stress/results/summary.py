@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stress.measure.histogram import Histogram
 from stress.measure.meter import Second
 from stress.measure.saturation import SATURATED_SHARE, saturated_by
+from stress.results.model import (
+    CannotStart,
+    ClusterSummary,
+    Collapse,
+    Generator,
+    Latencies,
+    Latency,
+    Observer,
+    RunSummary,
+    StageSummary,
+)
 from stress.scenario import Scenario
 
 #: Collapse needs at least this many offered messages in the second (noise below).
@@ -22,10 +34,14 @@ COLLAPSE_MIN_OFFERED = 10
 
 @dataclass(frozen=True)
 class Summary:
-    """The results of a run, as written to ``summary.json``."""
+    """The results of a run (:class:`RunSummary`), and its ``summary.json`` document by key."""
 
-    data: dict[str, Any]
+    model: RunSummary
     folder: Path | None = None
+    data: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", self.model.to_json())
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -33,18 +49,17 @@ class Summary:
     @property
     def sent(self) -> int:
         """PUBLISH packets written to the socket."""
-        return int(self.data["sent"])
+        return self.model.sent or 0
 
     @property
     def acked(self) -> int | None:
         """PUBACKs received (None at QoS 0)."""
-        acked = self.data["acked"]
-        return None if acked is None else int(acked)
+        return self.model.acked
 
     @property
     def failed(self) -> int:
         """Messages that failed at any stage."""
-        return int(self.data["failed"])
+        return self.model.failed or 0
 
 
 def merge_by_second(parts: Sequence[Sequence[Second]]) -> list[Second]:
@@ -61,7 +76,7 @@ def merge_by_second(parts: Sequence[Sequence[Second]]) -> list[Second]:
     return [merged[t] for t in sorted(merged)]
 
 
-def collapse(seconds: Sequence[Second], share: float, qos: int = 0) -> dict[str, Any] | None:
+def collapse(seconds: Sequence[Second], share: float, qos: int = 0) -> Collapse | None:
     """The first publishing second in which delivery or connections fell below ``share``.
 
     Delivered means acknowledged at QoS 1 and written to the socket at QoS 0. The first
@@ -72,17 +87,27 @@ def collapse(seconds: Sequence[Second], share: float, qos: int = 0) -> dict[str,
         confirmed = second.confirmed(qos)
         if second.offered >= COLLAPSE_MIN_OFFERED and confirmed < share * second.offered:
             rate = confirmed / second.offered
-            return {
-                "t": second.t,
-                "reason": f"delivered {rate:.0%} of offered ({confirmed} of {second.offered}; "
+            return Collapse(
+                t=second.t,
+                reason=f"delivered {rate:.0%} of offered ({confirmed} of {second.offered}; "
                 f"below {share:.0%})",
-            }
+            )
         if second.fleet and second.connected < share * second.fleet:
-            return {
-                "t": second.t,
-                "reason": f"{second.connected} of {second.fleet} devices connected (below {share:.0%})",
-            }
+            return Collapse(
+                t=second.t,
+                reason=f"{second.connected} of {second.fleet} devices connected (below {share:.0%})",
+            )
     return None
+
+
+def _latency(histogram: Histogram) -> Latency:
+    return Latency(
+        p50=histogram.percentile(0.50),
+        p95=histogram.percentile(0.95),
+        p99=histogram.percentile(0.99),
+        max=histogram.max_us / 1000 if histogram.count else None,
+        count=histogram.count,
+    )
 
 
 def _iso(epoch: float) -> str:
@@ -101,13 +126,10 @@ class RunFacts:
     processes: int = 1
     notes: list[str] = field(default_factory=list)
     #: Why no device could connect (``stress.startup``), or None when one did.
-    cannot_start: dict[str, Any] | None = None
-    #: The end-to-end observer: ``state`` ``measured``, ``off`` (none asked, or the target has
-    #: none), or ``refused`` (with ``reason``, ``detail``, ``account`` and the one-line ``message``).
-    observer: dict[str, Any] = field(default_factory=lambda: {"state": "off"})
-    #: ``--cluster``: the scheduler, each worker (address, host, devices, clock offset) and the
-    #: workers lost during the run; None for a run on this machine.
-    cluster: dict[str, Any] | None = None
+    cannot_start: CannotStart | None = None
+    observer: Observer = field(default_factory=Observer)
+    #: ``--cluster``: the scheduler, each worker and those lost; None for a run on this machine.
+    cluster: ClusterSummary | None = None
 
 
 def saturated(second: Second) -> bool:
@@ -117,8 +139,8 @@ def saturated(second: Second) -> bool:
     return saturated_by(cpu_share, second.lag.max_us / 1e6)
 
 
-def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dict[str, Any]:
-    """The ``summary.json`` document."""
+def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> RunSummary:
+    """The run's summary, from its seconds and the facts they do not hold."""
     total = Second(-1)
     for second in seconds:
         total.merge(second)
@@ -136,59 +158,57 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dic
     wall_s = sum(second.wall_s for second in running) or 1e-9
     lag = total.lag
     broker = scenario.broker
-    return {
-        "run_id": facts.run_id,
-        "target": scenario.target,
-        "host": broker.host,
-        "port": broker.port,
-        "protocol": broker.protocol,
-        "tls": broker.tls,
-        "qos": scenario.qos,
-        "shape": scenario.shape,
-        "interval_s": scenario.interval,
-        "stages": [
-            {"devices": s.devices, "interval_s": s.interval, "duration_s": s.duration, "burst": s.burst}
+    return RunSummary(
+        run_id=facts.run_id,
+        target=scenario.target,
+        host=broker.host,
+        port=broker.port,
+        protocol=broker.protocol,
+        tls=broker.tls,
+        qos=scenario.qos,
+        shape=scenario.shape,
+        interval_s=scenario.interval,
+        stages=tuple(
+            StageSummary(devices=s.devices, interval_s=s.interval, duration_s=s.duration, burst=s.burst)
             for s in scenario.stages
-        ],
-        "devices": scenario.devices,
-        "processes": facts.processes,
-        "behaviour": scenario.behaviour,
-        "started_at": _iso(facts.started_at),
-        "ended_at": _iso(facts.ended_at),
-        "duration_s": round(facts.run_seconds, 3),
-        "stopped": facts.stopped,
-        "cannot_start": facts.cannot_start,
-        "offered": total.offered,
-        "sent": total.sent,
-        "acked": total.acked if scenario.qos else None,
-        "failed": total.failed,
-        # Not measured is not "none delivered"
-        "delivered": None if facts.observer.get("state") == "refused" else total.delivered,
-        "e2e_expected": total.e2e_expected,
-        "msgs_per_s": round(confirmed / run_time, 1),
-        "offered_per_s": round(total.offered / run_time, 1),
-        "latency_ms": {
-            "connect": total.connect.summary(),
-            "ack": total.ack.summary(),
-            "e2e": total.e2e.summary(),
-            "lateness": total.lateness.summary(),
-        },
-        "connections_peak": max(
-            (max(second.connected, second.connected_peak) for second in seconds), default=0
         ),
-        "errors_by_reason": errors_by_reason,
-        "errors_by_stage": errors_by_stage,
-        "generator": {
-            "loop_lag_p99_ms": lag.percentile(0.99),
-            "loop_lag_max_ms": lag.max_us / 1000 if lag.count else None,
-            "cpu_percent": round(100 * cpu_s / wall_s, 1),
-            "busiest_process_cpu_percent": round(100 * busiest_s / wall_s, 1),
-            "overruns": total.overruns,
-            "cpus": list(scenario.cpus) or None,
-            "saturated": bool(running) and saturated_seconds >= SATURATED_SHARE * len(running),
-        },
-        "collapse": collapse(seconds, scenario.collapse_share, scenario.qos),
-        "observer": facts.observer,
-        "cluster": facts.cluster,
-        "notes": facts.notes,
-    }
+        devices=scenario.devices,
+        processes=facts.processes,
+        behaviour=scenario.behaviour,
+        started_at=_iso(facts.started_at),
+        ended_at=_iso(facts.ended_at),
+        duration_s=round(facts.run_seconds, 3),
+        stopped=facts.stopped,
+        cannot_start=facts.cannot_start,
+        offered=total.offered,
+        sent=total.sent,
+        acked=total.acked if scenario.qos else None,
+        failed=total.failed,
+        # Not measured is not "none delivered"
+        delivered=None if facts.observer.state == "refused" else total.delivered,
+        e2e_expected=total.e2e_expected,
+        msgs_per_s=round(confirmed / run_time, 1),
+        offered_per_s=round(total.offered / run_time, 1),
+        latency_ms=Latencies(
+            connect=_latency(total.connect),
+            ack=_latency(total.ack),
+            e2e=_latency(total.e2e),
+            lateness=_latency(total.lateness),
+        ),
+        connections_peak=max((max(second.connected, second.connected_peak) for second in seconds), default=0),
+        errors_by_reason=errors_by_reason,
+        errors_by_stage=errors_by_stage,
+        generator=Generator(
+            loop_lag_p99_ms=lag.percentile(0.99),
+            loop_lag_max_ms=lag.max_us / 1000 if lag.count else None,
+            cpu_percent=round(100 * cpu_s / wall_s, 1),
+            busiest_process_cpu_percent=round(100 * busiest_s / wall_s, 1),
+            overruns=total.overruns,
+            cpus=tuple(scenario.cpus) or None,
+            saturated=bool(running) and saturated_seconds >= SATURATED_SHARE * len(running),
+        ),
+        collapse=collapse(seconds, scenario.collapse_share, scenario.qos),
+        observer=facts.observer,
+        cluster=facts.cluster,
+        notes=tuple(facts.notes),
+    )

@@ -11,20 +11,11 @@ from urllib.parse import quote
 
 import pytest
 import socketio
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.chromium import launched
 from tests.conftest import RunningLab
 from tests.web.portal_testing import signed_in_session
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the suite may run as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def portal_cookie(lab: RunningLab) -> str:
@@ -93,12 +84,8 @@ def live_client(lab: RunningLab) -> Iterator[Callable[..., LiveClient]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -398,8 +398,8 @@ def test_a_watcher_gets_every_second_and_the_events_a_live_view_shows(background
     publishing = [second for second in seconds if second["phase"] == "run" and second["acked"]]
     assert publishing
     for second in publishing:
-        assert second["ack"]["count"] == second["acked"]
-        assert second["ack"]["p99"] is not None
+        assert second["ack_p50_ms"] is not None
+        assert second["ack_p50_ms"] <= second["ack_p95_ms"] <= second["ack_p99_ms"]
         slowest = second["slowest"]
         assert 1 <= len(slowest) <= 6
         assert [ms for ms, _ in slowest] == sorted((ms for ms, _ in slowest), reverse=True)

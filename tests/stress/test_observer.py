@@ -105,7 +105,13 @@ def test_without_an_observer_nothing_is_refused(lab: RunningLab, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     summary = summary_of(out)
-    assert summary["observer"] == {"state": "off"}
+    assert summary["observer"] == {
+        "state": "off",
+        "reason": None,
+        "detail": None,
+        "account": None,
+        "message": None,
+    }
     assert summary["errors_by_reason"] == {}
 
 
@@ -119,7 +125,8 @@ def test_an_observer_allowed_to_subscribe_measures(lab: RunningLab, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     summary = summary_of(out)
-    assert summary["observer"] == {"state": "measured"}
+    assert summary["observer"]["state"] == "measured"
+    assert summary["observer"]["reason"] is None
     assert summary["delivered"] == summary["e2e_expected"] > 0
 
 
@@ -165,5 +172,6 @@ def test_the_readme_mqtt_example_runs_against_the_lab_as_written(lab: RunningLab
     )
     assert summary["connections_peak"] == 1000
     assert summary["acked"] == summary["sent"] > 0
-    assert summary["observer"] == {"state": "measured"}
+    assert summary["observer"]["state"] == "measured"
+    assert summary["observer"]["reason"] is None
     assert summary["delivered"] == summary["e2e_expected"] > 0

@@ -16,6 +16,7 @@ from stress.results.report.html import write_html
 from stress.results.report.loading import load_run
 from stress.results.report.model import SATURATED_WARNING, ReportError
 from stress.results.report.text import console_table
+from web import vendor
 
 RUN_ID = "20261122-153012-mqtt-1000"
 COLUMNS = (
@@ -164,8 +165,25 @@ def kv(label: str, value: str) -> str:
     return f"{label:<18}  {value}"
 
 
-def svg_count(page: str) -> int:
-    return len(re.findall(r"<svg\b", page))
+def chart_count(page: str) -> int:
+    """Charts the page's script draws (a chart without values says so instead)."""
+    return page.count('<div class="chart" data-chart=')
+
+
+def chart_block(page: str) -> dict[str, Any]:
+    """The charts' data, as the page's script reads it from its JSON block."""
+    (block,) = re.findall(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    data: dict[str, Any] = json.loads(block)
+    return data
+
+
+def uplot_files() -> tuple[str, str]:
+    """uPlot's script and stylesheet as installed in web/assets."""
+    script, style = (
+        (vendor.ASSETS_DIR / vendor.ALLOWED[name]).read_text(encoding="utf-8")
+        for name in ("uPlot.iife.min.js", "uPlot.min.css")
+    )
+    return script, style
 
 
 # --- a normal run ------------------------------------------------------------------------------
@@ -174,8 +192,8 @@ def svg_count(page: str) -> int:
 def test_a_normal_run_is_read_whole(normal_run: Path) -> None:
     run = load_run(normal_run)
     assert run.summary.run_id == RUN_ID
-    assert run.summary.latency.ack.p99 == 12.5
-    assert run.summary.latency.lateness.p50 is None
+    assert run.summary.latency_ms.ack.p99 == 12.5
+    assert run.summary.latency_ms.lateness.p50 is None
     assert [s.t for s in run.seconds] == list(range(10))
     assert run.seconds[0].connects == 500
     assert run.seconds[0].phase == "connect"
@@ -229,16 +247,47 @@ def test_the_html_is_one_self_contained_file_with_four_charts(normal_run: Path) 
     assert set(normal_run.iterdir()) - before == {path}
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert svg_count(page) == 4
+    assert chart_count(page) == 4
+    assert [chart["names"] for chart in chart_block(page)["charts"]] == [
+        ["offered", "sent", "acked", "delivered"],
+        ["ack p50", "ack p95", "ack p99", "e2e p50", "e2e p99", "lateness p99"],
+        ["connected", "connects", "disconnects"],
+        ["not-connected", "connack-bad-credentials"],
+    ]
     assert f"<h1>Stress run {RUN_ID}</h1>" in page
-    for outside in ("src=", "href=", "http:", "https:", "@import", "url(", "<script", "<link"):
-        assert outside not in page, outside
+    script, style = uplot_files()
+    assert f"<script>{script}</script>" in page
+    assert f"<style>{style}</style>" in page
+    # Besides uPlot's own files (its licence line names its home page), nothing points outside.
+    own = page.replace(script, "").replace(style, "")
+    for outside in ("src=", "href=", "http:", "https:", "@import", "url(", "<link"):
+        assert outside not in own, outside
+    assert set(re.findall(r"<script\b[^>]*>", page)) == {
+        "<script>",
+        '<script type="application/json" id="report-data">',
+    }
     assert "<td>119,990</td>" in page
     assert "<td>connack-bad-credentials</td>" in page
     assert "CONNACK 4: bad user name or password" in page
     for title in ("Throughput per second", "Latency percentiles per second", "Connected devices per second"):
         assert title in page
     assert "Errors per second" in page
+
+
+def test_without_uplot_the_report_has_its_tables_and_says_how_to_get_the_charts(
+    normal_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "assets"
+    empty.mkdir()
+    monkeypatch.setattr(vendor, "ASSETS_DIR", empty)
+    page = write_html(load_run(normal_run), normal_run / "report.html").read_text(encoding="utf-8")
+    assert "<td>119,990</td>" in page
+    assert "<td>connack-bad-credentials</td>" in page
+    assert "CONNACK 4: bad user name or password" in page
+    assert page.count("<figure>") == 4
+    assert chart_count(page) == 0
+    assert page.count("The charts need uPlot, which is not installed here: run <code>npm ci</code>") == 4
+    assert "<script" not in page
 
 
 def test_the_charts_have_axes_legend_and_phases(normal_run: Path) -> None:
@@ -268,11 +317,25 @@ def test_the_charts_have_axes_legend_and_phases(normal_run: Path) -> None:
     assert errors["not-connected"][4.0] == 0
     assert errors["connack-bad-credentials"][0.0] == 1
     page = write_html(run, normal_run / "report.html").read_text(encoding="utf-8")
-    assert page.count('class="phase-run"') == 4
-    assert page.count('class="phase-connect"') == 4
-    assert ">2k</text>" in page  # y tick of the throughput chart
-    assert "time since the start (seconds)" in page
-    assert '<span class="swatch" style="background:#2563eb"></span>offered</li>' in page
+    block = chart_block(page)
+    assert block["phases"] == [
+        {"start": 0.0, "end": 2.0, "phase": "connect"},
+        {"start": 2.0, "end": 8.0, "phase": "run"},
+        {"start": 8.0, "end": 10.0, "phase": "drain"},
+    ]
+    assert (block["end"], block["clock"]) == (10, "s")
+    assert block["x_label"] == "time since the start (seconds)"
+    throughput = block["charts"][0]
+    assert throughput["unit"] == "messages per second"
+    xs, _offered, sent_column, acked, _delivered = throughput["data"]
+    assert xs == list(range(10))
+    assert sent_column == [0, 0, 2000, 2000, 2000, 2000, 2000, 2000, 0, 0]
+    assert acked[8] == 3
+    reasons = block["charts"][3]
+    assert reasons["data"][reasons["names"].index("not-connected") + 1][4:7] == [0, 12, 5]
+    for phase in ("connect", "run", "drain"):
+        assert page.count(f'<li><span class="swatch {phase}"></span>{phase} phase</li>') == 4
+    assert "collapse</li>" not in page
 
 
 def test_report_writes_report_html_in_the_run_folder(normal_run: Path) -> None:
@@ -308,8 +371,8 @@ def test_a_qos0_run_has_no_acknowledgements(tmp_path: Path) -> None:
     assert [s.name for s in charts.throughput.series] == ["offered", "sent", "delivered"]
     assert [s.name for s in charts.latency.series] == ["e2e p50", "e2e p99", "lateness p99"]
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert svg_count(page) == 4
-    assert "</span>acked</li>" not in page
+    assert chart_count(page) == 4
+    assert chart_block(page)["charts"][0]["names"] == ["offered", "sent", "delivered"]
 
 
 def test_a_summary_alone_still_makes_a_report(tmp_path: Path) -> None:
@@ -325,7 +388,8 @@ def test_a_summary_alone_still_makes_a_report(tmp_path: Path) -> None:
     assert "note: no timeseries.csv" in text
     assert path is not None
     page = path.read_text(encoding="utf-8")
-    assert svg_count(page) == 4
+    assert page.count("<figure>") == 4
+    assert chart_count(page) == 0
     assert page.count("no data for this run") == 4
 
 
@@ -363,7 +427,8 @@ def test_an_empty_timeseries_has_no_rows(tmp_path: Path, content: str) -> None:
     assert run.seconds == ()
     assert "timeseries.csv has no rows: the run stopped before its first second" in run.notes
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert svg_count(page) == 4
+    assert page.count("<figure>") == 4
+    assert chart_count(page) == 0
     assert page.count("no data for this run") == 4
 
 
@@ -371,9 +436,14 @@ def test_a_single_second_is_drawn_as_dots(tmp_path: Path) -> None:
     folder = write_run(tmp_path / "one", summary(), [row(0, "connect")], [])
     run = load_run(folder)
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert svg_count(page) == 4
+    assert chart_count(page) == 4
     assert "no data for this run" not in page
-    assert page.count("<circle") == 4 + 6 + 3 + 1  # throughput, latency, connections, failed
+    charts = chart_block(page)["charts"]
+    assert [len(chart["names"]) for chart in charts] == [4, 6, 3, 1]  # the last: failed
+    for chart in charts:
+        xs, *columns = chart["data"]
+        assert xs == [0]
+        assert all(len(column) == 1 and column[0] is not None for column in columns)
 
 
 def test_a_million_devices(tmp_path: Path) -> None:
@@ -382,7 +452,8 @@ def test_a_million_devices(tmp_path: Path) -> None:
     run = load_run(folder)
     assert kv("devices", "1,000,000") in console_table(run).splitlines()
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert ">1M</text>" in page
+    connected = chart_block(page)["charts"][2]["data"][1]
+    assert connected == [1_000_000] * 60
 
 
 def test_a_saturated_generator_is_called_out(tmp_path: Path) -> None:
@@ -436,7 +507,8 @@ def test_a_collapse_is_marked(tmp_path: Path) -> None:
     assert "collapse at 6 s: delivered 52% of offered (below 90%)" in console_table(run).splitlines()
     assert chart_data(run).collapse_t == 6
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert page.count(">collapse</text>") == 4
+    assert chart_block(page)["collapse"] == 6
+    assert page.count('<li><span class="swatch collapse"></span>collapse</li>') == 4
     assert "collapse at 6 s: delivered 52% of offered (below 90%)" in page
 
 
@@ -465,6 +537,7 @@ def test_hostile_text_is_escaped_in_html_and_kept_on_its_line_in_the_console(tmp
             "detail": HOSTILE,
         },
         {"t": 2, "event": "errors", "stage": "publish", "reason": long_reason, "count": 2},
+        {"t": 3, "event": "errors", "stage": "publish", "reason": HOSTILE, "count": 7},
     ]
     folder = write_run(
         tmp_path / "hostile",
@@ -475,12 +548,15 @@ def test_hostile_text_is_escaped_in_html_and_kept_on_its_line_in_the_console(tmp
     run = load_run(folder)
     assert run.summary.run_id == HOSTILE
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert "<script>" not in page
+    assert "<script>alert" not in page
+    assert page.count("</script>") == 3  # uPlot, the data block and the page's script: none from the run
     assert (
-        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot; &#x27;single&#x27; ünï©ødé 漢字"
-        in page
+        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quoted&#34; &#39;single&#39; ünï©ødé 漢字" in page
     )
-    assert svg_count(page) == 4
+    assert chart_count(page) == 4
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e \\u0026" in page
+    reasons = chart_block(page)["charts"][3]["names"]
+    assert "<script>alert(1)</script> & \"quoted\" 'single' ünï©ødé 漢字 \\x1b[31m\\r\\n" in reasons
     assert "x" * 301 not in page  # very long text is clipped
     text = console_table(run)
     assert "\x1b" not in text
@@ -693,7 +769,7 @@ def test_a_long_run_is_downsampled_keeping_the_latency_spike(tmp_path: Path) -> 
     assert min(y for _, y in connected.points if y is not None) == 3
     assert "Each point covers 10 s: the highest value in the interval" in charts.latency.caption
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert svg_count(page) == 4
+    assert chart_count(page) == 4
     assert "time since the start (hours:minutes:seconds)" in page
 
 

@@ -100,15 +100,15 @@ def test_a_fleet_nobody_joined_is_stopped_once_patience_has_passed() -> None:
     assert stops == [STOPPED]  # once
     verdict = watch.verdict()
     assert verdict is not None
-    assert (verdict["reason"], verdict["detail"], verdict["attempts"]) == (
+    assert (verdict.reason, verdict.detail, verdict.attempts) == (
         "tcp-refused",
         "127.0.0.1:1883: refused",
         70,
     )
-    assert verdict["message"].startswith(
+    assert verdict.message.startswith(
         "no device could connect (70 attempts in 7 s): mqtt at mqtt://127.0.0.1:1883"
     )
-    assert verdict["message"].endswith(
+    assert verdict.message.endswith(
         "[tcp-refused]; nothing listens on 127.0.0.1:1883: is the broker running? "
         "(else check --host and --port)"
     )
@@ -120,9 +120,9 @@ def test_the_most_frequent_reason_is_the_one_named_with_the_setting_to_check() -
     watch.second(refused(2, 30, reason="connack-not-authorized"))
     verdict = watch.verdict()
     assert verdict is not None
-    assert verdict["reason"] == "connack-not-authorized"
-    assert "cannot connect as 'fleet'" in verdict["message"]
-    assert verdict["message"].endswith("; check --username and --password, and the account's rights")
+    assert verdict.reason == "connack-not-authorized"
+    assert "cannot connect as 'fleet'" in verdict.message
+    assert verdict.message.endswith("; check --username and --password, and the account's rights")
 
 
 def test_an_anonymous_fleet_refused_is_told_to_log_in() -> None:
@@ -130,7 +130,7 @@ def test_an_anonymous_fleet_refused_is_told_to_log_in() -> None:
     watch.second(refused(1, 3, reason="connack-not-authorized"))
     verdict = watch.verdict()
     assert verdict is not None
-    assert verdict["message"].endswith(
+    assert verdict.message.endswith(
         "cannot connect anonymously: [connack-not-authorized]; "
         "the broker wants an account: pass --username and --password"
     )

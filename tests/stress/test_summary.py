@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from stress.measure.histogram import Histogram
 from stress.measure.meter import COUNTERS, HISTOGRAMS, Meter, Second
-from stress.results.summary import COLLAPSE_MIN_OFFERED, RunFacts, build, collapse, merge_by_second
+from stress.results import summary as summaries
+from stress.results.model import Collapse
+from stress.results.summary import COLLAPSE_MIN_OFFERED, RunFacts, collapse, merge_by_second
 from stress.scenario import Broker, Scenario
 from stress.shapes import timeline
 
@@ -204,16 +206,15 @@ def test_delivered_below_the_share_is_a_collapse_at_that_second() -> None:
     seconds = [second(0, "connect"), healthy(1), healthy(2), healthy(3)]
     seconds.append(second(4, offered=200, sent=150, acked=89, connected=100, fleet=100))
     seconds.append(second(5, offered=200, sent=0, connected=100, fleet=100))  # later, and worse
-    assert collapse(seconds, 0.5, qos=1) == {
-        "t": 4,
-        "reason": "delivered 44% of offered (89 of 200; below 50%)",
-    }
+    assert collapse(seconds, 0.5, qos=1) == Collapse(
+        t=4, reason="delivered 44% of offered (89 of 200; below 50%)"
+    )
     assert collapse(seconds[:4], 0.5, qos=1) is None
 
 
 def test_delivered_at_qos_0_is_what_was_written() -> None:
     seconds = [healthy(1), second(2, offered=100, sent=89, connected=10, fleet=10)]
-    assert collapse(seconds, 0.9) == {"t": 2, "reason": "delivered 89% of offered (89 of 100; below 90%)"}
+    assert collapse(seconds, 0.9) == Collapse(t=2, reason="delivered 89% of offered (89 of 100; below 90%)")
     seconds[1].sent = 90
     assert collapse(seconds, 0.9) is None  # exactly the share is not below it
 
@@ -222,15 +223,14 @@ def test_a_quiet_second_is_never_a_collapse() -> None:
     quiet = second(2, offered=COLLAPSE_MIN_OFFERED - 1, sent=0, connected=10, fleet=10)
     assert collapse([healthy(1), quiet], 0.9) is None
     quiet.offered = COLLAPSE_MIN_OFFERED
-    assert collapse([healthy(1), quiet], 0.9) == {
-        "t": 2,
-        "reason": "delivered 0% of offered (0 of 10; below 90%)",
-    }
+    assert collapse([healthy(1), quiet], 0.9) == Collapse(
+        t=2, reason="delivered 0% of offered (0 of 10; below 90%)"
+    )
 
 
 def test_connected_below_the_share_of_the_fleet_is_a_collapse() -> None:
     seconds = [healthy(1), healthy(2), second(3, offered=0, connected=79, fleet=100), healthy(4)]
-    assert collapse(seconds, 0.8) == {"t": 3, "reason": "79 of 100 devices connected (below 80%)"}
+    assert collapse(seconds, 0.8) == Collapse(t=3, reason="79 of 100 devices connected (below 80%)")
     seconds[2].connected = 80
     assert collapse(seconds, 0.8) is None
 
@@ -246,6 +246,11 @@ def test_a_fleet_not_yet_started_is_not_a_collapse() -> None:
 
 
 # ---------------------------------------------------------------------------- build()
+
+
+def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> dict[str, Any]:
+    """The ``summary.json`` document of a run."""
+    return summaries.build(scenario, seconds, facts).to_json()
 
 
 def scenario(qos: int = 1, **changes: Any) -> Scenario:

@@ -6,13 +6,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from stress.results.model import Row
 from stress.results.report.model import (
     CHART_REASONS,
     MAX_POINTS,
     OTHER_REASONS,
     PHASES,
     Run,
-    Second,
     SecondErrors,
 )
 
@@ -61,7 +61,7 @@ class Charts:
         return (self.throughput, self.latency, self.connections, self.errors)
 
 
-_Group = tuple[int, list[Second]]
+_Group = tuple[int, list[Row]]
 
 
 def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
@@ -82,9 +82,7 @@ def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
     bucket = max(1, math.ceil((end + 1) / max(1, max_points)))
     groups = _group(run.seconds, bucket)
 
-    def line(
-        name: str, value: Callable[[Second], float | None], fold: Callable[[list[float]], float]
-    ) -> Series:
+    def line(name: str, value: Callable[[Row], float | None], fold: Callable[[list[float]], float]) -> Series:
         return Series(name, _fold(groups, bucket, value, fold))
 
     throughput = [
@@ -144,7 +142,7 @@ def _caption(bucket: int, how: str) -> str:
     return f"Each point covers {bucket} s: {how}."
 
 
-def _group(seconds: Sequence[Second], bucket: int) -> list[_Group]:
+def _group(seconds: Sequence[Row], bucket: int) -> list[_Group]:
     groups: list[_Group] = []
     for second in seconds:
         index = max(0, second.t) // bucket
@@ -162,7 +160,7 @@ def _mean(values: list[float]) -> float:
 def _fold(
     groups: Sequence[_Group],
     bucket: int,
-    value: Callable[[Second], float | None],
+    value: Callable[[Row], float | None],
     fold: Callable[[list[float]], float],
 ) -> tuple[tuple[float, float | None], ...]:
     points: list[tuple[float, float | None]] = []

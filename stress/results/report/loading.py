@@ -10,25 +10,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO, TypeGuard
 
+from stress.results.model import Row, RunFileError, RunSummary, read_summary
 from stress.results.report.model import (
     ERROR_SAMPLES,
     MAX_REASONS,
     OTHER_REASONS,
     REASON_CHARS,
-    Collapse,
-    ErrorCount,
     ErrorSample,
     Events,
-    Generator,
-    Latencies,
-    Latency,
     ReportError,
     Run,
-    Second,
     SecondErrors,
-    Summary,
 )
-from stress.results.report.text import clip, count_text, ms_text, one_line, plural, rate_text
+from stress.results.report.text import clip, one_line, plural
 
 
 def load_run(run_dir: Path) -> Run:
@@ -43,92 +37,18 @@ def load_run(run_dir: Path) -> Run:
             f"{one_line(str(run_dir))} is not a folder: pass a run folder (data/runs/<run-id>/)"
         )
     notes: list[str] = []
-    summary = _load_summary(run_dir)
-    seconds = _load_timeseries(run_dir, notes)
+    summary = load_summary(run_dir)
+    seconds = load_rows(run_dir, notes)
     events = _load_events(run_dir, notes)
     return Run(path=run_dir, summary=summary, seconds=seconds, events=events, notes=tuple(notes))
 
 
-class _Fields:
-    """Typed reads from one JSON object; a value of the wrong type is a ReportError naming it."""
+def load_summary(run_dir: Path) -> RunSummary:
+    """``summary.json`` of ``run_dir``.
 
-    def __init__(self, data: dict[str, Any], where: str, prefix: str = "") -> None:
-        self._data = data
-        self._where = where
-        self._prefix = prefix
-
-    def _wrong(self, key: str, expected: str) -> ReportError:
-        shown = clip(repr(self._data[key]), 40)
-        return ReportError(f"{self._where}: {self._prefix}{key} should be {expected}, got {shown}")
-
-    def text(self, key: str) -> str | None:
-        value = self._data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self._wrong(key, "text")
-        return str(value)
-
-    def number(self, key: str) -> float | None:
-        value = self._data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._wrong(key, "a number")
-        # Python's json module writes NaN and Infinity unless told not to: shown as absent, like null.
-        return float(value) if math.isfinite(value) else None
-
-    def integer(self, key: str) -> int | None:
-        value = self._data.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        number = self.number(key)
-        if number is None:
-            return None
-        if not number.is_integer():
-            raise self._wrong(key, "a whole number")
-        return int(number)
-
-    def flag(self, key: str) -> bool | None:
-        value = self._data.get(key)
-        if value is None or isinstance(value, bool):
-            return value
-        raise self._wrong(key, "true or false")
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        value = self._data.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self._wrong(key, "a list of text")
-        return tuple(value)
-
-    def objects(self, key: str) -> list[_Fields]:
-        """A list of objects, each read as fields."""
-        value = self._data.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-            raise self._wrong(key, "a list of objects")
-        return [_Fields(item, self._where, f"{self._prefix}{key}[{n}].") for n, item in enumerate(value)]
-
-    def child(self, key: str) -> _Fields | None:
-        value = self._data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise self._wrong(key, "an object")
-        return _Fields(value, self._where, f"{self._prefix}{key}.")
-
-    def counts(self) -> dict[str, int]:
-        """This object read as ``{name: count}``."""
-        return {str(name): self.integer(name) or 0 for name in self._data}
-
-    def names(self) -> list[str]:
-        return [str(name) for name in self._data]
-
-
-def _load_summary(run_dir: Path) -> Summary:
+    Raises:
+        ReportError: it is missing or unreadable, or a key holds a value of the wrong type.
+    """
     path = run_dir / "summary.json"
     where = f"summary.json in {one_line(str(run_dir))}"
     if not path.is_file():
@@ -143,160 +63,18 @@ def _load_summary(run_dir: Path) -> Summary:
         raise ReportError(f"{where} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
     except (OSError, RecursionError) as exc:
         raise ReportError(f"cannot read {where}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ReportError(f"{where} holds {_json_kind(data)}, not an object: is it a run summary?")
-    fields = _Fields(data, where)
-    run_id = fields.text("run_id")
-    if not run_id:
-        raise ReportError(f"{where} has no run_id: is it a summary written by a stress run?")
-    problems, e2e_refused = _problems(fields)
-    return Summary(
-        run_id=run_id,
-        target=fields.text("target"),
-        host=fields.text("host"),
-        port=fields.integer("port"),
-        protocol=fields.text("protocol"),
-        tls=fields.flag("tls"),
-        qos=fields.integer("qos"),
-        shape=fields.text("shape"),
-        interval_s=fields.number("interval_s"),
-        devices=fields.integer("devices"),
-        processes=fields.integer("processes"),
-        behaviour=fields.text("behaviour"),
-        started_at=fields.text("started_at"),
-        ended_at=fields.text("ended_at"),
-        duration_s=fields.number("duration_s"),
-        stopped=fields.text("stopped"),
-        offered=fields.integer("offered"),
-        sent=fields.integer("sent"),
-        acked=fields.integer("acked"),
-        failed=fields.integer("failed"),
-        delivered=fields.integer("delivered"),
-        e2e_expected=fields.integer("e2e_expected"),
-        msgs_per_s=fields.number("msgs_per_s"),
-        offered_per_s=fields.number("offered_per_s"),
-        latency=_latencies(fields.child("latency_ms")),
-        connections_peak=fields.integer("connections_peak"),
-        errors=_error_counts(fields),
-        generator=_generator(fields.child("generator")),
-        collapse=_collapse(fields.child("collapse")),
-        notes=fields.texts("notes"),
-        problems=problems,
-        e2e_refused=e2e_refused,
-        **_cluster(fields.child("cluster")),
-    )
+    try:
+        return read_summary(data, where)
+    except RunFileError as exc:
+        raise ReportError(str(exc)) from exc
 
 
-#: The per-worker table of a cluster run.
+def load_rows(run_dir: Path, notes: list[str]) -> tuple[Row, ...]:
+    """``timeseries.csv`` of ``run_dir``, in time order; what was missing or skipped goes to ``notes``.
 
-
-def _cluster(fields: _Fields | None) -> dict[str, Any]:
-    """``cluster`` of a ``--cluster`` run: its scheduler and a row per worker; {} otherwise."""
-    if fields is None:
-        return {}
-    lost = set(fields.texts("lost"))
-    rows = []
-    for worker in fields.objects("workers"):
-        address = worker.text("address") or "-"
-        saturated = worker.integer("saturated_seconds") or 0
-        state = "lost" if address in lost else f"saturated {saturated} s" if saturated else "ok"
-        rows.append(
-            (
-                address,
-                worker.text("host") or "-",
-                count_text(worker.integer("devices")),
-                rate_text(worker.number("msgs_per_s")),
-                _percent_value(worker.number("cpu_percent")),
-                ms_text(worker.number("loop_lag_p99_ms")),
-                ms_text(worker.number("clock_offset_ms")),
-                state,
-            )
-        )
-    return {
-        "scheduler": fields.text("scheduler"),
-        "workers": tuple(rows),
-        "alignment_ms": fields.number("start_alignment_ms"),
-    }
-
-
-def _percent_value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _problems(fields: _Fields) -> tuple[tuple[str, ...], str | None]:
-    """What failed the run, and the end-to-end observer's refusal reason (None: not refused)."""
-    problems = []
-    cannot_start = fields.child("cannot_start")
-    if cannot_start is not None:
-        problems.append(cannot_start.text("message") or "no device could connect")
-    observer = fields.child("observer")
-    refused = None
-    if observer is not None and observer.text("state") == "refused":
-        refused = observer.text("reason") or "no reason given"
-        if not problems:  # (a run that could not start has said what the observer met too)
-            problems.append(observer.text("message") or f"end-to-end observer refused [{refused}]")
-    return tuple(problems), refused
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else kinds.get(type(value), type(value).__name__)
-
-
-def _latencies(fields: _Fields | None) -> Latencies:
-    if fields is None:
-        return Latencies()
-
-    def one(name: str) -> Latency:
-        latency = fields.child(name)
-        if latency is None:
-            return Latency()
-        return Latency(
-            p50=latency.number("p50"),
-            p95=latency.number("p95"),
-            p99=latency.number("p99"),
-            max=latency.number("max"),
-            count=latency.integer("count") or 0,
-        )
-
-    return Latencies(connect=one("connect"), ack=one("ack"), e2e=one("e2e"), lateness=one("lateness"))
-
-
-def _error_counts(fields: _Fields) -> tuple[ErrorCount, ...]:
-    by_stage = fields.child("errors_by_stage")
-    rows: list[ErrorCount] = []
-    if by_stage is not None:
-        for stage in by_stage.names():
-            reasons = by_stage.child(stage)
-            if reasons is not None:
-                rows.extend(ErrorCount(stage, reason, n) for reason, n in reasons.counts().items())
-    if not rows:
-        by_reason = fields.child("errors_by_reason")
-        if by_reason is not None:
-            rows = [ErrorCount("", reason, n) for reason, n in by_reason.counts().items()]
-    rows.sort(key=lambda row: (-row.count, row.stage, row.reason))
-    return tuple(rows)
-
-
-def _generator(fields: _Fields | None) -> Generator | None:
-    if fields is None:
-        return None
-    return Generator(
-        loop_lag_p99_ms=fields.number("loop_lag_p99_ms"),
-        loop_lag_max_ms=fields.number("loop_lag_max_ms"),
-        cpu_percent=fields.number("cpu_percent"),
-        overruns=fields.integer("overruns"),
-        saturated=bool(fields.flag("saturated")),
-    )
-
-
-def _collapse(fields: _Fields | None) -> Collapse | None:
-    if fields is None:
-        return None
-    return Collapse(t=fields.number("t"), reason=fields.text("reason") or "")
-
-
-def _load_timeseries(run_dir: Path, notes: list[str]) -> tuple[Second, ...]:
+    Raises:
+        ReportError: it is unreadable, or a cell is not a number.
+    """
     path = run_dir / "timeseries.csv"
     if not path.is_file():
         notes.append("no timeseries.csv: the charts have no per-second figures")
@@ -313,7 +91,7 @@ def _load_timeseries(run_dir: Path, notes: list[str]) -> tuple[Second, ...]:
     return seconds
 
 
-def _read_seconds(file: TextIO, notes: list[str]) -> tuple[Second, ...]:
+def _read_seconds(file: TextIO, notes: list[str]) -> tuple[Row, ...]:
     reader = csv.reader(file)
     try:
         header = next(reader, None)
@@ -322,7 +100,7 @@ def _read_seconds(file: TextIO, notes: list[str]) -> tuple[Second, ...]:
         columns = [name.strip() for name in header]
         if "t" not in columns:
             raise ReportError(f"timeseries.csv line 1: no 't' column in the header {clip(repr(header), 60)}")
-        seconds: list[Second] = []
+        seconds: list[Row] = []
         cut_short: tuple[int, int] | None = None
         for cells in reader:
             if not cells:
@@ -338,7 +116,11 @@ def _read_seconds(file: TextIO, notes: list[str]) -> tuple[Second, ...]:
                 raise ReportError(
                     f"timeseries.csv line {line}: {len(cells)} cells, the header has {len(columns)}"
                 )
-            seconds.append(_second(dict(zip(columns, cells, strict=True)), reader.line_num))
+            row = dict(zip(columns, cells, strict=True))
+            try:
+                seconds.append(Row.read(row, f"timeseries.csv line {reader.line_num}"))
+            except RunFileError as exc:
+                raise ReportError(str(exc)) from exc
     except csv.Error as exc:
         raise ReportError(f"timeseries.csv line {reader.line_num}: {exc}") from exc
     if cut_short is not None:
@@ -348,52 +130,6 @@ def _read_seconds(file: TextIO, notes: list[str]) -> tuple[Second, ...]:
         )
     seconds.sort(key=lambda second: second.t)
     return tuple(seconds)
-
-
-def _second(cells: dict[str, str], line: int) -> Second:
-    def number(column: str) -> float | None:
-        cell = cells.get(column, "").strip()
-        if not cell:
-            return None
-        try:
-            value = float(cell)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise ReportError(
-                f"timeseries.csv line {line}: {clip(repr(cell), 40)} is not a number in column {column}"
-            )
-        return value
-
-    t = number("t")
-    if t is None:
-        raise ReportError(f"timeseries.csv line {line}: no value in column t")
-
-    def count(column: str) -> int:
-        # An empty count cell means nothing happened that second (percentiles stay None).
-        return round(number(column) or 0)
-
-    return Second(
-        t=int(t),
-        phase=cells.get("phase", "").strip(),
-        offered=count("offered"),
-        sent=count("sent"),
-        acked=count("acked"),
-        failed=count("failed"),
-        delivered=count("delivered"),
-        connected=count("connected"),
-        connects=count("connects"),
-        disconnects=count("disconnects"),
-        lateness_p99_ms=number("lateness_p99_ms"),
-        ack_p50_ms=number("ack_p50_ms"),
-        ack_p95_ms=number("ack_p95_ms"),
-        ack_p99_ms=number("ack_p99_ms"),
-        e2e_p50_ms=number("e2e_p50_ms"),
-        e2e_p99_ms=number("e2e_p99_ms"),
-        loop_lag_ms=number("loop_lag_ms"),
-        cpu_percent=number("cpu_percent"),
-        overruns=count("overruns"),
-    )
 
 
 def _load_events(run_dir: Path, notes: list[str]) -> Events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
+from stress.results.model import Collapse, ErrorCount, Generator, Latency, RunSummary
 from stress.results.report.model import (
     CLUSTER_HEADER,
     CONSOLE_ERROR_ROWS,
@@ -12,12 +13,7 @@ from stress.results.report.model import (
     LATENCIES,
     PROBLEM_TEXT,
     SATURATED_WARNING,
-    Collapse,
-    ErrorCount,
-    Generator,
-    Latency,
     Run,
-    Summary,
 )
 
 
@@ -62,14 +58,14 @@ def plural(n: int) -> str:
     return "" if n == 1 else "s"
 
 
-def address_text(summary: Summary) -> str:
+def address_text(summary: RunSummary) -> str:
     if summary.host is None:
         return "-" if summary.port is None else f":{summary.port}"
     host = f"[{summary.host}]" if ":" in summary.host else summary.host
     return host if summary.port is None else f"{host}:{summary.port}"
 
 
-def run_facts(summary: Summary) -> list[tuple[str, str]]:
+def run_facts(summary: RunSummary) -> list[tuple[str, str]]:
     protocol = summary.protocol or "-"
     if summary.tls:
         protocol += ", TLS"
@@ -97,7 +93,7 @@ def run_facts(summary: Summary) -> list[tuple[str, str]]:
     return facts
 
 
-def message_facts(summary: Summary) -> list[tuple[str, str]]:
+def message_facts(summary: RunSummary) -> list[tuple[str, str]]:
     acked = count_text(summary.acked)
     if summary.acked is None and summary.qos == 0:
         acked = "- (QoS 0 is not acknowledged)"
@@ -120,10 +116,10 @@ def message_facts(summary: Summary) -> list[tuple[str, str]]:
     ]
 
 
-def latency_rows(summary: Summary) -> list[list[str]]:
+def latency_rows(summary: RunSummary) -> list[list[str]]:
     rows = []
     for name in LATENCIES:
-        latency: Latency = getattr(summary.latency, name)
+        latency: Latency = getattr(summary.latency_ms, name)
         figures = [ms_text(latency.p50), ms_text(latency.p95), ms_text(latency.p99), ms_text(latency.max)]
         rows.append([name, *figures, count_text(latency.count) if latency.count else "-"])
     return rows
@@ -180,17 +176,44 @@ def console_table(run: Run) -> str:
     return "\n\n".join(block for block in blocks if block) + "\n"
 
 
-def aligned(summary: Summary) -> str:
-    if summary.alignment_ms is None:
+def aligned(summary: RunSummary) -> str:
+    alignment = None if summary.cluster is None else summary.cluster.start_alignment_ms
+    if alignment is None:
         return ""
-    return f", start aligned within ±{ms_text(summary.alignment_ms)} ms"
+    return f", start aligned within ±{ms_text(alignment)} ms"
 
 
-def _console_cluster(summary: Summary) -> str:
-    if not summary.workers:
+def cluster_rows(summary: RunSummary) -> list[list[str]]:
+    """A ``--cluster`` run's workers as rows of :data:`CLUSTER_HEADER` (none for other runs)."""
+    if summary.cluster is None:
+        return []
+    lost = set(summary.cluster.lost)
+    rows = []
+    for worker in summary.cluster.workers:
+        saturated = worker.saturated_seconds
+        state = "lost" if worker.address in lost else f"saturated {saturated} s" if saturated else "ok"
+        cpu = "-" if worker.cpu_percent is None else f"{worker.cpu_percent:.1f}"
+        rows.append(
+            [
+                worker.address,
+                worker.host,
+                count_text(worker.devices),
+                rate_text(worker.msgs_per_s),
+                cpu,
+                ms_text(worker.loop_lag_p99_ms),
+                ms_text(worker.clock_offset_ms),
+                state,
+            ]
+        )
+    return rows
+
+
+def _console_cluster(summary: RunSummary) -> str:
+    rows = [[plain(cell, CONSOLE_TEXT) for cell in row] for row in cluster_rows(summary)]
+    if not rows:
         return ""
-    rows = [[plain(cell, CONSOLE_TEXT) for cell in row] for row in summary.workers]
-    title = f"cluster: {plain(summary.scheduler or '-', 80)}, {len(rows)} workers{aligned(summary)}"
+    scheduler = summary.cluster.scheduler if summary.cluster is not None else None
+    title = f"cluster: {plain(scheduler or '-', 80)}, {len(rows)} workers{aligned(summary)}"
     return title + "\n" + _columns(CLUSTER_HEADER, rows, "llrrrrrl")
 
 
