@@ -70,7 +70,7 @@ def test_the_dashboard_shows_the_run_live_with_device_names_as_text(
     page = open_dashboard(browser, port, errors)
     expect(page.locator("#status")).to_have_attribute("data-state", "live", timeout=20_000)
     expect(page.locator("#connected")).to_have_text("4 / 4", timeout=20_000)
-    expect(page.locator("#rate-chart polyline").first).to_be_attached(timeout=10_000)
+    expect(page.locator("#rate-chart .uplot canvas")).to_be_attached(timeout=10_000)
     first = page.locator("#slowest tr td:first-child").first
     expect(first).to_contain_text(HOSTILE, timeout=10_000)
     names = page.locator("#slowest tr td:first-child").all_text_contents()
