@@ -19,7 +19,7 @@ from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from web.alarms import SEVERITIES, AlarmFilter
-from web.api.fields import Choice, Flag, Integer, Name, Names, Query
+from web.api.fields import Choice, Flag, Ids, Integer, Name, Names, Query
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
@@ -57,13 +57,10 @@ PAGE = Query(
         "before", "only alarms older than this one (the next of the previous page)", minimum=1, maximum=MAX_ID
     ),
 )
-#: The ids of a bulk call's body, as the document describes them.
-IDS_SCHEMA = {
-    "type": "array",
-    "minItems": 1,
-    "maxItems": MAX_IDS,
-    "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-}
+#: The ids of a bulk call's body.
+IDS = Ids("ids", "alarm ids", most=MAX_IDS, maximum=MAX_ID)
+#: One alarm's id in the path (an id beyond it is no alarm: 404).
+ALARM_ID = Integer("id", "the alarm's id", minimum=1, maximum=MAX_ID)
 
 
 def _alarms() -> Alarms:
@@ -156,11 +153,8 @@ def _bulk_target() -> AlarmFilter | list[int]:
         return filter_of(body)
     if len(body) > 1:
         raise ParamError("give ids or filters, not both")
-    ids = body["ids"]
-    valid = isinstance(ids, list) and 1 <= len(ids) <= MAX_IDS
-    if not valid or not all(type(item) is int and 1 <= item <= MAX_ID for item in ids):
-        raise ParamError(f"ids must be a list of 1 to {MAX_IDS:,} alarm ids (whole numbers from 1)")
-    return list(ids)
+    ids: list[int] = IDS.read(body)
+    return ids
 
 
 @bp.post("/alarms/ack")

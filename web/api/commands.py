@@ -8,14 +8,12 @@ The body is ``{"value": <number, true/false, or text>}``; the payload is its tex
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from web.api import params
+from web.api.fields import Name, Query, Value
 from web.api.params import ParamError
 from web.auth import api_login_required
 from web.portal import current_portal
@@ -26,24 +24,24 @@ bp = Blueprint("commands", __name__)
 
 #: The longest text value a command carries.
 MAX_VALUE_LENGTH = 256
+#: The path: which device, and which of its attributes to set.
+PATH = Query(
+    Name("room", "the device's room"),
+    Name("device", "the device"),
+    Name("attr", "the attribute to set (the device listens on set/<attr>)"),
+)
+#: The body: the value to send.
+BODY = Query(
+    Value("value", "a number, true/false or text: the payload", required=True, max_length=MAX_VALUE_LENGTH)
+)
 
 
 def payload_of(body: object) -> str:
     """The payload for a request body ``{"value": ...}``; :class:`ParamError` for anything else."""
     if not isinstance(body, dict) or set(body) != {"value"}:
         raise ParamError('the body must be a JSON object {"value": <number, true/false or text>}')
-    value = body["value"]
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ParamError("value must be a finite number")
-        return json.dumps(value)
-    if isinstance(value, str):
-        if not value or len(value) > MAX_VALUE_LENGTH or "\x00" in value:
-            raise ParamError(f"value must be 1 to {MAX_VALUE_LENGTH} characters, without NUL")
-        return value
-    raise ParamError("value must be a number, true/false or text")
+    payload: str = BODY.read(body)["value"]
+    return payload
 
 
 @bp.post("/devices/<room>/<device>/set/<attr>")
@@ -51,10 +49,9 @@ def payload_of(body: object) -> str:
 def send(room: str, device: str, attr: str) -> ResponseReturnValue:
     """Publish the command; 202 once the broker connection has it, 503 while it is down."""
     portal = current_portal()
-    room, device = params.path_name("room", room), params.path_name("device", device)
-    attr = params.path_name("attr", attr)
+    path = PATH.read({"room": room, "device": device, "attr": attr})
     payload = payload_of(request.get_json(silent=True))
-    topic = "/".join([portal.settings.topic_root, room, device, "set", attr])
+    topic = "/".join([portal.settings.topic_root, path["room"], path["device"], "set", path["attr"]])
     if not portal.ingest.send(topic, payload.encode()):
         return jsonify(error="the portal is not connected to the broker: try again in a moment"), 503
     log.info("command user=%s topic=%s payload=%s", g.api_user, topic, payload[:80])

@@ -52,6 +52,8 @@ LIST_QUERY = Query(
     ),
     Cursor("cursor", "the next of the previous page (omit for the first)"),
 )
+#: One device's path.
+PATH = Query(Name("room", "the device's room"), Name("device", "the device"))
 REMOVE_QUERY = Query(
     Name("room", "the devices of this room"),
     Prefix("prefix", "the devices whose name starts with this (in room, or in every room)"),
@@ -259,7 +261,7 @@ def _remove(selection: Selection) -> Removed:
 @api_login_required
 def remove_device(room: str, device: str) -> ResponseReturnValue:
     """Remove one device with its telemetry, latest values and alarms: 204, or 404 if unknown."""
-    selection = Selection(room=params.path_name("room", room), device=params.path_name("device", device))
+    selection = Selection(**PATH.read({"room": room, "device": device}))
     if not _remove(selection).devices:
         return jsonify(error="no such device"), 404
     return "", 204

@@ -10,6 +10,8 @@ defaults and choices a client reads are the ones the route checks.
 
 from __future__ import annotations
 
+import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ NAME_SCHEMA: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": MAX_NAME_CHARS,
+    "pattern": "^[^/+#]+$",
     "description": "a name: no '/', '+' or '#', no control or invisible characters, no space at either end",
 }
 #: A time, as the OpenAPI document describes it.
@@ -48,10 +51,11 @@ class Field(ABC):
         default when absent. Raises :class:`ParamError` naming the key."""
         raw = source.get(self.key)
         if raw is None:
-            if self.required:
+            if not self.required:
+                return self.absent()
+            if self.key not in source:
                 raise ParamError(f"{self.key} is required")
-            return self.absent()
-        return self.check(raw)
+        return self.check(raw)  # (a required field sent as null is judged as a wrong value)
 
     def absent(self) -> Any:
         """The value when the request does not name it."""
@@ -70,12 +74,13 @@ class Field(ABC):
         field says otherwise)."""
         return self.schema()
 
-    def parameter(self) -> dict[str, Any]:
-        """The OpenAPI description of this field as a query parameter."""
+    def parameter(self, where: str = "query") -> dict[str, Any]:
+        """The OpenAPI description of this field as a parameter ``where`` (query or path; a path's
+        parameters are always required)."""
         return {
             "name": self.key,
-            "in": "query",
-            "required": self.required,
+            "in": where,
+            "required": self.required or where == "path",
             "schema": self.schema(),
             "description": self.description,
         }
@@ -241,8 +246,11 @@ class Names(Field):
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "minLength": 1}
 
-    def parameter(self) -> dict[str, Any]:
-        return {**super().parameter(), "description": f"{self.description} (several: separated by commas)"}
+    def parameter(self, where: str = "query") -> dict[str, Any]:
+        return {
+            **super().parameter(where),
+            "description": f"{self.description} (several: separated by commas)",
+        }
 
     def body_schema(self) -> dict[str, Any]:
         """In a JSON body, a name or a list of names."""
@@ -263,6 +271,58 @@ class Cursor(Field):
         return {"type": "string", "maxLength": MAX_CURSOR_CHARS}
 
 
+@dataclass(frozen=True)
+class Ids(Field):
+    """A list of 1 to ``most`` ids (``description`` says of what), each a whole number from 1 to
+    ``maximum`` (in a JSON body)."""
+
+    most: int = 1000
+    maximum: int = 2**63 - 1
+
+    def check(self, raw: object) -> list[int]:
+        items = raw if isinstance(raw, list) else []
+        if not 1 <= len(items) <= self.most or not all(self._id(item) for item in items):
+            raise ParamError(
+                f"{self.key} must be a list of 1 to {self.most:,} {self.description} (whole numbers from 1)"
+            )
+        return list(items)
+
+    def _id(self, item: object) -> bool:
+        return type(item) is int and 1 <= item <= self.maximum
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": self.most,
+            "items": {"type": "integer", "minimum": 1, "maximum": self.maximum},
+        }
+
+
+@dataclass(frozen=True)
+class Value(Field):
+    """What a device is told: a finite number, true or false, or 1 to ``max_length`` characters
+    without NUL; read as the MQTT payload that says it."""
+
+    max_length: int = 256
+
+    def check(self, raw: object) -> str:
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        if isinstance(raw, int | float):
+            if not math.isfinite(raw):
+                raise ParamError(f"{self.key} must be a finite number")
+            return json.dumps(raw)
+        if isinstance(raw, str):
+            if not raw or len(raw) > self.max_length or "\x00" in raw:
+                raise ParamError(f"{self.key} must be 1 to {self.max_length} characters, without NUL")
+            return raw
+        raise ParamError(f"{self.key} must be a number, true/false or text")
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": ["number", "boolean", "string"], "maxLength": self.max_length}
+
+
 class Query:
     """The fields of one request, in the order the document lists them."""
 
@@ -273,14 +333,22 @@ class Query:
         """Every field's value (absent ones at their default), checked in order."""
         return {field.key: field.read(source) for field in self.fields}
 
-    def parameters(self) -> list[dict[str, Any]]:
-        """The fields as OpenAPI query parameters."""
-        return [field.parameter() for field in self.fields]
+    def parameters(self, where: str = "query") -> list[dict[str, Any]]:
+        """The fields as OpenAPI parameters ``where`` (query or path)."""
+        return [field.parameter(where) for field in self.fields]
 
     def body_schema(self, **extra: dict[str, Any]) -> dict[str, Any]:
         """The fields as the properties of a JSON body (with ``extra`` properties)."""
         properties = {field.key: field.body_schema() for field in self.fields}
-        return {"type": "object", "additionalProperties": False, "properties": {**extra, **properties}}
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {**extra, **properties},
+        }
+        required = [field.key for field in self.fields if field.required]
+        if required:
+            schema["required"] = required
+        return schema
 
     def keys(self) -> Collection[str]:
         """The keys of the fields."""

@@ -14,13 +14,12 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from web.api import alarms, commands, devices, history, latest, params
-from web.api.fields import MS_SCHEMA, NAME_SCHEMA
+from web.api.fields import MS_SCHEMA
 
 bp = Blueprint("openapi", __name__)
 
 _MS = MS_SCHEMA
 _MS_OR_NULL = {**_MS, "type": ["integer", "null"]}
-_NAME = NAME_SCHEMA
 _UNIT = {
     "type": ["string", "null"],
     "description": "unit of measure: the one the device last sent, else web/units.json's for the name",
@@ -55,25 +54,12 @@ _REMOVAL_ERRORS = {
 _NEXT = {"type": ["string", "null"], "description": "cursor of the following page; null on the last"}
 
 
-def _path(name: str) -> dict[str, Any]:
-    """A room, device or attribute name in the path (one topic level)."""
-    return {"name": name, "in": "path", "required": True, "schema": {**_NAME, "pattern": "^[^/+#]+$"}}
-
-
-_ALARM_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": alarms.MAX_ID},
-}
-
-
 def _alarm_action(summary: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
             "description": "Session callers must send the X-CSRF-Token header.",
-            "parameters": [_ALARM_ID],
+            "parameters": [alarms.ALARM_ID.parameter("path")],
             "responses": {
                 "200": _json(_ref("Alarm"), "the alarm after the change"),
                 "401": {"$ref": "#/components/responses/Unauthorized"},
@@ -86,7 +72,7 @@ def _alarm_action(summary: str) -> dict[str, Any]:
 
 
 _FILTER_BODY = {
-    **alarms.FILTERS.body_schema(ids=alarms.IDS_SCHEMA),
+    **alarms.FILTERS.body_schema(ids=alarms.IDS.body_schema()),
     "minProperties": 1,
     "description": 'ids, or filters (one at least; {"state": "all"} is every alarm), never both',
 }
@@ -187,7 +173,7 @@ DOCUMENT: dict[str, Any] = {
                     "publishes again it comes back as a new device. Session callers must send the "
                     "X-CSRF-Token header."
                 ),
-                "parameters": [_path("room"), _path("device")],
+                "parameters": devices.PATH.parameters("path"),
                 "responses": {
                     "204": {"description": "removed"},
                     "404": _json(_ref("Error"), "no such device"),
@@ -308,24 +294,10 @@ DOCUMENT: dict[str, Any] = {
                     "Publishes the value on <root>/<room>/<device>/set/<attr> (QoS 1, not retained), "
                     "the topic devices obey. Session callers must send the X-CSRF-Token header."
                 ),
-                "parameters": [_path("room"), _path("device"), _path("attr")],
+                "parameters": commands.PATH.parameters("path"),
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["value"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "value": {
-                                        "type": ["number", "boolean", "string"],
-                                        "maxLength": commands.MAX_VALUE_LENGTH,
-                                    }
-                                },
-                            }
-                        }
-                    },
+                    "content": {"application/json": {"schema": commands.BODY.body_schema()}},
                 },
                 "responses": {
                     "202": _json(
@@ -346,7 +318,7 @@ DOCUMENT: dict[str, Any] = {
         "/api/alarms/{id}": {
             "get": {
                 "summary": "One alarm with its history",
-                "parameters": [_ALARM_ID],
+                "parameters": [alarms.ALARM_ID.parameter("path")],
                 "responses": {
                     "200": _json(_ref("AlarmWithHistory"), "the alarm and its events, oldest first"),
                     "401": {"$ref": "#/components/responses/Unauthorized"},

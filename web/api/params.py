@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 from web.errors import PortalError
-from wire.names import MAX_NAME_CHARS, name_problem
+from wire.names import MAX_NAME_CHARS
 
 #: Longest request line the server accepts (gunicorn's ``--limit-request-line``, set by ./lab and the
 #: image): longer ones are answered 414 by the server itself (see :mod:`web.server`).
@@ -26,14 +26,6 @@ class ParamError(PortalError, ValueError):
 
 class Unavailable(PortalError):  # noqa: N818 - an answer, not a failure
     """What was asked cannot be done right now; the message says why (the API answers 503)."""
-
-
-def path_name(key: str, value: str) -> str:
-    """A room, device or attribute name from the request's path, by the lab's rule for names."""
-    problem = name_problem(value)
-    if problem is not None:
-        raise ParamError(f"{key} is not a valid name: {problem}")
-    return value
 
 
 def make_cursor(parts: Sequence[str]) -> str:
