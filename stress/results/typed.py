@@ -18,10 +18,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from stress.errors import StressError
+
 T = TypeVar("T")
 
 
-class WrongTypeError(ValueError):
+class WrongTypeError(StressError):
     """A value of the wrong type; the message names where and which key."""
 
 
