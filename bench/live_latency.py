@@ -30,6 +30,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import queue
 import re
 import sys
 import tempfile
@@ -128,6 +129,8 @@ class Report:
     clients: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    #: Why connections failed or dropped early, by reason (the first line of the error).
+    reasons: Counter[str] = field(default_factory=Counter)
     cpu_s: float = 0.0
 
     def merge(self, other: Report) -> None:
@@ -138,7 +141,14 @@ class Report:
         self.clients += other.clients
         self.connect_failures += other.connect_failures
         self.disconnects += other.disconnects
+        self.reasons.update(other.reasons)
         self.cpu_s += other.cpu_s
+
+
+def reason(exc: BaseException) -> str:
+    """An error as one short line: its type, and the first line of its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
 def percentile(histogram: Counter[int], fraction: float) -> float:
@@ -218,14 +228,18 @@ class Receivers:
     async def connect(self, session: aiohttp.ClientSession, client: Viewer) -> bool:
         try:
             await client.connect(session, timeout=60)
-        except (ViewerError, aiohttp.ClientError, TimeoutError) as exc:  # counted; the others go on
-            print(f"client connect failed: {exc}", file=sys.stderr)
+        except (ViewerError, aiohttp.ClientError, OSError, TimeoutError) as exc:  # counted; the others go on
             self.report.connect_failures += 1
+            self.report.reasons[f"connect: {reason(exc)}"] += 1
             return False
         return True
 
     async def listen(self, client: Viewer) -> None:
-        await client.listen()
+        try:
+            await client.listen()
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # a reset, or garbage: counted
+            if not self.closing:
+                self.report.reasons[f"dropped: {reason(exc)}"] += 1
         if not self.closing:
             self.report.disconnects += 1
 
@@ -233,7 +247,9 @@ class Receivers:
         scopes = [self.plan.client_scope(self.first_client + i) for i in range(self.count)]
         clients = [self.make_client(scope) for scope in scopes]
         probe = asyncio.create_task(lag_probe(self.report.lag_ms, self.plan.stop_at))
-        async with aiohttp.ClientSession() as session:
+        # Every client holds its connection for the whole run: no pool limit (aiohttp's default of
+        # 100 would leave the rest waiting for a free connection until they time out).
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             connected = await asyncio.gather(*(self.connect(session, client) for client in clients))
             self.report.clients = sum(connected)
             ready.put(self.report.clients)
@@ -461,7 +477,12 @@ def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tupl
         procs.append(ctx.Process(target=baseline_process, args=(plan, args.baseline, (ready, results))))
     for proc in procs:
         proc.start()
-    connected = sum(ready.get(timeout=plan.start_publish - time.time() + 60) for _ in procs)
+    try:
+        connected = sum(ready.get(timeout=plan.start_publish - time.time() + 60) for _ in procs)
+    except queue.Empty:
+        for proc in procs:
+            proc.terminate()
+        raise SystemExit("the receivers did not all connect within a minute of the planned start") from None
     print(f"{connected} receivers connected ({args.clients} Socket.IO + {args.baseline} MQTT WebSocket)")
     if time.time() > plan.start_publish:
         print("warning: connecting took longer than planned; the warm-up is shorter", file=sys.stderr)
@@ -474,8 +495,8 @@ def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tupl
     )
     with cpu_usage(cpu):
         published = publish(plan)
-    for queue in finals:
-        queue.put(published.finals)
+    for final in finals:
+        final.put(published.finals)
     portal, baseline = Report(), Report()
     for _ in procs:
         kind, report = results.get(timeout=120)
@@ -509,6 +530,8 @@ def print_results(
     print(f"updates per Socket.IO client  {per_client:.0f}/s (coalesced from {rate:.0f} msg/s)")
     print(f"missed final values           {portal.missed} (client x device pairs)")
     print(f"connect failures              {portal.connect_failures}; early disconnects {portal.disconnects}")
+    for why, count in portal.reasons.most_common(5):
+        print(f"  {count:5d} x {why}")
     print(
         f"generator event-loop lag      p99 {percentile(lag, 0.99):.0f} ms, max {percentile(lag, 1.0):.0f} ms"
     )
