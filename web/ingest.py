@@ -2,8 +2,10 @@
 
 It connects as ``portal`` with a persistent session (MQTT 3.1.1, ``clean_session=False``, the fixed
 client id ``MQTT_CLIENT_ID``) and subscribes at QoS 1 to ``<TOPIC_ROOT>/#`` and ``alarms/#`` (again
-after every reconnect). Acknowledgements are manual, which is what makes delivery from broker to
-database at-least-once:
+after every reconnect). Replicas of the portal share ingest: with ``MQTT_SHARE_GROUP`` set, each
+subscribes to ``$share/<group>/<TOPIC_ROOT>/#`` and ``$share/<group>/alarms/#`` under its own client
+id, and the broker hands each message to one of them. Acknowledgements are manual, which is what
+makes delivery from broker to database at-least-once:
 
 * a telemetry message is parsed (:func:`web.messages.parse_message`) and its
   :class:`~web.messages.Reading` put in the writer's buffer; its PUBACK goes out only after the
@@ -133,9 +135,10 @@ class Ingest:
         self.metrics = metrics
         self.alarms = alarms
         self.clock = clock
+        shared = "" if settings.mqtt_share_group is None else f"$share/{settings.mqtt_share_group}/"
         self.subscriptions = [
-            (f"{settings.topic_root}/#", SUBSCRIBE_QOS),
-            (f"{ALARMS_ROOT}/#", SUBSCRIBE_QOS),
+            (f"{shared}{settings.topic_root}/#", SUBSCRIBE_QOS),
+            (f"{shared}{ALARMS_ROOT}/#", SUBSCRIBE_QOS),
         ]
         self.state = BrokerState.DISCONNECTED
         self._log_budget = LogBudget()

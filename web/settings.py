@@ -143,6 +143,9 @@ class Settings(DatabaseSettings):
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_portal_password: SecretStr
     mqtt_client_id: str = Field(default="lab-portal", min_length=1, max_length=128, pattern=r"^[!-~]+$")
+    #: Portal replicas share ingest: each subscribes as a member of this shared subscription group
+    #: (``$share/<group>/...``), with its own ``MQTT_CLIENT_ID``; unset, one portal takes everything.
+    mqtt_share_group: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[!-~]+$")
     topic_root: str = "office"
 
     ingest_batch_max: int = Field(default=5000, ge=1, le=50_000)
@@ -158,6 +161,13 @@ class Settings(DatabaseSettings):
     portal_max_devices_per_room: int = Field(default=10_000, ge=1, le=10_000_000)
     portal_max_devices: int = Field(default=100_000, ge=1, le=10_000_000)
     retention_days: int = Field(default=30, ge=0, le=36_500)
+
+    @field_validator("mqtt_share_group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        if value is not None and any(char in value for char in "/+#"):
+            raise ValueError("must be a shared subscription group name: without '/', '+' or '#'")
+        return value
 
     @field_validator("topic_root")
     @classmethod

@@ -160,3 +160,17 @@ def test_retention_days_is_read(monkeypatch: pytest.MonkeyPatch, value: str | No
     else:
         monkeypatch.setenv("RETENTION_DAYS", value)
     assert Settings.from_env(_env_file=None).retention_days == days
+
+
+@pytest.mark.parametrize("value", ["a/b", "+", "#", "", "two words", "x" * 65])
+def test_a_share_group_is_one_plain_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, MQTT_SHARE_GROUP=value)
+    with pytest.raises(SettingsError, match="MQTT_SHARE_GROUP"):
+        Settings.from_env(_env_file=None)
+
+
+@pytest.mark.parametrize(("value", "group"), [(None, None), ("portals", "portals")])
+def test_a_share_group_is_read(monkeypatch: pytest.MonkeyPatch, value: str | None, group: str | None) -> None:
+    monkeypatch.delenv("MQTT_SHARE_GROUP", raising=False)
+    set_secrets(monkeypatch, **({} if value is None else {"MQTT_SHARE_GROUP": value}))
+    assert Settings.from_env(_env_file=None).mqtt_share_group == group

@@ -1,0 +1,140 @@
+"""Portal replicas share ingest through an MQTT shared subscription (``MQTT_SHARE_GROUP``): every
+message is stored once, each replica takes a share, and a replica killed and started again gets
+what the broker kept for it: nothing is lost."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+import requests
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from labctl.config import LabConfig, free_ports
+from labctl.process import ProcessSpec
+from labctl.services import Portal
+from tests.conftest import RunningLab, own_lab
+from tests.web.portal_testing import signed_in_session
+
+pytestmark = pytest.mark.integration
+
+GROUP = "portals"
+#: Messages per burst: enough that a share of none would not be by chance.
+BURST = 300
+
+
+def replica_spec(lab: RunningLab, number: int, port: int) -> ProcessSpec:
+    """The portal as ``./lab`` runs it, as replica ``number`` of the group, on ``port``."""
+    spec = Portal(lab.config).spec()
+    argv = [f"127.0.0.1:{port}" if arg.startswith("127.0.0.1:") else arg for arg in spec.argv]
+    env = {**spec.env, "MQTT_CLIENT_ID": f"lab-portal-{number}", "MQTT_SHARE_GROUP": GROUP}
+    return replace(spec, name=f"web-{number}", argv=argv, env=env)
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} never became ready"
+        time.sleep(0.2)
+
+
+def ingested(url: str, lab: RunningLab) -> int:
+    """How many telemetry messages this replica accepted (its own metrics)."""
+    session = signed_in_session(url, lab.env["PORTAL_ADMIN_USER"], lab.env["PORTAL_ADMIN_PASSWORD"])
+    text = session.get(f"{url}/metrics", timeout=5).text
+    match = re.search(r"^portal_ingest_messages_total (\S+)$", text, re.MULTILINE)
+    assert match is not None, text[:300]
+    return int(float(match.group(1)))
+
+
+@pytest.fixture
+def replicas(new_lab_config: Callable[..., LabConfig]) -> Iterator[tuple[RunningLab, list[str]]]:
+    """A lab of a test's own (database and broker) with two portal replicas in one group."""
+    with own_lab(new_lab_config, "shared-ingest", ("db", "mosquitto")) as lab:
+        Portal(lab.config).migrate()
+        ports = free_ports(2)
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        try:
+            for number, port in enumerate(ports, 1):
+                lab.lab.table.start(replica_spec(lab, number, port))
+            for url in urls:
+                wait_ready(url)
+            yield lab, urls
+        finally:
+            for number in (1, 2):
+                lab.lab.table.stop(f"web-{number}", signal.SIGTERM)
+
+
+def publish(lab: RunningLab, room: str, first: int, count: int) -> None:
+    """``count`` QoS 1 values, each of its own device, every one acknowledged by the broker."""
+    client = lab.mqtt_client(
+        lab.env["MQTT_ADMIN_USER"], lab.env["MQTT_ADMIN_PASSWORD"], MQTTProtocolVersion.MQTTv311
+    )
+    client.connect("127.0.0.1", lab.port("MQTT_PORT"))
+    client.loop_start()
+    try:
+        sent = [
+            client.publish(f"{lab.env['TOPIC_ROOT']}/{room}/d{n:04d}/t", str(n), qos=1)
+            for n in range(first, first + count)
+        ]
+        for message in sent:
+            message.wait_for_publish(timeout=10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def stored(lab: RunningLab, room: str) -> list[tuple[str, int]]:
+    """Each device of ``room`` and how many values it has stored."""
+    with lab.db() as db:
+        rows = db.execute(
+            "SELECT device, count(*) FROM readings WHERE room = %s GROUP BY device ORDER BY device", (room,)
+        ).fetchall()
+    return [(str(device), int(str(count))) for device, count in rows]
+
+
+def wait_stored(lab: RunningLab, room: str, devices: int, timeout: float = 30) -> list[tuple[str, int]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = stored(lab, room)
+        if len(rows) >= devices or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_each_message_is_stored_once_and_both_replicas_take_a_share(
+    replicas: tuple[RunningLab, list[str]], unique_room: str
+) -> None:
+    lab, urls = replicas
+    publish(lab, unique_room, 0, BURST)
+    rows = wait_stored(lab, unique_room, BURST)
+    assert rows == [(f"d{n:04d}", 1) for n in range(BURST)]  # every value, once
+    shares = [ingested(url, lab) for url in urls]
+    assert sum(shares) == BURST
+    assert min(shares) > 0, shares
+
+
+def test_a_replica_killed_and_started_again_gets_what_the_broker_kept_for_it(
+    replicas: tuple[RunningLab, list[str]], unique_room: str
+) -> None:
+    lab, urls = replicas
+    table = lab.lab.table
+    pid = table.pid("web-1")
+    assert pid is not None
+    table.stop("web-1", signal.SIGKILL)
+    publish(lab, unique_room, 0, BURST)  # the broker queues the dead replica's share for it
+    port = int(urls[0].rsplit(":", 1)[1])
+    table.start(replica_spec(lab, 1, port))
+    wait_ready(urls[0])
+    rows = wait_stored(lab, unique_room, BURST)
+    assert [device for device, _count in rows] == [f"d{n:04d}" for n in range(BURST)]
+    assert ingested(urls[0], lab) > 0  # its share came to it when it returned
