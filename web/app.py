@@ -42,6 +42,7 @@ from web.settings import Settings
 from web.socket_writes import WholeWrites
 from web.status import StatusWatch
 from web.storage import Store, make_engine
+from web.takeover import Acknowledgements, StandIns
 from web.units import load_units
 from web.writer import BatchWriter
 
@@ -100,11 +101,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.track_devices(lambda: quota.devices)
     # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
     ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None), quota=quota)
+    acknowledgements = Acknowledgements(ingest)
     writer = BatchWriter(
         store,
         buffer,
         live.publish,
-        acknowledge=ingest.acknowledge,
+        acknowledge=acknowledgements,
         cache=cache,
         on_load=quota.load,
         metrics=metrics,
@@ -137,6 +139,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         retention=Retention(engine, settings.retention_days, on_round=metrics.count_retention),
         units=load_units(),
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
+        takeover=StandIns(
+            engine,
+            settings.mqtt_client_id,
+            settings.share_peers,
+            stand_in=lambda peer: Ingest(
+                settings.model_copy(update={"mqtt_client_id": peer}),
+                buffer,
+                metrics,
+                alarms=lambda: portal.alarms,
+                quota=quota,
+                stand_in=True,
+            ),
+            acknowledgements=acknowledgements,
+            idle=lambda: len(buffer) == 0 and writer.waiting == 0,
+        ),
     )
     app.extensions[EXTENSION] = portal
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)

@@ -27,6 +27,7 @@ Nothing a publisher sends can stop ingest: every callback catches everything.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -106,6 +107,11 @@ class LogBudget:
             return True, suppressed
 
 
+#: Numbers of broker connections, unique in the process: an acknowledgement router may hand
+#: any ingest client's readings to every client, and each sends only those of its own connection.
+_CONNECTIONS = itertools.count(1)
+
+
 class Ingest:
     """The broker client. Build it, :meth:`start` it, :meth:`stop` it; nothing happens before start.
 
@@ -117,6 +123,9 @@ class Ingest:
             then only counted and acknowledged).
         clock: returns the arrival time of a message (UTC); replaceable in tests.
         quota: the cap on devices; readings of new devices past it are refused.
+        stand_in: a client that takes over the session of another replica that died
+            (:mod:`web.takeover`): it connects once, never reconnects (the replica that returns
+            takes its session back), and leaves the broker gauge to the portal's own client.
     """
 
     def __init__(
@@ -128,8 +137,14 @@ class Ingest:
         alarms: Callable[[], AlarmHandler | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         quota: DeviceQuota | None = None,
+        stand_in: bool = False,
     ) -> None:
         self.settings = settings
+        self.stand_in = stand_in
+        #: Monotonic time of the last message taken (a stand-in is done when none comes for a while).
+        self.last_message = time.monotonic()
+        #: Messages taken from the broker.
+        self.taken = 0
         self.quota = quota
         self.buffer = buffer
         self.metrics = metrics
@@ -149,7 +164,7 @@ class Ingest:
         # Guards `_connection` against acknowledgements sent from the writer thread: an ack is
         # sent only while the connection that delivered the message is still the current one.
         self._ack_lock = threading.Lock()
-        self._connection = 0
+        self._connection = next(_CONNECTIONS)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -216,7 +231,20 @@ class Ingest:
         client.disconnect()
         client.loop_stop()
         self.state = BrokerState.DISCONNECTED
-        self.metrics.broker_connected.set(0)
+        if not self.stand_in:
+            self.metrics.broker_connected.set(0)
+
+    @property
+    def stopped(self) -> bool:
+        """True once stopped (or, for a stand-in, once its connection ended)."""
+        return self._stopping
+
+    def leave_group(self) -> None:
+        """Unsubscribe from the topics (a stand-in, once it has drained a dead replica's queue: the
+        broker then stops keeping a share of new messages for that session)."""
+        client = self._client
+        if client is not None:
+            client.unsubscribe([topic for topic, _qos in self.subscriptions])
 
     @property
     def ready(self) -> bool:
@@ -354,7 +382,7 @@ class Ingest:
                 )
                 return
             with self._ack_lock:
-                self._connection += 1
+                self._connection = next(_CONNECTIONS)
             self.state = BrokerState.CONNECTED
             resumed = bool(getattr(flags, "session_present", False))
             log.info("mqtt connected session_present=%s; subscribing", resumed)
@@ -371,12 +399,19 @@ class Ingest:
         )
 
     def _on_disconnect(
-        self, _client: mqtt.Client, _userdata: object, _flags: object, reason_code: Any, _properties: object
+        self, client: mqtt.Client, _userdata: object, _flags: object, reason_code: Any, _properties: object
     ) -> None:
         with self._ack_lock:
-            self._connection += 1  # message ids of the old connection mean nothing any more
+            self._connection = next(_CONNECTIONS)  # message ids of the old connection mean nothing now
         refused = self.state is BrokerState.REFUSED
         self.state = BrokerState.REFUSED if refused else BrokerState.DISCONNECTED
+        if self.stand_in:
+            if not self._stopping:  # taken back by its replica, or the broker went: not ours to retry
+                who = self.settings.mqtt_client_id
+                log.warning("mqtt stand-in for %s disconnected: %s", who, reason_code)
+                self._stopping = self._paused = True
+                client.disconnect()  # ends paho's loop rather than reconnecting
+            return
         self.metrics.broker_connected.set(0)
         if not self._stopping and not refused:
             log.warning("mqtt disconnected: %s; reconnecting", reason_code)
@@ -398,7 +433,8 @@ class Ingest:
                     "mqtt subscription to %s refused: alarms will not be stored", self.subscriptions[1][0]
                 )
             self.state = BrokerState.SUBSCRIBED
-            self.metrics.broker_connected.set(1)
+            if not self.stand_in:
+                self.metrics.broker_connected.set(1)
             log.info("mqtt subscribed to %s", ",".join(topic for topic, _qos in self.subscriptions))
         except Exception:
             log.exception("mqtt on_subscribe failed")
@@ -406,6 +442,8 @@ class Ingest:
     def _on_message(self, client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
         if self._paused:
             return  # not acknowledged: the broker keeps it for the next session
+        self.last_message = time.monotonic()
+        self.taken += 1
         done = True
         try:
             # paho's `topic` property raises on invalid UTF-8; the raw bytes let us count that instead.

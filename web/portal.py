@@ -27,6 +27,7 @@ from web.sessions import SessionKeeper
 from web.settings import Settings
 from web.status import StatusWatch
 from web.storage import Store
+from web.takeover import StandIns
 from web.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Portal:
     units: dict[str, str]
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
+    #: Stands in for a member of the share group that died (replicas only).
+    takeover: StandIns | None = None
     _stopping: bool = field(default=False, init=False)
     _stop_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _stopped: threading.Event = field(default_factory=threading.Event, init=False)
@@ -71,6 +74,8 @@ class Portal:
         if self.keeper is not None:
             self.keeper.start()
         self.ingest.start()
+        if self.takeover is not None:
+            self.takeover.start()
 
     def stop(self) -> None:
         """Stop taking messages, store what is queued (briefly), close live clients and the pool.
@@ -87,6 +92,8 @@ class Portal:
             log.info("portal stopping")
             # Keep the broker connection while the writer flushes, so what it commits is acked.
             self.ingest.pause()
+            if self.takeover is not None:
+                self.takeover.stop()
             self.writer.stop()
             self.ingest.stop()
             self.status.stop()

@@ -146,6 +146,9 @@ class Settings(DatabaseSettings):
     #: Portal replicas share ingest: each subscribes as a member of this shared subscription group
     #: (``$share/<group>/...``), with its own ``MQTT_CLIENT_ID``; unset, one portal takes everything.
     mqtt_share_group: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[!-~]+$")
+    #: The client ids of every member of the group (``MQTT_SHARE_PEERS``, comma-separated): a member
+    #: takes over the broker session of one that died (:mod:`web.takeover`).
+    mqtt_share_peers: str = Field(default="", max_length=4096, pattern=r"^[!-~]*$")
     topic_root: str = "office"
 
     ingest_batch_max: int = Field(default=5000, ge=1, le=50_000)
@@ -178,6 +181,14 @@ class Settings(DatabaseSettings):
         if value == ALARMS_ROOT:
             raise ValueError(f"{ALARMS_ROOT!r} is the root of alarm topics; choose another")
         return value
+
+    @property
+    def share_peers(self) -> tuple[str, ...]:
+        """The other members of the share group, by client id (none without a group)."""
+        if self.mqtt_share_group is None:
+            return ()
+        peers = self.mqtt_share_peers.split(",")
+        return tuple(dict.fromkeys(peer for peer in peers if peer and peer != self.mqtt_client_id))
 
     @property
     def mqtt_username(self) -> str:

@@ -174,3 +174,22 @@ def test_a_share_group_is_read(monkeypatch: pytest.MonkeyPatch, value: str | Non
     monkeypatch.delenv("MQTT_SHARE_GROUP", raising=False)
     set_secrets(monkeypatch, **({} if value is None else {"MQTT_SHARE_GROUP": value}))
     assert Settings.from_env(_env_file=None).mqtt_share_group == group
+
+
+def test_the_share_peers_are_the_other_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(
+        monkeypatch,
+        MQTT_CLIENT_ID="p-2",
+        MQTT_SHARE_GROUP="portals",
+        MQTT_SHARE_PEERS="p-1,p-2,,p-3,p-1",
+    )
+    assert Settings.from_env(_env_file=None).share_peers == ("p-1", "p-3")
+    monkeypatch.delenv("MQTT_SHARE_GROUP")
+    assert Settings.from_env(_env_file=None).share_peers == ()  # no group, no peers to watch
+
+
+@pytest.mark.parametrize("value", ["p-1, p-2", "p-1\tp-2", "é"])
+def test_share_peers_are_client_ids_separated_by_commas(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, MQTT_SHARE_GROUP="portals", MQTT_SHARE_PEERS=value)
+    with pytest.raises(SettingsError, match="MQTT_SHARE_PEERS"):
+        Settings.from_env(_env_file=None)

@@ -1,6 +1,7 @@
 """Portal replicas share ingest through an MQTT shared subscription (``MQTT_SHARE_GROUP``): every
-message is stored once, each replica takes a share, and a replica killed and started again gets
-what the broker kept for it: nothing is lost."""
+message is stored once, each replica takes a share; a replica killed and started again gets what
+the broker kept for it, and the share of one that never returns is taken over by the other
+(``MQTT_SHARE_PEERS``): nothing is lost."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ def replica_spec(lab: RunningLab, number: int, port: int) -> ProcessSpec:
     """The portal as ``./lab`` runs it, as replica ``number`` of the group, on ``port``."""
     spec = Portal(lab.config).spec()
     argv = [f"127.0.0.1:{port}" if arg.startswith("127.0.0.1:") else arg for arg in spec.argv]
-    env = {**spec.env, "MQTT_CLIENT_ID": f"lab-portal-{number}", "MQTT_SHARE_GROUP": GROUP}
+    env = {
+        **spec.env,
+        "MQTT_CLIENT_ID": f"lab-portal-{number}",
+        "MQTT_SHARE_GROUP": GROUP,
+        "MQTT_SHARE_PEERS": "lab-portal-1,lab-portal-2",
+    }
     return replace(spec, name=f"web-{number}", argv=argv, env=env)
 
 
@@ -138,3 +144,33 @@ def test_a_replica_killed_and_started_again_gets_what_the_broker_kept_for_it(
     rows = wait_stored(lab, unique_room, BURST)
     assert [device for device, _count in rows] == [f"d{n:04d}" for n in range(BURST)]
     assert ingested(urls[0], lab) > 0  # its share came to it when it returned
+
+
+def test_the_share_of_a_replica_that_never_returns_is_taken_over(
+    replicas: tuple[RunningLab, list[str]], unique_room: str
+) -> None:
+    lab, urls = replicas
+    lab.lab.table.stop("web-1", signal.SIGKILL)
+    publish(lab, unique_room, 0, BURST)  # half of it kept by the broker for the dead replica
+    rows = wait_stored(lab, unique_room, BURST, timeout=60)
+    assert [device for device, _count in rows] == [f"d{n:04d}" for n in range(BURST)]
+    assert ingested(urls[1], lab) == BURST  # all of it through the survivor
+    log = lab.lab.table.log_file("web-2").read_text()
+    assert "taking over its broker session" in log
+    deadline = time.monotonic() + 30
+    while "drained the session of lab-portal-1" not in log:
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.2)
+        log = lab.lab.table.log_file("web-2").read_text()
+    # The dead replica's session left the group: what comes next all goes to the survivor at once
+    publish(lab, unique_room, BURST, BURST)
+    rows = wait_stored(lab, unique_room, 2 * BURST, timeout=20)
+    assert len(rows) == 2 * BURST
+    # It returns: it joins the group again under its own client id and takes its share back
+    port = int(urls[0].rsplit(":", 1)[1])
+    lab.lab.table.start(replica_spec(lab, 1, port))
+    wait_ready(urls[0])
+    publish(lab, unique_room, 2 * BURST, BURST)
+    rows = wait_stored(lab, unique_room, 3 * BURST, timeout=20)
+    assert rows == [(f"d{n:04d}", 1) for n in range(3 * BURST)]
+    assert ingested(urls[0], lab) > 0
