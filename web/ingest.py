@@ -433,7 +433,9 @@ class Ingest:
                     "mqtt subscription to %s refused: alarms will not be stored", self.subscriptions[1][0]
                 )
             self.state = BrokerState.SUBSCRIBED
-            if not self.stand_in:
+            if self.stand_in:
+                self.last_message = time.monotonic()  # its quiet is counted from here
+            else:
                 self.metrics.broker_connected.set(1)
             log.info("mqtt subscribed to %s", ",".join(topic for topic, _qos in self.subscriptions))
         except Exception:
