@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from stress.errors import StressError
 from stress.measure.meter import Second
-from stress.results.typed import WrongTypeError, read, to_json
+from stress.results.typed import WrongTypeError, quoted, read, to_json
 
 
 class RunFileError(StressError):
@@ -146,8 +146,7 @@ def _number(cell: str, where: str, column: str) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        shown = repr(cell) if len(repr(cell)) <= 40 else repr(cell)[:39] + "…"
-        raise RunFileError(f"{where}: {shown} is not a number in column {column}")
+        raise RunFileError(f"{where}: {quoted(cell)} is not a number in column {column}")
     return value
 
 
@@ -353,10 +352,9 @@ class RunSummary:
         end-to-end observer (said once: a run that could not start has said what the observer met)."""
         if self.cannot_start is not None:
             return (self.cannot_start.message or "no device could connect",)
-        refused = self.e2e_refused
-        if refused is not None:
-            assert self.observer is not None  # noqa: S101 - refused says there is one
-            return (self.observer.message or f"end-to-end observer refused [{refused}]",)
+        observer, refused = self.observer, self.e2e_refused
+        if observer is not None and refused is not None:
+            return (observer.message or f"end-to-end observer refused [{refused}]",)
         return ()
 
 

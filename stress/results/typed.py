@@ -121,6 +121,10 @@ def _expect(value: Any, kind: type, where: str, key: str, expected: str) -> Any:
 
 
 def _wrong(value: Any, where: str, key: str, expected: str) -> WrongTypeError:
+    return WrongTypeError(f"{where}: {key} should be {expected}, got {quoted(value)}")
+
+
+def quoted(value: Any, limit: int = 40) -> str:
+    """A value as a message shows it: its ``repr``, clipped to ``limit`` characters."""
     shown = repr(value)
-    shown = shown if len(shown) <= 40 else shown[:39] + "…"
-    return WrongTypeError(f"{where}: {key} should be {expected}, got {shown}")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
