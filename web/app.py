@@ -6,6 +6,10 @@
                                             |
                                             +--> Live --Socket.IO--> browsers
 
+With ``REDIS_URL`` set (several replicas behind one address), the writer hands what it committed to
+:mod:`web.fanout`, which brings every replica's values to each replica's ``Live``; snapshots read the
+``latest`` table, and events for everybody go through Flask-SocketIO's message queue on that Redis.
+
 Nothing runs at import time. :func:`create_app` reads the settings (unless given), creates the
 engine (no connection yet), the queue, the writer's threads (feeder and committer), the live
 flusher, the retention rounds (``web/retention.py``) and the MQTT client thread, registers the
@@ -29,6 +33,7 @@ from web import api, auth, health, pages, vendor
 from web.alarms import Alarms, AlarmStore
 from web.buffer import ReadingBuffer
 from web.cache import LatestCache
+from web.fanout import SOCKETIO_CHANNEL, Fanout, newest_only
 from web.ingest import Ingest
 from web.live import SITE_ROOM, STATUS_EVENT, JsonPacket, Live, cache_snapshot, store_snapshot
 from web.logs import configure_logging
@@ -78,8 +83,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    redis_url = None if settings.redis_url is None else settings.redis_url.get_secret_value()
+    # With replicas, events for everybody (alarms, device notices, removals) go through Redis.
+    queue = {} if redis_url is None else {"message_queue": redis_url, "channel": SOCKETIO_CHANNEL}
     socketio = SocketIO(
-        app, async_mode=async_mode(), serializer=JsonPacket, logger=False, engineio_logger=False
+        app, async_mode=async_mode(), serializer=JsonPacket, logger=False, engineio_logger=False, **queue
     )
     app.wsgi_app = WholeWrites(app.wsgi_app)  # type: ignore[method-assign]  # outermost, before Socket.IO
 
@@ -90,7 +98,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics = Metrics()
     live = Live(
         socketio,
-        cache_snapshot(cache, store_snapshot(store.latest_values)),
+        # Replicas: each one's cache holds its own share; the `latest` table holds everybody's.
+        store_snapshot(store.latest_values)
+        if redis_url is not None
+        else cache_snapshot(cache, store_snapshot(store.latest_values)),
         metrics,
         flush_interval_s=settings.portal_live_flush_ms / 1000,
         token_user=auth.token_user,
@@ -102,12 +113,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
     ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None), quota=quota)
     acknowledgements = Acknowledgements(ingest)
+    fanout = None if redis_url is None else _fanout(redis_url, cache, live)
     writer = BatchWriter(
         store,
         buffer,
-        live.publish,
+        live.publish if fanout is None else lambda _values: None,
         acknowledge=acknowledgements,
         cache=cache,
+        on_committed=None if fanout is None else fanout.send,
         on_load=quota.load,
         metrics=metrics,
         batch_max=settings.ingest_batch_max,
@@ -118,7 +131,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         writer,
         store,
         waiting=lambda: len(buffer) + writer.waiting,
-        emit=lambda seen: socketio.emit(STATUS_EVENT, seen.as_json(), to=SITE_ROOM),
+        emit=lambda seen: live.send(STATUS_EVENT, seen.as_json(), to=SITE_ROOM),
+        live_problem=(lambda: None) if fanout is None else (lambda: fanout.problem),
+        replica=settings.portal_replica or "",
     )
     live.status_of = status.as_json
     portal = Portal(
@@ -139,6 +154,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         retention=Retention(engine, settings.retention_days, on_round=metrics.count_retention),
         units=load_units(),
         alarms=Alarms(AlarmStore(engine), socketio, metrics, room=SITE_ROOM, allows=quota.allows),
+        fanout=fanout,
         takeover=StandIns(
             engine,
             settings.mqtt_client_id,
@@ -181,6 +197,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.retention_days or "all",
     )
     return app
+
+
+def _fanout(redis_url: str, cache: LatestCache, live: Live) -> Fanout:
+    """Live values of every replica, through Redis, into this one's live layer."""
+
+    def resume() -> None:
+        # Snapshots read the database: off the listener's thread, which must go on receiving.
+        live.socketio.start_background_task(live.resnapshot)
+
+    return Fanout(redis_url, newest_only(cache, live.publish), on_resume=resume)
 
 
 def _check_sessions(portal: Portal, auth_state: auth.AuthState) -> None:

@@ -226,6 +226,11 @@ class Live:
 
     # -- producer side ----------------------------------------------------------------------
 
+    def send(self, event: str, data: Any, *, to: str) -> None:
+        """Emit to this process's clients only: with replicas, each sends its own clients their
+        values, snapshots and status (events for everybody go through the message queue)."""
+        self.socketio.emit(event, data, to=to, ignore_queue=True)
+
     def publish(self, values: list[LatestValue]) -> None:
         """Queue newly stored values for the next flush (any thread may call this)."""
         if values:
@@ -286,7 +291,7 @@ class Live:
         try:
             for channel, events in routed.items():
                 for first in range(0, len(events), VALUES_PAGE):
-                    self.socketio.emit(VALUES_EVENT, events[first : first + VALUES_PAGE], to=channel)
+                    self.send(VALUES_EVENT, events[first : first + VALUES_PAGE], to=channel)
                 delivered += len(events) * listeners[channel]
             self.shed_laggards()
         finally:
@@ -455,7 +460,7 @@ class Live:
         self.socketio.server.enter_room(sid, SITE_ROOM, namespace=NAMESPACE)
         self._metrics.live_clients.inc()
         if self.status_of is not None:
-            self.socketio.emit(STATUS_EVENT, self.status_of(), to=sid)
+            self.send(STATUS_EVENT, self.status_of(), to=sid)
         scopes = [Scope("site")]
         if isinstance(auth, dict) and "scopes" in auth:
             try:
@@ -519,6 +524,27 @@ class Live:
                 return
             held.add(scope)
             self._rejoin(sid)
+        self._send_snapshot(sid, scope)
+
+    def resnapshot(self) -> int:
+        """Send every client a fresh snapshot of each scope it holds; returns how many were sent.
+
+        For when live values were lost on the way (Redis out of reach between replicas): what a
+        client shows is whole again, whatever it missed.
+        """
+        with self._lock:
+            held = [(sid, list(scopes)) for sid, scopes in self._scopes.items()]
+        sent = 0
+        for sid, scopes in held:
+            for scope in scopes:
+                self._send_snapshot(sid, scope)
+                sent += 1
+        if sent:
+            log.info("sent %s fresh snapshots to %s live clients", sent, len(held))
+        return sent
+
+    def _send_snapshot(self, sid: str, scope: Scope) -> None:
+        """The latest values of ``scope``, to ``sid``, in pages it can keep up with."""
         try:
             values = self._snapshot(scope, SNAPSHOT_MAX + 1)
         except SQLAlchemyError as exc:
@@ -529,10 +555,10 @@ class Live:
         for first in range(0, max(len(events), 1), SNAPSHOT_PAGE):
             if first and not self._wait_for_room(sid):
                 return  # it does not read: shed_laggards drops it
-            self.socketio.emit(SNAPSHOT_EVENT, events[first : first + SNAPSHOT_PAGE], to=sid)
+            self.send(SNAPSHOT_EVENT, events[first : first + SNAPSHOT_PAGE], to=sid)
         if truncated:
             notice = {"scope": scope.as_dict(), "sent": len(events)}
-            self.socketio.emit(SNAPSHOT_TRUNCATED_EVENT, notice, to=sid)
+            self.send(SNAPSHOT_TRUNCATED_EVENT, notice, to=sid)
 
     def _wait_for_room(self, sid: str) -> bool:
         """Wait (at most :data:`STUCK_S`) until the client has read most of what waits for it."""
@@ -565,7 +591,7 @@ class Live:
 
     def _error(self, sid: str, event: str, message: str) -> dict[str, Any]:
         log.info("live %s refused: %s", event, message)
-        self.socketio.emit(ERROR_EVENT, {"event": event, "error": message}, to=sid)
+        self.send(ERROR_EVENT, {"event": event, "error": message}, to=sid)
         return {"error": message}
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from web.alarms import Alarms
 from web.buffer import ReadingBuffer
 from web.cache import LatestCache
+from web.fanout import Fanout
 from web.ingest import Ingest
 from web.live import Live
 from web.metrics import Metrics
@@ -59,6 +60,8 @@ class Portal:
     units: dict[str, str]
     alarms: Alarms | None = None
     keeper: SessionKeeper | None = None
+    #: Shares live values with the other replicas (replicas only).
+    fanout: Fanout | None = None
     #: Stands in for a member of the share group that died (replicas only).
     takeover: StandIns | None = None
     _stopping: bool = field(default=False, init=False)
@@ -69,6 +72,8 @@ class Portal:
         """Start the writer's threads, the live flusher, the session keeper, then the MQTT client."""
         self.writer.start()
         self.live.start()
+        if self.fanout is not None:
+            self.fanout.start()
         self.status.start()
         self.retention.start()
         if self.keeper is not None:
@@ -100,6 +105,8 @@ class Portal:
             self.retention.stop()
             if self.keeper is not None:
                 self.keeper.stop()
+            if self.fanout is not None:
+                self.fanout.stop()
             self.live.close_all()
             self.engine.dispose()
             log.info("portal stopped stored=%s dropped=%s", self.writer.stored, self.writer.dropped)

@@ -26,6 +26,10 @@ variable                  default      meaning
 ``INGEST_BATCH_MAX``      5000         most readings stored per transaction
 ``INGEST_LINGER_MS``      20           wait for more readings before a partial batch
 ``INGEST_BUFFER_MAX``     20000        readings held in memory before ingest blocks
+``MQTT_SHARE_GROUP``      (none)       replicas: the shared subscription group they ingest through
+``MQTT_SHARE_PEERS``      (none)       replicas: every replica's ``MQTT_CLIENT_ID``, comma-separated
+``REDIS_URL``             (none)       replicas: the Redis that carries live values between them
+``PORTAL_REPLICA``        (none)       replicas: this one's name, shown to its viewers
 ========================  ===========  =============================================
 
 Ingest acknowledges a QoS 1 message only once the batch holding it is committed, so the broker's
@@ -41,6 +45,7 @@ working directory. Secrets must be non-empty: a missing or blank one is refused 
 from __future__ import annotations
 
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -150,6 +155,11 @@ class Settings(DatabaseSettings):
     #: takes over the broker session of one that died (:mod:`web.takeover`).
     mqtt_share_peers: str = Field(default="", max_length=4096, pattern=r"^[!-~]*$")
     topic_root: str = "office"
+    #: Several replicas: live values and events for everybody travel between them through this
+    #: Redis (``redis://:<password>@host:port/db``, :mod:`web.fanout`); unset, one portal serves all.
+    redis_url: SecretStr | None = None
+    #: This replica's name, shown to its viewers (``./lab`` sets ``web-1``, ``web-2``, ...).
+    portal_replica: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[!-~]+$")
 
     ingest_batch_max: int = Field(default=5000, ge=1, le=50_000)
     ingest_linger_ms: int = Field(default=20, ge=0, le=10_000)
@@ -170,6 +180,19 @@ class Settings(DatabaseSettings):
     def _group_name(cls, value: str | None) -> str | None:
         if value is not None and any(char in value for char in "/+#"):
             raise ValueError("must be a shared subscription group name: without '/', '+' or '#'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = urlsplit(value.get_secret_value())
+            if url.scheme not in ("redis", "rediss") or not url.hostname:
+                raise ValueError("must be a Redis URL: redis://:<password>@<host>:<port>/<db>")
+            try:
+                url.port  # noqa: B018 - raises for a port out of range
+            except ValueError as exc:
+                raise ValueError("must be a Redis URL with a valid port") from exc
         return value
 
     @field_validator("topic_root")

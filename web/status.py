@@ -6,7 +6,11 @@ are retried), or ingest may stall (values wait and none is stored). :class:`Stat
 second and, when what it sees changes, sends the Socket.IO event ``status`` to every client::
 
     {"broker": "up" | "down", "database": "up" | "down", "ingest": "flowing" | "stalled",
-     "waiting": n, "problem": "<one line for the header, empty when all is well>"}
+     "live": "up" | "paused", "waiting": n, "problem": "<one line for the header, empty when all
+     is well>", "replica": "<the replica's name, empty with one portal>"}
+
+Each replica sends its own status to its own clients: ``live`` is ``paused`` while the Redis that
+carries live values between replicas is out of reach (:mod:`web.fanout`).
 
 A client gets the current status as soon as it connects, so a page opened during an outage says so.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +52,8 @@ class Status:
     ingest: str
     waiting: int
     problem: str
+    live: str = "up"
+    replica: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The ``status`` event's payload."""
@@ -66,6 +72,8 @@ class StatusWatch:
         store: asked ``SELECT 1`` while the writer has nothing to tell.
         waiting: how many values wait to be stored (the ingest buffer and the writer's hand-off).
         emit: sends a status to every client.
+        live_problem: why live values are not shared between replicas (``None`` when they are).
+        replica: this replica's name (empty with one portal).
         clock: monotonic seconds.
     """
 
@@ -77,6 +85,8 @@ class StatusWatch:
         waiting: Callable[[], int],
         emit: Callable[[Status], None],
         *,
+        live_problem: Callable[[], str | None] = lambda: None,
+        replica: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ingest = ingest
@@ -84,13 +94,15 @@ class StatusWatch:
         self._store = store
         self._waiting = waiting
         self._emit = emit
+        self._live_problem = live_problem
+        self._replica = replica
         self._clock = clock
         self._looks = Periodic("portal-status", self.look, EVERY_S, stop_wait_s=5.0)
         self._stored = -1
         self._stored_since = clock()
         self._next_ping = 0.0
         self._database_error: str | None = None
-        self.current = UNKNOWN
+        self.current = replace(UNKNOWN, replica=replica)
 
     def start(self) -> None:
         """Look once a second in a daemon thread until :meth:`stop`."""
@@ -114,6 +126,7 @@ class StatusWatch:
         database_error = self._writer.last_error or self._ping(now, waiting)
         broker_up = self._ingest.ready
         stalled = database_error is None and waiting > 0 and now - self._stored_since >= STALLED_AFTER_S
+        live_problem = self._live_problem()
         if not broker_up:
             problem = f"broker unreachable ({self._ingest.state}): no new values"
         elif database_error is not None:
@@ -121,6 +134,8 @@ class StatusWatch:
         elif stalled:
             idle_s = now - self._stored_since
             problem = f"ingest stalled: {waiting:,} values waiting, none stored for {idle_s:.0f} s"
+        elif live_problem is not None:
+            problem = live_problem
         else:
             problem = ""
         seen = Status(
@@ -129,15 +144,24 @@ class StatusWatch:
             ingest="stalled" if stalled else "flowing",
             waiting=waiting,
             problem=problem,
+            live="paused" if live_problem is not None else "up",
+            replica=self._replica,
         )
-        changed = (seen.broker, seen.database, seen.ingest) != (
+        changed = (seen.broker, seen.database, seen.ingest, seen.live) != (
             self.current.broker,
             self.current.database,
             self.current.ingest,
+            self.current.live,
         )
         self.current = seen
         if changed:
-            log.info("portal status broker=%s database=%s ingest=%s", seen.broker, seen.database, seen.ingest)
+            log.info(
+                "portal status broker=%s database=%s ingest=%s live=%s",
+                seen.broker,
+                seen.database,
+                seen.ingest,
+                seen.live,
+            )
             self._emit(seen)
         return seen
 

@@ -127,7 +127,8 @@ def test_a_client_hears_the_portals_status_as_it_connects(connect: Connect, port
     received = socket.get_received()
     assert [event["name"] for event in received] == ["status"]
     assert received[0]["args"][0] == portal.status.as_json()
-    assert set(received[0]["args"][0]) == {"broker", "database", "ingest", "waiting", "problem"}
+    fields = {"broker", "database", "ingest", "live", "waiting", "problem", "replica"}
+    assert set(received[0]["args"][0]) == fields
 
 
 def test_a_client_that_brings_its_scopes_gets_their_snapshots(

@@ -22,6 +22,8 @@ ALL_VARIABLES = [
     "POSTGRES_PORT",
     "PORTAL_PORT",
     "PORTAL_ADMIN_USER",
+    "REDIS_URL",
+    "PORTAL_REPLICA",
     *SECRETS,
 ]
 
@@ -192,4 +194,36 @@ def test_the_share_peers_are_the_other_members(monkeypatch: pytest.MonkeyPatch) 
 def test_share_peers_are_client_ids_separated_by_commas(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     set_secrets(monkeypatch, MQTT_SHARE_GROUP="portals", MQTT_SHARE_PEERS=value)
     with pytest.raises(SettingsError, match="MQTT_SHARE_PEERS"):
+        Settings.from_env(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "localhost:6379", "http://127.0.0.1:6379", "redis://", "redis://:pw@127.0.0.1:99999/0", "redis:/x"],
+)
+def test_a_redis_url_must_be_one(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, REDIS_URL=value)
+    with pytest.raises(SettingsError, match="REDIS_URL") as caught:
+        Settings.from_env(_env_file=None)
+    assert "\n" not in str(caught.value)
+    if value.startswith("redis://:pw"):
+        assert "pw" not in str(caught.value)  # the password is never repeated back
+
+
+def test_a_redis_url_is_read_and_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_secrets(monkeypatch, REDIS_URL="redis://:s3cret@127.0.0.1:6400/0", PORTAL_REPLICA="web-2")
+    settings = Settings.from_env(_env_file=None)
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:s3cret@127.0.0.1:6400/0"
+    assert "s3cret" not in repr(settings)
+    assert settings.portal_replica == "web-2"
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.delenv("PORTAL_REPLICA")
+    assert Settings.from_env(_env_file=None).redis_url is None  # one portal: no Redis
+
+
+@pytest.mark.parametrize("value", ["", "web 2", "x" * 65, "wé"])
+def test_a_replica_name_is_plain(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    set_secrets(monkeypatch, PORTAL_REPLICA=value)
+    with pytest.raises(SettingsError, match="PORTAL_REPLICA"):
         Settings.from_env(_env_file=None)

@@ -7,8 +7,9 @@
 // with ts in milliseconds since 1970.
 // The connection passes auth {scopes: []} so the server subscribes it to nothing by itself; the
 // page's scopes are subscribed again after every (re)connect, which also brings fresh snapshots.
-// "status" ({broker, database, ingest, waiting, problem}) is the portal's own health: while it
-// names a problem the indicator shows it.
+// "status" ({broker, database, ingest, live, waiting, problem, replica}) is the portal's own health:
+// while it names a problem the indicator shows it. With several portal replicas, each sends its own,
+// and the indicator's tooltip names the replica this page is connected to.
 // #status[data-state] is one of: connecting, connected, degraded, disconnected, refused.
 
 const statusEl = () => document.getElementById("status");
@@ -57,6 +58,10 @@ export function connectLive(initialScopes) {
   socket.on("status", function (status) {
     if (status !== null && typeof status === "object") {
       problem = typeof status.problem === "string" ? status.problem : "";
+      const node = statusEl();
+      if (node) {
+        node.title = typeof status.replica === "string" && status.replica ? "portal replica " + status.replica : "";
+      }
       showConnected();
       dispatch("status", status);
     }
