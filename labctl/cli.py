@@ -11,13 +11,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl import devices, envfile, install, ui
-from labctl.config import ROOT, LabConfig
+from labctl.config import MAX_REPLICAS, ROOT, LabConfig
 from labctl.errors import LabError
 from labctl.lab import Lab
+from labctl.replicas import Front, Redis, replica_name
 from labctl.services import SERVICE_NAMES, ServiceError
+
+#: Every name a service may have in some lab; which ones a lab has depends on its .env.
+SERVICE_CHOICES = frozenset(
+    {*SERVICE_NAMES, Redis.name, Front.name, *map(replica_name, range(1, MAX_REPLICAS + 1))}
+)
+#: Portal replicas of Compose's profile `replicas`.
+COMPOSE_REPLICAS = 2
+REPLICA_SERVICES = f"db, mosquitto, nodered, {Redis.name}, web-1 ... web-N, {Front.name}"
+
+SERVICE_HELP = (
+    f"{', '.join(SERVICE_NAMES)}; with PORTAL_REPLICAS above 1: {REPLICA_SERVICES} (and web: every replica)"
+)
 
 EPILOG = f"""\
 services: {", ".join(SERVICE_NAMES)}
+  with PORTAL_REPLICAS=N above 1 in .env: {REPLICA_SERVICES}
+  (`web` then names every replica; `restart web` restarts them one after the other)
 
 examples:
   ./lab up                 start everything (installs what is missing on first run)
@@ -40,6 +55,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return value
+
+
+def _service_name(text: str) -> str:
+    if text not in SERVICE_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"unknown service {text!r}; the services are {', '.join(SERVICE_NAMES)} "
+            f"(with PORTAL_REPLICAS above 1: {REPLICA_SERVICES})"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="install what is missing and start every service")
     up.add_argument(
-        "--docker", action="store_true", help="run `docker compose up -d` instead (needs a Docker engine)"
+        "--docker",
+        action="store_true",
+        help="run `docker compose up -d` instead (needs a Docker engine; with PORTAL_REPLICAS above 1, "
+        "its profile `replicas`)",
     )
     up.add_argument(
         "--no-install", action="store_true", help="do not install anything; fail if something is missing"
@@ -76,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop every service")
     commands.add_parser("status", help="show each service: running, pid, port, health")
     logs = commands.add_parser("logs", help="show the log of one or every service")
-    logs.add_argument("service", nargs="?", choices=SERVICE_NAMES, metavar="SERVICE")
+    logs.add_argument("service", nargs="?", type=_service_name, metavar="SERVICE", help=SERVICE_HELP)
     logs.add_argument(
         "-n", "--lines", type=_positive_int, default=40, help="lines to show per service (default 40)"
     )
@@ -87,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("restart", "stop then start one service"),
     ):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("service", choices=SERVICE_NAMES, metavar="SERVICE")
+        sub.add_argument("service", type=_service_name, metavar="SERVICE", help=SERVICE_HELP)
     commands.add_parser("env", help="create .env from .env.example with fresh secrets (if missing)")
     users = commands.add_parser(
         "users",
@@ -143,7 +170,7 @@ def _up(args: argparse.Namespace) -> int:
     if args.docker:
         return _docker_up(config)
     if not args.no_install:
-        install.ensure_all(config.root, config.venv, for_tests=False)
+        install.ensure_all(config.root, config.venv, for_tests=False, replicas=config.replicas > 1)
     lab = Lab(config)
     ui.info("Starting the lab:")
     already = lab.up()
@@ -166,11 +193,15 @@ def _docker_up(config: LabConfig) -> int:
     probe = subprocess.run([docker, "info"], capture_output=True, check=False)
     if probe.returncode != 0:
         raise ServiceError("no Docker engine is running here; start it, or use ./lab up to run natively")
-    return subprocess.run(
-        [docker, "compose", "--env-file", str(config.env_file), "up", "-d", "--wait"],
-        cwd=config.root,
-        check=False,
-    ).returncode
+    compose = [docker, "compose", "--env-file", str(config.env_file)]
+    if config.replicas == 1:
+        compose += ["up", "-d", "--wait"]
+    else:
+        # The profile's two replicas and front take the place of `web` (see docker-compose.yml).
+        if config.replicas != COMPOSE_REPLICAS:
+            ui.info(f"Compose runs {COMPOSE_REPLICAS} portal replicas (PORTAL_REPLICAS is for ./lab up).")
+        compose += ["--profile", "replicas", "up", "-d", "--wait", "--scale", "web=0"]
+    return subprocess.run(compose, cwd=config.root, check=False).returncode
 
 
 def _status(lab: Lab) -> int:
@@ -184,7 +215,7 @@ def _status(lab: Lab) -> int:
 
 
 def _logs(lab: Lab, service: str | None, lines: int, follow: bool) -> int:
-    names = [service] if service else list(lab.services)
+    names = [each.name for each in lab.named(service)] if service else list(lab.services)
     paths = {name: lab.table.log_file(name) for name in names}
     for name, path in paths.items():
         if not path.exists():
@@ -238,8 +269,8 @@ def _start_one(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _restart_one(lab: Lab, args: argparse.Namespace) -> int:
-    _stop_one(lab, args)
-    return _start_one(lab, args)
+    lab.restart(args.service)
+    return 0
 
 
 def _down(lab: Lab, _args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -28,7 +29,15 @@ PORT_VARIABLES = (
     "PORTAL_PORT",
     "NODERED_PORT",
     "POSTGRES_PORT",
+    "REDIS_PORT",
+    "PORTAL_REPLICA_PORT",
 )
+
+#: Ports used only with several portal replicas (PORTAL_REPLICAS above 1).
+REPLICA_PORT_VARIABLES = ("REDIS_PORT", "PORTAL_REPLICA_PORT")
+
+#: Most portal replicas one lab runs (PORTAL_REPLICAS); each is a gunicorn process of its own.
+MAX_REPLICAS = 16
 
 
 #: Where services that run as their own users keep their state when they cannot reach the data folder.
@@ -51,26 +60,47 @@ def _ephemeral_floor() -> int:
         return 32_768
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now on 127.0.0.1 (held open together, so all distinct).
+def _port_window() -> tuple[int, int]:
+    """Where free ports are drawn: below the kernel's range for outgoing connections.
 
-    They are chosen below the kernel's range for outgoing connections: a load test opening
-    thousands of client connections could otherwise take a port between its choice here and
-    the service binding it.
+    A load test opening thousands of client connections could otherwise take a port between
+    its choice here and the service binding it.
     """
     high = _ephemeral_floor()
-    low = 10_000 if high > 11_000 else 1_024
+    return (10_000 if high > 11_000 else 1_024), high
+
+
+def _bound(port: int) -> socket.socket | None:
+    """A socket bound to 127.0.0.1:`port`, or None when the port is in use."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def free_ports(count: int, block: int = 1) -> list[int]:
+    """Ports nothing listens on right now on 127.0.0.1 (held open together, so all distinct).
+
+    With `block` above 1, the last one is the first of `block` consecutive free ports (all
+    distinct from the others): the portal replicas' range.
+    """
+    low, high = _port_window()
     sockets: list[socket.socket] = []
     try:
-        while len(sockets) < count:
-            sock = socket.socket()
-            try:
-                sock.bind(("127.0.0.1", secrets.randbelow(high - low) + low))
-            except OSError:
-                sock.close()  # in use: draw again
+        while len(sockets) < count - 1 + block:
+            size = block if len(sockets) == count - 1 else 1
+            first = secrets.randbelow(high - low - size) + low
+            run = [_bound(port) for port in range(first, first + size)]
+            if all(run):
+                sockets.extend(sock for sock in run if sock is not None)
                 continue
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            for sock in run:  # one of them in use: draw again
+                if sock is not None:
+                    sock.close()
+        return [sock.getsockname()[1] for sock in sockets[:count]]
     finally:
         for sock in sockets:
             sock.close()
@@ -79,9 +109,11 @@ def free_ports(count: int) -> list[int]:
 def new_instance(folder: Path, **overrides: str) -> LabConfig:
     """A fresh lab instance in `folder`: `.env` with new secrets and free ports, state in `data/`.
 
-    The test suite and the benchmarks run their labs this way, beside any lab already running.
+    PORTAL_REPLICA_PORT starts a range of ports free for the most replicas. The test suite and
+    the benchmarks run their labs this way, beside any lab already running.
     """
-    ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
+    names = [name for name in PORT_VARIABLES if name != "PORTAL_REPLICA_PORT"] + ["PORTAL_REPLICA_PORT"]
+    ports = dict(zip(names, map(str, free_ports(len(names), block=MAX_REPLICAS)), strict=True))
     envfile.ensure(folder / ".env", ROOT / ".env.example", {**ports, **overrides})
     return LabConfig.load(folder / ".env", folder / "data")
 
@@ -154,9 +186,12 @@ class LabConfig:
         seen: dict[int, str] = {}
         for name in PORT_VARIABLES:
             port = self.port(name)
+            if name in REPLICA_PORT_VARIABLES and self.replicas == 1:
+                continue  # unused by a single portal: an older .env may use the port for another
             if port in seen:
                 raise ConfigError(f"{name} and {seen[port]} are both {port}; give each service its own port")
             seen[port] = name
+        self._check_replicas(seen)
         _check_topic_level("TOPIC_ROOT", self.env["TOPIC_ROOT"])
         _check_topic_level("LAB_DEVICE_ID", self.env["LAB_DEVICE_ID"])
         accounts = {
@@ -176,6 +211,43 @@ class LabConfig:
                     "give each its own name"
                 )
             owners[username] = owner
+
+    @property
+    def replicas(self) -> int:
+        """How many portal processes run (PORTAL_REPLICAS); above 1 they share Redis and a front."""
+        raw = self.env.get("PORTAL_REPLICAS", "1")
+        if not re.fullmatch(r"[0-9]{1,2}", raw) or not 1 <= int(raw) <= MAX_REPLICAS:
+            raise ConfigError(
+                f"PORTAL_REPLICAS={raw!r} in {self.env_file} is not a whole number from 1 to {MAX_REPLICAS}"
+            )
+        return int(raw)
+
+    def replica_port(self, number: int) -> int:
+        """The port of portal replica `number` (1-based): PORTAL_REPLICA_PORT + number - 1."""
+        return self.port("PORTAL_REPLICA_PORT") + number - 1
+
+    def _check_replicas(self, taken: dict[int, str]) -> None:
+        """With several replicas: a client id that can name their group, and a range of ports that
+        fits and meets no other port variable."""
+        count = self.replicas
+        if count == 1:
+            return
+        group = self.env["MQTT_CLIENT_ID"]
+        if not re.fullmatch(r"[!-~]{1,60}", group) or any(char in group for char in "/+#"):
+            raise ConfigError(
+                f"MQTT_CLIENT_ID={group!r} in {self.env_file} names the replicas' shared subscription: "
+                "use 1 to 60 printable ASCII characters, without spaces, '/', '+' or '#'"
+            )
+        first, last = self.replica_port(1), self.replica_port(count)
+        span = f"PORTAL_REPLICA_PORT..+{count - 1} ({first}-{last}, for PORTAL_REPLICAS={count})"
+        if last > 65535:
+            raise ConfigError(f"{span} in {self.env_file} goes past port 65535; lower PORTAL_REPLICA_PORT")
+        for port in range(first + 1, last + 1):
+            if port in taken:
+                raise ConfigError(
+                    f"{span} in {self.env_file} includes {taken[port]}={port}; "
+                    "give the replicas a range of their own"
+                )
 
     def port(self, name: str) -> int:
         """A port variable as an int, with a clear error when it is not a valid port."""

@@ -85,3 +85,36 @@ def postgres_ready(pg_isready: str, port: int, host: str = "127.0.0.1") -> str |
         capture_output=True,
     )
     return None if result.returncode == 0 else "not accepting connections"
+
+
+def _redis_command(*words: str) -> bytes:
+    """One Redis command in the protocol's array form (RESP)."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def redis_ping(port: int, password: str, host: str = "127.0.0.1", timeout: float = 2.0) -> str | None:
+    """None if Redis takes `password` (AUTH) and answers PING; "password refused" when it does not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_redis_command("AUTH", password) + _redis_command("PING"))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        return f"no answer ({exc.strerror or exc})"
+    lines = reply.split(b"\r\n")
+    if len(lines) < 3:
+        return "not a Redis server"
+    auth, ping = lines[0], lines[1]
+    if auth.startswith((b"-WRONGPASS", b"-ERR AUTH")):
+        return "password refused"
+    if auth != b"+OK" or ping != b"+PONG":
+        return (auth if auth != b"+OK" else ping).decode(errors="replace")[:80]
+    return None

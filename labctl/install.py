@@ -28,7 +28,9 @@ LAB_PROGRAMS = {
     "psql": "postgresql-client",
     "curl": "curl",
 }
-TEST_PROGRAMS = {"chromium": "chromium"}
+# Programs of several portal replicas (PORTAL_REPLICAS above 1): the suite runs them too.
+REPLICA_PROGRAMS = {"redis-server": "redis-server", "haproxy": "haproxy"}
+TEST_PROGRAMS = {"chromium": "chromium", **REPLICA_PROGRAMS}
 NPM_FOLDERS_LAB = ("nodered", "web/assets")
 NPM_FOLDERS_TEST = ("tests",)
 
@@ -170,9 +172,12 @@ def ensure_npm(folder: Path) -> None:
     stamp.write_text(key + "\n")
 
 
-def ensure_all(root: Path, venv: Path, *, for_tests: bool) -> None:
-    """Everything `./lab up` needs, plus what the test suite needs when `for_tests`."""
+def ensure_all(root: Path, venv: Path, *, for_tests: bool, replicas: bool = False) -> None:
+    """Everything `./lab up` needs (with `replicas`, for several portals), plus what the test
+    suite needs when `for_tests`."""
     programs = dict(LAB_PROGRAMS)
+    if replicas:
+        programs.update(REPLICA_PROGRAMS)
     if for_tests:
         programs.update(TEST_PROGRAMS)
     ensure_debian_packages(programs)

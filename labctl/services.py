@@ -1,6 +1,8 @@
 """The four services of the native run: how each is prepared, started and probed.
 
-The order of `SERVICES` is the start order; they stop in reverse.
+The order of `SERVICE_CLASSES` is the start order; they stop in reverse. Several portal
+replicas (PORTAL_REPLICAS above 1) take the portal's place with Redis and a front: see
+`labctl.replicas`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _chown_for(user: str, *paths: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _system_user(name: str) -> str | None:
+def system_user(name: str) -> str | None:
     """The unprivileged account a service runs as when the lab is started by root."""
     if os.geteuid() != 0:
         return None
@@ -60,6 +62,11 @@ class Service(ABC):
     def port(self) -> int:
         """The service's main port from `.env`."""
         return self.lab.port(self.port_variable)
+
+    @property
+    def port_source(self) -> str:
+        """Where `port` comes from in `.env`, as a user would set it."""
+        return self.port_variable
 
     # The unprivileged user the service runs as when the lab is started by root.
     run_user: str | None = None
@@ -113,7 +120,7 @@ class Postgres(Service):
         data = self.state_dir
         if (data / "PG_VERSION").exists():
             return
-        user = _system_user("postgres")
+        user = system_user("postgres")
         data.mkdir(parents=True, exist_ok=True)
         data.chmod(0o700)
         _chown_for("postgres", data)
@@ -161,7 +168,7 @@ class Postgres(Service):
             ],
             env=self.lab.service_env(),
             cwd=self.lab.data_dir,
-            user=_system_user("postgres"),
+            user=system_user("postgres"),
             stop_signal=self.stop_signal,
         )
 
@@ -239,7 +246,7 @@ class Mosquitto(Service):
         """Render the configuration and bring the seeded accounts up to date."""
         owner = None
         if os.geteuid() == 0:
-            entry = pwd.getpwnam(_system_user("mosquitto") or "mosquitto")
+            entry = pwd.getpwnam(system_user("mosquitto") or "mosquitto")
             owner = (entry.pw_uid, entry.pw_gid)
         try:
             broker.write_state(self.profile(), self.lab.env, owner=owner)
@@ -405,9 +412,13 @@ class Portal(Service):
                 "--no-control-socket",  # its default path is shared by every gunicorn of the user
                 "web:create_app()",
             ],
-            env=self.lab.service_env(),
+            env=self.environment(),
             cwd=self.lab.root,
         )
+
+    def environment(self) -> dict[str, str]:
+        """What the portal reads: the lab's variables (see `web.settings`)."""
+        return self.lab.service_env()
 
     def probe(self) -> str | None:
         """Ready means the portal reaches both the broker and the database."""
@@ -420,8 +431,3 @@ class Portal(Service):
 
 SERVICE_CLASSES: tuple[type[Service], ...] = (Postgres, Mosquitto, NodeRed, Portal)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
-
-
-def build(lab: LabConfig) -> dict[str, Service]:
-    """The lab's services by name, in start order."""
-    return {cls.name: cls(lab) for cls in SERVICE_CLASSES}

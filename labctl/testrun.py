@@ -12,11 +12,19 @@ import time
 from pathlib import Path
 
 from labctl import install, ui
-from labctl.config import ROOT, remove_instance
+from labctl.config import MAX_REPLICAS, ROOT, remove_instance
 from labctl.process import ProcessTable
+from labctl.replicas import Front, PortalReplica, Redis, replica_name
 from labctl.services import SERVICE_CLASSES
 
 VENV = ROOT / ".venv"
+#: Every service a lab instance may run, in the order they stop, with the signal each stops on.
+STOP_ORDER = (
+    (Front.name, Front.stop_signal),
+    *((replica_name(number), PortalReplica.stop_signal) for number in range(MAX_REPLICAS, 0, -1)),
+    (Redis.name, Redis.stop_signal),
+    *((cls.name, cls.stop_signal) for cls in reversed(SERVICE_CLASSES)),
+)
 
 
 def _tool(name: str) -> str:
@@ -28,9 +36,9 @@ def stop_leftovers(base: Path) -> list[str]:
     stopped = []
     for run_dir in sorted(base.glob("**/run")):
         table = ProcessTable(run_dir, run_dir.parent / "logs")
-        for service in reversed(SERVICE_CLASSES):
-            if table.stop(service.name, service.stop_signal, timeout=10):
-                stopped.append(f"{run_dir.parent.name}/{service.name}")
+        for name, stop_signal in STOP_ORDER:
+            if table.stop(name, stop_signal, timeout=10):
+                stopped.append(f"{run_dir.parent.name}/{name}")
     return stopped
 
 

@@ -9,6 +9,9 @@ uses: the same service names, .env variables, config files and ports. The profil
 the lab, only when asked for; so does the profile ``grafana``, which has no native
 counterpart: ``./lab up`` runs no Grafana (users point their own at the lab's database), so
 its service is checked against the repository's grafana/ files and the read-only role instead.
+The profile ``replicas`` is the native run with ``PORTAL_REPLICAS=2``: the same services (Redis,
+two portal replicas, the HAProxy front), the same variables given to each replica, the front's
+configuration rendered by the same code, Redis's settings the same.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import pytest
 import yaml
 
 from db.migrations.grafana_role import CONNECTION_LIMIT, ROLE
-from labctl.config import PORT_VARIABLES
+from labctl.config import PORT_VARIABLES, new_instance
+from labctl.front import CONTAINER_PORT, container_profile, render_config
+from labctl.lab import Lab
+from labctl.replicas import REDIS_CONTAINER_PORT, redis_directives, replica_name, replica_variables
 from tests.certificates import self_signed
 from tests.compose_interpolation import (
     InterpolationError,
@@ -49,7 +55,7 @@ DOCKERFILE = REPO / "web" / "Dockerfile"
 STRESS_DOCKERFILE = REPO / "stress" / "Dockerfile"
 # Each image built here and the services that run it.
 IMAGES = {
-    "web/Dockerfile": {"web", "mosquitto-init"},
+    "web/Dockerfile": {"web", "mosquitto-init", "web-1", "web-2"},
     "stress/Dockerfile": {"stress-scheduler", "stress-worker"},
 }
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -104,7 +110,18 @@ GRAFANA_SERVICES = {"grafana"}
 GRAFANA_PORTS = {"GRAFANA_PORT": 3000}
 GRAFANA_DIR = REPO / "grafana"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # GF_PATHS_PROVISIONING of the image
-PROFILES = {CLUSTER_PROFILE: CLUSTER_SERVICES, GRAFANA_PROFILE: GRAFANA_SERVICES}
+# The Compose profile `replicas`: what `./lab up` runs with PORTAL_REPLICAS=2 beside db, mosquitto
+# and nodered, under the same names; Redis is published on 127.0.0.1 as it listens natively.
+REPLICAS_PROFILE = "replicas"
+REPLICAS = 2
+REPLICA_SERVICES = {"redis", "web-1", "web-2", "front"}
+REPLICA_PORTS = {"REDIS_PORT": 6379}
+FRONT_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"  # where the haproxy image reads its configuration
+PROFILES = {
+    CLUSTER_PROFILE: CLUSTER_SERVICES,
+    GRAFANA_PROFILE: GRAFANA_SERVICES,
+    REPLICAS_PROFILE: REPLICA_SERVICES,
+}
 
 
 # --- Reading the files ---------------------------------------------------------------------------
@@ -449,7 +466,8 @@ def test_http_healthchecks_ask_what_lab_status_asks(services: dict[str, dict[str
     # ./lab status probes Node-RED's flows at /health (rules loaded, broker connected) and the
     # portal at /readyz; the containers' healthchecks must ask the same questions
     assert "http://127.0.0.1:1880/health'" in " ".join(services["nodered"]["healthcheck"]["test"])
-    assert "http://127.0.0.1:5000/readyz'" in " ".join(services["web"]["healthcheck"]["test"])
+    for name in ("web", "web-1", "web-2"):
+        assert "http://127.0.0.1:5000/readyz'" in " ".join(services[name]["healthcheck"]["test"]), name
 
 
 def test_depends_on_waits_for_a_condition(services: dict[str, dict[str, Any]]) -> None:
@@ -513,6 +531,10 @@ def test_container_environment_is_the_env_contract(
             if key in RENAMED:
                 # a lab variable under the name its program reads
                 assert [ref.name for ref in refs] == [RENAMED[key]], f"{name}: {key} from ${RENAMED[key]}"
+                continue
+            if key in REPLICA_VARIABLES and name in REPLICA_SERVICES:
+                # what ./lab gives each replica, from .env (test_replicas_get_what_lab_gives_them)
+                assert {ref.name for ref in refs} <= set(env_example), f"{name}: {key}"
                 continue
             assert key in env_example, f"{name}: {key} is neither in .env.example nor an internal literal"
             assert [ref.name for ref in refs] == [key], f"{name}: {key} must come from ${{{key}}}"
@@ -580,18 +602,19 @@ def test_published_ports_are_the_env_port_variables(
             )
             assert evaluate(parse_template(port.host), {}) == env_example[refs[0].name]
             found[refs[0].name] = port.target
-    assert found == PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS
+    assert found == PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS | REPLICA_PORTS
 
-    every = PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS
+    every = PUBLISHED_PORTS | CLUSTER_PORTS | GRAFANA_PORTS | REPLICA_PORTS
     moved = {**lab_env, **{var: str(20000 + port) for var, port in every.items()}}
     ports = {
         entry
         for service in interpolate_tree(raw_compose, moved)["services"].values()
         for entry in service.get("ports", [])
     }
-    # Grafana is published as the portal is: it asks for a login, unlike a Dask scheduler
+    # Grafana is published as the portal is: it asks for a login, unlike a Dask scheduler; Redis
+    # on the loopback, as natively
     assert ports == {f"{20000 + port}:{port}" for port in (PUBLISHED_PORTS | GRAFANA_PORTS).values()} | {
-        f"127.0.0.1:{20000 + port}:{port}" for port in CLUSTER_PORTS.values()
+        f"127.0.0.1:{20000 + port}:{port}" for port in (CLUSTER_PORTS | REPLICA_PORTS).values()
     }
 
 
@@ -606,6 +629,82 @@ def test_profiled_services_start_only_with_their_profile(
     # a lab service waiting on one of them would drag it into a plain `docker compose up`
     for name, service in lab_services.items():
         assert not set(service.get("depends_on") or {}) & set(profiled), name
+
+
+# --- Tests: the profile `replicas` (PORTAL_REPLICAS=2) ---------------------------------------------
+
+#: What `./lab` gives each replica on top of the portal's variables (labctl.replicas).
+REPLICA_VARIABLES = {"MQTT_CLIENT_ID", "MQTT_SHARE_GROUP", "MQTT_SHARE_PEERS", "REDIS_URL", "PORTAL_REPLICA"}
+
+
+@pytest.fixture(scope="module")
+def native_replicas(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The native lab with two replicas (not started): its services and their settings."""
+    return Lab(new_instance(tmp_path_factory.mktemp("replicas") / "lab", PORTAL_REPLICAS=str(REPLICAS)))
+
+
+def test_replicas_are_the_native_services(
+    services: dict[str, dict[str, Any]], lab_services: dict[str, dict[str, Any]], native_replicas: Lab
+) -> None:
+    assert set(native_replicas.services) == REPLICA_SERVICES | (NATIVE_SERVICES - {"web"})
+    profiled = {name for name, service in services.items() if REPLICAS_PROFILE in service.get("profiles", [])}
+    assert profiled == REPLICA_SERVICES
+    # with the profile, `--scale web=0` leaves the single portal out: the front takes its address
+    front_port = {published(entry).host for entry in services["front"]["ports"]}
+    assert front_port == {published(entry).host for entry in lab_services["web"]["ports"]}
+    assert {published(entry).target for entry in services["front"]["ports"]} == {CONTAINER_PORT}
+    assert "--scale web=0" in COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+def test_replicas_get_what_lab_gives_them(
+    services: dict[str, dict[str, Any]], lab_env: dict[str, str]
+) -> None:
+    web = services["web"]
+    for number in range(1, REPLICAS + 1):
+        replica = services[replica_name(number)]
+        # the portal's image and command (it migrates under a lock, then serves), as `web`
+        for key in ("image", "build", "healthcheck", "restart"):
+            assert replica[key] == web[key], f"{replica_name(number)}: {key} as web's"
+        assert "command" not in replica and "ports" not in replica
+        environment = replica["environment"]
+        expected = replica_variables(lab_env, number, REPLICAS, f"redis:{REDIS_CONTAINER_PORT}")
+        assert {key: environment[key] for key in REPLICA_VARIABLES} == expected
+        assert {key: value for key, value in environment.items() if key not in REPLICA_VARIABLES} == {
+            key: value for key, value in web["environment"].items() if key != "MQTT_CLIENT_ID"
+        }
+        assert set(replica["depends_on"]) == {"db", "mosquitto", "redis"}
+    assert set(services["front"]["depends_on"]) == {replica_name(n) for n in range(1, REPLICAS + 1)}
+
+
+def test_front_config_is_rendered_by_the_native_code(services: dict[str, dict[str, Any]]) -> None:
+    path, mount = host_path(services["front"], FRONT_CONFIG)
+    assert path == REPO / "haproxy" / "haproxy.cfg"
+    assert mount.read_only
+    assert path.read_text(encoding="utf-8") == render_config(container_profile(REPLICAS)), (
+        "haproxy/haproxy.cfg is out of date: python -m labctl.front > haproxy/haproxy.cfg"
+    )
+    lines = path.read_text(encoding="utf-8").splitlines()
+    servers = [line.split()[1:3] for line in lines if line.strip().startswith("server ")]
+    assert servers == [[f"web-{n}", f"web-{n}:{CONTAINER_PORT}"] for n in range(1, REPLICAS + 1)]
+    # the portal's container port, where the replicas listen (web/Dockerfile)
+    assert f"--bind 0.0.0.0:{CONTAINER_PORT}" in DOCKERFILE.read_text(encoding="utf-8")
+    assert f"http://127.0.0.1:{CONTAINER_PORT}/readyz" in services["front"]["healthcheck"]["test"]
+
+
+def test_redis_runs_as_natively(services: dict[str, dict[str, Any]], lab_env: dict[str, str]) -> None:
+    redis = services["redis"]
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options == {
+        "--requirepass": lab_env["REDIS_PASSWORD"],
+        **{f"--{key}": value for key, value in redis_directives(REPLICAS).items()},
+    }
+    assert {published(entry).target for entry in redis["ports"]} == {REDIS_CONTAINER_PORT}
+    # the password from the container's environment, not written into the healthcheck
+    assert '-a "$REDIS_PASSWORD"' in " ".join(redis["healthcheck"]["test"])
+    assert redis["environment"] == {"REDIS_PASSWORD": lab_env["REDIS_PASSWORD"]}
+    assert "volumes" not in redis, "Redis keeps nothing"
 
 
 # --- Tests: the profile `cluster` (stress run --cluster) -----------------------------------------

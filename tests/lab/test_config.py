@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from labctl import envfile
 from labctl.config import (
+    PORT_VARIABLES,
     PRIVATE_STATE,
     ROOT,
     ConfigError,
@@ -54,6 +56,79 @@ def test_bad_values_are_refused_with_the_variable_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         LabConfig.load(make_env(tmp_path, **overrides), tmp_path / "data")
+
+
+@pytest.mark.parametrize("replicas", ["0", "-1", "two", "17", "", "2.5", "+2", "0x2"])
+def test_a_replica_count_that_is_not_1_to_16_is_refused_in_one_line(tmp_path: Path, replicas: str) -> None:
+    env = make_env(tmp_path, PORTAL_REPLICAS=replicas)
+    with pytest.raises(ConfigError) as refused:
+        LabConfig.load(env, tmp_path / "data")
+    message = str(refused.value)
+    assert message.startswith(f"PORTAL_REPLICAS={replicas!r} in {env}")
+    assert "whole number from 1 to 16" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"PORTAL_REPLICAS": "3", "PORTAL_REPLICA_PORT": "5100", "PORTAL_PORT": "5102"},
+            r"PORTAL_REPLICA_PORT\.\.\+2 \(5100-5102, for PORTAL_REPLICAS=3\) in .* includes PORTAL_PORT=",
+        ),
+        (
+            {"PORTAL_REPLICAS": "2", "PORTAL_REPLICA_PORT": "1882"},
+            r"\(1882-1883, for PORTAL_REPLICAS=2\) in .* includes MQTT_PORT=1883",
+        ),
+        (
+            {"PORTAL_REPLICAS": "4", "PORTAL_REPLICA_PORT": "65534"},
+            r"\(65534-65537, for PORTAL_REPLICAS=4\) in .* goes past port 65535",
+        ),
+        ({"PORTAL_REPLICAS": "2", "REDIS_PORT": "5432"}, r"REDIS_PORT and POSTGRES_PORT are both 5432"),
+        ({"PORTAL_REPLICAS": "2", "PORTAL_REPLICA_PORT": "1883"}, r"PORTAL_REPLICA_PORT and MQTT_PORT"),
+        ({"REDIS_PORT": "redis"}, r"REDIS_PORT='redis' .* is not a port number"),
+        ({"PORTAL_REPLICAS": "2", "MQTT_CLIENT_ID": "lab/portal"}, r"MQTT_CLIENT_ID='lab/portal' in .*"),
+    ],
+)
+def test_replica_settings_that_cannot_work_are_refused(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LabConfig.load(make_env(tmp_path, **overrides), tmp_path / "data")
+
+
+def test_replica_ports_are_free_to_clash_while_one_portal_runs(tmp_path: Path) -> None:
+    # an older .env may use these ports for something else: a single portal never opens them
+    env = make_env(tmp_path, PORTAL_PORT="5100", REDIS_PORT="5432", PORTAL_REPLICAS="1")
+    assert LabConfig.load(env, tmp_path / "data").replicas == 1
+
+
+def test_a_new_instance_has_room_for_the_most_replicas(tmp_path: Path) -> None:
+    config = new_instance(tmp_path / "lab", PORTAL_REPLICAS="16")
+    first = config.port("PORTAL_REPLICA_PORT")
+    others = {config.port(name) for name in PORT_VARIABLES if name != "PORTAL_REPLICA_PORT"}
+    assert not others & set(range(first, first + 16))
+    assert config.replica_port(16) == first + 15
+
+
+def test_an_env_file_from_before_replicas_still_runs_and_gets_the_new_secret(tmp_path: Path) -> None:
+    path = make_env(tmp_path)
+    for name in ("PORTAL_REPLICAS", "PORTAL_REPLICA_PORT", "REDIS_PORT", "REDIS_PASSWORD"):
+        without(path, name)
+    with pytest.raises(ConfigError, match=r"missing or empty secret\(s\) REDIS_PASSWORD"):
+        LabConfig.load(path, tmp_path / "data")  # the library names it; ./lab adds it
+    result = subprocess.run(
+        [str(ROOT / "lab"), "--env-file", str(path), "--data-dir", str(tmp_path / "data"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr  # runs: every service stopped
+    assert f"Added new secret(s) REDIS_PASSWORD to {path}" in result.stdout
+    config = LabConfig.load(path, tmp_path / "data")
+    assert len(config.env["REDIS_PASSWORD"]) == 32
+    assert config.replicas == 1
+    assert (config.env["PORTAL_REPLICA_PORT"], config.env["REDIS_PORT"]) == ("5100", "6379")
 
 
 def without(path: Path, name: str) -> None:

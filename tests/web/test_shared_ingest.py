@@ -9,36 +9,25 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
 import pytest
 import requests
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from labctl.config import LabConfig, free_ports
+from labctl.config import LabConfig
 from labctl.process import ProcessSpec
-from labctl.services import Portal
 from tests.conftest import RunningLab, own_lab
 from tests.web.portal_testing import signed_in_session
 
 pytestmark = pytest.mark.integration
 
-GROUP = "portals"
 #: Messages per burst: enough that a share of none would not be by chance.
 BURST = 300
 
 
-def replica_spec(lab: RunningLab, number: int, port: int) -> ProcessSpec:
-    """The portal as ``./lab`` runs it, as replica ``number`` of the group, on ``port``."""
-    spec = Portal(lab.config).spec()
-    argv = [f"127.0.0.1:{port}" if arg.startswith("127.0.0.1:") else arg for arg in spec.argv]
-    env = {
-        **spec.env,
-        "MQTT_CLIENT_ID": f"lab-portal-{number}",
-        "MQTT_SHARE_GROUP": GROUP,
-        "MQTT_SHARE_PEERS": "lab-portal-1,lab-portal-2",
-    }
-    return replace(spec, name=f"web-{number}", argv=argv, env=env)
+def replica_spec(lab: RunningLab, number: int) -> ProcessSpec:
+    """Replica ``number`` of the group as ``./lab`` runs it (PORTAL_REPLICAS=2)."""
+    return lab.lab.service(f"web-{number}").spec()
 
 
 def wait_ready(url: str, timeout: float = 30) -> None:
@@ -64,20 +53,10 @@ def ingested(url: str, lab: RunningLab) -> int:
 
 @pytest.fixture
 def replicas(new_lab_config: Callable[..., LabConfig]) -> Iterator[tuple[RunningLab, list[str]]]:
-    """A lab of a test's own (database and broker) with two portal replicas in one group."""
-    with own_lab(new_lab_config, "shared-ingest", ("db", "mosquitto")) as lab:
-        Portal(lab.config).migrate()
-        ports = free_ports(2)
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        try:
-            for number, port in enumerate(ports, 1):
-                lab.lab.table.start(replica_spec(lab, number, port))
-            for url in urls:
-                wait_ready(url)
-            yield lab, urls
-        finally:
-            for number in (1, 2):
-                lab.lab.table.stop(f"web-{number}", signal.SIGTERM)
+    """A lab of a test's own (database, broker, Redis) with two portal replicas in one group."""
+    services = ("db", "mosquitto", "redis", "web-1", "web-2")
+    with own_lab(new_lab_config, "shared-ingest", services, PORTAL_REPLICAS="2") as lab:
+        yield lab, [f"http://127.0.0.1:{replica.port}" for replica in lab.lab.replicas]
 
 
 def publish(lab: RunningLab, room: str, first: int, count: int) -> None:
@@ -138,8 +117,7 @@ def test_a_replica_killed_and_started_again_gets_what_the_broker_kept_for_it(
     assert pid is not None
     table.stop("web-1", signal.SIGKILL)
     publish(lab, unique_room, 0, BURST)  # the broker queues the dead replica's share for it
-    port = int(urls[0].rsplit(":", 1)[1])
-    table.start(replica_spec(lab, 1, port))
+    table.start(replica_spec(lab, 1))
     wait_ready(urls[0])
     rows = wait_stored(lab, unique_room, BURST)
     assert [device for device, _count in rows] == [f"d{n:04d}" for n in range(BURST)]
@@ -167,8 +145,7 @@ def test_the_share_of_a_replica_that_never_returns_is_taken_over(
     rows = wait_stored(lab, unique_room, 2 * BURST, timeout=20)
     assert len(rows) == 2 * BURST
     # It returns: it joins the group again under its own client id and takes its share back
-    port = int(urls[0].rsplit(":", 1)[1])
-    lab.lab.table.start(replica_spec(lab, 1, port))
+    lab.lab.table.start(replica_spec(lab, 1))
     wait_ready(urls[0])
     publish(lab, unique_room, 2 * BURST, BURST)
     rows = wait_stored(lab, unique_room, 3 * BURST, timeout=20)
