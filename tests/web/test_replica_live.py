@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,85 +18,43 @@ import pytest
 import requests
 import socketio
 
-from labctl.config import LabConfig, free_ports
-from labctl.process import ProcessSpec
-from labctl.services import Portal
+from labctl.config import LabConfig
 from tests.conftest import RunningLab, own_lab
 from tests.web.portal_testing import publish_as, signed_in_session, wait_for
 
 pytestmark = pytest.mark.integration
 
-CLIENT_IDS = ("lab-portal-1", "lab-portal-2")
 #: Values per burst, each of its own device: enough that both replicas take a share.
 BURST = 200
 
 
 @dataclass
 class Replicas:
-    """A lab of a test's own with two portal replicas sharing ingest and live values."""
+    """A lab of a test's own as ``./lab`` runs it with ``PORTAL_REPLICAS=2``: Redis, two replicas
+    sharing ingest and live values, and the front (HAProxy) on ``PORTAL_PORT``."""
 
     lab: RunningLab
-    urls: list[str]
-    redis_port: int
-    redis_spec: ProcessSpec
+    urls: list[str]  # each replica's own address
+
+    @property
+    def front(self) -> str:
+        return self.lab.portal_url
 
     def session(self, replica: int) -> requests.Session:
+        """Signed in on replica ``replica`` (0 or 1), or through the front with ``-1``."""
         env = self.lab.env
-        return signed_in_session(self.urls[replica], env["PORTAL_ADMIN_USER"], env["PORTAL_ADMIN_PASSWORD"])
+        url = self.front if replica < 0 else self.urls[replica]
+        return signed_in_session(url, env["PORTAL_ADMIN_USER"], env["PORTAL_ADMIN_PASSWORD"])
 
-
-def _redis_spec(lab: RunningLab, port: int, password: str) -> ProcessSpec:
-    folder = lab.config.data_dir / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "redis.conf"
-    config.write_text(
-        f'bind 127.0.0.1\nport {port}\nrequirepass "{password}"\nsave ""\nappendonly no\n'
-        f'dir {folder}\nlogfile ""\n'
-    )
-    return ProcessSpec(name="redis", argv=["redis-server", str(config)], env={}, cwd=folder)
-
-
-def _replica_spec(lab: RunningLab, number: int, port: int, redis_url: str) -> ProcessSpec:
-    spec = Portal(lab.config).spec()
-    argv = [f"127.0.0.1:{port}" if arg.startswith("127.0.0.1:") else arg for arg in spec.argv]
-    env = {
-        **spec.env,
-        "MQTT_CLIENT_ID": CLIENT_IDS[number - 1],
-        "MQTT_SHARE_GROUP": "lab-portal",
-        "MQTT_SHARE_PEERS": ",".join(CLIENT_IDS),
-        "REDIS_URL": redis_url,
-        "PORTAL_REPLICA": f"web-{number}",
-    }
-    return replace(spec, name=f"web-{number}", argv=argv, env=env)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    def cookie(self, replica: int) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.session(replica).cookies.items())
 
 
 @pytest.fixture
 def replicas(new_lab_config: Callable[..., LabConfig]) -> Iterator[Replicas]:
-    with own_lab(new_lab_config, "replica-live", ("db", "mosquitto")) as lab:
-        Portal(lab.config).migrate()
-        redis_port, *ports = free_ports(3)
-        password = "s3cret-" + lab.env["POSTGRES_PASSWORD"][:12]
-        redis_spec = _redis_spec(lab, redis_port, password)
-        redis_url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        table = lab.lab.table
-        try:
-            table.start(redis_spec)
-            for number, port in enumerate(ports, 1):
-                table.start(_replica_spec(lab, number, port, redis_url))
-            for url in urls:
-                wait_for(f"{url} ready", partial(_ready, url), 30)
-            yield Replicas(lab, urls, redis_port, redis_spec)
-        finally:
-            for name in ("web-1", "web-2", "redis"):
-                table.stop(name, signal.SIGTERM)
+    services = ("db", "mosquitto", "redis", "web-1", "web-2", "front")
+    with own_lab(new_lab_config, "replica-live", services, PORTAL_REPLICAS="2") as lab:
+        yield Replicas(lab, [f"http://127.0.0.1:{replica.port}" for replica in lab.lab.replicas])
 
 
 @dataclass
@@ -111,21 +69,27 @@ class Viewer:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def connect(cls, replicas: Replicas, replica: int, room: str) -> Viewer:
-        viewer = cls(socketio.Client(reconnection=False))
-        cookie = "; ".join(f"{k}={v}" for k, v in replicas.session(replica).cookies.items())
+    def connect(cls, replicas: Replicas, replica: int, room: str, *, reconnect: bool = False) -> Viewer:
+        """A viewer of ``room`` on replica ``replica`` (0 or 1), or through the front with ``-1``
+        (then it reconnects by itself when ``reconnect``, as a browser does)."""
+        viewer = cls(socketio.Client(reconnection=reconnect, reconnection_delay=0.5))
         viewer.client.on("snapshot", viewer._on_snapshot)
         viewer.client.on("values", viewer._on_values)
         viewer.client.on("status", viewer.statuses.append)
         viewer.client.on("alarm", viewer.alarms.append)
         viewer.client.connect(
-            replicas.urls[replica],
-            headers={"Cookie": cookie},
+            replicas.front if replica < 0 else replicas.urls[replica],
+            headers={"Cookie": replicas.cookie(replica)},
             auth={"scopes": [{"scope": "room", "room": room}]},
             transports=["websocket"],
             wait_timeout=10,
         )
         return viewer
+
+    @property
+    def replica(self) -> str:
+        """The replica serving this viewer now (its last status says)."""
+        return str(self.statuses[-1]["replica"]) if self.statuses else ""
 
     def _on_snapshot(self, items: list[dict[str, Any]]) -> None:
         self.snapshots += 1
@@ -149,6 +113,12 @@ class Viewer:
     def live_is(self, state: str) -> bool:
         """True when the last status this viewer heard says live updates are ``state``."""
         return bool(self.statuses) and self.statuses[-1]["live"] == state
+
+    def holds_on(self, final: dict[str, str], not_on: tuple[str, ...]) -> bool:
+        """True once the viewer holds each device's ``final`` value, on a replica not in ``not_on``."""
+        with self.lock:
+            values = {device: self.values.get((device, "t"), {}).get("value") for device in final}
+        return self.replica not in not_on and values == final
 
     def heard_alarms(self) -> bool:
         return bool(self.alarms)
@@ -275,13 +245,13 @@ def test_redis_stopped_pauses_live_updates_without_losing_a_value_and_they_resum
     replicas: Replicas, unique_room: str
 ) -> None:
     viewers = [Viewer.connect(replicas, replica, unique_room) for replica in (0, 1)]
-    table = replicas.lab.lab.table
+    lab = replicas.lab.lab
     try:
         publish_burst(replicas, unique_room, first)
         for viewer in viewers:
             wait_for("the first burst live", partial(viewer.holds, first))
 
-        table.stop("redis", signal.SIGTERM)
+        lab.stop("redis")
         for number, viewer in enumerate(viewers, 1):
             wait_for(
                 f"web-{number} says live updates are paused",
@@ -292,7 +262,7 @@ def test_redis_stopped_pauses_live_updates_without_losing_a_value_and_they_resum
         # Ingest goes on: every value of the outage is stored.
         wait_for("the outage's values stored", lambda: stored_count(replicas, unique_room) == 2 * BURST)
 
-        table.start(replicas.redis_spec)
+        lab.start("redis")
         for number, viewer in enumerate(viewers, 1):
             wait_for(
                 f"web-{number} says live updates are back",
@@ -314,6 +284,87 @@ def test_redis_stopped_pauses_live_updates_without_losing_a_value_and_they_resum
         publish_alarm(replicas, unique_room)
         for number, viewer in enumerate(viewers, 1):
             wait_for(f"viewer of web-{number} hears an alarm", viewer.heard_alarms, 30)
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def viewers_on_both(replicas: Replicas, room: str) -> list[Viewer]:
+    """Viewers through the front, until one is on each replica (round robin: two or three)."""
+    viewers: list[Viewer] = []
+    while {"web-1", "web-2"} - {viewer.replica for viewer in viewers}:
+        assert len(viewers) < 6, "the front put every viewer on one replica"
+        viewer = Viewer.connect(replicas, -1, room, reconnect=True)
+        wait_for("its status", lambda viewer=viewer: viewer.statuses)  # type: ignore[misc]
+        viewers.append(viewer)
+    return viewers
+
+
+def publish_steadily(
+    replicas: Replicas, room: str, count: int, per_second: int, then: Callable[[], object]
+) -> None:
+    """``count`` QoS 1 values of 50 devices at about ``per_second``, calling ``then`` a third of the
+    way in; every one acknowledged by the broker."""
+    root = replicas.lab.env["TOPIC_ROOT"]
+    env = replicas.lab.env
+    client = replicas.lab.mqtt_client(env["LAB_FLEET_USER"], env["LAB_FLEET_PASSWORD"])
+    client.connect("127.0.0.1", replicas.lab.port("MQTT_PORT"))
+    client.loop_start()
+    try:
+        sent = []
+        started = time.monotonic()
+        for n in range(count):
+            if n == count // 3:
+                then()
+            sent.append(client.publish(f"{root}/{room}/d{n % 50:04d}/t", f"v{n}", qos=1))
+            time.sleep(max(0.0, started + n / per_second - time.monotonic()))
+        for message in sent:
+            message.wait_for_publish(timeout=30)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_a_replica_killed_under_load_loses_nothing_and_its_viewers_move_to_the_other(
+    replicas: Replicas, unique_room: str
+) -> None:
+    viewers = viewers_on_both(replicas, unique_room)
+    killed = viewers[0].replica
+    lab = replicas.lab.lab
+    try:
+        publish_steadily(
+            replicas, unique_room, 3000, 1000, lambda: lab.table.stop(killed, signal.SIGKILL, timeout=0)
+        )
+        # The survivor stores its share, then takes over what the broker kept for the dead one.
+        wait_for("all 3,000 values stored", lambda: stored_count(replicas, unique_room) == 3000, 60)
+        final = {f"d{d:04d}": f"v{max(n for n in range(3000) if n % 50 == d)}" for d in range(50)}
+        for viewer in viewers:
+            # Those of the dead replica reconnected through the front, to the survivor.
+            wait_for(
+                "every viewer on the survivor, holding every final value",
+                partial(viewer.holds_on, final, ("", killed)),
+                30,
+            )
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_the_front_restarted_its_viewers_come_back_by_themselves(
+    replicas: Replicas, unique_room: str
+) -> None:
+    viewers = viewers_on_both(replicas, unique_room)
+    lab = replicas.lab.lab
+    try:
+        lab.stop("front")
+        wait_for("viewers cut off", lambda: not any(viewer.client.connected for viewer in viewers))
+        publish_burst(replicas, unique_room, outage)  # meanwhile, stored as ever
+        lab.start("front")
+        for viewer in viewers:
+            wait_for("the viewer back, with what it missed", partial(viewer.holds, outage), 30)
+        publish_burst(replicas, unique_room, after)
+        for viewer in viewers:
+            wait_for("live again", partial(viewer.holds, after))
     finally:
         for viewer in viewers:
             viewer.close()
