@@ -174,9 +174,10 @@ class Fanout:
                 client.publish(self._channel, encode(values))
             except (RedisError, OSError) as exc:
                 client = None
-                self.dropped += len(values)
+                with self._lock:
+                    self.dropped += len(values)
                 self._set_send_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                self._stop.wait(RETRY_S)  # what comes meanwhile is dropped with the next try
+                self._stop.wait(RETRY_S)  # what comes meanwhile goes with the next try
                 continue
             self.sent += len(values)
             self._set_send_error(None)
