@@ -97,8 +97,6 @@ class BatchWriter:
         acknowledge: called with the readings the writer is done with (committed, or refused by
             the database for good), so their messages can be acknowledged to the broker.
         cache: the last-value cache, loaded at start and updated after each commit.
-        on_committed: called (in the committer thread) with the values that became the latest of
-            their attribute, once their batch is committed (replicas share them: :mod:`web.fanout`).
         on_load: called with the (room, device) of every stored device once the cache is loaded
             (the cap on devices learns them).
         metrics: where batch sizes, commit times, stored readings and write errors are recorded.
@@ -114,7 +112,6 @@ class BatchWriter:
         *,
         acknowledge: Callable[[Sequence[Reading]], None] = lambda _readings: None,
         cache: LatestCache | None = None,
-        on_committed: Callable[[list[LatestValue]], None] | None = None,
         on_load: Callable[[list[tuple[str, str]]], None] | None = None,
         metrics: Metrics | None = None,
         batch_max: int | None = None,
@@ -125,7 +122,6 @@ class BatchWriter:
         self._on_stored = on_stored
         self._acknowledge = acknowledge
         self._cache = cache
-        self._on_committed = on_committed
         self._on_load = on_load
         self._metrics = metrics or Metrics()
         self._batch_max = batch_max if batch_max is not None else BATCH_MAX
@@ -285,11 +281,6 @@ class BatchWriter:
         self._release(batch)
         if self._cache is not None:
             self._cache.record(committed.latest, committed.seen)
-        if self._on_committed is not None and committed.latest:
-            try:
-                self._on_committed(committed.latest)
-            except Exception:  # sharing values live must never stop storage
-                log.exception("sharing %s committed values failed", len(committed.latest))
 
     def _release(self, readings: Sequence[Reading]) -> None:
         try:

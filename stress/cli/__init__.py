@@ -1,2 +1,2 @@
-"""The ``stress`` command line: the parser (:mod:`~stress.cli.main`) and one module per group
-of subcommands."""
+"""The ``stress`` command line: :mod:`~stress.cli.main` builds the parser (of
+:mod:`~stress.cli.parser`) and calls the library; one module per group of subcommands."""

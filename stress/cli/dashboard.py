@@ -36,11 +36,15 @@ def add_parser(commands: Any) -> None:
         "slowest and failing devices), pushed to the browser as it runs, with controls to stop "
         "it, pause or resume devices, and scale the fleet or change its rate. With no run in "
         "progress it shows the last run folder. Ctrl-C stops it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="port to serve on")
-    parser.add_argument("--run", metavar="ID", default=None, help="watch only this run (its run id or PID)")
+    parser.add_argument(
+        "--run",
+        metavar="ID",
+        default=None,
+        help="watch only this run: its run id or PID (default: the run in progress)",
+    )
     parser.add_argument(
         "--runs", type=Path, default=DEFAULT_ROOT, help="where run folders are (for the last run)"
     )

@@ -1,5 +1,5 @@
-"""What every ``stress`` command shares on its command line: one-line errors, value types,
-and defaults from ``STRESS_*`` environment variables.
+"""What the ``stress`` commands share on their command lines: value types, defaults from
+``STRESS_*`` environment variables, and ``--debug``.
 
 Every flag can also be set with an environment variable named after it: ``--connect-rate``
 is ``STRESS_CONNECT_RATE``. A flag on the command line wins over the variable. A bad value,
@@ -11,20 +11,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Collection
 
 from stress.behaviours import BehaviourError, load
 
 ENV_PREFIX = "STRESS_"
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``stress run: error: ... (see stress run --help)``."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print one line and exit 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------------------- value types
@@ -181,8 +172,14 @@ def env_default(parser: argparse.ArgumentParser, action: argparse.Action) -> Non
     action.default = value
 
 
-def env_defaults(parser: argparse.ArgumentParser) -> None:
-    """Give every flag of ``parser`` its ``STRESS_*`` variable."""
+def env_defaults(parser: argparse.ArgumentParser, dests: Collection[str] | None = None) -> None:
+    """Give every flag of ``parser`` (or those whose ``dest`` is in ``dests``) its ``STRESS_*``
+    variable."""
     for action in parser._actions:
-        if action.dest != "help":
+        if action.dest != "help" and (dests is None or action.dest in dests):
             env_default(parser, action)
+
+
+def add_debug(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--debug``: tracebacks and debug logging (read by :func:`stress.cli.main.main`)."""
+    group.add_argument("--debug", action="store_true", help="tracebacks and debug logging")

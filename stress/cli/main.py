@@ -21,13 +21,11 @@ from stress.cli.control import add_parsers as add_control_parsers
 from stress.cli.control import command_control
 from stress.cli.dashboard import add_parser as add_dashboard_parser
 from stress.cli.dashboard import beside_run, close_beside, command_dashboard
-from stress.cli.flags import (
-    Parser,
-    env_defaults,
-)
+from stress.cli.flags import env_defaults
+from stress.cli.parser import Parser
 from stress.cli.provision import add_parsers as add_provision_parsers
 from stress.cli.provision import command_deprovision, command_provision
-from stress.cli.run_flags import add_run_parser
+from stress.cli.run_flags import add_run_parsers
 from stress.cli.viewers import add_parser as add_viewers_parser
 from stress.cli.viewers import command_viewers
 from stress.errors import ScenarioError, StressError
@@ -52,7 +50,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "load shapes, measurements, run folders and reports.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    add_run_parser(commands)
+    add_run_parsers(commands)
     add_provision_parsers(commands)
     add_control_parsers(commands)
     add_dashboard_parser(commands)
@@ -66,6 +64,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     report.add_argument("--no-html", action="store_true", help="only print the table")
     if command in ("run", "check", "provision", "deprovision", "viewers"):
         env_defaults(commands.choices[command])
+    if command == "check":
+        # its --scenario file is read against the run's flags: those check shares take their
+        # variables there too (a stage without devices falls back to STRESS_DEVICES, as in the run)
+        shared = {action.dest for action in commands.choices["check"]._actions}
+        env_defaults(commands.choices["run"], shared)
     return parser
 
 
@@ -235,9 +238,17 @@ def _check_free(host: str, port: int) -> None:
         raise ScenarioError(f"--metrics-port: cannot listen on {host}:{port}: {reason}") from None
 
 
-def _scenario(args: argparse.Namespace) -> Scenario:
-    """The scenario of ``stress run`` or ``check``: flags, and the ``--scenario`` file's."""
+def scenario_of(args: argparse.Namespace) -> Scenario:
+    """The scenario of ``stress run`` or ``check``: flags, and the ``--scenario`` file's.
+
+    ``check`` takes only the flags that decide how a device connects; the run's others keep
+    their defaults (or the scenario file's values), so check builds the very scenario the run
+    would.
+    """
     stages = apply_scenario_file(args, args.given) if args.scenario is not None else None
+    for action in args.run_parser._actions:
+        if action.dest != "help" and not hasattr(args, action.dest):
+            setattr(args, action.dest, action.default)
     return scenario_from(args, stages)
 
 
@@ -245,7 +256,7 @@ def command_check(args: argparse.Namespace) -> int:
     """``stress check``."""
     from stress.check import check  # noqa: PLC0415
 
-    print(check(_scenario(args)))
+    print(check(scenario_of(args)))
     return 0
 
 
@@ -256,7 +267,7 @@ def command_run(args: argparse.Namespace) -> int:
     from stress.runner import run  # noqa: PLC0415
     from stress.targets.registry import build  # noqa: PLC0415
 
-    scenario = _scenario(args)
+    scenario = scenario_of(args)
     target = build(scenario)
     metrics_at = None
     if args.metrics_port:

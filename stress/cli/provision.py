@@ -26,7 +26,6 @@ def add_parsers(commands: Any) -> None:
         "table written as they come. Both are idempotent and resumable: run the same command again "
         "after an interruption. Then: stress run --target lab --credentials FILE, or "
         "stress run --target thingsboard --tokens FILE.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(provision)
     provision.add_argument("--devices", type=positive_int, required=True, help="devices to provision")
@@ -63,7 +62,6 @@ def add_parsers(commands: Any) -> None:
         "followed by digits, with their roles; thingsboard: the tenant's devices named so (and "
         "<prefix>-gateway-<digits>), found by a paged text search. They leave the credentials or "
         "tokens file too. Asks first unless --yes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(deprovision)
     deprovision.add_argument("--prefix", required=True, help="delete <prefix>00001, <prefix>00002, ...")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from stress.cli.flags import positive_int, positive_seconds, seconds
+from stress.cli.flags import add_debug, positive_int, positive_seconds, seconds
 from stress.errors import ScenarioError
 
 if TYPE_CHECKING:
@@ -74,8 +74,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=Path,
         default=Path(".env"),
         metavar="FILE",
-        help="the lab's settings: portal port, admin account, fleet account, PORTAL_LIVE_FLUSH_MS "
-        "(default: .env)",
+        help="the lab's settings: portal port, admin account, fleet account, PORTAL_LIVE_FLUSH_MS",
     )
     where.add_argument(
         "--portal",
@@ -93,13 +92,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
     what = viewers.add_argument_group("viewers")
     what.add_argument(
-        "--count", type=viewer_count, default=10, metavar="N", help=f"viewers, 1..{MAX_VIEWERS} (default: 10)"
+        "--count", type=viewer_count, default=10, metavar="N", help=f"viewers, 1..{MAX_VIEWERS}"
     )
     what.add_argument(
         "--scope",
         choices=("site", "room", "device"),
         default="room",
-        help="what each viewer watches: the whole site, one room or one device (default: room)",
+        help="what each viewer watches: the whole site, one room or one device",
     )
     what.add_argument(
         "--room",
@@ -117,21 +116,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="seconds of watching (default: 30)",
+        help="seconds of watching",
     )
     what.add_argument(
         "--connect-rate",
         type=seconds,
         default=0.0,
         metavar="N",
-        help="viewers connected per second (default 0: no limit, at most 100 handshakes at once)",
+        help="viewers connected per second (0: no limit, at most 100 handshakes at once)",
     )
     what.add_argument(
         "--connect-timeout",
         type=positive_seconds,
         default=10.0,
         metavar="SECONDS",
-        help="seconds any network step may take: sign-in, handshake, subscription (default: 10)",
+        help="seconds any network step may take: sign-in, handshake, subscription",
     )
     what.add_argument(
         "--settle",
@@ -139,7 +138,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="after watching, longest wait for the final values to reach every viewer; one "
-        "still missing then is missed (default: 5)",
+        "still missing then is missed",
     )
 
     out = viewers.add_argument_group("output")
@@ -147,7 +146,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--out", type=Path, default=None, metavar="DIR", help="write DIR/viewers.json with per-viewer figures"
     )
     out.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    out.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    add_debug(out)
     return viewers
 
 
