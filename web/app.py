@@ -24,6 +24,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from flask import Flask, Response
@@ -33,14 +34,23 @@ from web import api, auth, health, pages, vendor
 from web.alarms import Alarms, AlarmStore
 from web.buffer import ReadingBuffer
 from web.cache import LatestCache
-from web.fanout import SOCKETIO_CHANNEL, Fanout, newest_only
+from web.fanout import SOCKETIO_CHANNEL, Fanout, RemovedDevices, newest_only
 from web.ingest import Ingest
-from web.live import SITE_ROOM, STATUS_EVENT, JsonPacket, Live, cache_snapshot, store_snapshot
+from web.live import (
+    SITE_ROOM,
+    STATUS_EVENT,
+    JsonPacket,
+    Live,
+    cache_snapshot,
+    cached,
+    newest_of,
+    store_snapshot,
+)
 from web.logs import configure_logging
 from web.metrics import Metrics
 from web.portal import EXTENSION, Portal
 from web.quota import DeviceQuota
-from web.removal import Removal
+from web.removal import Removal, Selection
 from web.retention import Retention
 from web.sessions import SessionKeeper
 from web.settings import Settings
@@ -98,8 +108,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics = Metrics()
     live = Live(
         socketio,
-        # Replicas: each one's cache holds its own share; the `latest` table holds everybody's.
-        store_snapshot(store.latest_values)
+        # Replicas: the `latest` table holds what every replica committed, whatever Redis missed;
+        # the cache what was pushed live and not yet committed (web.fanout).
+        newest_of(store_snapshot(store.latest_values), cached(cache))
         if redis_url is not None
         else cache_snapshot(cache, store_snapshot(store.latest_values)),
         metrics,
@@ -113,14 +124,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Alarm messages go to `portal.alarms` (web.alarms) once it is set; until then they are counted.
     ingest = Ingest(settings, buffer, metrics, alarms=lambda: getattr(portal, "alarms", None), quota=quota)
     acknowledgements = Acknowledgements(ingest)
-    fanout = None if redis_url is None else _fanout(redis_url, cache, live)
+    fanout = None if redis_url is None else _fanout(redis_url, cache, live, lambda: portal.removal)
     writer = BatchWriter(
         store,
         buffer,
-        live.publish if fanout is None else lambda _values: None,
+        live.publish if fanout is None else fanout.send,
         acknowledge=acknowledgements,
         cache=cache,
-        on_committed=None if fanout is None else fanout.send,
         on_load=quota.load,
         metrics=metrics,
         batch_max=settings.ingest_batch_max,
@@ -172,6 +182,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
     )
     app.extensions[EXTENSION] = portal
+    if fanout is not None:
+        portal.removal.share = fanout.removed
     metrics.track_buffer(lambda: len(buffer) + portal.writer.waiting)
 
     app.register_blueprint(health.bp)
@@ -199,14 +211,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _fanout(redis_url: str, cache: LatestCache, live: Live) -> Fanout:
-    """Live values of every replica, through Redis, into this one's live layer."""
+def _fanout(redis_url: str, cache: LatestCache, live: Live, removal: Callable[[], Removal]) -> Fanout:
+    """Live values and removals of every replica, through Redis, into this one's."""
+
+    def forget(removed: RemovedDevices) -> None:
+        removal().forget(Selection(**removed.selection), removed.devices)
 
     def resume() -> None:
         # Snapshots read the database: off the listener's thread, which must go on receiving.
         live.socketio.start_background_task(live.resnapshot)
 
-    return Fanout(redis_url, newest_only(cache, live.publish), on_resume=resume)
+    return Fanout(redis_url, newest_only(cache, live.publish), forget=forget, on_resume=resume)
 
 
 def _check_sessions(portal: Portal, auth_state: auth.AuthState) -> None:

@@ -3,24 +3,27 @@
 Replicas split ingest (an MQTT shared subscription, :mod:`web.takeover`), so each stores only its
 share of the values, yet every viewer must see every value whichever replica it is connected to::
 
-    replica A: writer --commit--> Fanout.send --PUBLISH--> Redis --message--> every replica (A too)
-                                                                                 |
-                                        guard (newest per attribute wins) <------+
-                                                 |
-                                        Live coalescer --Socket.IO--> that replica's viewers
+    replica A: feeder --Fanout.send--PUBLISH--> Redis --message--> every replica (A too)
+                                                                      |
+                             guard (newest per attribute wins) <------+
+                                      |
+                             Live coalescer --Socket.IO--> that replica's viewers
 
-A replica publishes each committed batch's new latest values (after the commit, so a viewer's
-snapshot, read from the ``latest`` table after it joined its channels, misses nothing in
-between), in one Redis message. Each replica, the sender included, receives every message and
-feeds its own live layer, so each viewer still gets at most one update per attribute per flush
-interval, from one coalescer. Values are not coalesced before they are sent: a second coalescer
-would add up to a flush interval of delay. Batches of two replicas can arrive in either order, so a
-value older than one already received for its attribute is dropped (:class:`web.cache.LatestCache`
-remembers the newest).
+A replica publishes the newest values of each batch its feeder takes, as a single portal pushes
+them live: before the commit, which never holds up a live value. Each replica, the sender
+included, receives every message, keeps the values in its last-value cache and feeds its own
+live layer, so each viewer still gets at most one update per attribute per flush interval, from
+one coalescer. Values are not coalesced before they are sent: a second coalescer would add up to a
+flush interval of delay. Batches of two replicas can arrive in either order, so a value older than
+one already received for its attribute is dropped (:class:`web.cache.LatestCache` remembers the
+newest). Snapshots take the newest of the ``latest`` table and that cache (:func:`web.live.newest_of`):
+the table holds every replica's committed values whatever Redis missed, the cache the values
+pushed live and not yet committed.
 
-Events for everybody (alarms, device notices, removals) go through Flask-SocketIO's own message
-queue on the same Redis; snapshots, values, errors and the status are sent by each replica to its
-own viewers only.
+A removal (:mod:`web.removal`) travels the same way, so every replica forgets the removed
+devices' values at once. Events for everybody (alarms, device notices, removals) go to the
+browsers through Flask-SocketIO's own message queue on the same Redis; snapshots, values, errors
+and the status are sent by each replica to its own viewers only.
 
 Sending happens on a thread of its own, so a slow or absent Redis never holds up storage: batches
 waiting while Redis is out of reach are dropped (they are stored; only their live push is lost), and
@@ -35,6 +38,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -61,15 +65,36 @@ _MICROSECOND = timedelta(microseconds=1)
 Receiver = Callable[[list[LatestValue]], None]
 
 
+@dataclass(frozen=True)
+class RemovedDevices:
+    """A removal, as another replica is told of it: the selection's fields, and the devices."""
+
+    selection: dict[str, str]
+    devices: list[tuple[str, str]]
+
+
+#: Takes a removal (every replica's, this one's too).
+Forget = Callable[[RemovedDevices], None]
+
+
 def encode(values: Sequence[LatestValue]) -> bytes:
     """One message: ``[[room, device, attr, value, microseconds since 1970], ...]`` in JSON."""
     rows = [[v.room, v.device, v.attr, v.value, (v.ts - EPOCH) // _MICROSECOND] for v in values]
     return json.dumps(rows, separators=(",", ":")).encode()
 
 
-def decode(message: bytes | str) -> list[LatestValue]:
-    """The values of one message; ``ValueError`` for a message not in the shape :func:`encode` writes."""
+def encode_removal(removed: RemovedDevices) -> bytes:
+    """One message: ``{"removed": {selection}, "devices": [[room, device], ...]}`` in JSON."""
+    document = {"removed": removed.selection, "devices": [list(pair) for pair in removed.devices]}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode(message: bytes | str) -> list[LatestValue] | RemovedDevices:
+    """The values or the removal of one message; ``ValueError`` for a message not in the shape
+    :func:`encode` or :func:`encode_removal` writes."""
     rows = json.loads(message.decode() if isinstance(message, bytes) else message)
+    if isinstance(rows, dict):
+        return _removal(rows)
     if not isinstance(rows, list):
         raise ValueError("not a list of values")
     values = []
@@ -89,6 +114,19 @@ def decode(message: bytes | str) -> list[LatestValue]:
             raise ValueError(f"time out of range: {row!r:.100}") from None
         values.append(LatestValue(room, device, attr, value, ts))
     return values
+
+
+def _removal(document: dict[str, Any]) -> RemovedDevices:
+    selection, devices = document.get("removed"), document.get("devices")
+    if not (isinstance(selection, dict) and all(isinstance(v, str) for v in selection.values())):
+        raise ValueError("a removal's selection must be an object of names")
+    if not (isinstance(devices, list) and all(_is_pair(item) for item in devices)):
+        raise ValueError("a removal's devices must be [room, device] pairs")
+    return RemovedDevices(selection, [(room, device) for room, device in devices])
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, list) and len(item) == 2 and all(isinstance(name, str) for name in item)
 
 
 def newest_only(cache: LatestCache, publish: Callable[[list[LatestValue]], None]) -> Receiver:
@@ -114,6 +152,7 @@ class Fanout:
         url: Redis, ``redis://:<password>@host:port/db``.
         receive: takes the values of one message (every replica's, this one's too), on the
             listener's thread.
+        forget: takes a removal (every replica's, this one's too), on the listener's thread.
         on_resume: called (on the listener's thread) when Redis answers again after it did not.
         channel: the Redis channel (every replica of one lab uses the same).
     """
@@ -123,14 +162,16 @@ class Fanout:
         url: str,
         receive: Receiver,
         *,
+        forget: Forget = lambda _removed: None,
         on_resume: Callable[[], None] = lambda: None,
         channel: str = VALUES_CHANNEL,
     ) -> None:
         self._url = url
         self._receive = receive
+        self._forget = forget
         self._on_resume = on_resume
         self._channel = channel
-        self._waiting: deque[Sequence[LatestValue]] = deque()
+        self._waiting: deque[Sequence[LatestValue] | RemovedDevices] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -156,7 +197,14 @@ class Fanout:
         with self._lock:
             self._waiting.append(values)
             while len(self._waiting) > WAITING_MAX:
-                self.dropped += len(self._waiting.popleft())
+                oldest = self._waiting.popleft()
+                self.dropped += 0 if isinstance(oldest, RemovedDevices) else len(oldest)
+        self._wake.set()
+
+    def removed(self, removed: RemovedDevices) -> None:
+        """Queue a removal for every replica (any thread; never blocks on Redis)."""
+        with self._lock:
+            self._waiting.append(removed)
         self._wake.set()
 
     def _send_loop(self) -> None:
@@ -165,22 +213,21 @@ class Fanout:
             self._wake.wait(POLL_S)
             self._wake.clear()
             with self._lock:
-                batches, self._waiting = list(self._waiting), deque()
-            if not batches:
-                continue
-            values = [value for batch in batches for value in batch]
-            try:
-                client = client or self._client()
-                client.publish(self._channel, encode(values))
-            except (RedisError, OSError) as exc:
-                client = None
-                with self._lock:
-                    self.dropped += len(values)
-                self._set_send_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                waiting, self._waiting = list(self._waiting), deque()
+            for message, values in _messages(waiting):
+                try:
+                    client = client or self._client()
+                    client.publish(self._channel, message)
+                except (RedisError, OSError) as exc:
+                    client = None
+                    with self._lock:
+                        self.dropped += values
+                    self._set_send_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    continue
+                self.sent += values
+                self._set_send_error(None)
+            if self._send_error is not None:
                 self._stop.wait(RETRY_S)  # what comes meanwhile goes with the next try
-                continue
-            self.sent += len(values)
-            self._set_send_error(None)
 
     def _set_send_error(self, error: str | None) -> None:
         if error is not None and self._send_error is None:
@@ -216,15 +263,18 @@ class Fanout:
 
     def _deliver(self, data: Any) -> None:
         try:
-            values = decode(data)
+            message = decode(data)
         except ValueError as exc:
             log.warning("live values message ignored: %s", exc)
             return
-        self.received += len(values)
         try:
-            self._receive(values)
+            if isinstance(message, RemovedDevices):
+                self._forget(message)
+            else:
+                self.received += len(message)
+                self._receive(message)
         except Exception:  # the listener must outlive a bug in one delivery
-            log.exception("live values from Redis could not be delivered")
+            log.exception("a live message from Redis could not be delivered")
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -254,3 +304,21 @@ class Fanout:
         for thread in self._threads:
             thread.join(POLL_S + 1.0)
         self._threads = []
+
+
+def _messages(waiting: list[Sequence[LatestValue] | RemovedDevices]) -> list[tuple[bytes, int]]:
+    """What to publish, in order: each run of value batches as one message, each removal as one;
+    with the number of values in each."""
+    messages: list[tuple[bytes, int]] = []
+    values: list[LatestValue] = []
+    for item in waiting:
+        if isinstance(item, RemovedDevices):
+            if values:
+                messages.append((encode(values), len(values)))
+                values = []
+            messages.append((encode_removal(item), 0))
+        else:
+            values.extend(item)
+    if values:
+        messages.append((encode(values), len(values)))
+    return messages

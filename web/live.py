@@ -165,13 +165,41 @@ def store_snapshot(latest_values: LatestValues) -> SnapshotSource:
     return snapshot
 
 
-def cache_snapshot(cache: LatestCache, fallback: SnapshotSource) -> SnapshotSource:
-    """A snapshot source reading the last-value cache, or ``fallback`` until the cache is loaded."""
+def newest_of(*sources: SnapshotSource) -> SnapshotSource:
+    """A snapshot source taking the newest value of each attribute among ``sources``.
+
+    Each source gives at most ``limit`` values in the order of (room, device, attribute), so the
+    first ``limit`` of their union are among them.
+    """
 
     def snapshot(scope: Scope, limit: int) -> list[LatestValue]:
-        if not cache.loaded:
-            return fallback(scope, limit)
+        newest: dict[tuple[str, str, str], LatestValue] = {}
+        for source in sources:
+            for value in source(scope, limit):
+                key = (value.room, value.device, value.attr)
+                current = newest.get(key)
+                if current is None or value.ts > current.ts:
+                    newest[key] = value
+        return [newest[key] for key in sorted(newest)[:limit]]
+
+    return snapshot
+
+
+def cached(cache: LatestCache) -> SnapshotSource:
+    """A snapshot source reading the last-value cache (empty until it is loaded)."""
+
+    def snapshot(scope: Scope, limit: int) -> list[LatestValue]:
         return cache.values(room=scope.room, device=scope.device, limit=limit)
+
+    return snapshot
+
+
+def cache_snapshot(cache: LatestCache, fallback: SnapshotSource) -> SnapshotSource:
+    """A snapshot source reading the last-value cache, or ``fallback`` until the cache is loaded."""
+    values = cached(cache)
+
+    def snapshot(scope: Scope, limit: int) -> list[LatestValue]:
+        return values(scope, limit) if cache.loaded else fallback(scope, limit)
 
     return snapshot
 

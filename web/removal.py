@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, exists, select
 
 from web.errors import PortalError
+from web.fanout import RemovedDevices
 from web.presence import PRESENCE_ATTR
 from web.schema import alarms, devices, rooms
 
@@ -146,6 +148,15 @@ class Removal:
         self._quota = quota
         self._live = live
         self._ingest = ingest
+        #: With replicas: tells the others of each removal (:meth:`web.fanout.Fanout.removed`).
+        self.share: Callable[[RemovedDevices], None] | None = None
+
+    def forget(self, selection: Selection, devices: list[tuple[str, str]]) -> None:
+        """Forget what this process keeps of removed devices: their ids, their latest values and
+        their place under the device caps (every replica does, :mod:`web.fanout`)."""
+        self._store.forget_ids_later()
+        self._cache.forget(selection.matches)
+        self._quota.forget(devices)
 
     def remove(self, selection: Selection, user: str) -> Removed:
         """Remove the selection; :class:`RemovalRefused` while the broker is out of reach.
@@ -160,9 +171,9 @@ class Removal:
                 "try again in a moment"
             )
         removed = delete_selection(self._engine, selection)
-        self._store.forget_ids_later()
-        self._cache.forget(selection.matches)
-        self._quota.forget(removed.devices)
+        self.forget(selection, removed.devices)
+        if self.share is not None:
+            self.share(RemovedDevices(selection.as_json(), removed.devices))
         if not self._ingest.send(REMOVED_TOPIC, json.dumps(selection.as_json()).encode()):
             log.warning("the rules were not told of a removal: the broker connection was lost")
         for room, device in removed.devices:

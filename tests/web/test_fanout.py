@@ -19,7 +19,9 @@ import redis
 from labctl.config import free_ports
 from tests.web.portal_testing import wait_for
 from web.cache import LatestCache, LatestValue
-from web.fanout import VALUES_CHANNEL, Fanout, decode, encode, newest_only
+from web.fanout import VALUES_CHANNEL, Fanout, RemovedDevices, decode, encode, encode_removal, newest_only
+from web.live import newest_of
+from wire.scopes import Scope
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 PASSWORD = "fanout-test-password"
@@ -41,11 +43,49 @@ def test_a_message_carries_values_exactly() -> None:
     assert decode(encode([])) == []
 
 
+def test_a_removal_travels_whole() -> None:
+    removed = RemovedDevices({"room": "lab", "prefix": "sim-"}, [("lab", "sim-1"), ("lab", "sim-2")])
+    assert decode(encode_removal(removed)) == removed
+    assert decode(encode_removal(RemovedDevices({"prefix": "x"}, []))) == RemovedDevices({"prefix": "x"}, [])
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        (b'{"removed": "lab", "devices": []}', "selection must be an object of names"),
+        (b'{"removed": {"room": 1}, "devices": []}', "selection must be an object of names"),
+        (b'{"removed": {"room": "lab"}}', "devices must be"),
+        (b'{"removed": {"room": "lab"}, "devices": [["lab"]]}', "devices must be"),
+        (b'{"removed": {"room": "lab"}, "devices": [["lab", 2]]}', "devices must be"),
+        (b"{}", "selection must be"),
+    ],
+)
+def test_a_malformed_removal_is_refused_with_what_is_wrong(message: bytes, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        decode(message)
+
+
+def test_a_snapshot_takes_the_newest_of_the_table_and_the_cache() -> None:
+    later = T0 + timedelta(seconds=5)
+    table = [value("d1", v=1.0), value("d2", v=2.0), value("d4", v=4.0)]
+    cache = [value("d1", v=10.0, ts=later), value("d3", v=3.0)]  # pushed live, not committed yet
+    snapshot = newest_of(lambda _scope, limit: table[:limit], lambda _scope, limit: cache[:limit])
+    room = Scope("room", "lab")
+    assert [(v.device, v.value) for v in snapshot(room, 10)] == [
+        ("d1", 10.0),
+        ("d2", 2.0),
+        ("d3", 3.0),
+        ("d4", 4.0),
+    ]
+    assert [v.device for v in snapshot(room, 2)] == ["d1", "d2"]  # the first of the union, in order
+
+
 @pytest.mark.parametrize(
     ("message", "says"),
     [
         (b"not json", "Expecting value"),
-        (b'{"values": []}', "not a list of values"),
+        (b'{"values": []}', "a removal's selection must be"),
+        (b'"text"', "not a list of values"),
         (b"[[1, 2, 3]]", "not a value"),
         (b'[["r", "d", "a", 1.0]]', "not a value"),
         (b'[[1, "d", "a", 1.0, 0]]', "names must be text"),
@@ -162,6 +202,39 @@ def test_every_replica_receives_every_value_and_garbage_is_skipped(redis_port: i
             assert sorted(v.device for v in r.values) == ["a", "b", "c"]
         assert [f.sent for f in fanouts] == [1, 2]
         assert [r.resumed for r in received] == [0, 0]
+    finally:
+        for fanout in fanouts:
+            fanout.stop()
+
+
+class Log:
+    """Every value's device and every removal one replica received, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def values(self, values: list[LatestValue]) -> None:
+        self.items.extend(v.device for v in values)
+
+    def has(self, count: int) -> bool:
+        return len(self.items) == count
+
+
+def test_a_removal_reaches_every_replica_between_values_in_order(redis_port: int) -> None:
+    logs = [Log(), Log()]
+    fanouts = [Fanout(url(redis_port), log.values, forget=log.items.append) for log in logs]
+    for fanout in fanouts:
+        fanout.start()
+    try:
+        wait_for("both listening", lambda: all(f.problem is None for f in fanouts))
+        time.sleep(0.3)
+        removed = RemovedDevices({"room": "lab", "device": "b"}, [("lab", "b")])
+        fanouts[0].send([value("a")])
+        fanouts[0].removed(removed)
+        fanouts[0].send([value("c")])
+        for log in logs:
+            wait_for("everything", partial(log.has, 3))
+            assert log.items == ["a", removed, "c"]
     finally:
         for fanout in fanouts:
             fanout.stop()

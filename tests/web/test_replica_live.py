@@ -20,7 +20,7 @@ import socketio
 
 from labctl.config import LabConfig
 from tests.conftest import RunningLab, own_lab
-from tests.web.portal_testing import publish_as, signed_in_session, wait_for
+from tests.web.portal_testing import api_token, publish_as, signed_in_session, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -367,4 +367,27 @@ def test_the_front_restarted_its_viewers_come_back_by_themselves(
             wait_for("live again", partial(viewer.holds, after))
     finally:
         for viewer in viewers:
+            viewer.close()
+
+
+def test_a_device_removed_on_one_replica_is_gone_from_the_snapshots_of_the_other(
+    replicas: Replicas, unique_room: str
+) -> None:
+    watcher = Viewer.connect(replicas, 1, unique_room)
+    try:
+        publish_burst(replicas, unique_room, first, 20)
+        wait_for("web-2 holds every value", partial(watcher.holds, first, 20))  # in its cache too
+    finally:
+        watcher.close()
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {api_token(replicas.lab, label='replica removal')}"
+    answer = api.delete(f"{replicas.urls[0]}/api/devices/{unique_room}/d0003", timeout=10)
+    assert answer.status_code == 204, answer.text[:300]
+    for replica in (0, 1):
+        viewer = Viewer.connect(replicas, replica, unique_room)
+        try:
+            wait_for(f"a snapshot from web-{replica + 1}", lambda viewer=viewer: viewer.snapshots)  # type: ignore[misc]
+            devices = {device for device, _attr in viewer.values}
+            assert devices == {f"d{n:04d}" for n in range(20)} - {"d0003"}
+        finally:
             viewer.close()
