@@ -13,11 +13,16 @@ there. It prints the sustained rate (rows between 10 % and 90 % of the total, ov
 took), the end-to-end rate, the loss (numbers missing from the database: must be zero), the
 duplicates, where the CPU went, and the ratio of the two rates.
 
+With ``--replicas 1,2`` the portal is measured once per replica count, each in a lab of its own
+(with 2: Redis, two portal replicas sharing the broker's messages through a shared subscription,
+and the front), the baseline once, in the first; a table at the end compares the counts.
+
 Usage::
 
     .venv/bin/python bench/ingest.py                    # a lab of its own on free ports
+    .venv/bin/python bench/ingest.py --replicas 1,2     # one portal, then two replicas
     .venv/bin/python bench/ingest.py --env-file .env    # a running lab (db, broker, portal)
-    .venv/bin/python bench/ingest.py --profile 8        # also py-spy the portal for 8 s
+    .venv/bin/python bench/ingest.py --profile 8        # also py-spy each portal process for 8 s
     .venv/bin/python bench/ingest.py --set INGEST_BATCH_MAX=1000
 
 Figures are noisy on a shared machine: run it more than once. Exit status 1 if anything was lost.
@@ -44,13 +49,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchlab import lab_instance, portal_services, replica_counts  # noqa: E402 - bench/ is on sys.path
 from profiling import (  # noqa: E402
     cpu_usage,
+    lab_processes,
+    portal_workers,
     print_cpu,
     start_profile,
     summarize_profile,
-    worker_pid,
 )
 
 from labctl.config import LabConfig  # noqa: E402
@@ -318,9 +324,6 @@ class NaiveSubscriber:
         self.db.close()
 
 
-# -- where the CPU goes -------------------------------------------------------------------
-
-
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -329,91 +332,159 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env-file", type=Path, help="measure this running lab instead of starting one")
+    parser.add_argument(
+        "--replicas",
+        type=replica_counts,
+        metavar="LIST",
+        help="portal replica counts, each measured in a lab of its own, e.g. 1,2 (default 1; "
+        "not with --env-file, which measures the lab's own PORTAL_REPLICAS)",
+    )
     parser.add_argument("--messages", type=int, default=300_000, help="messages through the portal")
     parser.add_argument("--baseline-messages", type=int, default=10_000, help="messages through the baseline")
     parser.add_argument("--devices", type=int, default=32, help="topics (one per device) to spread them over")
     parser.add_argument("--publishers", type=int, default=4, help="mosquitto_pub processes at a time")
-    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the portal")
-    parser.add_argument("--keep", action="store_true", help="keep the started lab's folder (logs)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="SECONDS", help="py-spy each portal process"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the started labs' folders (logs)")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="VAR=VALUE",
-        help="a setting of the lab started here, e.g. INGEST_BATCH_MAX=1000 (repeatable)",
+        help="a setting of the labs started here, e.g. INGEST_BATCH_MAX=1000 (repeatable)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.env_file is not None and args.replicas is not None:
+        parser.error(
+            "--replicas starts labs of its own; with --env-file the lab's PORTAL_REPLICAS is measured"
+        )
+    if any(not item.partition("=")[1] for item in args.set):
+        parser.error("--set takes VAR=VALUE")
+    if any(item.startswith("PORTAL_REPLICAS=") for item in args.set):
+        parser.error("the replica count is --replicas, not --set PORTAL_REPLICAS")
+    return args
+
+
+def measure_baseline(args: argparse.Namespace, config: LabConfig, run_id: str, workdir: Path) -> Result:
+    """The naive subscriber, on a topic root of its own beside the portal's."""
+    naive_root = f"bench-naive-{run_id}"
+    with NaiveSubscriber(config, naive_root):
+        naive = measure(
+            config,
+            Workload(
+                "baseline (paho, INSERT + commit per message)",
+                naive_root,
+                f"naive-{run_id}",
+                args.baseline_messages,
+                args.devices,
+                args.publishers,
+            ),
+            workdir,
+        )
+    print("\n".join(naive.lines()))
+    return naive
+
+
+def measure_portal(args: argparse.Namespace, config: LabConfig, run_id: str, workdir: Path) -> Result:
+    """The lab's portal (every replica of it), with the CPU of each program and its profile."""
+    workers = portal_workers(config)
+    profiles = {name: workdir / f"profile-{name}.txt" for name in workers} if args.profile else {}
+    spies = [start_profile(workers[name], args.profile, out) for name, out in profiles.items()]
+    cpu: dict[str, float] = {}
+    replicas = f"{config.replicas} replicas" if config.replicas > 1 else "one process"
+    with cpu_usage(cpu, exited="mosquitto_pub (exited)", named=lab_processes(config)):
+        portal = measure(
+            config,
+            Workload(
+                f"portal (batched COPY, ack after commit; {replicas})",
+                config.env.get("TOPIC_ROOT", "office"),
+                f"bench-{run_id}",
+                args.messages,
+                args.devices,
+                args.publishers,
+            ),
+            workdir,
+        )
+    print("\n".join(portal.lines()))
+    print_cpu(cpu)
+    for spy in spies:
+        if spy is not None:
+            spy.wait()
+    for name, out in profiles.items():
+        if out.exists():
+            print(f"portal {name} profile ({args.profile}s, share of samples holding the GIL):")
+            print("\n".join(summarize_profile(out)))
+    return portal
+
+
+def print_comparison(naive: Result | None, runs: list[tuple[int, Result]]) -> None:
+    """One line per replica count: rates, loss, duplicates, and the rate against one replica's."""
+    one = next((portal.sustained_per_s for count, portal in runs if count == 1), 0.0)
+    print()
+    print("portal replicas side by side (msg/s into PostgreSQL)")
+    print(
+        f"  {'replicas':>8} {'sustained':>10} {'end to end':>11} {'lost':>6} {'duplicates':>11}"
+        f"  {'sustained / 1 replica':>21}  {'/ baseline':>10}"
+    )
+    for count, portal in runs:
+        to_one = f"{portal.sustained_per_s / one:.2f}x" if one else "-"
+        to_naive = (
+            f"{portal.sustained_per_s / naive.sustained_per_s:.1f}x"
+            if naive and naive.sustained_per_s
+            else "-"
+        )
+        print(
+            f"  {count:8d} {portal.sustained_per_s:10,.0f} {portal.end_to_end_per_s:11,.0f} {portal.lost:6d}"
+            f" {portal.stored_rows - portal.stored_distinct:11d}  {to_one:>21}  {to_naive:>10}"
+        )
+
+
+def measure_lab(
+    args: argparse.Namespace,
+    config: LabConfig,
+    run_id: str,
+    workdir: Path,
+    naive: Result | None,
+) -> tuple[Result, Result]:
+    """One lab: the baseline (unless ``naive`` was measured in an earlier one), then the portal."""
+    print(f"\n== {config.replicas} portal replica{'s' if config.replicas > 1 else ''} ==")
+    print(f"lab: broker port {config.port('MQTT_PORT')}, database port {config.port('POSTGRES_PORT')}")
+    print(f"machine: {os.cpu_count()} cores; {args.publishers} publishers at a time, {args.devices} topics")
+    if naive is None:
+        naive = measure_baseline(args, config, run_id, workdir)
+    portal = measure_portal(args, config, run_id, workdir)
+    if naive.sustained_per_s:
+        print(f"ratio portal / baseline (sustained): {portal.sustained_per_s / naive.sustained_per_s:.1f}x")
+    return naive, portal
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the baseline, then the portal; print both and their ratio."""
+    """Run the baseline, then the portal for each replica count; print them and their ratios."""
     args = parse_args(argv)
     if shutil.which("mosquitto_pub") is None:
         print("mosquitto_pub not found: apt-get install mosquitto-clients", file=sys.stderr)
         return 2
     overrides = dict(item.split("=", 1) for item in args.set)
     run_id = uuid.uuid4().hex[:6]
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-lines-") as tmp,
-        lab_instance(
-            args.env_file,
-            "bench-ingest-",
-            services=("db", "mosquitto", "web"),
-            overrides=overrides,
-            keep=args.keep,
-        ) as (config, lab),
-    ):
-        workdir = Path(tmp)
-        print(f"lab: broker port {config.port('MQTT_PORT')}, database port {config.port('POSTGRES_PORT')}")
-        print(
-            f"machine: {os.cpu_count()} cores; {args.publishers} publishers at a time, {args.devices} topics"
-        )
-
-        naive_root = f"bench-naive-{run_id}"
-        with NaiveSubscriber(config, naive_root):
-            naive = measure(
-                config,
-                Workload(
-                    "baseline (paho, INSERT + commit per message)",
-                    naive_root,
-                    f"naive-{run_id}",
-                    args.baseline_messages,
-                    args.devices,
-                    args.publishers,
-                ),
-                workdir,
-            )
-        print("\n".join(naive.lines()))
-
-        pid = worker_pid(lab)
-        spy_out = workdir / "profile.txt"
-        spy = start_profile(pid, args.profile, spy_out) if args.profile and pid is not None else None
-        cpu: dict[str, float] = {}
-        with cpu_usage(cpu, exited="mosquitto_pub (exited)"):
-            portal = measure(
-                config,
-                Workload(
-                    "portal (batched COPY, ack after commit)",
-                    config.env.get("TOPIC_ROOT", "office"),
-                    f"bench-{run_id}",
-                    args.messages,
-                    args.devices,
-                    args.publishers,
-                ),
-                workdir,
-            )
-        print("\n".join(portal.lines()))
-        print_cpu(cpu)
-        if naive.sustained_per_s:
-            print(
-                f"ratio portal / baseline (sustained): {portal.sustained_per_s / naive.sustained_per_s:.1f}x"
-            )
-        if spy is not None:
-            spy.wait()
-            if spy_out.exists():
-                print(f"portal profile ({args.profile}s, share of samples holding the GIL):")
-                print("\n".join(summarize_profile(spy_out)))
-        return 0 if portal.lost == 0 and naive.lost == 0 else 1
+    # With --env-file, one run on that lab (count None: its own PORTAL_REPLICAS).
+    counts: tuple[int | None, ...] = (None,) if args.env_file is not None else (args.replicas or (1,))
+    naive: Result | None = None
+    runs: list[tuple[int, Result]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-lines-") as tmp:
+        for count in counts:
+            services = None if count is None else ("db", "mosquitto", *portal_services(count))
+            settings = overrides if count is None else {**overrides, "PORTAL_REPLICAS": str(count)}
+            with lab_instance(
+                args.env_file, "bench-ingest-", services=services, overrides=settings, keep=args.keep
+            ) as (config, _lab):
+                naive, portal = measure_lab(args, config, run_id, Path(tmp), naive)
+                runs.append((config.replicas, portal))
+    print_comparison(naive, runs)
+    lost = sum(portal.lost for _count, portal in runs) + (naive.lost if naive else 0)
+    if lost:
+        print(f"lost {lost} messages the broker had accepted", file=sys.stderr)
+    return 0 if lost == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Live latency: publish-to-client delay of the portal's Socket.IO push, beside the broker's floor.
 
-One run, on this machine:
+One run, on this machine, for each portal replica count of ``--replicas`` (default ``1``):
 
-1. a lab instance (its own, on free ports, or a running one with ``--env-file``);
+1. a lab instance of its own on free ports (PostgreSQL, Mosquitto and the portal: one process,
+   or with ``--replicas 2`` Redis, two replicas and the HAProxy front), or a running one with
+   ``--env-file``; the clients use its single address (PORTAL_PORT);
 2. ``--clients`` Socket.IO clients (the lean :class:`stress.viewers.portal_client.Viewer`, spread over
    ``--procs`` processes),
    signed in, each subscribed to one room (or, with ``--scope site``, to the site);
@@ -17,6 +19,10 @@ The portal coalesces (newest value per attribute, at most one update per ``PORTA
 so a client is *expected* to see fewer updates than were published; what must not happen is a
 device whose final value never reaches a client: that is counted as *missed*. Each client process
 measures its own event-loop lag: when that is high, the generator, not the portal, is slow.
+
+With several replica counts (``--replicas 1,2``), each count gets a lab of its own, measured in
+turn, and a table at the end compares them: clients, latency percentiles, missed values, the
+floor and the p99 of each count against one replica's, and the clients each replica held.
 
     .venv/bin/python bench/live_latency.py --help
 
@@ -48,9 +54,17 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlab import lab_instance  # noqa: E402 - bench/ is on sys.path when this runs as a script
+from benchlab import lab_instance, portal_services, portal_urls, replica_counts  # noqa: E402 - bench/ is on sys.path
 from mqtt_wire import RawPublisher  # noqa: E402
-from profiling import cpu_usage, print_cpu, start_profile, summarize_profile, worker_pid  # noqa: E402
+from portal_probe import live_clients  # noqa: E402
+from profiling import (  # noqa: E402
+    cpu_usage,
+    lab_processes,
+    portal_workers,
+    print_cpu,
+    start_profile,
+    summarize_profile,
+)
 
 from labctl.config import LabConfig  # noqa: E402
 from stress.viewers.portal_client import Viewer, ViewerError  # noqa: E402
@@ -356,6 +370,18 @@ class Published:
     behind_s: float = 0.0
 
 
+@dataclass
+class Run:
+    """One lab's figures: what was published, what the Socket.IO clients and the floor saw."""
+
+    replicas: int
+    published: Published
+    portal: Report
+    baseline: Report
+    #: Socket.IO clients each portal process held once all had connected (``web``, ``web-1`` ...).
+    served: dict[str, int]
+
+
 def publish(plan: Plan) -> Published:
     """Publish at a steady rate, round-robin over the devices, until ``plan.stop_publish``."""
     publisher = RawPublisher(plan.mqtt_port, *plan.admin, plan.qos)
@@ -374,7 +400,13 @@ def publish(plan: Plan) -> Published:
             packets.append(publisher.packet(topics[index], payload))
             result.finals[device_name(index)] = result.sent
             result.sent += 1
-        publisher.send(packets)
+        try:
+            publisher.send(packets)
+        except OSError as exc:
+            raise SystemExit(
+                f"the broker closed the publisher's connection after {result.sent} messages ({exc}); "
+                "its log says why (--keep keeps the lab's logs)"
+            ) from None
         next_tick += PUBLISH_TICK_S
         delay = next_tick - time.monotonic()
         if delay > 0:
@@ -410,6 +442,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add = parser.add_argument
     add("--env-file", type=Path, help="measure the running lab of this .env (default: start one)")
+    add(
+        "--replicas",
+        type=replica_counts,
+        metavar="LIST",
+        help="portal replica counts, each measured in a lab of its own, e.g. 1,2 (default 1; "
+        "not with --env-file, which measures the lab's own PORTAL_REPLICAS)",
+    )
     add("--clients", type=int, default=200, help="Socket.IO clients (default 200)")
     add("--procs", type=int, default=4, help="processes holding them (default 4)")
     add("--baseline", type=int, default=10, help="MQTT WebSocket subscribers (default 10)")
@@ -430,20 +469,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="SECONDS",
-        help="also py-spy the portal for this long in the measured phase (the lab this run starts)",
+        help="also py-spy each portal process for this long in the measured phase",
     )
-    return parser.parse_args(argv)
+    add("--keep", action="store_true", help="keep the started labs' folders (their logs)")
+    args = parser.parse_args(argv)
+    if args.env_file is not None and args.replicas is not None:
+        parser.error(
+            "--replicas starts labs of its own; with --env-file the lab's PORTAL_REPLICAS is measured"
+        )
+    return args
 
 
 def make_plan(args: argparse.Namespace, config: LabConfig) -> Plan:
     env = config.env
     url = f"http://127.0.0.1:{config.port('PORTAL_PORT')}"
+    # Signed in at a portal process's own address: through the front, the session would carry the
+    # front's cookie naming a replica, and every client would be sent to that one. Each client is
+    # a browser of its own, which the front places on a replica when it connects.
+    sign_in_url = next(iter(portal_urls(config).values()))
     start = time.time() + 20 + args.clients * 0.05  # time to connect every client
     measure_from = start + args.warmup
     stop_publish = measure_from + args.duration
     return Plan(
         portal_url=url,
-        cookie=portal_cookie(url, env["PORTAL_ADMIN_USER"], env["PORTAL_ADMIN_PASSWORD"]),
+        cookie=portal_cookie(sign_in_url, env["PORTAL_ADMIN_USER"], env["PORTAL_ADMIN_PASSWORD"]),
         mqtt_port=config.port("MQTT_PORT"),
         ws_port=config.port("MQTT_WS_PORT"),
         admin=(env["MQTT_ADMIN_USER"], env["MQTT_ADMIN_PASSWORD"]),
@@ -461,8 +510,10 @@ def make_plan(args: argparse.Namespace, config: LabConfig) -> Plan:
     )
 
 
-def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tuple[Published, Report, Report]:
-    """Run the receivers and the publisher; fills ``cpu`` with CPU seconds per program while publishing."""
+def measure(args: argparse.Namespace, config: LabConfig, plan: Plan, cpu: dict[str, float]) -> Run:
+    """Run the receivers and the publisher; fills ``cpu`` with CPU seconds per program while
+    publishing (each service of the lab and this benchmark's own processes on lines of their own).
+    """
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
     finals = [ctx.Queue() for _ in range(args.procs)]
@@ -484,6 +535,7 @@ def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tupl
             proc.terminate()
         raise SystemExit("the receivers did not all connect within a minute of the planned start") from None
     print(f"{connected} receivers connected ({args.clients} Socket.IO + {args.baseline} MQTT WebSocket)")
+    served = live_clients(config)
     if time.time() > plan.start_publish:
         print("warning: connecting took longer than planned; the warm-up is shorter", file=sys.stderr)
     time.sleep(max(0.0, plan.start_publish - time.time()))
@@ -493,7 +545,12 @@ def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tupl
         f"publishing {args.rate:.0f} msg/s over {args.devices} devices in {plan.rooms} rooms "
         f"for {seconds:.0f} s; each client watches {watching} ..."
     )
-    with cpu_usage(cpu):
+    named = lab_processes(config)
+    named[os.getpid()] = "bench publisher"
+    for index, proc in enumerate(procs):
+        if proc.pid is not None:
+            named[proc.pid] = "bench Socket.IO clients" if index < args.procs else "bench MQTT floor"
+    with cpu_usage(cpu, named=named):
         published = publish(plan)
     for final in finals:
         final.put(published.finals)
@@ -503,13 +560,12 @@ def measure(args: argparse.Namespace, plan: Plan, cpu: dict[str, float]) -> tupl
         (portal if kind == "socketio" else baseline).merge(report)
     for proc in procs:
         proc.join(10)
-    return published, portal, baseline
+    return Run(config.replicas, published, portal, baseline, served)
 
 
-def print_results(
-    args: argparse.Namespace, env: dict[str, str], runs: tuple[Published, Report, Report]
-) -> None:
-    published, portal, baseline = runs
+def print_results(args: argparse.Namespace, env: dict[str, str], run: Run) -> None:
+    """The figures of one lab."""
+    published, portal, baseline = run.published, run.portal, run.baseline
     seconds = args.warmup + args.duration
     rate = published.sent / seconds
     behind_ms = published.behind_s * 1000
@@ -532,39 +588,90 @@ def print_results(
     print(f"connect failures              {portal.connect_failures}; early disconnects {portal.disconnects}")
     for why, count in portal.reasons.most_common(5):
         print(f"  {count:5d} x {why}")
+    print(f"clients per portal process    {served_line(run.served)}")
     print(
         f"generator event-loop lag      p99 {percentile(lag, 0.99):.0f} ms, max {percentile(lag, 1.0):.0f} ms"
     )
     print(f"generator CPU                 clients {portal.cpu_s:.1f} s, baseline {baseline.cpu_s:.1f} s")
 
 
+def served_line(served: dict[str, int]) -> str:
+    """``web-1 500, web-2 500``: the Socket.IO clients each portal process held."""
+    return ", ".join(f"{name} {count}" for name, count in served.items()) or "unknown (no /metrics answer)"
+
+
+def print_comparison(runs: list[Run]) -> None:
+    """One line per replica count, the p99 of each against one replica's, and who held the clients."""
+    one = next((run.portal.latency_ms for run in runs if run.replicas == 1), None)
+    print()
+    print("portal replicas side by side (latency publish -> client in ms, measured phase)")
+    quantiles = " ".join(f"{name:>6}" for name in ("p50", "p95", "p99", "max"))
+    print(
+        f"  {'replicas':>8} {'clients':>8} {'failed':>7} {quantiles} {'missed':>7}"
+        f" {'floor p50':>10} {'floor p99':>10}  {'p99 / 1 replica':>15}"
+    )
+    for run in runs:
+        latency, floor = run.portal.latency_ms, run.baseline.latency_ms
+        p99 = percentile(latency, 0.99)
+        ratio = f"{p99 / percentile(one, 0.99):.2f}x" if one and latency else "-"
+        cells = " ".join(f"{percentile(latency, q):6.0f}" for q in (0.5, 0.95, 0.99, 1.0))
+        print(
+            f"  {run.replicas:8d} {run.portal.clients:8d} {run.portal.connect_failures:7d} {cells}"
+            f" {run.portal.missed:7d} {percentile(floor, 0.5):10.0f} {percentile(floor, 0.99):10.0f}"
+            f"  {ratio:>15}"
+        )
+    print("Socket.IO clients each portal process held, once all had connected:")
+    for run in runs:
+        print(f"  {run.replicas} replica{'s' if run.replicas > 1 else ''}: {served_line(run.served)}")
+
+
+def measure_lab(args: argparse.Namespace, config: LabConfig) -> Run:
+    """Measure one lab (with a profile of each portal process when asked) and print its figures."""
+    plan = make_plan(args, config)
+    cpu: dict[str, float] = {}
+    workers = portal_workers(config)
+    seconds = int(min(args.profile, args.duration))
+    profiles: dict[str, Path] = {}
+    if args.profile and not workers:
+        print("--profile: no portal process found in the lab's pid files (is it run by Compose?)")
+    elif args.profile:
+        spy_dir = Path(tempfile.mkdtemp(prefix="live-latency-profile-"))
+        for name, pid in workers.items():
+            profiles[name] = spy_dir / f"{name}.txt"
+            # Started at the measured phase, from a timer: the main thread is busy publishing then.
+            arguments = (pid, seconds, profiles[name])
+            threading.Timer(plan.measure_from - time.time(), start_profile, arguments).start()
+    run = measure(args, config, plan, cpu)
+    print_results(args, config.env, run)
+    print()
+    print_cpu(cpu)
+    for name, out in profiles.items():
+        deadline = time.time() + 30
+        while not out.exists() and time.time() < deadline:
+            time.sleep(0.5)
+        if out.exists():
+            print(f"portal {name} profile ({seconds}s of the measured phase, share of its busy samples):")
+            print("\n".join(summarize_profile(out)))
+        else:
+            print(f"no profile of {name} was written (is py-spy installed, with ptrace rights?)")
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with lab_instance(args.env_file, "live-latency-") as (config, lab):
-        plan = make_plan(args, config)
-        cpu: dict[str, float] = {}
-        pid = worker_pid(lab)
-        spy_out: Path | None = None
-        if args.profile and pid is None:
-            print("--profile needs a lab this run starts (not --env-file): no portal profile")
-        elif args.profile and pid is not None:
-            spy_out = Path(tempfile.mkdtemp(prefix="live-latency-profile-")) / "profile.txt"
-            seconds = int(min(args.profile, args.duration))
-            # Started at the measured phase, from a timer: the main thread is busy publishing then.
-            timer = threading.Timer(plan.measure_from - time.time(), start_profile, (pid, seconds, spy_out))
-            timer.start()
-        print_results(args, config.env, measure(args, plan, cpu))
-        print()
-        print_cpu(cpu)
-        if spy_out is not None:
-            deadline = time.time() + 30
-            while not spy_out.exists() and time.time() < deadline:
-                time.sleep(0.5)
-            if spy_out.exists():
-                print(f"portal profile ({seconds}s of the measured phase, share of its busy samples):")
-                print("\n".join(summarize_profile(spy_out)))
-            else:
-                print("no portal profile was written (is py-spy installed, with ptrace rights?)")
+    runs = []
+    if args.env_file is not None:
+        with lab_instance(args.env_file, "live-latency-") as (config, _lab):
+            runs.append(measure_lab(args, config))
+    for count in args.replicas or ((1,) if args.env_file is None else ()):
+        print(f"\n== {count} portal replica{'s' if count > 1 else ''} ==")
+        # No Node-RED: the measurement does not need its rules, and they would take CPU of their own.
+        services = ("db", "mosquitto", *portal_services(count))
+        overrides = {"PORTAL_REPLICAS": str(count)}
+        own = lab_instance(None, "live-latency-", services=services, overrides=overrides, keep=args.keep)
+        with own as (config, _lab):
+            runs.append(measure_lab(args, config))
+    print_comparison(runs)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What the benchmarks ask of a running portal: a signed-in session, and its worker's memory."""
+"""What the benchmarks ask of a running portal: a signed-in session, its worker's memory, and the
+live clients each of its processes holds."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
+from benchlab import portal_urls
 
 from labctl.config import LabConfig
 
+#: The gauge of Socket.IO clients in a portal process's ``/metrics``.
+_LIVE_CLIENTS = re.compile(r"^portal_live_clients ([0-9.e+]+)$", re.MULTILINE)
 
-def sign_in(config: LabConfig) -> tuple[requests.Session, str]:
-    """A session signed in as the lab's administrator, and its Cookie header."""
-    url = f"http://127.0.0.1:{config.port('PORTAL_PORT')}"
+
+def sign_in(config: LabConfig, url: str | None = None) -> tuple[requests.Session, str]:
+    """A session signed in as the lab's administrator at ``url`` (default: the portal's address,
+    PORTAL_PORT), and its Cookie header.
+    """
+    url = url or f"http://127.0.0.1:{config.port('PORTAL_PORT')}"
     session = requests.Session()
     token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(f"{url}/login", timeout=10).text)
     if token is None:
@@ -24,6 +31,21 @@ def sign_in(config: LabConfig) -> tuple[requests.Session, str]:
         f"{url}/login", data={**form, "csrf_token": token.group(1)}, allow_redirects=False, timeout=10
     )
     return session, "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+
+
+def live_clients(config: LabConfig) -> dict[str, int]:
+    """The Socket.IO clients each portal process holds (``web``, or ``web-1`` ...), from the
+    ``portal_live_clients`` of its own ``/metrics``, asked at its own address, not through the
+    front; a process that does not answer is left out.
+    """
+    counts: dict[str, int] = {}
+    for name, url in portal_urls(config).items():
+        session, _cookie = sign_in(config, url)
+        answer = session.get(f"{url}/metrics", timeout=10)
+        found = _LIVE_CLIENTS.search(answer.text) if answer.status_code == 200 else None
+        if found is not None:
+            counts[name] = round(float(found.group(1)))
+    return counts
 
 
 def worker_rss_mib(config: LabConfig) -> float:
