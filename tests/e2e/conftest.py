@@ -82,6 +82,17 @@ def live_client(lab: RunningLab) -> Iterator[Callable[..., LiveClient]]:
         live.client.disconnect()
 
 
+def new_signed_in_page(browser: Browser, lab: RunningLab, path: str = "/") -> Page:
+    """A page of a new browser context (its own cookies), signed in to ``lab``'s portal and sent on to
+    ``path`` (not waiting for its live connection)."""
+    page = browser.new_context().new_page()
+    page.goto(f"{lab.portal_url}/login?next={quote(path)}")
+    page.fill("input[name=username]", lab.env["PORTAL_ADMIN_USER"])
+    page.fill("input[name=password]", lab.env["PORTAL_ADMIN_PASSWORD"])
+    page.click("button[type=submit]")
+    return page
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with launched() as chromium:

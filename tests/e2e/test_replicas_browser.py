@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from labctl.config import LabConfig
 from tests.conftest import RunningLab, own_lab
+from tests.e2e.conftest import new_signed_in_page
 from tests.web.portal_testing import publish_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -32,11 +33,7 @@ def replica_lab(new_lab_config: Callable[..., LabConfig]) -> Iterator[RunningLab
 
 def open_page(browser: Browser, lab: RunningLab) -> Page:
     """A new browser (its own cookies) signed in at the overview, through the front."""
-    page = browser.new_context().new_page()
-    page.goto(f"{lab.portal_url}/")
-    page.fill("input[name=username]", lab.env["PORTAL_ADMIN_USER"])
-    page.fill("input[name=password]", lab.env["PORTAL_ADMIN_PASSWORD"])
-    page.click("button[type=submit]")
+    page = new_signed_in_page(browser, lab)
     expect(page.locator("#status")).to_have_text("live", timeout=10_000)
     return page
 

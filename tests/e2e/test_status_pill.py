@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from labctl.config import LabConfig
 from tests.conftest import RunningLab, own_lab
+from tests.e2e.conftest import new_signed_in_page
 from tests.mqtt_helpers import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -29,11 +29,7 @@ def status_lab(new_lab_config: Callable[..., LabConfig]) -> Iterator[RunningLab]
 
 
 def open_page(browser: Browser, lab: RunningLab, path: str) -> Page:
-    page = browser.new_context().new_page()
-    page.goto(f"{lab.portal_url}/login?next={quote(path)}")
-    page.fill("input[name=username]", lab.env["PORTAL_ADMIN_USER"])
-    page.fill("input[name=password]", lab.env["PORTAL_ADMIN_PASSWORD"])
-    page.click("button[type=submit]")
+    page = new_signed_in_page(browser, lab, path)
     expect(page.locator("#status")).to_have_text("live", timeout=10_000)
     return page
 
@@ -80,12 +76,7 @@ def test_the_header_says_when_the_broker_is_gone_and_when_it_is_back(
 
 def open_page_during_outage(browser: Browser, lab: RunningLab) -> Page:
     """A page opened while the broker is gone hears of it at once (the status comes on connect)."""
-    page = browser.new_context().new_page()
-    page.goto(f"{lab.portal_url}/login?next=/")
-    page.fill("input[name=username]", lab.env["PORTAL_ADMIN_USER"])
-    page.fill("input[name=password]", lab.env["PORTAL_ADMIN_PASSWORD"])
-    page.click("button[type=submit]")
-    return page
+    return new_signed_in_page(browser, lab)
 
 
 def test_the_header_says_when_the_database_is_gone_and_values_wait(

@@ -25,26 +25,17 @@ import redis
 import requests
 
 from labctl import health
-from labctl.config import ROOT, LabConfig, new_instance
+from labctl.config import LabConfig, new_instance
 from labctl.front import COOKIE, REPLICA_HEADER
 from labctl.lab import Lab
 from labctl.process import is_running
 from labctl.replicas import PortalReplica, Redis
 from labctl.services import Portal
 from tests.conftest import RunningLab, own_lab
+from tests.lab.test_launcher import run_lab
 from tests.lab.test_listeners import TCP_LISTEN, _address, descendants
 
 SERVICES = ("db", "mosquitto", "redis", "web-1", "web-2", "front")
-
-
-def run_lab(config: LabConfig, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ROOT / "lab"), "--env-file", str(config.env_file), "--data-dir", str(config.data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 # --- Without processes ----------------------------------------------------------------------------
