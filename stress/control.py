@@ -9,7 +9,8 @@ PID). Files of runs that have gone are removed by whoever finds them.
 The protocol is a JSON object per line each way: ``{"op": "pause", "devices": ["dev00042"]}``
 is answered by ``{"ok": true, "message": "..."}`` or ``{"ok": false, "error": "..."}``. Requests
 are validated here, once, whether the run is one process or several (:class:`RunControl`);
-the run applies them through its :class:`Controls`.
+the run applies them through its :class:`Controls`, and each one carried out is recorded as a
+``control`` event in the run's event path (``events.jsonl``, the watchers, the run's timeline).
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ import math
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from stress.errors import StressError
-from stress.measure.meter import Second
-from stress.results.model import Row
+from stress.measure.meter import Event, EventSink, Second
+from stress.results.model import Change, Row
+from stress.results.timeline import change_json
 from stress.scenario import MAX_DEVICES, Scenario, device_name
 
 #: Longest request line a run reads (a pause of many devices fits).
 MAX_REQUEST = 4 * 1024 * 1024
 #: Devices one pause or resume may name.
 MAX_NAMED = 100_000
+#: Device names a ``control`` event of a pause or resume lists (its ``count`` says how many).
+NAMES_RECORDED = 10
 
 
 class SteerError(StressError):
@@ -65,12 +70,26 @@ class Controls(Protocol):
 
 
 class RunControl:
-    """Validates requests against the run's scenario and keeps what was asked of it."""
+    """Validates requests against the run's scenario and keeps what was asked of it.
 
-    def __init__(self, scenario: Scenario, run_id: str, controls: Controls) -> None:
+    Each request carried out is passed to ``record`` as a ``control`` event (``op`` and what it
+    asked), stamped with ``clock()``, the seconds since the run's start.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_id: str,
+        controls: Controls,
+        *,
+        record: EventSink | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.scenario = scenario
         self.run_id = run_id
         self.controls = controls
+        self.record = record
+        self.clock = clock
         #: Devices paused now (indexes), and the fleet size and interval asked by commands.
         self.paused: set[int] = set()
         self.size: int | None = None
@@ -101,6 +120,7 @@ class RunControl:
         self.controls.stop("stress stop")
         if already:
             return {"message": f"run {self.run_id}: stopping without waiting for acknowledgements"}
+        self._record({"op": "stop"})
         return {"message": f"run {self.run_id}: stopping (the summary is written when it has drained)"}
 
     def _op_pause(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +136,10 @@ class RunControl:
         else:
             self.paused.difference_update(indexes)
         self.controls.set_paused(indexes, paused)
+        op = "pause" if paused else "resume"
+        prefix, fleet = self.scenario.prefix, self.scenario.devices
+        named = [device_name(prefix, i, fleet) for i in indexes[:NAMES_RECORDED]]
+        self._record({"op": op, "count": len(indexes), "paused": len(self.paused), "devices": named})
         verb = "paused" if paused else "resumed"
         names = self.names(indexes)
         return {"message": f"run {self.run_id}: {verb} {names}; {len(self.paused):,} paused in all"}
@@ -126,6 +150,7 @@ class RunControl:
             raise SteerError(f"scale needs a fleet size of 0..{MAX_DEVICES:,} devices, not {devices!r}")
         self.size = devices
         self.controls.scale(devices)
+        self._record({"op": "scale", "devices": devices})
         return {
             "message": f"run {self.run_id}: the fleet becomes {devices:,} devices" + self._until_next_stage()
         }
@@ -141,10 +166,20 @@ class RunControl:
             raise SteerError(f"rate needs an interval of 0 or more seconds, not {interval!r}")
         self.interval = float(interval)
         self.controls.set_interval(self.interval)
+        self._record({"op": "rate", "interval_s": self.interval})
         what = "as fast as the target takes" if interval == 0 else f"every {interval:g} s"
         return {"message": f"run {self.run_id}: each device now publishes {what}" + self._until_next_stage()}
 
     # ------------------------------------------------------------------ helpers
+
+    def _record(self, request: dict[str, Any]) -> None:
+        """One request carried out, as a ``control`` event of the run."""
+        if self.record is None:
+            return
+        event: Event = {"event": "control", **request}
+        if self.clock is not None:
+            event["t"] = round(self.clock(), 4)
+        self.record(event)
 
     def _until_next_stage(self) -> str:
         return " (until the timeline's next stage)" if len(self.scenario.stages) > 1 else ""
@@ -216,7 +251,9 @@ class Watchers:
     is dropped rather than let the run's memory grow."""
 
     #: Events a watcher gets (connections and publishes are too many to pass on one by one).
-    EVENTS = frozenset({"error", "paused", "resumed", "storm", "phase", "command", "worker-lost"})
+    EVENTS = frozenset(
+        {"error", "paused", "resumed", "storm", "phase", "command", "worker-lost", "control", "stage"}
+    )
     #: Events passed on per second at most (a mass failure would otherwise flood the watchers).
     EVENTS_PER_SECOND = 200
     #: Bytes a watcher may leave unread before it is dropped.
@@ -228,6 +265,20 @@ class Watchers:
         self.dropped_events = 0
         #: ``--cluster`` runs: each worker's last second, as a live view shows it.
         self._workers: dict[str, dict[str, Any]] = {}
+        #: The run's timeline so far (:func:`~stress.results.timeline.change_json`), which a new
+        #: watcher gets first.
+        self.changes: list[dict[str, Any]] = []
+
+    def change(self, change: Change) -> None:
+        """A change of the run's timeline: kept, and passed on (one with the ``t`` and kind of the
+        last replaces it: a storm told again with another process's share)."""
+        shown = change_json(change)
+        last = self.changes[-1] if self.changes else None
+        if last is not None and (last["t"], last["what"]) == (shown["t"], shown["what"]):
+            self.changes[-1] = shown
+        else:
+            self.changes.append(shown)
+        self._send({"change": shown})
 
     def second(self, second: Second) -> None:
         """A second closed: pass its digest on (and, for a cluster, each worker's last second)."""
@@ -347,7 +398,8 @@ class ControlServer:
                     answer = {"ok": False, "error": "a request is one line of JSON"}
                 else:
                     if isinstance(request, dict) and request.get("op") == "watch":
-                        answer = {"ok": True, "status": self.control.status()}
+                        status = self.control.status()
+                        answer = {"ok": True, "status": status, "timeline": self.watchers.changes}
                         writer.write(json.dumps(answer).encode() + b"\n")
                         self.watchers.writers.add(writer)
                         continue

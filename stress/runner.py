@@ -35,6 +35,7 @@ from stress.results.console import Console
 from stress.results.model import Observer
 from stress.results.runfolder import RunFolder, new_run_id
 from stress.results.summary import RunFacts, Summary
+from stress.results.timeline import Timeline
 from stress.scenario import Scenario
 from stress.startup import StartWatch
 from stress.targets.base import Target
@@ -102,8 +103,12 @@ def _run(
         watchers.event(event)
         start.event(event)
         refusals.event(event)
+        timeline.event(event)
+
+    timeline = facts.timeline = _followed(scenario, on_event, watchers)
 
     def closed(second: Second) -> None:
+        timeline.second(second)  # first: every view of the second shows what was in force
         seconds.append(second)
         start.second(second)
         metrics.second(second)
@@ -141,6 +146,16 @@ def _run(
     return Summary(summary, folder.path)
 
 
+def _followed(scenario: Scenario, on_event: EventSink, watchers: Watchers) -> Timeline:
+    """The run's timeline, its ``stage`` events in the run's event path and its changes passed
+    on to the watchers."""
+    timeline = Timeline(scenario, on_event)
+    for change in timeline.changes:
+        watchers.change(change)
+    timeline.on_change = watchers.change
+    return timeline
+
+
 #: How a run's fleet runs: in this process, over local processes or over a cluster.
 Whole = Callable[[Scenario, Target, RunFacts, "Outputs"], Coroutine[Any, Any, None]]
 
@@ -161,7 +176,7 @@ async def _here(scenario: Scenario, target: Target, facts: RunFacts, outputs: Ou
     outputs.start.stop = engine.stop
     with _signals(loop, engine.stop):
         try:
-            async with _controlled(scenario, facts, outputs, engine):
+            async with _controlled(scenario, facts, outputs, engine, meter.start):
                 await engine.run()
         finally:
             facts.stopped = engine.stopped or facts.stopped
@@ -226,7 +241,7 @@ async def _merged(
     outputs.start.stop = fleet.stop
     with _signals(loop, fleet.stop):
         try:
-            async with _controlled(scenario, facts, outputs, fleet):
+            async with _controlled(scenario, facts, outputs, fleet, fleet.start):
                 await fleet.run()
         finally:
             ending = fleet.ending()
@@ -256,14 +271,19 @@ class Outputs:
 
 @contextlib.asynccontextmanager
 async def _controlled(
-    scenario: Scenario, facts: RunFacts, outputs: Outputs, controls: Controls
+    scenario: Scenario, facts: RunFacts, outputs: Outputs, controls: Controls, start: float
 ) -> AsyncIterator[None]:
     """The run's control socket (``stress stop``, ``pause``, a dashboard's ``watch`` ...) and its
-    ``/metrics`` while inside. A run that cannot open them still runs, and its summary says why."""
+    ``/metrics`` while inside. A run that cannot open them still runs, and its summary says why.
+
+    Each request carried out goes into the run's events, stamped with the seconds since
+    ``start`` (the run's start on this loop's clock)."""
     served = outputs.served
-    server = ControlServer(
-        RunControl(scenario, facts.run_id, controls), outputs.folder.path, outputs.watchers
+    loop = asyncio.get_running_loop()
+    control = RunControl(
+        scenario, facts.run_id, controls, record=outputs.on_event, clock=lambda: loop.time() - start
     )
+    server = ControlServer(control, outputs.folder.path, outputs.watchers)
     try:
         await server.start()
     except OSError as exc:
@@ -312,7 +332,7 @@ def _note_observer(
 ) -> None:
     facts.observer = Observer(state="measured" if observed else "off")
     if unreadable:
-        facts.notes.append(f"{unreadable} delivered messages had no readable send time")
+        facts.notes.append(f"{unreadable} messages the observer received had no readable send time")
     if not observed and scenario.e2e_devices:
         facts.notes.append(f"end-to-end latency not measured: {target.no_e2e_reason()}")
 

@@ -1,14 +1,16 @@
-"""The dashboard's Flask-SocketIO app: one page, pushed updates, controls relayed to the run."""
+"""The dashboard's Flask-SocketIO app: one page, pushed updates, controls relayed to the run, and
+the report of each finished run it shows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, Response, abort, render_template
 from flask_socketio import SocketIO
 
 from stress.dashboard.feed import Feed
+from stress.results.model import RunFileError
 
 #: What the page may ask of a run (the run checks every value itself).
 CONTROL_OPS = frozenset({"stop", "pause", "resume", "scale", "rate", "status"})
@@ -27,6 +29,22 @@ def create_app(runs_root: Path, run: str | None = None) -> tuple[Flask, SocketIO
     def page() -> str:
         return render_template("dashboard.html")
 
+    @app.get("/report/<run_id>")
+    def run_report(run_id: str) -> Response:
+        folder = feed.folder_of(run_id)
+        if folder is None:
+            abort(404)
+        try:
+            page = report_page(folder)
+        except RunFileError as exc:
+            return Response(f"no report for run {run_id}: {exc}\n", status=404, mimetype="text/plain")
+        return Response(page, mimetype="text/html")
+
+    @app.get("/favicon.ico")
+    def no_icon() -> Response:
+        # A report opened from here has no icon of its own: the browser would log a 404
+        return Response(status=204)
+
     @app.get("/healthz")
     def health() -> dict[str, Any]:
         return {"ok": True, "live": feed.live is not None}
@@ -42,6 +60,23 @@ def create_app(runs_root: Path, run: str | None = None) -> tuple[Flask, SocketIO
     socketio.on_event("connect", connected)
     socketio.on_event("control", control)
     return app, socketio, feed
+
+
+def report_page(folder: Path) -> str:
+    """The run's ``report.html``: the one ``stress run`` or ``stress report`` wrote, when it is
+    not older than the summary, else made now (and not written: the run's own command may be
+    writing it at this moment)."""
+    from stress.results.report.html import render_html  # noqa: PLC0415 - the report only when asked
+    from stress.results.report.loading import load_run  # noqa: PLC0415
+
+    written = folder / "report.html"
+    summary = folder / "summary.json"
+    try:
+        if written.stat().st_mtime_ns >= summary.stat().st_mtime_ns:
+            return written.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    return render_html(load_run(folder))
 
 
 def _sid() -> str:

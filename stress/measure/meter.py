@@ -43,9 +43,12 @@ class Second:
     t: int
     phase: str = "run"
     offered: int = 0
+    #: Written to the socket, and acknowledged by the broker.
     sent: int = 0
     acked: int = 0
     failed: int = 0
+    #: Messages of the sampled devices seen by the end-to-end observer, of those they wrote
+    #: (``observed`` and ``sampled`` in the run's files).
     delivered: int = 0
     e2e_expected: int = 0
     connects: int = 0
@@ -57,6 +60,10 @@ class Second:
     connected_peak: int = 0
     #: Devices of the fleet that have had their first chance to connect, at the end of the second.
     fleet: int = 0
+    #: The fleet size asked and the interval in force at the end of the second: the run's
+    #: timeline (:mod:`stress.results.timeline`) sets them on the seconds it hands on.
+    devices: int = 0
+    interval: float | None = None
     #: CPU time of the run's processes in this second (summed), and of the busiest one.
     cpu_s: float = 0.0
     cpu_busiest_s: float = 0.0

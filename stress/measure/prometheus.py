@@ -74,18 +74,18 @@ class RunMetrics:
         )
         phase = last.phase if last is not None else "connect"
         metric("phase", "gauge", "The run's phase (1 for the current one).", [(f'{{phase="{phase}"}}', 1)])
-        for name, text in (
-            ("offered", "Messages due to be sent."),
-            ("sent", "Messages written to the connection."),
-            ("acked", "Messages acknowledged by the broker (QoS 1)."),
-            ("failed", "Messages that failed (not connected, refused, timed out...)."),
-            ("delivered", "Messages of the sampled devices delivered to the end-to-end subscriber."),
-            ("e2e_expected", "Messages the sampled devices sent (what delivered is out of)."),
-            ("connects", "Successful connections."),
-            ("disconnects", "Connections lost or ended."),
-            ("overruns", "Messages sent more than an interval late."),
+        for name, field, text in (
+            ("offered", "offered", "Messages due to be sent."),
+            ("sent", "sent", "Messages written to the connection."),
+            ("acked", "acked", "Messages acknowledged by the broker (QoS 1 and 2)."),
+            ("failed", "failed", "Messages that failed (not connected, refused, timed out...)."),
+            ("observed", "delivered", "Messages of the sampled devices seen by the end-to-end observer."),
+            ("sampled", "e2e_expected", "Messages the sampled devices wrote (what observed is out of)."),
+            ("connects", "connects", "Successful connections."),
+            ("disconnects", "disconnects", "Connections lost or ended."),
+            ("overruns", "overruns", "Messages sent more than an interval late."),
         ):
-            metric(f"{name}_total", "counter", text, [("", getattr(total, name))])
+            metric(f"{name}_total", "counter", text, [("", getattr(total, field))])
         metric(
             "errors_total",
             "counter",
@@ -96,7 +96,8 @@ class RunMetrics:
             ],
         )
         metric("devices_connected", "gauge", "Devices connected.", [("", last.connected if last else 0)])
-        metric("devices_fleet", "gauge", "Devices of the timeline's largest stage.", [("", self.fleet)])
+        fleet = last.devices if last is not None and last.devices else self.fleet
+        metric("devices_fleet", "gauge", "The fleet size asked (in force in the last second).", [("", fleet)])
         cpu = last.cpu_s / last.wall_s if last is not None and last.wall_s else 0.0
         metric(
             "generator_cpu_ratio", "gauge", "CPU of the generator in the last second, in cores.", [("", cpu)]

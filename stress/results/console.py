@@ -19,6 +19,7 @@ class Console:
 
     def __init__(self, duration: float, fleet: int, qos: int, stream: TextIO | None = None) -> None:
         self.duration = duration
+        #: The fleet size planned, until a second says the size in force.
         self.fleet = fleet
         self.qos = qos
         self.stream = stream or sys.stderr
@@ -40,15 +41,19 @@ class Console:
         parts = [
             f"[{'#' * filled}{'.' * (BAR - filled)}] {self.run_seconds:>4}/{self.duration:g} s",
             f"{second.phase:<7}",
-            f"sent {second.sent:>7,}/s",
+            f"written {second.sent:>7,}/s",
         ]
         if self.qos:
-            parts.append(f"acked {second.acked:>7,}/s")
+            parts.append(f"acknowledged {second.acked:>7,}/s")
             parts.append(f"ack p99 {ack:.1f} ms" if ack is not None else "ack p99 -")
         late = second.lateness.percentile(0.99)
         if late is not None:
             parts.append(f"late p99 {late:.1f} ms")
+        if second.devices or second.interval is not None:  # stamped by the run's timeline
+            self.fleet = second.devices
         parts.append(f"connected {second.connected:,}/{self.fleet:,}")
+        if second.interval is not None:
+            parts.append("capacity mode" if second.interval == 0 else f"every {second.interval:g} s")
         parts.append(f"errors {self.errors:,}")
         cpu = 100 * second.cpu_s / second.wall_s if second.wall_s else 0.0
         parts.append(f"cpu {cpu:.0f}%")

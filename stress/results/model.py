@@ -4,7 +4,14 @@ A run writes them (``timeseries.csv`` a :class:`Row` a second, ``summary.json`` 
 :class:`RunSummary` at the end, and each closed second as a row to the dashboard); the report,
 the dashboard and ``stress report`` read them back with :meth:`Row.read` and
 :func:`read_summary`, which judge every value by these annotations (:mod:`stress.results.typed`).
-Every field but ``t`` and ``run_id`` has a default, so older or partial files still read.
+Every field but ``t`` and ``run_id`` has a default, so older or partial files still read; a
+field that was renamed keeps its old names in its metadata (``was``), and a file that has only
+an old name is read under the new one.
+
+Three counts of messages are named apart everywhere: ``sent`` is what was written to the
+socket, ``acked`` what the broker acknowledged (PUBACK at QoS 1), and ``observed`` what the
+end-to-end observer saw of the messages of the sampled devices, out of ``sampled`` (what
+those devices wrote): the observed share is only ever a share of the sample.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import functools
 import math
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from stress.errors import StressError
@@ -30,7 +37,8 @@ class RunFileError(StressError):
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One second of a run: counts during second ``t``, percentiles of its samples in ms.
+    """One second of a run: counts during second ``t``, percentiles of its samples in ms, and
+    what was in force at its end.
 
     Written as a line of ``timeseries.csv`` (its fields are the columns, in order) and sent to
     the dashboard as JSON; ``None`` is a second without samples, an empty cell in the file.
@@ -39,10 +47,14 @@ class Row:
     t: int
     phase: str = ""
     offered: int = 0
+    #: Written to the socket.
     sent: int = 0
+    #: Acknowledged by the broker (QoS 1).
     acked: int = 0
     failed: int = 0
-    delivered: int = 0
+    #: Messages of the sampled devices seen by the end-to-end observer, of ``sampled`` written.
+    observed: int = field(default=0, metadata={"was": ("delivered",)})
+    sampled: int = 0
     connected: int = 0
     connects: int = 0
     disconnects: int = 0
@@ -56,7 +68,11 @@ class Row:
     cpu_percent: float | None = None
     overruns: int = 0
     #: Devices of the fleet that had had their first chance to connect by the end of the second.
-    fleet: int = 0
+    devices_started: int = field(default=0, metadata={"was": ("fleet",)})
+    #: The fleet size asked (by the timeline, or ``stress scale``) and the interval in force at
+    #: the end of the second (a wave's mean interval; ``None``: not recorded).
+    devices: int = 0
+    interval_s: float | None = None
 
     @classmethod
     def of(cls, second: Second) -> Row:
@@ -68,7 +84,8 @@ class Row:
             sent=second.sent,
             acked=second.acked,
             failed=second.failed,
-            delivered=second.delivered,
+            observed=second.delivered,
+            sampled=second.e2e_expected,
             connected=second.connected,
             connects=second.connects,
             disconnects=second.disconnects,
@@ -81,7 +98,9 @@ class Row:
             loop_lag_ms=_ms(second.lag.max_us / 1000 if second.lag.count else None),
             cpu_percent=round(100 * second.cpu_s / second.wall_s, 1) if second.wall_s else 0.0,
             overruns=second.overruns,
-            fleet=second.fleet,
+            devices_started=second.fleet,
+            devices=second.devices,
+            interval_s=second.interval,
         )
 
     def cells(self) -> list[str | int]:
@@ -95,7 +114,8 @@ class Row:
 
     @classmethod
     def read(cls, cells: Mapping[str, str], where: str) -> Row:
-        """A ``timeseries.csv`` line by column name; an empty count is 0, an empty figure None.
+        """A ``timeseries.csv`` line by column name (a column's old name will do, for files
+        written before it was renamed); an empty count is 0, an empty figure None.
 
         Raises:
             RunFileError: ``t`` is missing, or a cell is not a finite number.
@@ -103,8 +123,8 @@ class Row:
         if not cells.get("t", "").strip():
             raise RunFileError(f"{where}: no value in column t")
         values: dict[str, Any] = {}
-        for name, kind in _row_kinds().items():
-            cell = cells.get(name, "").strip()
+        for name, (kind, names) in _row_kinds().items():
+            cell = next((cells[one] for one in names if one in cells), "").strip()
             if kind is str:
                 values[name] = cell
                 continue
@@ -121,13 +141,15 @@ def _ms(value: float | None) -> float | None:
 
 
 @functools.cache
-def _row_kinds() -> dict[str, type]:
-    """Each column and the kind of its cells: int (a count), float (a figure) or str."""
+def _row_kinds() -> dict[str, tuple[type, tuple[str, ...]]]:
+    """Each column, the kind of its cells (int: a count, float: a figure, or str), and the
+    names it is read under: its own first, then those it had before."""
     hints = typing.get_type_hints(Row)
-    kinds: dict[str, type] = {}
-    for field in fields(Row):
-        hint = hints[field.name]
-        kinds[field.name] = hint if hint in (int, str) else float
+    kinds: dict[str, tuple[type, tuple[str, ...]]] = {}
+    for column in fields(Row):
+        hint = hints[column.name]
+        kind = hint if hint in (int, str) else float
+        kinds[column.name] = (kind, (column.name, *column.metadata.get("was", ())))
     return kinds
 
 
@@ -151,7 +173,7 @@ def _number(cell: str, where: str, column: str) -> float | None:
 
 
 #: The columns of ``timeseries.csv``, in order.
-COLUMNS: Final = tuple(field.name for field in fields(Row))
+COLUMNS: Final = tuple(column.name for column in fields(Row))
 
 
 # ---------------------------------------------------------------------------- the summary
@@ -268,6 +290,34 @@ class ClusterSummary:
     start_alignment_ms: float | None = None
 
 
+#: What a :class:`Change` of the timeline can be.
+CHANGES: Final = ("start", "stage", "scale", "rate", "pause", "resume", "storm", "stop")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One moment of the run's timeline: what changed ``t`` seconds after the start, and what
+    was in force from then on.
+
+    ``what`` is one of :data:`CHANGES`: the ``start`` (the first stage's fleet and interval, at
+    0), a ``stage`` of the timeline beginning (which forgets what ``scale`` and ``rate`` asked), a
+    ``scale`` or ``rate`` asked from another shell or the dashboard, a ``pause`` or ``resume`` of
+    ``count`` devices, a ``storm`` that dropped ``count`` devices at once, a ``stop``.
+    """
+
+    t: float
+    what: str
+    #: The fleet size asked and the interval (a wave's mean) in force from ``t``.
+    devices: int | None = None
+    interval_s: float | None = None
+    #: Devices paused from ``t``.
+    paused: int = 0
+    #: The stage of the timeline in force, from 1.
+    stage: int = 1
+    #: Devices a pause or resume named, or a storm dropped.
+    count: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorCount:
     """How many messages failed at one stage (``""`` when not known) for one reason."""
@@ -289,6 +339,9 @@ class RunSummary:
     tls: bool | None = None
     qos: int | None = None
     shape: str | None = None
+    #: The interval and the fleet size in force when the run ended (what ``stress rate`` and
+    #: ``stress scale`` asked last, or the last stage's); ``timeline`` says when each changed,
+    #: ``stages`` what was planned.
     interval_s: float | None = None
     stages: tuple[StageSummary, ...] = ()
     devices: int | None = None
@@ -304,9 +357,11 @@ class RunSummary:
     sent: int | None = None
     acked: int | None = None
     failed: int | None = None
-    #: Sampled messages seen end to end by the observer, of ``e2e_expected`` (None: not measured).
-    delivered: int | None = None
-    e2e_expected: int | None = None
+    #: Messages of the sampled devices seen end to end by the observer (None: not measured), of
+    #: ``sampled``, the messages those devices wrote.
+    observed: int | None = field(default=None, metadata={"was": ("delivered",)})
+    sampled: int | None = field(default=None, metadata={"was": ("e2e_expected",)})
+    #: Acknowledged (written, at QoS 0) per second of the publishing phase, and offered.
     msgs_per_s: float | None = None
     offered_per_s: float | None = None
     latency_ms: Latencies = Latencies()
@@ -317,6 +372,8 @@ class RunSummary:
     collapse: Collapse | None = None
     observer: Observer | None = None
     cluster: ClusterSummary | None = None
+    #: Every change of fleet size, interval, pauses, storms and stages, in time order.
+    timeline: tuple[Change, ...] = ()
     #: What the run itself noted, a line each.
     notes: tuple[str, ...] = ()
 
@@ -341,7 +398,7 @@ class RunSummary:
 
     @property
     def e2e_refused(self) -> str | None:
-        """Why end-to-end delivery was not measured: the reason the observer was refused, or None."""
+        """Why nothing was observed end to end: the reason the observer was refused, or None."""
         if self.observer is None or self.observer.state != "refused":
             return None
         return self.observer.reason or "no reason given"

@@ -26,6 +26,7 @@ from stress.results.model import (
     RunSummary,
     StageSummary,
 )
+from stress.results.timeline import Timeline
 from stress.scenario import Scenario
 
 #: Collapse needs at least this many offered messages in the second (noise below).
@@ -48,7 +49,7 @@ class Summary:
 
     @property
     def sent(self) -> int:
-        """PUBLISH packets written to the socket."""
+        """PUBLISH packets written to the socket ("written" wherever the figures are shown)."""
         return self.model.sent or 0
 
     @property
@@ -77,20 +78,22 @@ def merge_by_second(parts: Sequence[Sequence[Second]]) -> list[Second]:
 
 
 def collapse(seconds: Sequence[Second], share: float, qos: int = 0) -> Collapse | None:
-    """The first publishing second in which delivery or connections fell below ``share``.
+    """The first publishing second in which what reached the broker, or the connections, fell
+    below ``share``.
 
-    Delivered means acknowledged at QoS 1 and written to the socket at QoS 0. The first
-    publishing second is skipped: it starts part-way and its acknowledgements trail.
+    What reached the broker is what it acknowledged at QoS 1, and what was written to the
+    socket at QoS 0. The first publishing second is skipped: it starts part-way and its
+    acknowledgements trail.
     """
     running = [second for second in seconds if second.phase == "run"]
     for second in running[1:]:
         confirmed = second.confirmed(qos)
         if second.offered >= COLLAPSE_MIN_OFFERED and confirmed < share * second.offered:
             rate = confirmed / second.offered
+            verb = "acknowledged" if qos else "written"
             return Collapse(
                 t=second.t,
-                reason=f"delivered {rate:.0%} of offered ({confirmed} of {second.offered}; "
-                f"below {share:.0%})",
+                reason=f"{verb} {rate:.0%} of offered ({confirmed} of {second.offered}; below {share:.0%})",
             )
         if second.fleet and second.connected < share * second.fleet:
             return Collapse(
@@ -130,6 +133,9 @@ class RunFacts:
     observer: Observer = field(default_factory=Observer)
     #: ``--cluster``: the scheduler, each worker and those lost; None for a run on this machine.
     cluster: ClusterSummary | None = None
+    #: Every change of what was in force, and what was in force at the end (None: nothing
+    #: followed it, and the scenario's last stage is taken as what was in force).
+    timeline: Timeline | None = None
 
 
 def saturated(second: Second) -> bool:
@@ -158,6 +164,9 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> Run
     wall_s = sum(second.wall_s for second in running) or 1e-9
     lag = total.lag
     broker = scenario.broker
+    timeline = facts.timeline
+    last = scenario.stages[-1]
+    devices, interval = (last.devices, last.interval) if timeline is None else timeline.in_force
     return RunSummary(
         run_id=facts.run_id,
         target=scenario.target,
@@ -167,12 +176,12 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> Run
         tls=broker.tls,
         qos=scenario.qos,
         shape=scenario.shape,
-        interval_s=scenario.interval,
+        interval_s=interval,
         stages=tuple(
             StageSummary(devices=s.devices, interval_s=s.interval, duration_s=s.duration, burst=s.burst)
             for s in scenario.stages
         ),
-        devices=scenario.devices,
+        devices=devices,
         processes=facts.processes,
         behaviour=scenario.behaviour,
         started_at=_iso(facts.started_at),
@@ -184,9 +193,9 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> Run
         sent=total.sent,
         acked=total.acked if scenario.qos else None,
         failed=total.failed,
-        # Not measured is not "none delivered"
-        delivered=None if facts.observer.state == "refused" else total.delivered,
-        e2e_expected=total.e2e_expected,
+        # Not measured is not "none observed"
+        observed=None if facts.observer.state == "refused" else total.delivered,
+        sampled=total.e2e_expected,
         msgs_per_s=round(confirmed / run_time, 1),
         offered_per_s=round(total.offered / run_time, 1),
         latency_ms=Latencies(
@@ -210,5 +219,6 @@ def build(scenario: Scenario, seconds: Sequence[Second], facts: RunFacts) -> Run
         collapse=collapse(seconds, scenario.collapse_share, scenario.qos),
         observer=facts.observer,
         cluster=facts.cluster,
-        notes=tuple(facts.notes),
+        timeline=() if timeline is None else tuple(timeline.changes),
+        notes=(*facts.notes, *(() if timeline is None else timeline.notes())),
     )

@@ -4,8 +4,10 @@ The run model (:mod:`stress.results.model`) is written by the run and read back 
 and the dashboard. Reading it is judged here once, for every field, from its annotation: a value
 of the wrong type is a :class:`WrongTypeError` naming the key (a figure would otherwise be wrong
 without a word); a missing or null key takes the field's default, so older or partial files
-still read. The annotations this understands are the ones the model uses: ``int``, ``float``,
-``str``, ``bool``, ``Any``, a dataclass, ``tuple[X, ...]``, ``dict[str, X]`` and ``X | None``.
+still read, and a field renamed since keeps its old keys in its metadata (``was``): a document
+that has only an old key is read under the new name. The annotations this understands are the
+ones the model uses: ``int``, ``float``, ``str``, ``bool``, ``Any``, a dataclass,
+``tuple[X, ...]``, ``dict[str, X]`` and ``X | None``.
 """
 
 from __future__ import annotations
@@ -35,13 +37,18 @@ def read(cls: type[T], data: Mapping[str, Any], where: str, prefix: str = "") ->
     """
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = data.get(field.name)
+        key = field.name
+        value = data.get(key)
+        for old in field.metadata.get("was", ()) if value is None else ():
+            if data.get(old) is not None:
+                key, value = old, data[old]
+                break
         if value is None:
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise WrongTypeError(f"{where}: no {prefix}{field.name}")
             continue
         hint = _hints(cls)[field.name]  # type: ignore[arg-type]
-        converted = _value(hint, value, where, f"{prefix}{field.name}")
+        converted = _value(hint, value, where, f"{prefix}{key}")
         if converted is not None:
             values[field.name] = converted
     return cls(**values)

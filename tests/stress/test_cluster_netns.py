@@ -189,7 +189,7 @@ def test_workers_in_their_own_namespaces_drive_one_fleet(
         broker.close()
     expected = 40 * ATTRIBUTES * 2 * 4
     assert summary["sent"] == summary["acked"] == expected and summary["failed"] == 0
-    assert summary["delivered"] == summary["e2e_expected"] > 0
+    assert summary["observed"] == summary["sampled"] > 0
     workers = summary["cluster"]["workers"]
     assert sorted(w["host"] for w in workers) == sorted(cluster.hosts)
     assert all(w["devices"] == 20 for w in workers)
@@ -254,7 +254,7 @@ def test_workers_in_their_own_namespaces_drive_one_fleet_against_the_lab(
     finally:
         relay.close()
     assert summary["sent"] == summary["acked"] == 20 * ATTRIBUTES * 3 and summary["failed"] == 0
-    assert summary["delivered"] == summary["e2e_expected"] > 0
+    assert summary["observed"] == summary["sampled"] > 0
     assert relay.sources == set(cluster.hosts)
     with lab.db() as db:
         stored = db.execute("SELECT count(*) FROM readings WHERE device LIKE 'nsl%'").fetchone()

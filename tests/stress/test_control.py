@@ -78,10 +78,12 @@ def arrivals(broker: PlainBroker) -> Iterator[Arrivals]:
 
 
 class Run:
-    """``stress run`` in the background, against the test broker."""
+    """``stress run`` in the background, against the test broker (its progress shown unless
+    ``quiet``)."""
 
-    def __init__(self, port: int, out: Path, *flags: str) -> None:
+    def __init__(self, port: int, out: Path, *flags: str, quiet: bool = True) -> None:
         self.out = out
+        self.stdout = self.stderr = ""
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -96,7 +98,7 @@ class Run:
                 "bench/{device}/{attr}",
                 "--e2e-devices",
                 "0",
-                "--quiet",
+                *(["--quiet"] if quiet else []),
                 "--out",
                 str(out),
                 *flags,
@@ -120,7 +122,8 @@ class Run:
             time.sleep(0.1)
 
     def finish(self, timeout: float = 60) -> dict[str, Any]:
-        _, stderr = self.process.communicate(timeout=timeout)
+        self.stdout, self.stderr = self.process.communicate(timeout=timeout)
+        stderr = self.stderr
         assert self.process.returncode == 0, stderr
         assert "Traceback" not in stderr
         summary: dict[str, Any] = json.loads((self.out / "summary.json").read_text())
@@ -147,8 +150,8 @@ def status() -> dict[str, Any]:
 def background(broker: PlainBroker, tmp_path: Path) -> Iterator[Any]:
     started: list[Run] = []
 
-    def start(*flags: str, name: str = "run") -> Run:
-        run = Run(broker.port, tmp_path / name, *flags)
+    def start(*flags: str, name: str = "run", quiet: bool = True) -> Run:
+        run = Run(broker.port, tmp_path / name, *flags, quiet=quiet)
         started.append(run)
         run.wait_listening()
         return run
@@ -233,6 +236,50 @@ def test_rate_changes_every_devices_interval(background: Any) -> None:
     assert sent[-2] == fast
 
 
+def test_a_steered_run_says_what_was_in_force_each_second(background: Any) -> None:
+    run = background("--devices", "10", "--interval", "0.5", "--duration", "9", quiet=False)
+    run.wait_connected(10)
+    time.sleep(1.0)
+    assert stress("scale", "25").returncode == 0
+    run.wait_connected(25)
+    assert stress("rate", "0.25").returncode == 0
+    summary = run.finish()
+
+    timeline = summary["timeline"]
+    assert [(c["what"], c["devices"], c["interval_s"], c["paused"]) for c in timeline] == [
+        ("start", 10, 0.5, 0),
+        ("scale", 25, 0.5, 0),
+        ("rate", 25, 0.25, 0),
+    ]
+    scaled, rated = timeline[1]["t"], timeline[2]["t"]
+    assert 0 < scaled < rated < 9
+    events = [json.loads(line) for line in (run.out / "events.jsonl").read_text().splitlines()]
+    controls = [e for e in events if e["event"] == "control"]
+    assert [(e["op"], e["t"]) for e in controls] == [("scale", scaled), ("rate", rated)]
+    assert (summary["devices"], summary["interval_s"]) == (25, 0.25)  # in force at the end
+
+    rows = run.rows()
+    for row in rows:  # each second says what was in force at its end
+        end = int(row["t"]) + 1
+        assert int(row["devices"]) == (25 if end > scaled else 10), row
+        assert float(row["interval_s"]) == (0.25 if end > rated else 0.5), row
+    after = [row for row in rows if row["phase"] == "run" and int(row["t"]) > rated + 1][1:-1]
+    assert after
+    assert {int(row["sent"]) for row in after} == {25 * ATTRIBUTES * 4}
+
+    lines = run.stdout.splitlines()  # the console summary
+    assert "devices              25 at the end (10 at the start, 25 at most)" in lines
+    assert "interval             0.25 s at the end (0.5 s at the start, 0.25 s at the shortest)" in lines
+    assert any(line.split()[1:] == ["scale", "to", "25", "devices", "25", "0.5", "s", "0"] for line in lines)
+    assert any(line.split()[1:] == ["rate:", "every", "0.25", "s", "25", "0.25", "s", "0"] for line in lines)
+    progress = [line for line in run.stderr.splitlines() if "connected " in line]
+    assert progress
+    for line in progress:  # never more devices connected than the fleet in force
+        connected, fleet = line.split("connected ")[1].split()[0].split("/")
+        assert int(connected) <= int(fleet), line
+    assert any("connected 25/25" in line and "every 0.25 s" in line for line in progress), progress
+
+
 def test_stop_from_another_shell_ends_every_process_with_the_summary(background: Any) -> None:
     run = background("--devices", "20", "--interval", "0.5", "--duration", "60", "--processes", "2")
     run.wait_connected(20)
@@ -251,6 +298,12 @@ def test_stop_from_another_shell_ends_every_process_with_the_summary(background:
         ("dev00001", 0),
         ("dev00002", 1),
     }
+    # One command is one change of the timeline, whichever processes carried it out
+    assert [(c["what"], c["count"], c["paused"]) for c in summary["timeline"]] == [
+        ("start", None, 0),
+        ("pause", 2, 2),
+        ("stop", None, 2),
+    ]
     assert runs_in_progress() == []  # the run left the control directory
     gone = stress("stop")
     assert gone.returncode == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,7 @@ class Browser:
         self.messages: list[tuple[str, Any]] = []
         self.changed = threading.Condition()
         self.client = socketio.Client()
-        for name in ("state", "started", "ended", "second", "event", "failing"):
+        for name in ("state", "started", "ended", "second", "event", "failing", "change"):
             self.client.on(name, self._keeper(name))
         self.client.connect(f"http://127.0.0.1:{port}", wait_timeout=10)
 
@@ -136,6 +137,8 @@ def test_the_dashboard_pushes_a_run_and_its_controls_act(
         scaled = browser.client.call("control", {"op": "scale", "devices": 4}, timeout=10)
         assert scaled["ok"] is True
         browser.wait_for("second", lambda s: s["connected"] == 4)
+        assert browser.wait_for("change", lambda c: c["what"] == "scale")["text"] == "scale to 4 devices"
+        assert browser.wait_for("second", lambda s: s["devices"] == 4)["interval_s"] == 0.2
         stopped = browser.client.call("control", {"op": "stop"}, timeout=10)
         assert stopped["ok"] is True
         _, stderr = run.communicate(timeout=60)
@@ -143,6 +146,16 @@ def test_the_dashboard_pushes_a_run_and_its_controls_act(
         ended = browser.wait_for("ended")
         assert ended["run"]["run_id"] == "live"
         assert ended["run"]["summary"]["stopped"] == "stress stop"
+        assert [change["what"] for change in started["timeline"]] == ["start"]
+        pushed = [change["what"] for change in browser.of("change")]
+        assert pushed == ["pause", "scale", "stop"]
+        assert [c["text"] for c in ended["run"]["timeline"]] == [
+            "start: 8 devices every 0.2 s",
+            "pause 1 device (1 paused)",
+            "scale to 4 devices",
+            "stop",
+        ]
+        assert ended["run"]["summary"]["devices"] == 4
         seconds = [s["t"] for s in browser.of("second")]
         assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))  # every second, in order
         summary = json.loads((tmp_path / "runs" / "live" / "summary.json").read_text())
@@ -171,6 +184,31 @@ def test_a_page_opened_later_gets_the_last_run(
     assert state["run"]["summary"]["devices"] == 3
     assert [s["phase"] for s in state["seconds"]][-1] == "drain"
     assert sum(s["acked"] for s in state["seconds"]) == state["run"]["summary"]["acked"]
+
+
+def test_a_finished_runs_report_is_served(
+    dashboard: int, broker: PlainBroker, tmp_path: Path, env: dict[str, str]
+) -> None:
+    run = start_run(broker, tmp_path / "runs" / "done", env, "--devices", "2", "--duration", "2")
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    browser = Browser(dashboard)
+    state = browser.wait_for("state")
+    browser.close()
+    assert state["run"]["report"] == "report/done"
+    with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/report/done", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/html")
+        page = answer.read().decode()
+    assert "<h1>Stress run done</h1>" in page
+    assert page == (tmp_path / "runs" / "done" / "report.html").read_text(encoding="utf-8")
+    (tmp_path / "runs" / "done" / "report.html").unlink()  # not written yet: made when asked
+    with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/report/done", timeout=10) as answer:
+        assert "<h1>Stress run done</h1>" in answer.read().decode()
+    assert not (tmp_path / "runs" / "done" / "report.html").exists()
+    for unknown in ("nothing", "..", "%2e%2e%2fetc"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/report/{unknown}", timeout=10)
+        assert caught.value.code == 404
 
 
 def test_stress_run_dashboard_serves_its_own_run(

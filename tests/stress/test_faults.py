@@ -74,8 +74,23 @@ def test_a_storm_drops_every_device_at_once_and_all_come_back(broker: PlainBroke
 
 
 def test_two_storms(broker: PlainBroker, tmp_path: Path) -> None:
-    run(scenario(broker.port, tmp_path / "run", devices=5, storms=(1.0, 3.0)), quiet=True)
-    assert [e["devices"] for e in events(tmp_path / "run") if e["event"] == "storm"] == [5, 5]
+    summary = run(scenario(broker.port, tmp_path / "run", devices=5, storms=(1.0, 3.0)), quiet=True)
+    storms = [e for e in events(tmp_path / "run") if e["event"] == "storm"]
+    assert [e["devices"] for e in storms] == [5, 5]
+    marked = [(c["t"], c["count"]) for c in summary["timeline"] if c["what"] == "storm"]
+    assert marked == [(e["t"], 5) for e in storms]
+
+
+def test_a_storm_over_two_processes_is_one_change_of_the_timeline(
+    broker: PlainBroker, tmp_path: Path
+) -> None:
+    summary = run(scenario(broker.port, tmp_path / "run", devices=10, storms=(1.5,), processes=2), quiet=True)
+    storms = [e for e in events(tmp_path / "run") if e["event"] == "storm"]
+    assert sorted((e["process"], e["devices"]) for e in storms) == [(0, 5), (1, 5)]
+    marked = [(c["what"], c["count"]) for c in summary["timeline"]]
+    assert marked == [("start", None), ("storm", 10)]
+    # (the time of the share told first: the processes' storms are one instant, give or take)
+    assert summary["timeline"][1]["t"] in {e["t"] for e in storms}
 
 
 @pytest.fixture

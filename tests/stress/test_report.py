@@ -20,8 +20,9 @@ from web import vendor
 
 RUN_ID = "20261122-153012-mqtt-1000"
 COLUMNS = (
-    "t,phase,offered,sent,acked,failed,delivered,connected,connects,disconnects,lateness_p99_ms,"
-    "ack_p50_ms,ack_p95_ms,ack_p99_ms,e2e_p50_ms,e2e_p99_ms,loop_lag_ms,cpu_percent,overruns"
+    "t,phase,offered,sent,acked,failed,observed,sampled,connected,connects,disconnects,lateness_p99_ms,"
+    "ack_p50_ms,ack_p95_ms,ack_p99_ms,e2e_p50_ms,e2e_p99_ms,loop_lag_ms,cpu_percent,overruns,"
+    "devices_started,devices,interval_s"
 )
 HOSTILE = "<script>alert(1)</script> & \"quoted\" 'single' ünï©ødé 漢字 \x1b[31m\r\n"
 
@@ -49,8 +50,8 @@ def summary(**changes: Any) -> dict[str, Any]:
         "sent": 119990,
         "acked": 119980,
         "failed": 20,
-        "delivered": 5000,
-        "e2e_expected": 5000,
+        "observed": 5000,
+        "sampled": 5000,
         "msgs_per_s": 1999.7,
         "offered_per_s": 2000.0,
         "latency_ms": {
@@ -84,7 +85,8 @@ def row(t: int, phase: str = "run", **cells: object) -> dict[str, object]:
         "sent": 2000,
         "acked": 1999,
         "failed": 0,
-        "delivered": 80,
+        "observed": 80,
+        "sampled": 80,
         "connected": 1000,
         "connects": 0,
         "disconnects": 0,
@@ -97,6 +99,9 @@ def row(t: int, phase: str = "run", **cells: object) -> dict[str, object]:
         "loop_lag_ms": 0.4,
         "cpu_percent": 40.0,
         "overruns": 0,
+        "devices_started": 1000,
+        "devices": 1000,
+        "interval_s": 0.5,
     }
     values.update(cells)
     return values
@@ -161,8 +166,8 @@ def normal_run(tmp_path: Path) -> Path:
 
 
 def kv(label: str, value: str) -> str:
-    """A line of facts in the console table: labels padded to the longest, "generator loop lag"."""
-    return f"{label:<18}  {value}"
+    """A line of facts in the console table: labels padded to the longest, "observed end to end"."""
+    return f"{label:<19}  {value}"
 
 
 def chart_count(page: str) -> int:
@@ -214,10 +219,10 @@ def test_the_console_table_shows_the_figures(normal_run: Path) -> None:
     lines = text.splitlines()
     assert kv("run", RUN_ID) in lines
     assert kv("broker", "127.0.0.1:1883") in lines
-    assert kv("sent", "119,990") in lines
-    assert kv("acked", "119,980") in lines
-    assert kv("delivered", "5,000 of 5,000 sampled (100.0 %)") in lines
-    assert kv("rate", "1,999.7 msgs/s vs 2,000.0 offered/s (100.0 %)") in lines
+    assert kv("written", "119,990") in lines
+    assert kv("acknowledged", "119,980") in lines
+    assert kv("observed end to end", "5,000 of 5,000 sampled (100.0 %); 83.3/s of 83.3/s") in lines
+    assert kv("rate", "1,999.7 acknowledged/s of 2,000.0 offered/s (100.0 %)") in lines
     assert kv("duration", "60.0 s") in lines
     latency = next(line for line in lines if line.startswith("ack "))
     assert latency.split() == ["ack", "2.50", "7.25", "12.5", "48.0", "119,980"]
@@ -240,18 +245,19 @@ def test_the_latency_table_is_aligned(normal_run: Path) -> None:
     assert len({len(line) for line in table}) == 1
 
 
-def test_the_html_is_one_self_contained_file_with_four_charts(normal_run: Path) -> None:
+def test_the_html_is_one_self_contained_file_with_five_charts(normal_run: Path) -> None:
     before = set(normal_run.iterdir())
     path = write_html(load_run(normal_run), normal_run / "report.html")
     assert path == normal_run / "report.html"
     assert set(normal_run.iterdir()) - before == {path}
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert chart_count(page) == 4
+    assert chart_count(page) == 5
     assert [chart["names"] for chart in chart_block(page)["charts"]] == [
-        ["offered", "sent", "acked", "delivered"],
+        ["offered", "written", "acknowledged"],
+        ["sampled", "observed"],
         ["ack p50", "ack p95", "ack p99", "e2e p50", "e2e p99", "lateness p99"],
-        ["connected", "connects", "disconnects"],
+        ["connected", "connects", "disconnects", "devices asked"],
         ["not-connected", "connack-bad-credentials"],
     ]
     assert f"<h1>Stress run {RUN_ID}</h1>" in page
@@ -269,7 +275,12 @@ def test_the_html_is_one_self_contained_file_with_four_charts(normal_run: Path) 
     assert "<td>119,990</td>" in page
     assert "<td>connack-bad-credentials</td>" in page
     assert "CONNACK 4: bad user name or password" in page
-    for title in ("Throughput per second", "Latency percentiles per second", "Connected devices per second"):
+    for title in (
+        "Throughput per second",
+        "Observed end to end per second (sampled devices)",
+        "Latency percentiles per second",
+        "Connected devices per second",
+    ):
         assert title in page
     assert "Errors per second" in page
 
@@ -284,9 +295,9 @@ def test_without_uplot_the_report_has_its_tables_and_says_how_to_get_the_charts(
     assert "<td>119,990</td>" in page
     assert "<td>connack-bad-credentials</td>" in page
     assert "CONNACK 4: bad user name or password" in page
-    assert page.count("<figure>") == 4
+    assert page.count("<figure>") == 5
     assert chart_count(page) == 0
-    assert page.count("The charts need uPlot, which is not installed here: run <code>npm ci</code>") == 4
+    assert page.count("The charts need uPlot, which is not installed here: run <code>npm ci</code>") == 5
     assert "<script" not in page
 
 
@@ -300,7 +311,8 @@ def test_the_charts_have_axes_legend_and_phases(normal_run: Path) -> None:
         ("run", 2.0, 8.0),
         ("drain", 8.0, 10.0),
     ]
-    assert [s.name for s in charts.throughput.series] == ["offered", "sent", "acked", "delivered"]
+    assert [s.name for s in charts.throughput.series] == ["offered", "written", "acknowledged"]
+    assert [s.name for s in charts.observed.series] == ["sampled", "observed"]
     sent = dict(charts.throughput.series[1].points)
     assert sent[0.0] == 0
     assert sent[3.0] == 2000
@@ -327,14 +339,14 @@ def test_the_charts_have_axes_legend_and_phases(normal_run: Path) -> None:
     assert block["x_label"] == "time since the start (seconds)"
     throughput = block["charts"][0]
     assert throughput["unit"] == "messages per second"
-    xs, _offered, sent_column, acked, _delivered = throughput["data"]
+    xs, _offered, sent_column, acked = throughput["data"]
     assert xs == list(range(10))
     assert sent_column == [0, 0, 2000, 2000, 2000, 2000, 2000, 2000, 0, 0]
     assert acked[8] == 3
-    reasons = block["charts"][3]
+    reasons = block["charts"][4]
     assert reasons["data"][reasons["names"].index("not-connected") + 1][4:7] == [0, 12, 5]
     for phase in ("connect", "run", "drain"):
-        assert page.count(f'<li><span class="swatch {phase}"></span>{phase} phase</li>') == 4
+        assert page.count(f'<li><span class="swatch {phase}"></span>{phase} phase</li>') == 5
     assert "collapse</li>" not in page
 
 
@@ -365,14 +377,15 @@ def test_a_qos0_run_has_no_acknowledgements(tmp_path: Path) -> None:
     run = load_run(folder)
     assert run.summary.acked is None
     lines = console_table(run).splitlines()
-    assert kv("acked", "- (QoS 0 is not acknowledged)") in lines
+    assert kv("acknowledged", "- (QoS 0 is not acknowledged)") in lines
+    assert kv("rate", "1,999.7 written/s of 2,000.0 offered/s (100.0 %)") in lines
     assert next(line for line in lines if line.startswith("ack ")).split() == ["ack", "-", "-", "-", "-", "-"]
     charts = chart_data(run)
-    assert [s.name for s in charts.throughput.series] == ["offered", "sent", "delivered"]
+    assert [s.name for s in charts.throughput.series] == ["offered", "written"]
     assert [s.name for s in charts.latency.series] == ["e2e p50", "e2e p99", "lateness p99"]
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert chart_count(page) == 4
-    assert chart_block(page)["charts"][0]["names"] == ["offered", "sent", "delivered"]
+    assert chart_count(page) == 5
+    assert chart_block(page)["charts"][0]["names"] == ["offered", "written"]
 
 
 def test_a_summary_alone_still_makes_a_report(tmp_path: Path) -> None:
@@ -388,9 +401,9 @@ def test_a_summary_alone_still_makes_a_report(tmp_path: Path) -> None:
     assert "note: no timeseries.csv" in text
     assert path is not None
     page = path.read_text(encoding="utf-8")
-    assert page.count("<figure>") == 4
+    assert page.count("<figure>") == 5
     assert chart_count(page) == 0
-    assert page.count("no data for this run") == 4
+    assert page.count("no data for this run") == 5
 
 
 def test_an_older_summary_without_optional_keys(tmp_path: Path) -> None:
@@ -400,8 +413,8 @@ def test_an_older_summary_without_optional_keys(tmp_path: Path) -> None:
     assert run.summary.errors == ()
     text = console_table(run)
     lines = text.splitlines()
-    assert "sent              10" in lines  # no generator: labels padded to "connections peak"
-    assert "broker            -" in lines
+    assert "written              10" in lines  # no generator: labels padded to "observed end to end"
+    assert "broker               -" in lines
     assert "errors: none" in lines
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
     assert "No generator figures in this summary." in page
@@ -427,19 +440,19 @@ def test_an_empty_timeseries_has_no_rows(tmp_path: Path, content: str) -> None:
     assert run.seconds == ()
     assert "timeseries.csv has no rows: the run stopped before its first second" in run.notes
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert page.count("<figure>") == 4
+    assert page.count("<figure>") == 5
     assert chart_count(page) == 0
-    assert page.count("no data for this run") == 4
+    assert page.count("no data for this run") == 5
 
 
 def test_a_single_second_is_drawn_as_dots(tmp_path: Path) -> None:
     folder = write_run(tmp_path / "one", summary(), [row(0, "connect")], [])
     run = load_run(folder)
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert chart_count(page) == 4
+    assert chart_count(page) == 5
     assert "no data for this run" not in page
     charts = chart_block(page)["charts"]
-    assert [len(chart["names"]) for chart in charts] == [4, 6, 3, 1]  # the last: failed
+    assert [len(chart["names"]) for chart in charts] == [3, 2, 6, 4, 1]  # the last: failed
     for chart in charts:
         xs, *columns = chart["data"]
         assert xs == [0]
@@ -452,7 +465,7 @@ def test_a_million_devices(tmp_path: Path) -> None:
     run = load_run(folder)
     assert kv("devices", "1,000,000") in console_table(run).splitlines()
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    connected = chart_block(page)["charts"][2]["data"][1]
+    connected = chart_block(page)["charts"][3]["data"][1]
     assert connected == [1_000_000] * 60
 
 
@@ -472,10 +485,10 @@ def test_a_refused_observer_is_an_error_and_its_figures_not_measured(tmp_path: P
         "end-to-end observer refused: the broker refused the subscription to a/b as 'fleet' [suback-refused]"
     )
     observer = {"state": "refused", "reason": "suback-refused", "account": "fleet", "message": message}
-    folder = write_run(tmp_path / "refused", summary(observer=observer, delivered=None), steady_rows(), [])
+    folder = write_run(tmp_path / "refused", summary(observer=observer, observed=None), steady_rows(), [])
     run = load_run(folder)
     lines = console_table(run).splitlines()
-    assert kv("delivered", "not measured (observer refused: suback-refused)") in lines
+    assert kv("observed end to end", "not measured (observer refused: suback-refused)") in lines
     assert f"ERROR: {message}" in lines
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
     assert "<strong>Error:</strong> end-to-end observer refused: " in page
@@ -499,17 +512,17 @@ def test_a_run_that_could_not_start_says_why_once(tmp_path: Path) -> None:
 
 
 def test_a_collapse_is_marked(tmp_path: Path) -> None:
-    collapse = {"t": 6, "reason": "delivered 52% of offered (below 90%)"}
+    collapse = {"t": 6, "reason": "acknowledged 52% of offered (below 90%)"}
     folder = write_run(
         tmp_path / "collapse", summary(collapse=collapse, stopped="collapse"), steady_rows(), []
     )
     run = load_run(folder)
-    assert "collapse at 6 s: delivered 52% of offered (below 90%)" in console_table(run).splitlines()
+    assert "collapse at 6 s: acknowledged 52% of offered (below 90%)" in console_table(run).splitlines()
     assert chart_data(run).collapse_t == 6
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
     assert chart_block(page)["collapse"] == 6
-    assert page.count('<li><span class="swatch collapse"></span>collapse</li>') == 4
-    assert "collapse at 6 s: delivered 52% of offered (below 90%)" in page
+    assert page.count('<li><span class="swatch collapse"></span>collapse</li>') == 5
+    assert "collapse at 6 s: acknowledged 52% of offered (below 90%)" in page
 
 
 def test_without_error_events_the_failed_column_is_charted(tmp_path: Path) -> None:
@@ -553,9 +566,9 @@ def test_hostile_text_is_escaped_in_html_and_kept_on_its_line_in_the_console(tmp
     assert (
         "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quoted&#34; &#39;single&#39; ünï©ødé 漢字" in page
     )
-    assert chart_count(page) == 4
+    assert chart_count(page) == 5
     assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e \\u0026" in page
-    reasons = chart_block(page)["charts"][3]["names"]
+    reasons = chart_block(page)["charts"][4]["names"]
     assert "<script>alert(1)</script> & \"quoted\" 'single' ünï©ødé 漢字 \\x1b[31m\\r\\n" in reasons
     assert "x" * 301 not in page  # very long text is clipped
     text = console_table(run)
@@ -660,7 +673,7 @@ def test_a_short_line_before_the_end_stops_the_report(tmp_path: Path) -> None:
     lines = (folder / "timeseries.csv").read_text(encoding="utf-8").splitlines()
     lines[4] = "3,run,2000"
     (folder / "timeseries.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(ReportError, match=r"^timeseries.csv line 5: 3 cells, the header has 19$"):
+    with pytest.raises(ReportError, match=r"^timeseries.csv line 5: 3 cells, the header has 23$"):
         load_run(folder)
 
 
@@ -758,7 +771,7 @@ def test_a_long_run_is_downsampled_keeping_the_latency_spike(tmp_path: Path) -> 
     assert peak_t <= 12_345 < peak_t + charts.bucket_s
     highs = sorted({y for _, y in p99.points if y is not None})
     assert highs == [14.0, 987.6]  # every other bucket keeps its own highest, 10 + 4
-    sent = next(s for s in charts.throughput.series if s.name == "sent")
+    sent = next(s for s in charts.throughput.series if s.name == "written")
     sent_total = sum(1000 + t % 7 for t in range(20_000))
     # Mean per second times the seconds in each bucket gives back every message sent.
     covered = [min(charts.bucket_s, 20_000 - int(t)) for t, _ in sent.points]
@@ -769,12 +782,65 @@ def test_a_long_run_is_downsampled_keeping_the_latency_spike(tmp_path: Path) -> 
     assert min(y for _, y in connected.points if y is not None) == 3
     assert "Each point covers 10 s: the highest value in the interval" in charts.latency.caption
     page = write_html(run, folder / "report.html").read_text(encoding="utf-8")
-    assert chart_count(page) == 4
+    assert chart_count(page) == 5
     assert "time since the start (hours:minutes:seconds)" in page
 
 
 def test_a_gap_in_the_rows_breaks_the_line(tmp_path: Path) -> None:
     rows = [row(t) for t in (0, 1, 2, 6, 7)]
     run = load_run(write_run(tmp_path / "gap", summary(), rows, []))
-    sent = next(s for s in chart_data(run).throughput.series if s.name == "sent")
+    sent = next(s for s in chart_data(run).throughput.series if s.name == "written")
     assert sent.points == ((0.0, 2000), (1.0, 2000), (2.0, 2000), (3.0, None), (6.0, 2000), (7.0, 2000))
+
+
+# --- the timeline ------------------------------------------------------------------------------
+
+
+def steered() -> list[dict[str, Any]]:
+    """A timeline: 1,000 devices every 0.5 s, scaled to 1,250 at 3.5 s, every 2 s from 5 s,
+    three devices paused at 6 s."""
+    change = {"devices": 1000, "interval_s": 0.5, "paused": 0, "stage": 1, "count": None}
+    return [
+        {**change, "t": 0.0, "what": "start"},
+        {**change, "t": 3.5, "what": "scale", "devices": 1250},
+        {**change, "t": 5.0, "what": "rate", "devices": 1250, "interval_s": 2.0},
+        {**change, "t": 6.0, "what": "pause", "devices": 1250, "interval_s": 2.0, "paused": 3, "count": 3},
+    ]
+
+
+def test_the_timeline_is_a_table_and_marks_across_the_charts(tmp_path: Path) -> None:
+    data = summary(timeline=steered(), devices=1250, interval_s=2.0)
+    run = load_run(write_run(tmp_path / "steered", data, steady_rows(), normal_events()))
+    lines = console_table(run).splitlines()
+    assert kv("devices", "1,250 at the end (1,000 at the start, 1,250 at most)") in lines
+    assert kv("interval", "2 s at the end (0.5 s at the start, 0.5 s at the shortest)") in lines
+    start = lines.index("t (s)  change                            devices  interval  paused")
+    assert lines[start + 1 : start + 5] == [
+        "  0.0  start: 1,000 devices every 0.5 s    1,000     0.5 s       0",
+        "  3.5  scale to 1,250 devices              1,250     0.5 s       0",
+        "  5.0  rate: every 2 s                     1,250       2 s       0",
+        "  6.0  pause 3 devices (3 paused)          1,250       2 s       3",
+    ]
+    assert [(mark.t, mark.what) for mark in chart_data(run).marks] == [
+        (3.5, "scale"),
+        (5.0, "rate"),
+        (6.0, "pause"),
+    ]
+    page = write_html(run, tmp_path / "steered" / "report.html").read_text(encoding="utf-8")
+    assert chart_block(page)["marks"] == [
+        {"t": 3.5, "what": "scale", "text": "scale to 1,250 devices"},
+        {"t": 5.0, "what": "rate", "text": "rate: every 2 s"},
+        {"t": 6.0, "what": "pause", "text": "pause 3 devices (3 paused)"},
+    ]
+    assert "<h2>Timeline</h2>" in page
+    assert "<td>scale to 1,250 devices</td>" in page
+    for what in ("scale", "rate", "pause"):
+        assert page.count(f'<li><span class="swatch mark {what}"></span>{what}</li>') == 5
+
+
+def test_a_run_that_changed_nothing_has_no_timeline_table(normal_run: Path) -> None:
+    lines = console_table(load_run(normal_run)).splitlines()
+    assert not any(line.startswith("t (s)") for line in lines)
+    page = write_html(load_run(normal_run), normal_run / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Timeline</h2>" not in page
+    assert chart_block(page)["marks"] == []

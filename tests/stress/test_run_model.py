@@ -26,10 +26,18 @@ from stress.results.model import (
     WorkerSummary,
     read_summary,
 )
+from stress.results.report.charts import chart_data
 from stress.results.report.loading import load_run
+from stress.results.report.text import console_table
 from stress.results.runfolder import RunFolder
+from stress.results.timeline import Timeline
 from stress.scenario import Broker, Scenario
 from stress.shapes import timeline
+
+#: A run folder as runs wrote it before the timeline, and before the end-to-end counts were
+#: named observed and sampled (``delivered``, ``e2e_expected``; ``fleet`` for devices_started):
+#: 4 devices every 0.5 s for 4 s, scaled to 6 from another shell at 3.3 s.
+OLDER_RUN = Path(__file__).parent / "fixtures" / "run-without-timeline"
 
 
 def ms(value: float) -> float:
@@ -60,6 +68,13 @@ def scenario() -> Scenario:
     return Scenario(target="mqtt", broker=Broker(port=1884), stages=timeline("steady", 3, 0.1, 2.0), qos=1)
 
 
+def followed() -> Timeline:
+    """The timeline of a run (:func:`written_run` scales it to 5 devices at 1.25 s)."""
+    followed = Timeline(scenario(), lambda _event: None)
+    followed.event({"event": "phase", "phase": "run", "t": 0.5})
+    return followed
+
+
 def facts() -> summaries.RunFacts:
     cluster = ClusterSummary(
         scheduler="tcp://10.0.0.5:8786",
@@ -76,6 +91,7 @@ def facts() -> summaries.RunFacts:
         cannot_start=CannotStart(reason="tcp-refused", attempts=4, message="no device could connect"),
         observer=Observer(state="refused", reason="connack-not-authorized", message="refused"),
         cluster=cluster,
+        timeline=followed(),
     )
 
 
@@ -83,9 +99,14 @@ def written_run(folder: Path) -> tuple[list[Second], RunSummary]:
     """A run folder written by the run's own writer."""
     run = seconds()
     writer = RunFolder(folder)
+    made = facts()
+    assert made.timeline is not None
     for second in run:
+        if second.t == 1:  # during the second, as the run tells its events
+            made.timeline.event({"event": "control", "op": "scale", "devices": 5, "t": 1.25})
+        made.timeline.second(second)
         writer.second(second)
-    summary = summaries.build(scenario(), run, facts())
+    summary = summaries.build(scenario(), run, made)
     writer.finish(summary.to_json())
     return run, summary
 
@@ -104,7 +125,13 @@ def test_the_file_has_one_column_per_field_of_the_row(tmp_path: Path) -> None:
         lines = list(csv.DictReader(file))
     assert tuple(lines[0]) == COLUMNS
     busy = lines[1]
-    assert (busy["t"], busy["acked"], busy["fleet"], busy["cpu_percent"]) == ("1", "27", "3", "50.0")
+    assert (busy["t"], busy["acked"], busy["devices_started"], busy["cpu_percent"]) == (
+        "1",
+        "27",
+        "3",
+        "50.0",
+    )
+    assert (busy["observed"], busy["sampled"]) == ("2", "3")
     assert busy["ack_p99_ms"] == str(Row.of(run[1]).ack_p99_ms)
     assert lines[2]["ack_p50_ms"] == ""  # a second without samples has no percentile, not 0
 
@@ -135,6 +162,11 @@ def test_the_summary_document_keeps_its_keys(tmp_path: Path) -> None:
     assert document["cannot_start"]["attempts"] == 4
     assert document["stages"] == [{"devices": 3, "interval_s": 0.1, "duration_s": 2.0, "burst": False}]
     assert document["generator"]["cpus"] is None
+    assert (document["devices"], document["interval_s"]) == (5, 0.1)  # in force at the end
+    assert [(c["t"], c["what"], c["devices"]) for c in document["timeline"]] == [
+        (0.0, "start", 3),
+        (1.25, "scale", 5),
+    ]
     assert summary.problems == ("no device could connect",)
     assert summary.e2e_refused == "connack-not-authorized"
 
@@ -194,3 +226,54 @@ def test_a_cell_that_is_not_a_number_is_named(cells: dict[str, str], message: st
 
 def test_a_row_reads_with_the_columns_it_has() -> None:
     assert Row.read({"t": " 4 ", "sent": "2.0", "phase": "run"}, "x") == Row(t=4, sent=2, phase="run")
+
+
+def test_the_seconds_say_what_was_in_force(tmp_path: Path) -> None:
+    written_run(tmp_path / "run")
+    with (tmp_path / "run" / "timeseries.csv").open(newline="") as file:
+        lines = list(csv.DictReader(file))
+    assert [(line["t"], line["devices"], line["interval_s"]) for line in lines] == [
+        ("0", "3", "0.1"),
+        ("1", "5", "0.1"),  # scaled at 1.25 s: in force at the end of second 1
+        ("2", "5", "0.1"),
+        ("3", "5", "0.1"),
+    ]
+
+
+def test_a_run_folder_written_before_the_timeline_still_reads() -> None:
+    run = load_run(OLDER_RUN)
+    summary = run.summary
+    assert (summary.observed, summary.sampled) == (48, 48)  # read from delivered and e2e_expected
+    assert (summary.devices, summary.interval_s, summary.timeline) == (4, 0.5, ())
+    assert [row.observed for row in run.seconds] == [12, 12, 12, 12, 0]  # the delivered column
+    assert [row.devices_started for row in run.seconds] == [4, 4, 4, 6, 6]  # the fleet column
+    assert {row.sampled for row in run.seconds} == {0}  # not written then
+    assert {row.devices for row in run.seconds} == {0}
+    assert run.notes == ()
+    lines = console_table(run).splitlines()
+    assert "observed end to end  48 of 48 sampled (100.0 %); 12.0/s of 12.0/s" in lines
+    assert "devices              4" in lines
+    charts = chart_data(run)
+    assert [series.name for series in charts.observed.series] == ["observed"]
+    assert "no per-second count of what the sampled devices wrote" in charts.observed.caption
+    assert [series.name for series in charts.connections.series] == ["connected", "connects", "disconnects"]
+    assert charts.marks == ()
+
+
+def test_the_dashboard_shows_a_run_folder_written_before_the_timeline() -> None:
+    shown = run_folder(OLDER_RUN)
+    assert shown["run"]["summary"]["observed"] == 48
+    assert shown["run"]["timeline"] == []
+    assert shown["run"]["report"] == "report/run"
+    assert [second["observed"] for second in shown["seconds"]] == [12, 12, 12, 12, 0]
+
+
+def test_an_older_summary_reads_its_old_names_and_prefers_the_new() -> None:
+    older = read_summary({"run_id": "r", "delivered": 7, "e2e_expected": 9}, "here")
+    assert (older.observed, older.sampled) == (7, 9)
+    both = read_summary({"run_id": "r", "observed": 3, "delivered": 7}, "here")
+    assert both.observed == 3
+    with pytest.raises(RunFileError, match="here: delivered should be a number, got 'x'"):
+        read_summary({"run_id": "r", "delivered": "x"}, "here")  # named as the file names it
+    row = Row.read({"t": "1", "delivered": "4", "fleet": "9"}, "line 2")
+    assert (row.observed, row.devices_started) == (4, 9)

@@ -202,19 +202,19 @@ def test_the_first_publishing_second_is_skipped() -> None:
     assert collapse([second(0, "connect"), first, healthy(2)], 0.9) is None
 
 
-def test_delivered_below_the_share_is_a_collapse_at_that_second() -> None:
+def test_acknowledged_below_the_share_is_a_collapse_at_that_second() -> None:
     seconds = [second(0, "connect"), healthy(1), healthy(2), healthy(3)]
     seconds.append(second(4, offered=200, sent=150, acked=89, connected=100, fleet=100))
     seconds.append(second(5, offered=200, sent=0, connected=100, fleet=100))  # later, and worse
     assert collapse(seconds, 0.5, qos=1) == Collapse(
-        t=4, reason="delivered 44% of offered (89 of 200; below 50%)"
+        t=4, reason="acknowledged 44% of offered (89 of 200; below 50%)"
     )
     assert collapse(seconds[:4], 0.5, qos=1) is None
 
 
-def test_delivered_at_qos_0_is_what_was_written() -> None:
+def test_at_qos_0_what_reached_the_broker_is_what_was_written() -> None:
     seconds = [healthy(1), second(2, offered=100, sent=89, connected=10, fleet=10)]
-    assert collapse(seconds, 0.9) == Collapse(t=2, reason="delivered 89% of offered (89 of 100; below 90%)")
+    assert collapse(seconds, 0.9) == Collapse(t=2, reason="written 89% of offered (89 of 100; below 90%)")
     seconds[1].sent = 90
     assert collapse(seconds, 0.9) is None  # exactly the share is not below it
 
@@ -224,7 +224,7 @@ def test_a_quiet_second_is_never_a_collapse() -> None:
     assert collapse([healthy(1), quiet], 0.9) is None
     quiet.offered = COLLAPSE_MIN_OFFERED
     assert collapse([healthy(1), quiet], 0.9) == Collapse(
-        t=2, reason="delivered 0% of offered (0 of 10; below 90%)"
+        t=2, reason="written 0% of offered (0 of 10; below 90%)"
     )
 
 
@@ -306,7 +306,7 @@ def test_build_writes_every_key_of_the_summary() -> None:
     assert (data["started_at"], data["ended_at"]) == ("2026-01-01T00:00:00.250Z", "2026-01-01T00:00:05.500Z")
     assert data["stages"] == [{"devices": 10, "interval_s": 1.0, "duration_s": 2.0, "burst": False}]
     assert (data["offered"], data["sent"], data["acked"], data["failed"]) == (20, 20, 18, 2)
-    assert (data["delivered"], data["e2e_expected"]) == (5, 5)
+    assert (data["observed"], data["sampled"]) == (5, 5)
     assert data["msgs_per_s"] == 9.0  # 18 acknowledged in 2 s
     assert data["offered_per_s"] == 10.0
     assert data["connections_peak"] == 10
@@ -372,7 +372,7 @@ def test_build_reports_the_collapse_with_the_scenarios_share() -> None:
     assert build(scenario(collapse_share=0.5), seconds, FACTS)["collapse"] is None
     assert build(scenario(collapse_share=0.9), seconds, FACTS)["collapse"] == {
         "t": 2,
-        "reason": "delivered 60% of offered (60 of 100; below 90%)",
+        "reason": "acknowledged 60% of offered (60 of 100; below 90%)",
     }
 
 
@@ -381,7 +381,7 @@ def test_a_broker_that_stops_acknowledging_at_qos_1_is_a_collapse() -> None:
     seconds: Sequence[Second] = [healthy(1, fleet=10), healthy(2, fleet=10), stalled]
     assert build(scenario(qos=1), seconds, FACTS)["collapse"] == {
         "t": 3,
-        "reason": "delivered 0% of offered (0 of 100; below 90%)",
+        "reason": "acknowledged 0% of offered (0 of 100; below 90%)",
     }
 
 

@@ -1,12 +1,13 @@
 """The report of one stress run: a console summary and one self-contained ``report.html``.
 
-A run folder (``data/runs/<run-id>/``) holds ``summary.json`` (the totals), ``timeseries.csv`` (one
-row per second) and ``events.jsonl`` (what happened, one JSON object a line). :func:`load_run` reads
-it once into frozen dataclasses; :func:`console_table` renders them for a terminal and
-:func:`write_html` as a single HTML file from a Jinja2 template, its four charts drawn by uPlot,
-which is inlined into the page with the charts' data, so the file opens offline, from disk, on a
-phone or a laptop (without uPlot installed, the page has its tables and says how to get the
-charts). :func:`report` does all three. The parts:
+A run folder (``data/runs/<run-id>/``) holds ``summary.json`` (the totals and the timeline of what
+was in force), ``timeseries.csv`` (one row per second) and ``events.jsonl`` (what happened, one JSON
+object a line). :func:`load_run` reads it once into frozen dataclasses; :func:`console_table`
+renders them for a terminal and :func:`write_html` as a single HTML file from a Jinja2 template,
+its five charts drawn by uPlot with the timeline's changes marked across them, which is inlined
+into the page with the charts' data, so the file opens offline, from disk, on a phone or a laptop
+(without uPlot installed, the page has its tables and says how to get the charts).
+:func:`report` does all three. The parts:
 :mod:`~stress.results.report.model` (what is read, the limits), :mod:`~stress.results.report.loading`,
 :mod:`~stress.results.report.text` (figures as text, the console table),
 :mod:`~stress.results.report.charts` (the series) and :mod:`~stress.results.report.html`.

@@ -1,4 +1,5 @@
-"""The charts' data: per-second series of the run, bucketed to at most ``MAX_POINTS`` points."""
+"""The charts' data: per-second series of the run, bucketed to at most ``MAX_POINTS`` points,
+and the marks of its timeline."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from stress.results.buckets import bucket_width, fold, group, mean
 from stress.results.model import Row
 from stress.results.report.model import (
     CHART_REASONS,
@@ -15,6 +17,7 @@ from stress.results.report.model import (
     Run,
     SecondErrors,
 )
+from stress.results.timeline import change_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,9 @@ class Chart:
     unit: str
     series: tuple[Series, ...]
     caption: str
+    #: Whether its lines often coincide (offered, written and acknowledged, in a healthy run):
+    #: each is then drawn wider than the next, so that all of them show.
+    layered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,52 +51,57 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """A change of the run's timeline, drawn as a line across every chart at ``t``."""
+
+    t: float
+    what: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Charts:
-    """The four charts of a run on one time axis (0 to ``end_s`` seconds, ``bucket_s`` per point)."""
+    """The five charts of a run on one time axis (0 to ``end_s`` seconds, ``bucket_s`` per point)."""
 
     end_s: float
     bucket_s: int
     phases: tuple[Span, ...]
     collapse_t: float | None
+    marks: tuple[Mark, ...]
     throughput: Chart
+    observed: Chart
     latency: Chart
     connections: Chart
     errors: Chart
 
-    def all(self) -> tuple[Chart, Chart, Chart, Chart]:
-        return (self.throughput, self.latency, self.connections, self.errors)
-
-
-_Group = tuple[int, list[Row]]
+    def all(self) -> tuple[Chart, ...]:
+        return (self.throughput, self.observed, self.latency, self.connections, self.errors)
 
 
 def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
-    """The series of the four charts, bucketed to at most ``max_points`` points each.
+    """The series of the five charts, bucketed to at most ``max_points`` points each.
 
-    Rows are grouped into intervals of ``bucket_s`` whole seconds: counts become the mean per
-    second over the seconds recorded in the interval, latencies its highest value, the connected
-    gauge its lowest. A missing interval breaks the line rather than drawing a false zero.
+    Rows are grouped into intervals of ``bucket_s`` whole seconds (:mod:`stress.results.buckets`):
+    counts become the mean per second over the seconds recorded in the interval, latencies its
+    highest value, the connected gauge its lowest. A missing interval breaks the line rather than
+    drawing a false zero.
     """
     events = run.events
-    collapse_t = run.summary.collapse.t if run.summary.collapse is not None else None
-    if collapse_t is None:
-        collapse_t = events.collapse_t
-    marks = [0.0, *(float(second.t) for second in run.seconds[-1:])]
-    marks += [float(errors.t) for errors in events.errors[-1:]]
-    marks += [t for t, _ in events.phases] + ([collapse_t] if collapse_t is not None else [])
-    end = float(max(1, math.floor(max(marks))))
-    bucket = max(1, math.ceil((end + 1) / max(1, max_points)))
-    groups = _group(run.seconds, bucket)
+    summary = run.summary
+    collapse_t = _collapse_t(run)
+    end = end_of(run)
+    bucket = bucket_width(end, max_points)
+    groups = group(run.seconds, bucket)
 
-    def line(name: str, value: Callable[[Row], float | None], fold: Callable[[list[float]], float]) -> Series:
-        return Series(name, _fold(groups, bucket, value, fold))
+    def line(name: str, value: Callable[[Row], float | None], how: Callable[[list[float]], float]) -> Series:
+        return Series(name, fold(groups, bucket, value, how))
 
     throughput = [
-        line("offered", lambda s: s.offered, _mean),
-        line("sent", lambda s: s.sent, _mean),
-        *([line("acked", lambda s: s.acked, _mean)] if run.summary.acked is not None else []),
-        line("delivered", lambda s: s.delivered, _mean),
+        line("offered", lambda s: s.offered, mean),
+        line("written", lambda s: s.sent, mean),
+        *([line("acknowledged", lambda s: s.acked, mean)] if summary.acked is not None else []),
     ]
+    observed, observed_caption = _observed(run, line, bucket)
     latency = [
         line("ack p50", lambda s: s.ack_p50_ms, max),
         line("ack p95", lambda s: s.ack_p95_ms, max),
@@ -101,14 +112,16 @@ def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
     ]
     connections = [
         line("connected", lambda s: s.connected, min),
-        line("connects", lambda s: s.connects, _mean),
-        line("disconnects", lambda s: s.disconnects, _mean),
+        line("connects", lambda s: s.connects, mean),
+        line("disconnects", lambda s: s.disconnects, mean),
     ]
+    if any(row.devices for row in run.seconds):  # (files written before the column have none)
+        connections.append(line("devices asked", lambda s: s.devices, max))
     if events.errors:
         errors = _reason_series(events.errors, bucket, end)
         source = "From the error and errors events of events.jsonl, by reason."
     else:
-        errors = [line("failed", lambda s: s.failed, _mean)]
+        errors = [line("failed", lambda s: s.failed, mean)]
         source = "From the failed column of timeseries.csv: events.jsonl has no error events."
     rates = _caption(bucket, "the mean per second over the interval")
     return Charts(
@@ -116,7 +129,22 @@ def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
         bucket_s=bucket,
         phases=_spans(run, end),
         collapse_t=collapse_t,
-        throughput=Chart("Throughput per second", "messages per second", tuple(throughput), rates),
+        marks=_marks(run),
+        throughput=Chart(
+            "Throughput per second",
+            "messages per second",
+            tuple(throughput),
+            "Offered: due by the schedule; written: sent to the socket; acknowledged: by the broker. "
+            + rates,
+            layered=True,
+        ),
+        observed=Chart(
+            "Observed end to end per second (sampled devices)",
+            "messages per second",
+            tuple(observed),
+            f"{observed_caption} {rates}",
+            layered=True,
+        ),
         latency=Chart(
             "Latency percentiles per second (ms)",
             "milliseconds",
@@ -127,7 +155,8 @@ def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
             "Connected devices per second",
             "devices",
             tuple(connections),
-            _caption(
+            "Devices asked: the fleet size in force (the timeline's, or a scale's). "
+            + _caption(
                 bucket,
                 "connected is the lowest in the interval, connects and disconnects the mean per second",
             ),
@@ -136,42 +165,57 @@ def chart_data(run: Run, max_points: int = MAX_POINTS) -> Charts:
     )
 
 
+def _collapse_t(run: Run) -> float | None:
+    collapse = run.summary.collapse
+    return collapse.t if collapse is not None and collapse.t is not None else run.events.collapse_t
+
+
+def end_of(run: Run) -> float:
+    """The end of the charts' time axis: the last second, error, phase or collapse of the run."""
+    events = run.events
+    collapse_t = _collapse_t(run)
+    ends = [0.0, *(float(second.t) for second in run.seconds[-1:])]
+    ends += [float(errors.t) for errors in events.errors[-1:]]
+    ends += [t for t, _ in events.phases] + ([collapse_t] if collapse_t is not None else [])
+    return float(max(1, math.floor(max(ends))))
+
+
 def _caption(bucket: int, how: str) -> str:
     if bucket == 1:
         return "One point per second."
     return f"Each point covers {bucket} s: {how}."
 
 
-def _group(seconds: Sequence[Row], bucket: int) -> list[_Group]:
-    groups: list[_Group] = []
-    for second in seconds:
-        index = max(0, second.t) // bucket
-        if groups and groups[-1][0] == index:
-            groups[-1][1].append(second)
-        else:
-            groups.append((index, [second]))
-    return groups
+Line = Callable[[str, Callable[[Row], float | None], Callable[[list[float]], float]], Series]
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _observed(run: Run, line: Line, bucket: int) -> tuple[list[Series], str]:
+    """The end-to-end chart: what the observer saw of the sampled devices' messages, beside what
+    those devices wrote (never beside everything written: the rest was not watched)."""
+    summary = run.summary
+    if summary.e2e_refused is not None:
+        return [], f"Not measured: the broker refused the observer ({summary.e2e_refused})."
+    if not summary.sampled:
+        return [], "Not measured: no device was sampled, or the target has no observer."
+    observed = line("observed", lambda s: s.observed, mean)
+    if not any(row.sampled for row in run.seconds):
+        # A run folder written before the sampled column: per second, only what was observed
+        return [observed], (
+            "This run folder has no per-second count of what the sampled devices wrote: "
+            "the summary gives the observed share for the whole run."
+        )
+    return [line("sampled", lambda s: s.sampled, mean), observed], (
+        "Sampled: written by the devices the observer watches; observed: what it saw of them."
+    )
 
 
-def _fold(
-    groups: Sequence[_Group],
-    bucket: int,
-    value: Callable[[Row], float | None],
-    fold: Callable[[list[float]], float],
-) -> tuple[tuple[float, float | None], ...]:
-    points: list[tuple[float, float | None]] = []
-    previous = None
-    for index, rows in groups:
-        if previous is not None and index > previous + 1:
-            points.append((float((previous + 1) * bucket), None))
-        values = [v for v in map(value, rows) if v is not None]
-        points.append((float(index * bucket), fold(values) if values else None))
-        previous = index
-    return tuple(points)
+def _marks(run: Run) -> tuple[Mark, ...]:
+    """The changes of the timeline after the start (the start is the left edge of every chart)."""
+    return tuple(
+        Mark(change.t, change.what, change_text(change))
+        for change in run.summary.timeline
+        if change.what != "start"
+    )
 
 
 def _reason_series(errors: Sequence[SecondErrors], bucket: int, end: float) -> list[Series]:

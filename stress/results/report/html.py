@@ -1,4 +1,5 @@
-"""The self-contained ``report.html``: the run's tables and four charts drawn by uPlot.
+"""The self-contained ``report.html``: the run's tables and five charts drawn by uPlot, with the
+changes of its timeline marked across them.
 
 The page is ``templates/report.html``, rendered with autoescape on, so text from the run is escaped
 wherever it lands. The charts' data goes in as one JSON block (``<``, ``>`` and ``&`` written as
@@ -20,15 +21,17 @@ from typing import Any, Final
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from stress.results.model import ErrorCount, RunSummary
+from stress.results.model import Change, ErrorCount, RunSummary
 from stress.results.report.charts import Chart, Charts, chart_data
 from stress.results.report.model import (
     CLUSTER_HEADER,
     HTML_ERROR_ROWS,
     HTML_TEXT,
+    HTML_TIMELINE_ROWS,
     PHASES,
     PROBLEM_TEXT,
     SATURATED_WARNING,
+    TIMELINE_HEADER,
     ErrorSample,
     ReportError,
     Run,
@@ -44,6 +47,7 @@ from stress.results.report.text import (
     one_line,
     plain,
     run_facts,
+    timeline_rows,
 )
 
 #: uPlot's files, by their names in :data:`web.vendor.ALLOWED`.
@@ -85,10 +89,12 @@ class _Figure:
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    """What the shading and the dashed line on the charts mean, listed under each chart."""
+    """What the shading and the lines across the charts mean, listed under each chart."""
 
     phases: tuple[str, ...]
     collapse: bool
+    #: The kinds of change marked (``scale``, ``storm`` ...), in the timeline's order.
+    marks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,11 @@ class _Library:
 
     js: Markup
     css: Markup
+
+
+def render_html(run: Run) -> str:
+    """The report of ``run`` as one self-contained HTML page (what :func:`write_html` writes)."""
+    return _page(run)
 
 
 def write_html(run: Run, path: Path) -> Path:
@@ -177,6 +188,7 @@ def _page(run: Run) -> str:
             samples=_samples(run.events.samples),
             generator=None if summary.generator is None else _facts(generator_facts(summary.generator)),
             cluster=_cluster(summary),
+            timeline=_timeline(summary.timeline),
             figures=[
                 _Figure(chart.title, plain(chart.caption, 600), _has_values(chart)) for chart in charts.all()
             ],
@@ -235,15 +247,23 @@ def _cluster(summary: RunSummary) -> _Cluster | None:
     )
 
 
+def _timeline(timeline: Sequence[Change]) -> _Table | None:
+    """The timeline's table, when something changed after the start."""
+    if len(timeline) < 2:
+        return None
+    return _table(TIMELINE_HEADER, timeline_rows(timeline[:HTML_TIMELINE_ROWS]), "rlrrr")
+
+
 def _has_values(chart: Chart) -> bool:
     return any(value is not None for series in chart.series for _, value in series.points)
 
 
 def _key(charts: Charts) -> _Key | None:
     phases = tuple(phase for phase in PHASES if any(span.phase == phase for span in charts.phases))
-    if not phases and charts.collapse_t is None:
+    marks = tuple(dict.fromkeys(mark.what for mark in charts.marks))
+    if not phases and charts.collapse_t is None and not marks:
         return None
-    return _Key(phases, charts.collapse_t is not None)
+    return _Key(phases, charts.collapse_t is not None, marks)
 
 
 def _chart_block(charts: Charts) -> dict[str, Any]:
@@ -255,6 +275,9 @@ def _chart_block(charts: Charts) -> dict[str, Any]:
         "x_label": f"time since the start ({words})",
         "phases": [{"start": span.start, "end": span.end, "phase": span.phase} for span in charts.phases],
         "collapse": charts.collapse_t,
+        "marks": [
+            {"t": mark.t, "what": mark.what, "text": plain(mark.text, _NAME_TEXT)} for mark in charts.marks
+        ],
         "charts": [_columns(chart) for chart in charts.all()],
     }
 
@@ -268,6 +291,7 @@ def _columns(chart: Chart) -> dict[str, Any]:
         columns.append([values.get(t) for t in xs])
     return {
         "unit": chart.unit,
+        "layered": chart.layered,
         "names": [plain(series.name, _NAME_TEXT) for series in chart.series],
         "data": [xs, *columns],
     }

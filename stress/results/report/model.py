@@ -30,6 +30,8 @@ ERROR_SAMPLES: Final = 10
 CHART_REASONS: Final = 8
 CONSOLE_TEXT: Final = 48
 CONSOLE_ERROR_ROWS: Final = 20
+CONSOLE_TIMELINE_ROWS: Final = 20
+HTML_TIMELINE_ROWS: Final = 1000
 HTML_TEXT: Final = 300
 HTML_ERROR_ROWS: Final = 100
 #: A problem that failed the run is one line saying what to do: shown whole, up to this.
@@ -41,6 +43,8 @@ class ReportError(RunFileError):
 
 
 CLUSTER_HEADER = ["worker", "host", "devices", "msgs/s", "CPU %", "lag p99 ms", "offset ms", "state"]
+#: The columns of the timeline's table: what was in force from each change on.
+TIMELINE_HEADER = ["t (s)", "change", "devices", "interval", "paused"]
 
 
 @dataclass(frozen=True, slots=True)

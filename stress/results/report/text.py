@@ -5,16 +5,19 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
-from stress.results.model import Collapse, ErrorCount, Generator, Latency, RunSummary
+from stress.results.model import Change, Collapse, ErrorCount, Generator, Latency, RunSummary
 from stress.results.report.model import (
     CLUSTER_HEADER,
     CONSOLE_ERROR_ROWS,
     CONSOLE_TEXT,
+    CONSOLE_TIMELINE_ROWS,
     LATENCIES,
     PROBLEM_TEXT,
     SATURATED_WARNING,
+    TIMELINE_HEADER,
     Run,
 )
+from stress.results.timeline import change_text
 
 
 def count_text(value: int | None) -> str:
@@ -65,13 +68,35 @@ def address_text(summary: RunSummary) -> str:
     return host if summary.port is None else f"{host}:{summary.port}"
 
 
+def interval_text(interval: float | None) -> str:
+    if interval is None:
+        return "-"
+    return f"{interval:g} s" + (" (capacity mode)" if interval == 0 else "")
+
+
+def in_force(summary: RunSummary) -> tuple[str, str]:
+    """The interval and the fleet size at the end of the run, and how they changed on the way
+    (from the timeline: a summary written before it has neither)."""
+    interval, devices = interval_text(summary.interval_s), count_text(summary.devices)
+    timeline = summary.timeline
+    if len(timeline) < 2:
+        return interval, devices
+    first = timeline[0]
+    intervals = {change.interval_s for change in timeline if change.interval_s is not None}
+    sizes = {change.devices for change in timeline if change.devices is not None}
+    if len(intervals) > 1:
+        start, shortest = interval_text(first.interval_s), interval_text(min(intervals))
+        interval += f" at the end ({start} at the start, {shortest} at the shortest)"
+    if len(sizes) > 1:
+        devices += f" at the end ({count_text(first.devices)} at the start, {count_text(max(sizes))} at most)"
+    return interval, devices
+
+
 def run_facts(summary: RunSummary) -> list[tuple[str, str]]:
     protocol = summary.protocol or "-"
     if summary.tls:
         protocol += ", TLS"
-    interval = "-" if summary.interval_s is None else f"{summary.interval_s:g} s"
-    if summary.interval_s == 0:
-        interval += " (capacity mode)"
+    interval, devices = in_force(summary)
     facts = [
         ("run", summary.run_id),
         ("target", summary.target or "-"),
@@ -80,7 +105,7 @@ def run_facts(summary: RunSummary) -> list[tuple[str, str]]:
         ("QoS", count_text(summary.qos)),
         ("shape", summary.shape or "-"),
         ("interval", interval),
-        ("devices", count_text(summary.devices)),
+        ("devices", devices),
         ("processes", count_text(summary.processes)),
     ]
     if summary.behaviour:
@@ -93,26 +118,50 @@ def run_facts(summary: RunSummary) -> list[tuple[str, str]]:
     return facts
 
 
+def observed_text(summary: RunSummary) -> str:
+    """What the end-to-end observer saw, of what the sampled devices wrote (never of all written:
+    the other devices are not watched), in all and per second."""
+    if summary.e2e_refused is not None:
+        return f"not measured (observer refused: {summary.e2e_refused})"
+    if summary.observed is None or not summary.sampled:
+        return "not measured (no device sampled)" if summary.sampled == 0 else count_text(summary.observed)
+    share = percent_text(summary.observed, summary.sampled)
+    text = f"{summary.observed:,} of {summary.sampled:,} sampled{share}"
+    if summary.duration_s:
+        per_s = [rate_text(count / summary.duration_s) for count in (summary.observed, summary.sampled)]
+        text += f"; {per_s[0]}/s of {per_s[1]}/s"
+    return text
+
+
 def message_facts(summary: RunSummary) -> list[tuple[str, str]]:
     acked = count_text(summary.acked)
     if summary.acked is None and summary.qos == 0:
         acked = "- (QoS 0 is not acknowledged)"
-    delivered = count_text(summary.delivered)
-    if summary.e2e_refused is not None:
-        delivered = f"not measured (observer refused: {summary.e2e_refused})"
-    elif summary.e2e_expected is not None:
-        delivered += f" of {summary.e2e_expected:,} sampled"
-        delivered += percent_text(summary.delivered, summary.e2e_expected)
-    rate = f"{rate_text(summary.msgs_per_s)} msgs/s vs {rate_text(summary.offered_per_s)} offered/s"
+    verb = "written" if summary.qos == 0 else "acknowledged"
+    rate = f"{rate_text(summary.msgs_per_s)} {verb}/s of {rate_text(summary.offered_per_s)} offered/s"
     rate += percent_text(summary.msgs_per_s, summary.offered_per_s)
     return [
         ("offered", count_text(summary.offered)),
-        ("sent", count_text(summary.sent)),
-        ("acked", acked),
+        ("written", count_text(summary.sent)),
+        ("acknowledged", acked),
         ("failed", count_text(summary.failed)),
-        ("delivered", delivered),
+        ("observed end to end", observed_text(summary)),
         ("rate", rate),
         ("connections peak", count_text(summary.connections_peak)),
+    ]
+
+
+def timeline_rows(timeline: Sequence[Change]) -> list[list[str]]:
+    """The timeline's changes as rows of :data:`TIMELINE_HEADER`."""
+    return [
+        [
+            f"{change.t:.1f}",
+            change_text(change),
+            count_text(change.devices),
+            interval_text(change.interval_s),
+            count_text(change.paused),
+        ]
+        for change in timeline
     ]
 
 
@@ -160,6 +209,7 @@ def console_table(run: Run) -> str:
         _kv(facts[0], width),
         _kv(facts[1], width),
         _columns(["latency (ms)", "p50", "p95", "p99", "max", "count"], latency_rows(summary), "lrrrrr"),
+        _console_timeline(summary.timeline),
         _console_errors(summary.errors),
         _console_cluster(summary),
     ]
@@ -215,6 +265,18 @@ def _console_cluster(summary: RunSummary) -> str:
     scheduler = summary.cluster.scheduler if summary.cluster is not None else None
     title = f"cluster: {plain(scheduler or '-', 80)}, {len(rows)} workers{aligned(summary)}"
     return title + "\n" + _columns(CLUSTER_HEADER, rows, "llrrrrrl")
+
+
+def _console_timeline(timeline: Sequence[Change]) -> str:
+    """The timeline, when something changed after the start."""
+    if len(timeline) < 2:
+        return ""
+    rows = [[plain(cell, CONSOLE_TEXT) for cell in row] for row in timeline_rows(timeline)]
+    shown = rows[:CONSOLE_TIMELINE_ROWS]
+    table = _columns(TIMELINE_HEADER, shown, "rlrrr")
+    if len(rows) > len(shown):
+        table += f"\n... {len(rows) - len(shown)} more changes (summary.json has them all)"
+    return table
 
 
 def _console_errors(errors: Sequence[ErrorCount]) -> str:

@@ -94,17 +94,53 @@
     ctx.restore();
   }
 
+  /** The changes of the timeline (scale, rate, pause, storm, stage ...): a thin line across the
+   * plot each, in its kind's colour, its words along the top when there is room. */
+  function drawMarks(u) {
+    const ctx = u.ctx;
+    const box = u.bbox;
+    const px = uPlot.pxRatio;
+    const free = [-Infinity, -Infinity, -Infinity]; // where each row of labels is free from
+    ctx.save();
+    ctx.font = font(11);
+    ctx.textAlign = "left";
+    ctx.lineWidth = 1.5 * px;
+    for (const mark of report.marks) {
+      const x = Math.round(u.valToPos(mark.t, "x", true));
+      if (x < box.left || x > box.left + box.width) {
+        continue;
+      }
+      ctx.strokeStyle = ctx.fillStyle = style.getPropertyValue("--mark-" + mark.what).trim() || "#4b5563";
+      ctx.beginPath();
+      ctx.moveTo(x, box.top);
+      ctx.lineTo(x, box.top + box.height);
+      ctx.stroke();
+      // The words right of the line (left of it near the right edge), in the first row where
+      // they overlap no other mark's; none when every row is taken there
+      const width = ctx.measureText(mark.text).width;
+      const left = x + 3 * px + width < box.left + box.width ? x + 3 * px : x - 3 * px - width;
+      const row = free.findIndex((from) => left > from);
+      if (row >= 0 && left > box.left) {
+        ctx.fillText(mark.text, left, box.top + (44 + 14 * row) * px);
+        free[row] = left + width + 6 * px;
+      }
+    }
+    ctx.restore();
+  }
+
   /** The chart's size in its box: the whole width, less height on a phone. */
   function size(el) {
     const width = el.clientWidth;
     return { width: width, height: width < 500 ? 220 : 300 };
   }
 
-  function series(name, i) {
+  /** A line of the chart; in a layered chart each line is wider than the next, so that lines
+   * with the same values all show. */
+  function series(chart, name, i) {
     return {
       label: name,
       stroke: PALETTE[i % PALETTE.length],
-      width: 1.6,
+      width: chart.layered ? 1.6 + 2.2 * (chart.names.length - 1 - i) : 1.6,
       spanGaps: false,
       value: function (_u, value) { return value == null ? "-" : NUMBER.format(value); },
       points: { filter: function (u, index, show) { return show ? null : lonePoints(u.data[index]); } },
@@ -125,10 +161,10 @@
       ],
       series: [
         { label: "time", value: function (_u, t) { return t == null ? "-" : clock(t); } },
-        ...chart.names.map(series),
+        ...chart.names.map(function (name, i) { return series(chart, name, i); }),
       ],
       legend: { live: true },
-      hooks: { drawClear: [shadePhases], draw: [markCollapse] },
+      hooks: { drawClear: [shadePhases], draw: [drawMarks, markCollapse] },
     }, chart.data, el);
     new ResizeObserver(function () {
       const next = size(el);
