@@ -16,6 +16,9 @@ Scenarios (``--scenario``, default all):
 * ``qos0``: 10,000 devices publishing flat out at QoS 0, msg/s counted by the broker;
 * ``qos1``: 1,000 devices at QoS 1 (the broker acknowledges each message it counts), and the
   engine's own ``acked``;
+* ``qos2``: 1,000 devices at QoS 2 (each message in flight until its PUBCOMP, two round trips),
+  the engine against gmqtt only: the fastest baseline at QoS 1 that also does QoS 2 (aiomqtt and
+  paho do it too, an order of magnitude slower at QoS 1);
 * ``connect``: 15,000 idle devices (one message per device per hour) held by one process for
   15 s: connect rate, and resident memory per connected device;
 * ``lateness``: the engine at half its ``qos0`` rate (1,000 devices, steady; or ``--rate``), and
@@ -33,9 +36,12 @@ connected count (less this benchmark's own subscriber) reaches its peak; publish
 the 2 s before that tick or just after it. Its rate is the mean over the steady window, the
 ticks from the one after *up* to the last one 2 s before *up* + duration (so never past the end
 of its publishing): (messages received at the window's last tick - at its first) / (time between those
-ticks). The connect ramp, the first seconds of publishing and the tail are left out; the rate
-between consecutive ticks inside the window is printed beside it (min, median, max), so an
-unsteady rate shows. ``--duration`` is at least 8 s, so that a window holds two ticks.
+ticks). Mosquitto 2.0 leaves QoS 2 messages out of ``publish/messages/received``; at QoS 2 the count
+is ``$SYS/broker/messages/received`` (every packet the broker read) halved: a PUBLISH and a PUBREL
+per message, and nothing else from a fleet publishing flat out. The connect ramp, the first
+seconds of publishing and the tail are left out; the rate between consecutive ticks inside the
+window is printed beside it (min, median, max), so an unsteady rate shows. ``--duration`` is at
+least 8 s, so that a window holds two ticks.
 
 **Connect rate** (``connect``): devices over the time from the broker's first accepted
 connection of the contender (its open files, /proc/<pid>/fd, polled every 0.2 s) to the fleet
@@ -93,8 +99,12 @@ from plain_broker import PlainBroker  # noqa: E402 - bench/ is on sys.path when 
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
 CONTENDERS = ("engine", "gmqtt", "aiomqtt", "paho")
-SCENARIOS = ("qos0", "qos1", "connect", "lateness")
-DEVICES = {"qos0": 10_000, "qos1": 1_000, "connect": 15_000, "lateness": 1_000}
+SCENARIOS = ("qos0", "qos1", "qos2", "connect", "lateness")
+DEVICES = {"qos0": 10_000, "qos1": 1_000, "qos2": 1_000, "connect": 15_000, "lateness": 1_000}
+#: The throughput scenarios and their QoS.
+THROUGHPUT_QOS = {"qos0": 0, "qos1": 1, "qos2": 2}
+#: Who runs ``qos2``: the engine, and the fastest baseline that does QoS 2.
+QOS2_CONTENDERS = ("engine", "gmqtt")
 #: The steady window starts this long after the fleet is up, and ends this long before it stops.
 SKIP_HEAD_S = 2.0
 SKIP_TAIL_S = 2.0
@@ -120,6 +130,8 @@ ENGINE_MESSAGES = (
 )
 
 RECEIVED = "$SYS/broker/publish/messages/received"
+#: Every packet the broker received (QoS 2: a PUBLISH and a PUBREL per message).
+PACKETS = "$SYS/broker/messages/received"
 CONNECTED = "$SYS/broker/clients/connected"
 #: Published at every $SYS tick (it always changes): the ticks' times.
 UPTIME = "$SYS/broker/uptime"
@@ -137,6 +149,7 @@ class BrokerCounters:
 
     def __init__(self, port: int) -> None:
         self.received: Series = []
+        self.packets: Series = []
         self.connected: Series = []
         self.ticks: list[float] = []
         self._subscribed = threading.Event()
@@ -145,7 +158,7 @@ class BrokerCounters:
         self.client.on_subscribe = lambda *_args: self._subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        self.client.subscribe([(RECEIVED, 0), (CONNECTED, 0), (UPTIME, 0)])
+        self.client.subscribe([(RECEIVED, 0), (PACKETS, 0), (CONNECTED, 0), (UPTIME, 0)])
         if not self._subscribed.wait(10):
             raise RuntimeError("the broker did not answer the $SYS subscription")
         deadline = time.monotonic() + 3 * SYS_PERIOD_S
@@ -157,7 +170,7 @@ class BrokerCounters:
         if message.topic == UPTIME:
             self.ticks.append(now)
         else:
-            series = self.received if message.topic == RECEIVED else self.connected
+            series = {RECEIVED: self.received, PACKETS: self.packets}.get(message.topic, self.connected)
             series.append((now, float(message.payload)))
 
     def at_ticks(self, series: Series, start: float, end: float) -> Series:
@@ -498,7 +511,10 @@ class Bench:
         # The tick 2 s after up (ticks jitter by milliseconds), to the last one 2 s before the end.
         start = up + SKIP_HEAD_S - TICK_SLACK_S
         end = min(up + outcome.load.duration - SKIP_TAIL_S, ended)
-        window = self.counters.at_ticks(self.counters.received, start, end)
+        if outcome.load.qos == 2:  # PUBLISH and PUBREL packets, two a message
+            window = [(t, v / 2) for t, v in self.counters.at_ticks(self.counters.packets, start, end)]
+        else:
+            window = self.counters.at_ticks(self.counters.received, start, end)
         if len(window) < 2:
             outcome.notes.append("steady window too short for a rate: give a longer --duration")
             return
@@ -617,12 +633,14 @@ def run_all(bench: Bench, names: list[str], load: Load) -> list[Outcome]:
 
 
 def throughput(bench: Bench, settings: Settings, scenario: str) -> list[Outcome]:
-    """``qos0`` / ``qos1``: every contender flat out; msg/s counted by the broker."""
-    qos = 1 if scenario == "qos1" else 0
+    """``qos0`` / ``qos1`` / ``qos2``: every contender (at QoS 2, those of ``QOS2_CONTENDERS``)
+    flat out; msg/s counted by the broker."""
+    qos = THROUGHPUT_QOS[scenario]
     devices = settings.devices or DEVICES[scenario]
+    names = [name for name in settings.only if qos < 2 or name in QOS2_CONTENDERS]
     print(f"\n== {scenario}: {devices:,} devices, QoS {qos}, flat out, {settings.duration:g}s each ==")
     load = Load(devices, settings.duration, qos, 0.0, settings.connect_timeout)
-    outcomes = run_all(bench, list(settings.only), load)
+    outcomes = run_all(bench, names, load)
     print(f"\n{scenario} summary (msg/s counted by the broker over each steady window):")
     print_rate_table(outcomes)
     engine = next((o for o in outcomes if o.name == "engine" and o.skipped is None), None)

@@ -13,8 +13,8 @@ import time
 from stress.diagnosis import account, cannot_connect, first_device
 from stress.engine import new_loop
 from stress.errors import ScenarioError, StressError
-from stress.fleet.links import tls_context
-from stress.mqtt.session import ConnectError, open_session, wait_closed
+from stress.fleet.links import Dialer
+from stress.mqtt.session import ConnectError, wait_closed
 from stress.scenario import Scenario
 from stress.targets.registry import build
 
@@ -71,18 +71,11 @@ def check_connect(scenario: Scenario) -> str:
     info = first_device(scenario)
     options = target.connect_options(info)
     who = account(options.username)
-    tls, server_hostname = tls_context(scenario.broker)
 
     async def attempt() -> float:
+        dialer = Dialer(scenario.broker, scenario.connect_timeout)  # TCP or WebSocket, TLS
         started = time.perf_counter()
-        session = await open_session(
-            scenario.broker.host,
-            scenario.broker.port,
-            options,
-            tls=tls,
-            server_hostname=server_hostname,
-            timeout=scenario.connect_timeout,
-        )
+        session = await dialer.open(options, None)
         elapsed = time.perf_counter() - started
         session.close()
         await wait_closed([session])

@@ -20,20 +20,25 @@ from stress.scenario import Scenario
 
 #: ``local:N`` or a scheduler's address.
 
+#: The files of a scenario's broker settings (the CA to trust, the client certificate and key).
+BROKER_FILES = ("ca_file", "cert", "key")
 #: How often a worker reads its topic's past messages until its subscription delivers.
 CATCH_UP_EVERY_S = 0.5
 
 
 def portable(scenario: Scenario) -> tuple[Scenario, dict[str, bytes]]:
     """The scenario as workers get it (one engine each, no cluster) and the files it reads
-    (credentials, tokens, CA): their contents travel with the task, not their paths."""
+    (credentials, tokens, CA, client certificate and key): their contents travel with the task,
+    not their paths."""
     files: dict[str, bytes] = {}
     for key in ("credentials", "tokens"):
         path = scenario.options.get(key)
         if path and Path(path).is_file():
             files[key] = Path(path).read_bytes()
-    if scenario.broker.ca_file is not None:
-        files["ca_file"] = scenario.broker.ca_file.read_bytes()
+    for key in BROKER_FILES:
+        path = getattr(scenario.broker, key)
+        if path is not None:
+            files[key] = path.read_bytes()
     if scenario.active is not None and scenario.active.is_file():
         files["active"] = scenario.active.read_bytes()
     return replace(scenario, processes=1, cluster=None, out=None, cpus=()), files
@@ -49,6 +54,10 @@ def placed_in(scenario: Scenario, files: dict[str, bytes], folder: Path) -> Scen
         path.chmod(0o600)
         if key == "ca_file":
             broker = replace(broker, ca_file=path)
+        elif key == "cert":
+            broker = replace(broker, cert=path)
+        elif key == "key":
+            broker = replace(broker, key=path)
         elif key != "active":
             options[key] = str(path)
     # The --active list is kept up to date here by the parent (see ClusterFleet._mirror_active)

@@ -25,6 +25,13 @@ HINTS = {
     "timeout": "--host, --port and any firewall (a busy broker: a longer --connect-timeout)",
     "tls-verify": "--ca-file (or --insecure for a self-signed lab)",
     "tls-handshake": "--tls and --port (is it the TLS listener?)",
+    "tls-certificate-required": "--cert and --key: the broker asks for a client certificate",
+    "tls-certificate-refused": (
+        "--cert: the broker does not trust it (signed by another authority, expired or revoked?)"
+    ),
+    "websocket-refused": "--port and --ws-path (the broker's WebSocket listener, and its path?)",
+    "websocket-handshake": "--port and --tls (is it a WebSocket listener? a proxy in the way?)",
+    "websocket-protocol": "--port (is it an MQTT broker's WebSocket listener?)",
 }
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import math
 import os
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from stress.errors import ScenarioError
+from stress.mqtt.tls import load_certificate
 from stress.shapes import Stage
 from wire.names import name_problem
 
@@ -36,6 +38,53 @@ class Broker:
     #: Skip certificate checks (self-signed labs); the run records that it did.
     insecure: bool = False
     keepalive: int = 60
+    #: How MQTT travels: ``mqtt`` (over TCP), or ``websocket`` (MQTT over WebSocket; ``wss``
+    #: with ``tls``).
+    transport: Literal["mqtt", "websocket"] = "mqtt"
+    #: The HTTP path of the WebSocket endpoint (``transport`` ``websocket``).
+    ws_path: str = "/mqtt"
+    #: The client's certificate (PEM, intermediates after it) and its private key, presented in
+    #: the TLS handshake to a broker that asks for one: both or neither, with ``tls``.
+    cert: Path | None = None
+    key: Path | None = None
+
+    def problem(self) -> str | None:
+        """What makes these settings unusable, in one line, or None (client certificate files
+        are read: a problem names the file)."""
+        checks = [
+            (0 < self.port < 65_536, f"--port must be 1..65535, not {self.port}"),
+            (0 <= self.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
+            (
+                self.transport in ("mqtt", "websocket"),
+                f"--transport {str(self.transport)[:40]!r}: a broker's transport is mqtt or websocket",
+            ),
+            (
+                self.ws_path.startswith("/") and all(33 <= ord(char) < 127 for char in self.ws_path),
+                f"--ws-path {self.ws_path[:60]!r} must be a URL path: starting with /, no spaces",
+            ),
+            (
+                (self.cert is None) == (self.key is None),
+                "--cert and --key go together: the client certificate and its private key",
+            ),
+            (self.cert is None or self.tls, "--cert and --key need --tls (its handshake presents them)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                return message
+        if self.cert is not None and self.key is not None:
+            try:
+                load_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self.cert, self.key)
+            except ScenarioError as exc:
+                return str(exc)
+        return None
+
+    @property
+    def url(self) -> str:
+        """Where connections go, as a URL: ``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.transport == "websocket":
+            return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{self.ws_path}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -47,12 +96,14 @@ class Scenario:
     stages: tuple[Stage, ...]
     #: How the timeline was made: a shape of ``SHAPES``, or ``timeline`` (a scenario file's stages).
     shape: str = "steady"
+    #: 0, 1 or 2 (ThingsBoard takes 0 and 1 only).
     qos: int = 0
     behaviour: str = "thermostat"
     #: Device ids are ``prefix`` + a zero-padded number; rooms ``room-01``...
     prefix: str = "dev"
     rooms: int = 10
-    #: Most QoS 1 messages in flight per device (MQTT 5: also at most the broker's Receive Maximum).
+    #: Most QoS 1 or 2 messages in flight per device (MQTT 5: also at most the broker's Receive
+    #: Maximum). A QoS 2 message is in flight until its PUBCOMP.
     inflight: int = 20
     connect_timeout: float = 10.0
     #: New connections started per second (0: as fast as ``connect_concurrency`` allows).
@@ -60,7 +111,7 @@ class Scenario:
     connect_concurrency: int = 500
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
-    #: Seconds without a PUBACK before a QoS 1 message counts as failed.
+    #: Seconds without a PUBACK (QoS 1) or PUBCOMP (QoS 2) before a message counts as failed.
     ack_timeout: float = 30.0
     #: Seconds after the end to wait for acknowledgements and end-to-end deliveries.
     drain: float = 5.0
@@ -99,7 +150,7 @@ class Scenario:
         prefix = prefix_problem(self.prefix, self.devices if self.stages else 1)
         checks = [
             (bool(self.stages), "the timeline has no stage"),
-            (self.qos in (0, 1), f"--qos must be 0 or 1, not {self.qos}"),
+            (self.qos in (0, 1, 2), f"--qos must be 0, 1 or 2, not {self.qos}"),
             (self.rooms >= 1, f"--rooms must be 1 or more, not {self.rooms}"),
             (1 <= self.inflight <= 65_535, f"--inflight must be 1..65535, not {self.inflight}"),
             (_finite(self.connect_timeout) > 0, "--connect-timeout must be more than 0 seconds (and finite)"),
@@ -124,13 +175,14 @@ class Scenario:
             (all(_finite(at) >= 0 for at in self.storms), "--storm-at needs seconds of 0 or more"),
             (0 <= self.slow_devices <= 1, "--slow-devices must be a share of 0..1 of the fleet"),
             (0 <= _finite(self.slow_ack_delay) <= 3600, "--slow-ack-delay must be 0..3600 seconds"),
-            (0 < self.broker.port < 65_536, f"--port must be 1..65535, not {self.broker.port}"),
-            (0 <= self.broker.keepalive <= 65_535, "--keepalive must be 0..65535 seconds"),
             (prefix is None, str(prefix)),
         ]
         for ok, message in checks:
             if not ok:
                 raise ScenarioError(message)
+        broker = self.broker.problem()
+        if broker is not None:
+            raise ScenarioError(broker)
         allowed = os.sched_getaffinity(0)
         refused = [cpu for cpu in self.cpus if cpu not in allowed]
         if refused:

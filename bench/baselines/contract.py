@@ -51,7 +51,7 @@ class Options:
         parser.add_argument("--port", type=int, default=1883)
         parser.add_argument("--devices", type=int, default=1000)
         parser.add_argument("--duration", type=float, default=20.0, help="seconds of publishing")
-        parser.add_argument("--qos", type=int, choices=(0, 1), default=0)
+        parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=0)
         parser.add_argument(
             "--interval", type=float, default=0.0, help="seconds between a device's messages (0: flat out)"
         )
@@ -107,7 +107,8 @@ class Report:
     publish_s: float = 0.0
     #: Publishes the library accepted.
     sent: int = 0
-    #: Of those, written to the socket (QoS 0) or acknowledged by the broker (QoS 1).
+    #: Of those, written to the socket (QoS 0) or acknowledged by the broker (QoS 1: PUBACK, QoS 2:
+    #: PUBCOMP).
     confirmed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 

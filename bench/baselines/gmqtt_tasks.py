@@ -9,7 +9,8 @@ PUBACK, so a device publishing faster than acknowledgements return (a loop that 
 say) raises ``OverflowError`` at 65,534 outstanding messages. Here each device passes gmqtt a
 store (its ``persistent_storage`` hook) that is also a window of 20 slots: a publish takes a
 slot, the PUBACK that removes the message from the store frees it, and a device whose 20 slots
-are taken waits, which is also when it yields to the others.
+are taken waits, which is also when it yields to the others. At QoS 2 gmqtt keeps the message
+(then its PUBREL) in the store until the PUBCOMP, so a slot is held for the whole exchange.
 
     .venv/bin/python bench/baselines/gmqtt_tasks.py --port 1883 --devices 1000 --duration 20 --qos 1
 """
@@ -44,7 +45,7 @@ class InflightWindow(PersistentStorage):  # type: ignore[misc] - gmqtt is untype
         super().push_message(mid, raw_package)
 
     def remove_message_by_mid(self, mid: int) -> None:
-        """gmqtt drops a message the broker acknowledged: its slot is free again."""
+        """gmqtt drops a message the broker acknowledged (PUBACK, or PUBCOMP): its slot is free again."""
         if mid in self.held:
             self.held.discard(mid)
             self.acked += 1
@@ -83,7 +84,7 @@ class Fleet(TaskFleet):
             self.errors["publish: " + reason_of(exc)] += 1
         finally:
             self.sent += sent
-            # Written to the transport (QoS 0), or acknowledged by the broker (QoS 1).
+            # Written to the transport (QoS 0), or acknowledged by the broker (QoS 1 and 2).
             self.confirmed += window.acked if options.qos else sent
             await client.disconnect()
 
@@ -100,7 +101,7 @@ class Fleet(TaskFleet):
                     continue
                 due += options.interval
             if qos:
-                await window.slots.acquire()  # waits for a PUBACK once 20 are outstanding
+                await window.slots.acquire()  # waits for a PUBACK (PUBCOMP) once 20 are outstanding
             else:
                 await asyncio.sleep(0)
             client.publish(topic, PAYLOAD, qos=qos)

@@ -132,9 +132,9 @@ def port(text: str) -> int:
 
 
 def qos(text: str) -> int:
-    """0 or 1."""
-    if text not in ("0", "1"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or 1")
+    """0, 1 or 2."""
+    if text not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0, 1 or 2")
     return int(text)
 
 

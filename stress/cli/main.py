@@ -86,7 +86,7 @@ def _lab_settings(args: argparse.Namespace, options: dict[str, str]) -> int:
     options["root"] = options.get("root") or env.get("TOPIC_ROOT") or "office"
     options["username"] = env.get("LAB_FLEET_USER", "")
     options["password"] = env.get("LAB_FLEET_PASSWORD", "")
-    return lab_port(env, args.port)
+    return lab_port(env, args.port, transport=args.transport, tls=args.tls)
 
 
 def _tb_settings(args: argparse.Namespace, options: dict[str, str]) -> tuple[str, int]:
@@ -158,6 +158,8 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
         if value
     }
     host = args.host or "127.0.0.1"
+    if args.target != "thingsboard" and args.transport in ("gateway", "http"):
+        raise ScenarioError(f"--transport {args.transport} is for --target thingsboard")
     if args.target == "lab":
         for flag in ("username", "password"):
             if flag in options:
@@ -168,7 +170,7 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
     elif args.target == "thingsboard":
         host, chosen_port = _tb_settings(args, options)
     else:
-        for flag in ("transport", "gateways", "tb_url", "tb_username", "tb_password"):
+        for flag in ("gateways", "tb_url", "tb_username", "tb_password"):
             if flag in getattr(args, "given", ()):
                 raise ScenarioError(f"--{flag.replace('_', '-')} is for --target thingsboard")
         chosen_port = args.port or 1883
@@ -182,6 +184,10 @@ def scenario_from(args: argparse.Namespace, stages: tuple[Stage, ...] | None = N
             ca_file=args.ca_file,
             insecure=args.insecure,
             keepalive=args.keepalive,
+            transport="mqtt" if args.target == "thingsboard" else args.transport,
+            ws_path=args.ws_path,
+            cert=args.cert,
+            key=args.key,
         ),
         stages=scaled(
             stages

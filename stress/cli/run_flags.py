@@ -61,7 +61,8 @@ def _target(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=port,
         default=None,
-        help="broker port (default: lab: MQTT_PORT of --env-file; thingsboard: TB_MQTT_PORT; else 1883)",
+        help="broker port (default: lab: MQTT_PORT of --env-file, MQTT_TLS_PORT with --tls, "
+        "MQTT_WS_PORT with --transport websocket; thingsboard: TB_MQTT_PORT; else 1883)",
     )
     where.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version")
     where.add_argument("--tls", action="store_true", help="connect with TLS")
@@ -73,6 +74,35 @@ def _target(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--insecure", action="store_true", help="TLS without certificate checks (self-signed labs)"
+    )
+    where.add_argument(
+        "--cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TLS client certificate (PEM, intermediates after it) for brokers that require one; "
+        "with --key and --tls",
+    )
+    where.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the private key of --cert (PEM, not encrypted)",
+    )
+    where.add_argument(
+        "--transport",
+        choices=("mqtt", "websocket", "gateway", "http"),
+        default="mqtt",
+        help="mqtt: MQTT over TCP; websocket: MQTT over WebSocket (lab, mqtt; wss with --tls; see "
+        "--ws-path); thingsboard also: gateway (devices share --gateways connections), http "
+        "(POST /api/v1/<token>/telemetry, with --qos 1)",
+    )
+    where.add_argument(
+        "--ws-path",
+        default="/mqtt",
+        metavar="PATH",
+        help="--transport websocket: the HTTP path of the broker's WebSocket endpoint",
     )
     where.add_argument("--keepalive", type=count, default=60, help="MQTT keep-alive, seconds (0: none)")
     where.add_argument(
@@ -110,13 +140,6 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
 def _thingsboard(parser: argparse.ArgumentParser) -> None:
     """The flags of ``--target thingsboard``."""
     tb = parser.add_argument_group("thingsboard")
-    tb.add_argument(
-        "--transport",
-        choices=("mqtt", "gateway", "http"),
-        default="mqtt",
-        help="mqtt: a connection per device; gateway: devices share --gateways connections; "
-        "http: POST /api/v1/<token>/telemetry (with --qos 1)",
-    )
     tb.add_argument("--gateways", type=count, default=0, help="gateway connections (--transport gateway)")
     tb.add_argument(
         "--tokens",
@@ -134,9 +157,19 @@ def _fleet(parser: argparse.ArgumentParser) -> None:
         "--devices", type=positive_int, default=10, help="devices in the fleet (the largest stage for ramp)"
     )
     fleet.add_argument("--prefix", default="dev", help="device ids are <prefix>00001, ...")
-    fleet.add_argument("--qos", type=qos, default=0, choices=(0, 1), help="MQTT QoS of the messages")
     fleet.add_argument(
-        "--inflight", type=positive_int, default=20, help="QoS 1 messages in flight per device at most"
+        "--qos",
+        type=qos,
+        default=0,
+        choices=(0, 1, 2),
+        help="MQTT QoS of the messages (2: exactly once, each in flight until its PUBCOMP; "
+        "thingsboard: 0 or 1)",
+    )
+    fleet.add_argument(
+        "--inflight",
+        type=positive_int,
+        default=20,
+        help="QoS 1 and 2 messages in flight per device at most (QoS 2: until its PUBCOMP)",
     )
 
 
@@ -319,7 +352,7 @@ def _timing(parser: argparse.ArgumentParser) -> None:
         "--ack-timeout",
         type=positive_seconds,
         default=30.0,
-        help="seconds without PUBACK before a message counts as failed",
+        help="seconds without PUBACK (QoS 1) or PUBCOMP (QoS 2) before a message counts as failed",
     )
     timing.add_argument(
         "--drain", type=seconds, default=5.0, help="seconds to wait at the end for acks and deliveries"

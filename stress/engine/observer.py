@@ -97,7 +97,7 @@ class Observer:
     def on_message(self, message: codec.Publish) -> None:
         """Time one delivery from the send time in its payload."""
         if message.qos and self.session is not None:
-            self.session.ack(message.packet_id)
+            self.session.ack(message.packet_id, message.qos)
         sent = self.sent_at(message.payload)
         if sent is None:
             self.unreadable += 1
@@ -108,6 +108,9 @@ class Observer:
         self.delivered += 1
 
     def on_puback(self, packet_id: int, reason: int) -> None:
+        """The observer publishes nothing."""
+
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
         """The observer publishes nothing."""
 
     def on_lost(self, reason: str, detail: str) -> None:

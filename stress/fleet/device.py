@@ -217,7 +217,7 @@ class Device:
         self.short_sessions = 0
         #: A slow device acknowledges the commands it receives late (``--slow-devices``).
         self.slow = False
-        #: Its slowest message this second (seconds: ack time at QoS 1, lateness at QoS 0).
+        #: Its slowest message this second (seconds: ack time at QoS 1 and 2, lateness at QoS 0).
         self.worst = 0.0
         self.offset = 0.0
         self.slot = -1
@@ -304,6 +304,19 @@ class Device:
         if self.blocked and len(self.inflight) <= self.window // 2:
             fleet.ready(self)
 
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
+        """The end of a QoS 2 exchange: its time from PUBLISH to PUBCOMP (the ack latency, as a
+        PUBACK's at QoS 1), or its refusal by a PUBREC or a PUBCOMP (MQTT 5)."""
+        if reason < 0x80:
+            self.on_puback(packet_id, 0)
+            return
+        if self.inflight.pop(packet_id, None) is None:
+            return  # already counted as timed out
+        fleet = self.fleet
+        fleet.meter.error("ack", self.dialect.reason(reason_for_ack(reason, packet)), fleet.loop.time())
+        if self.blocked and len(self.inflight) <= self.window // 2:
+            fleet.ready(self)
+
     def on_message(self, message: codec.Publish) -> None:
         """A command: the behaviour decides what it means."""
         command = self.dialect.command(self.info, message.topic, message.payload)
@@ -311,7 +324,7 @@ class Device:
             self.obey(command)
         session = self.session
         if message.qos and session is not None:
-            self.answer(session, codec.puback(message.packet_id, self.link.version))
+            self.answer(session, codec.receipt(message))
 
     def obey(self, command: Command) -> None:
         """Hand each setting of ``command`` to the behaviour; answer it when the target wants."""
@@ -446,7 +459,8 @@ class Device:
             fleet.schedule(self)
 
     def _catch_up(self, now: float, epoch_ms: float, interval: float) -> None:
-        """Send the samples due by ``now`` (at most ``MAX_CATCH_UP``; at QoS 1 what the window takes)."""
+        """Send the samples due by ``now`` (at most ``MAX_CATCH_UP``; at QoS 1 and 2, what the window
+        takes)."""
         current = self.fleet.meter.current
         per_sample = self.per_sample
         qos = self.fleet.qos
@@ -483,7 +497,7 @@ class Device:
         self.fleet.schedule(self)
 
     def _fire_capacity(self, now: float, epoch_ms: float) -> None:
-        """Capacity mode: as much as the connection takes (the in-flight window at QoS 1)."""
+        """Capacity mode: as much as the connection takes (the in-flight window at QoS 1 and 2)."""
         session = self.session
         if session is None or not session.connected:
             return  # rejoins when it reconnects
@@ -493,7 +507,7 @@ class Device:
         fleet = self.fleet
         qos = fleet.qos
         per_sample = self.per_sample
-        # QoS 1: fill the in-flight window (acks bring the device back); QoS 0: one chunk
+        # QoS 1 and 2: fill the in-flight window (acks bring the device back); QoS 0: one chunk
         samples = max(0, (self.window - len(self.inflight)) // per_sample) if qos else CAPACITY_CHUNK
         chunks = [self._sample(now, epoch_ms, qos) for _ in range(samples)]
         if qos:
@@ -508,8 +522,8 @@ class Device:
                 fleet.ready(self)
 
     def _sample(self, now: float, epoch_ms: float, qos: int) -> bytes:
-        """The messages of the next sample: PUBLISH packets on its topics (QoS 1: ids from its share
-        of the connection's, each in flight from ``now``), unless its link sends them itself."""
+        """The messages of the next sample: PUBLISH packets on its topics (QoS 1 and 2: ids from its
+        share of the connection's, each in flight from ``now``), unless its link sends them itself."""
         payloads = self.encode(self.behaviour.next_values(now), self.seq, epoch_ms)
         self.seq += 1
         self.last_payload = payloads[-1]
@@ -518,6 +532,8 @@ class Device:
             return send(self, payloads, now, qos)
         if not qos:
             return self.sample.publish(payloads)
+        if qos == 2:
+            return self._exactly_once(payloads, now)
         chunks: list[bytes] = []
         inflight = self.inflight
         packet_id = self.packet_id
@@ -526,6 +542,19 @@ class Device:
             packet_id = packet_id % span + 1
             inflight[base + packet_id] = now
             topic.append(chunks, payload, base + packet_id)
+        self.packet_id = packet_id
+        return b"".join(chunks)
+
+    def _exactly_once(self, payloads: list[bytes], now: float) -> bytes:
+        """A sample's QoS 2 PUBLISH packets, each in flight from ``now`` until its PUBCOMP."""
+        chunks: list[bytes] = []
+        inflight = self.inflight
+        packet_id = self.packet_id
+        base, span = self.id_base, self.id_span
+        for topic, payload in zip(self.topics, payloads, strict=True):
+            packet_id = packet_id % span + 1
+            inflight[base + packet_id] = now
+            topic.append_qos2(chunks, payload, base + packet_id)
         self.packet_id = packet_id
         return b"".join(chunks)
 

@@ -1,5 +1,5 @@
 """How a device's messages travel over MQTT: a connection of its own, opened by the run's
-:class:`Dialer` (the broker's name looked up once, TLS set up once).
+:class:`Dialer` (the broker's name looked up once, TLS set up once, over TCP or WebSocket).
 
 A :class:`MqttLink` is one device's connection: it logs in with the device's options (and
 its Last Will, when the target has a presence topic), says ``online`` once connected and
@@ -20,6 +20,8 @@ from stress.fleet.device import Connection, Device
 from stress.messages import Presence
 from stress.mqtt.codec import ConnectOptions
 from stress.mqtt.session import ConnectError, Session, SessionHandler, open_session
+from stress.mqtt.tls import client_context
+from stress.mqtt.websocket import Upgrade
 from stress.scenario import Broker
 
 #: Opens a connection to the run's broker: ``await dial(options, handler)``.
@@ -27,14 +29,25 @@ Dial = Callable[[ConnectOptions, SessionHandler], Awaitable[Session]]
 
 
 def tls_context(broker: Broker) -> tuple[ssl.SSLContext | None, str | None]:
-    """The TLS context of connections to ``broker`` (None without TLS), and the name to check."""
+    """The TLS context of connections to ``broker`` (None without TLS), and the name to check.
+
+    Raises:
+        ScenarioError: a CA, certificate or key file that cannot be used (one line naming it).
+    """
     if not broker.tls:
         return None, None
-    context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-    if broker.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context = client_context(
+        ca_file=broker.ca_file, insecure=broker.insecure, cert=broker.cert, key=broker.key
+    )
     return context, broker.host
+
+
+def upgrade(broker: Broker) -> Upgrade | None:
+    """The WebSocket upgrade of connections to ``broker`` (None: MQTT over TCP)."""
+    if broker.transport != "websocket":
+        return None
+    host = f"[{broker.host}]" if ":" in broker.host else broker.host
+    return Upgrade(f"{host}:{broker.port}", broker.ws_path)
 
 
 class Dialer:
@@ -44,6 +57,7 @@ class Dialer:
         self.broker = broker
         self.timeout = timeout
         self.tls, self.server_hostname = tls_context(broker)
+        self.upgrade = upgrade(broker)
         #: Where devices connect: the broker's host, or its address once :meth:`look_up` found one.
         self.address = broker.host
 
@@ -73,7 +87,7 @@ class Dialer:
             self.address = address
             return
 
-    async def open(self, options: ConnectOptions, handler: SessionHandler) -> Session:
+    async def open(self, options: ConnectOptions, handler: SessionHandler | None) -> Session:
         """A connection to the broker (raises :class:`ConnectError`)."""
         return await open_session(
             self.address,
@@ -83,6 +97,7 @@ class Dialer:
             tls=self.tls,
             server_hostname=self.server_hostname,
             timeout=self.timeout,
+            websocket=self.upgrade,
         )
 
 
@@ -126,7 +141,9 @@ class MqttLink:
             return
         meter = device.fleet.meter
         try:
-            granted = await connection.subscribe([(f, 1) for f in self.filters], timeout=self.timeout)
+            # At QoS 2 a run's commands may come exactly once too (a QoS 1 subscription would downgrade them)
+            qos = max(1, device.fleet.qos)
+            granted = await connection.subscribe([(f, qos) for f in self.filters], timeout=self.timeout)
         except ConnectError as exc:
             now = device.fleet.loop.time()
             meter.error("subscribe", exc.reason, now, device=device.info.device_id, detail=exc.detail)

@@ -6,8 +6,9 @@ The framing (remaining length, strings, splitting a stream) is the lab's one cop
 for the remaining length and the packet id. Decoding splits a byte stream into packets
 (:class:`PacketReader`) and parses the few packet types a client receives.
 
-Only client-side packets are encoded (CONNECT, PUBLISH, PUBACK, SUBSCRIBE, PINGREQ,
-DISCONNECT); the tests in ``tests/stress/mqtt`` check them against the real broker.
+Only client-side packets are encoded (CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP,
+SUBSCRIBE, PINGREQ, DISCONNECT); the tests in ``tests/stress/mqtt`` check them against the real
+broker.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class PacketType(IntEnum):
 
 
 _PACKET_ID = [n.to_bytes(2, "big") for n in range(65_536)]
+#: Set in the key of a QoS 2 header (above any payload length; QoS 1 keys are negative).
+QOS2_KEY = 1 << 28
+#: A PUBLISH's first byte by ``qos << 1 | retain``.
+_PUBLISH_FIRST = [bytes((0x30 | flags,)) for flags in range(6)]
 
 
 class Property(IntEnum):
@@ -219,7 +224,7 @@ def connect(options: ConnectOptions) -> bytes:
 class TopicCode:
     """One topic, encoded once, from which PUBLISH packets are built cheaply.
 
-    The bytes before the payload (or before the packet id, at QoS 1) are kept per payload
+    The bytes before the payload (or before the packet id, at QoS 1 and 2) are kept per payload
     length, so ``append`` costs one dictionary lookup and no concatenation (the caller joins
     the pieces of a whole write at once). :class:`SampleCode` goes further for QoS 0.
     """
@@ -239,16 +244,16 @@ class TopicCode:
         self._topic_field = utf8(topic)
         # MQTT 5 puts a property block (here empty) after the topic and packet id
         self._after_id = b"\x00" if version == MQTT5 else b""
-        #: Headers by payload length ``n``: ``n`` at QoS 0, ``~n`` at QoS 1.
+        #: Headers by payload length ``n``: ``n`` at QoS 0, ``~n`` at QoS 1, ``n | QOS2_KEY`` at QoS 2.
         self._heads: dict[int, bytes] = {}
 
     def publish(self, payload: bytes, qos: int = 0, packet_id: int = 0, *, retain: bool = False) -> bytes:
-        """One PUBLISH of ``payload`` to this topic (``packet_id`` only at QoS 1)."""
+        """One PUBLISH of ``payload`` to this topic (``packet_id`` only at QoS 1 and 2)."""
         topic = self._topic_field
         after = self._after_id
         if qos:
             length = len(topic) + 2 + len(after) + len(payload)
-            first = b"\x33" if retain else b"\x32"
+            first = _PUBLISH_FIRST[qos << 1 | retain]
             return first + remaining(length) + topic + _PACKET_ID[packet_id] + after + payload
         length = len(topic) + len(after) + len(payload)
         first = b"\x31" if retain else b"\x30"
@@ -268,20 +273,30 @@ class TopicCode:
             out.append(self._heads.get(len(payload)) or self.header(len(payload), 0))
         out.append(payload)
 
+    def append_qos2(self, out: list[bytes], payload: bytes, packet_id: int) -> None:
+        """Append the pieces of one QoS 2 PUBLISH of ``payload`` to ``out`` (as ``append`` does at QoS 1)."""
+        out.append(self._heads.get(len(payload) | QOS2_KEY) or self.header(len(payload), 2))
+        out.append(_PACKET_ID[packet_id])
+        if self._after_id:
+            out.append(self._after_id)
+        out.append(payload)
+
     def header(self, payload_length: int, qos: int = 0) -> bytes:
-        """The bytes of a PUBLISH before its packet id (QoS 1) or its payload (QoS 0)."""
-        key = ~payload_length if qos else payload_length
-        head = self._heads.get(key)
+        """The bytes of a PUBLISH before its packet id (QoS 1 and 2) or its payload (QoS 0)."""
+        heads = self._heads
+        key = payload_length if not qos else ~payload_length if qos == 1 else payload_length | QOS2_KEY
+        head = heads.get(key)
         if head is not None:
             return head
         topic = self._topic_field
         after = self._after_id
         if qos:
-            head = b"\x32" + remaining(len(topic) + 2 + len(after) + payload_length) + topic
+            first = b"\x34" if qos == 2 else b"\x32"
+            head = first + remaining(len(topic) + 2 + len(after) + payload_length) + topic
         else:
             head = b"\x30" + remaining(len(topic) + len(after) + payload_length) + topic + after
-        if len(self._heads) < self.MAX_HEADS:
-            self._heads[key] = head
+        if len(heads) < self.MAX_HEADS:
+            heads[key] = head
         return head
 
 
@@ -338,6 +353,28 @@ def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0, versio
 def puback(packet_id: int, version: int = MQTT311) -> bytes:
     """PUBACK for an inbound QoS 1 PUBLISH (success; MQTT 5 may omit the reason code)."""
     return b"\x40\x02" + _PACKET_ID[packet_id]
+
+
+def pubrec(packet_id: int) -> bytes:
+    """PUBREC for an inbound QoS 2 PUBLISH: received (success, so MQTT 5's reason code is left out)."""
+    return b"\x50\x02" + _PACKET_ID[packet_id]
+
+
+def pubrel(packet_id: int) -> bytes:
+    """PUBREL, the answer to a successful PUBREC: the message may be released to subscribers."""
+    return b"\x62\x02" + _PACKET_ID[packet_id]
+
+
+def pubcomp(packet_id: int) -> bytes:
+    """PUBCOMP, the answer to a PUBREL: the QoS 2 exchange of an inbound message is over."""
+    return b"\x70\x02" + _PACKET_ID[packet_id]
+
+
+def receipt(message: Publish) -> bytes:
+    """What acknowledges an inbound ``message``: PUBACK at QoS 1, PUBREC at QoS 2 (nothing at 0)."""
+    if message.qos == 2:
+        return pubrec(message.packet_id)
+    return puback(message.packet_id) if message.qos else b""
 
 
 def subscribe(packet_id: int, filters: Iterable[tuple[str, int]], version: int = MQTT311) -> bytes:
@@ -497,7 +534,8 @@ def parse_publish(first: int, body: bytes, version: int) -> Publish:
 
 
 def parse_ack(body: bytes, version: int) -> tuple[int, int]:
-    """PUBACK (or SUBACK's id): ``(packet id, reason code)``; MQTT 3.1.1 acks always succeed."""
+    """PUBACK, PUBREC, PUBREL or PUBCOMP (or SUBACK's id): ``(packet id, reason code)``; MQTT
+    3.1.1 acks always succeed."""
     if len(body) < 2:
         raise ProtocolError("acknowledgement shorter than two bytes")
     packet_id = (body[0] << 8) | body[1]

@@ -21,8 +21,8 @@ CONNACK_311 = {
     5: "not-authorized",
 }
 
-#: MQTT 5 reason codes (CONNACK, PUBACK, SUBACK, DISCONNECT) that mean failure, or a
-#: broker-sent DISCONNECT.
+#: MQTT 5 reason codes (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, DISCONNECT) that mean failure,
+#: or a broker-sent DISCONNECT.
 REASON_5 = {
     0x04: "disconnect-with-will",
     0x80: "unspecified-error",
@@ -43,6 +43,7 @@ REASON_5 = {
     0x8F: "topic-filter-invalid",
     0x90: "topic-name-invalid",
     0x91: "packet-id-in-use",
+    0x92: "packet-id-not-found",
     0x93: "receive-maximum-exceeded",
     0x94: "topic-alias-invalid",
     0x95: "packet-too-large",
@@ -72,7 +73,7 @@ def connack_reason(code: int, version: int) -> str:
 
 
 def reason_name(code: int) -> str:
-    """The name of an MQTT 5 reason code (PUBACK, SUBACK, DISCONNECT)."""
+    """The name of an MQTT 5 reason code (PUBACK, PUBREC, PUBCOMP, SUBACK, DISCONNECT)."""
     return REASON_5.get(code, f"code-{code}")
 
 
@@ -103,8 +104,27 @@ _ERRNO_REASONS = {
 }
 
 
+#: TLS alerts by which a broker refuses this client's certificate (or its lack of one).
+_CERTIFICATE_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "tls-certificate-required",
+    "TLSV1_ALERT_UNKNOWN_CA": "tls-certificate-refused",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "tls-certificate-refused",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "tls-certificate-refused",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "tls-certificate-refused",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "tls-certificate-refused",
+    "TLSV1_ALERT_ACCESS_DENIED": "tls-certificate-refused",
+}
+
+
 def classify_exception(exc: BaseException) -> str:
-    """The reason name for an exception raised while connecting or talking to the broker."""
+    """The reason name for an exception raised while connecting or talking to the broker.
+
+    A broker that wants a client certificate and got none says ``tls-certificate-required``;
+    one that does not trust the certificate it got (another authority, expired, revoked) says
+    ``tls-certificate-refused``.
+    """
+    if isinstance(exc, ssl.SSLError) and exc.reason in _CERTIFICATE_ALERTS:
+        return _CERTIFICATE_ALERTS[exc.reason]
     for kind, reason in _EXCEPTION_REASONS:
         if isinstance(exc, kind):
             return reason

@@ -2,8 +2,16 @@
 
 A session writes what it is given and reports what it reads; it keeps no queue of its own, so
 a caller always knows what has reached the socket. Back-pressure is visible two ways: the
-transport's buffer (``paused`` while the kernel does not take more) and, at QoS 1, the number
-of messages in flight, which the caller bounds.
+transport's buffer (``paused`` while the kernel does not take more) and, at QoS 1 and 2, the
+number of messages in flight, which the caller bounds.
+
+QoS 2 is handled here where it is protocol alone: a successful PUBREC is answered with PUBREL,
+an inbound PUBREL with PUBCOMP, and an inbound QoS 2 message the broker sends again before its
+PUBREL (a duplicate) is acknowledged again but not delivered twice. What the caller measures
+is told: the end of an outbound exchange (``on_pubcomp``) and each new inbound message.
+
+MQTT over WebSocket (:mod:`stress.mqtt.websocket`) is an adapter between the socket and the
+session: the session sees a transport as over TCP, with the same pause and resume of writing.
 
 Callbacks (``SessionHandler``) run on the event loop and must stay short.
 """
@@ -19,6 +27,7 @@ from stress.errors import StressError
 from stress.mqtt import codec
 from stress.mqtt.codec import MQTT5, ConnectOptions, PacketType
 from stress.mqtt.reasons import classify_exception, connack_reason, describe_connack, reason_name
+from stress.mqtt.websocket import Upgrade, WebSocketClient
 from wire.mqtt import ProtocolError
 
 #: Bytes the transport may hold before ``pause_writing``; small, so "sent" stays close to "in the kernel".
@@ -33,8 +42,13 @@ class SessionHandler(Protocol):
     def on_puback(self, packet_id: int, reason: int) -> None:
         """A PUBACK arrived (``reason`` >= 0x80 is a refusal, MQTT 5 only)."""
 
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
+        """A QoS 2 exchange ended: its PUBCOMP arrived (``packet`` is ``"pubcomp"``), or a PUBREC
+        refused the message (``"pubrec"``, no PUBREL follows); ``reason`` >= 0x80 is a refusal
+        (MQTT 5 only)."""
+
     def on_message(self, message: codec.Publish) -> None:
-        """A PUBLISH arrived on a subscription (acknowledge QoS 1 with ``Session.ack``)."""
+        """A PUBLISH arrived on a subscription (acknowledge QoS 1 and 2 with ``Session.ack``)."""
 
     def on_lost(self, reason: str, detail: str) -> None:
         """The connection ended without ``Session.close`` being called."""
@@ -74,6 +88,8 @@ class Session(asyncio.Protocol):
         self._lost_reason: tuple[str, str] | None = None
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._next_sub_id = 0
+        #: Inbound QoS 2 messages delivered whose PUBREL has not come yet (their packet ids).
+        self._unreleased: set[int] = set()
         #: Set by ``close`` when it leaves the broker to close the connection; done once closed.
         self.gone: asyncio.Future[None] | None = None
 
@@ -87,26 +103,28 @@ class Session(asyncio.Protocol):
         self.last_out = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
-        """Parse what arrived; PUBACKs, the commonest packet, go first."""
+        """Parse what arrived; PUBACKs, the commonest packet, go first (QoS 2's after the rest)."""
         try:
             packets = self._reader.feed(data)
         except ProtocolError as exc:
             self._fail("protocol", str(exc))
             return
         handler = self.handler
+        replies = b""  # QoS 2's answers (PUBREC again, PUBREL, PUBCOMP), written at once after the batch
         for first, body in packets:
             kind = first >> 4
             if kind == PacketType.PUBACK:
                 if handler is not None:
                     handler.on_puback((body[0] << 8) | body[1], body[2] if len(body) > 2 else 0)
-            elif kind == PacketType.PUBLISH:
-                try:
-                    message = codec.parse_publish(first, body, self.version)
-                except ProtocolError as exc:
-                    self._fail("protocol", f"bad PUBLISH: {exc}")
+            elif PacketType.PUBLISH <= kind <= PacketType.PUBCOMP:  # PUBLISH, and QoS 2 (PUBACK went first)
+                reply = (
+                    self._on_publish(first, body)
+                    if kind == PacketType.PUBLISH
+                    else self._on_exactly_once(kind, body)
+                )
+                if reply is None:
                     return
-                if handler is not None:
-                    handler.on_message(message)
+                replies += reply
             elif kind == PacketType.PINGRESP:
                 self.ping_sent = 0.0
                 self.pongs += 1
@@ -115,16 +133,13 @@ class Session(asyncio.Protocol):
             elif kind == PacketType.SUBACK:
                 self._on_suback(body)
             elif kind == PacketType.DISCONNECT:
-                code, properties = codec.parse_disconnect(body, self.version)
-                detail = properties.get(codec.Property.REASON_STRING, "")
-                self._fail(
-                    "server-disconnect-" + reason_name(code),
-                    f"the broker disconnected this client (reason {code:#04x}) {detail}".strip(),
-                )
+                self._on_disconnect(body)
                 return
             else:
                 self._fail("protocol", f"unexpected packet type {kind} from the broker")
                 return
+        if replies:
+            self.write(replies, asyncio.get_running_loop().time())
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Report the end of the connection, unless it was asked for."""
@@ -138,7 +153,9 @@ class Session(asyncio.Protocol):
         )
         if not self.connack.done():
             if reason == "connection-lost":
-                reason, detail = "closed-before-connack", "the broker closed the connection before CONNACK"
+                reason = "closed-before-connack"
+                if self._lost_reason is None:
+                    detail = "the broker closed the connection before CONNACK"
             self.connack.set_exception(ConnectError(reason, detail))
             self.connack.exception()  # retrieved here: the opener may already have given up
         for waiter in self._subacks.values():
@@ -169,10 +186,11 @@ class Session(asyncio.Protocol):
             transport.write(data)
             self.last_out = now
 
-    def ack(self, packet_id: int) -> None:
-        """Acknowledge an inbound QoS 1 PUBLISH."""
+    def ack(self, packet_id: int, qos: int = 1) -> None:
+        """Acknowledge an inbound PUBLISH: PUBACK at QoS 1, PUBREC at QoS 2 (its PUBREL is answered here)."""
         if self.transport is not None:
-            self.transport.write(codec.puback(packet_id, self.version))
+            answer = codec.pubrec(packet_id) if qos == 2 else codec.puback(packet_id, self.version)
+            self.transport.write(answer)
 
     async def subscribe(self, filters: list[tuple[str, int]], timeout: float) -> list[int]:
         """SUBSCRIBE and wait for the SUBACK: the granted QoS (or reason code) per filter."""
@@ -237,12 +255,60 @@ class Session(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def explain(self, reason: str, detail: str) -> None:
+        """Why the connection is ending, when nothing said so before (the WebSocket layer's word)."""
+        if self._lost_reason is None:
+            self._lost_reason = (reason, detail)
+
     # ------------------------------------------------------------------ internals
 
     def _fail(self, reason: str, detail: str) -> None:
+        """End the connection at once for ``reason``: what ``on_lost`` (or the opener) is told."""
         self._lost_reason = (reason, detail)
         if self.transport is not None:
             self.transport.abort()
+
+    def _on_publish(self, first: int, body: bytes) -> bytes | None:
+        """An inbound message to the handler, once: what to answer at once (a QoS 2 message sent
+        again before its PUBREL is acknowledged again, not delivered); None when it is not MQTT."""
+        try:
+            message = codec.parse_publish(first, body, self.version)
+        except ProtocolError as exc:
+            self._fail("protocol", f"bad PUBLISH: {exc}")
+            return None
+        if message.qos == 2:
+            if message.packet_id in self._unreleased:
+                return codec.pubrec(message.packet_id)
+            self._unreleased.add(message.packet_id)
+        if self.handler is not None:
+            self.handler.on_message(message)
+        return b""
+
+    def _on_exactly_once(self, kind: int, body: bytes) -> bytes | None:
+        """PUBREC, PUBREL or PUBCOMP: what to answer (PUBREL to a PUBREC that accepts, PUBCOMP to a
+        PUBREL); the end of an outbound exchange goes to the handler. None when it is not MQTT."""
+        if len(body) < 2:
+            self._fail("protocol", f"{PacketType(kind).name} shorter than two bytes")
+            return None
+        packet_id = (body[0] << 8) | body[1]
+        reason = body[2] if len(body) > 2 and self.version == MQTT5 else 0
+        if kind == PacketType.PUBREL:  # the broker releases an inbound message
+            self._unreleased.discard(packet_id)
+            return codec.pubcomp(packet_id)
+        if kind == PacketType.PUBREC and reason < 0x80:
+            return codec.pubrel(packet_id)
+        # a PUBCOMP, or a PUBREC refusing the message (no PUBREL follows a refusal)
+        if self.handler is not None:
+            self.handler.on_pubcomp(packet_id, reason, "pubcomp" if kind == PacketType.PUBCOMP else "pubrec")
+        return b""
+
+    def _on_disconnect(self, body: bytes) -> None:
+        code, properties = codec.parse_disconnect(body, self.version)
+        detail = properties.get(codec.Property.REASON_STRING, "")
+        self._fail(
+            "server-disconnect-" + reason_name(code),
+            f"the broker disconnected this client (reason {code:#04x}) {detail}".strip(),
+        )
 
     def _on_connack(self, body: bytes) -> None:
         if self.connack.done():
@@ -295,18 +361,24 @@ async def open_session(
     tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     timeout: float = 10.0,
+    websocket: Upgrade | None = None,
 ) -> Session:
     """Connect, send CONNECT and wait for a successful CONNACK; raises :class:`ConnectError`.
 
-    ``timeout`` bounds the whole handshake (TCP, TLS, CONNACK): a broker that never answers
-    costs the caller at most that long.
+    ``timeout`` bounds the whole handshake (TCP, TLS, the WebSocket upgrade, CONNACK): a broker
+    that never answers costs the caller at most that long. With ``websocket``, MQTT travels over
+    a WebSocket opened with that upgrade (``tls`` makes it ``wss``).
     """
     loop = asyncio.get_running_loop()
     made: list[Session] = []
+    carriers: list[WebSocketClient] = []
 
-    def factory() -> Session:
+    def factory() -> asyncio.Protocol:
         made.append(Session(options, handler))
-        return made[-1]
+        if websocket is None:
+            return made[-1]
+        carriers.append(WebSocketClient(made[-1], websocket))
+        return carriers[-1]
 
     try:
         async with asyncio.timeout(timeout):
@@ -317,7 +389,11 @@ async def open_session(
     except TimeoutError:
         if made:
             made[0].abort()
-        raise ConnectError("timeout", f"no answer from {host}:{port} within {timeout:g} s") from None
+        for carrier in carriers:
+            carrier.abort()
+        upgrading = " (no answer to the WebSocket upgrade)" if carriers and not carriers[0].open else ""
+        detail = f"no answer from {host}:{port} within {timeout:g} s{upgrading}"
+        raise ConnectError("timeout", detail) from None
     except ConnectError:
         raise
     except (OSError, ssl.SSLError) as exc:
@@ -325,6 +401,6 @@ async def open_session(
     return made[0]
 
 
-def reason_for_ack(code: int) -> str:
-    """The failure reason for a refusing PUBACK (MQTT 5)."""
-    return "puback-" + reason_name(code)
+def reason_for_ack(code: int, packet: str = "puback") -> str:
+    """The failure reason for a refusing PUBACK, PUBREC or PUBCOMP (``packet``; MQTT 5 only)."""
+    return f"{packet}-{reason_name(code)}"

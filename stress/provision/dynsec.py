@@ -135,7 +135,7 @@ class _Responses:
 
     def on_message(self, message: codec.Publish) -> None:
         if message.qos and self.plugin is not None:
-            self.plugin.session.ack(message.packet_id)
+            self.plugin.session.ack(message.packet_id, message.qos)
         if self.plugin is None or message.topic != RESPONSE:
             return
         try:
@@ -147,6 +147,9 @@ class _Responses:
                 self.plugin.answered(response)
 
     def on_puback(self, packet_id: int, reason: int) -> None:
+        """Commands go out at QoS 0: the response is the acknowledgement."""
+
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
         """Commands go out at QoS 0: the response is the acknowledgement."""
 
     def on_lost(self, reason: str, detail: str) -> None:

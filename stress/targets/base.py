@@ -122,5 +122,4 @@ class Target(ABC):
     def describe(self) -> str:
         """One line saying where the fleet goes."""
         broker = self.scenario.broker
-        scheme = "mqtts" if broker.tls else "mqtt"
-        return f"{self.name} at {scheme}://{broker.host}:{broker.port} (MQTT {broker.protocol})"
+        return f"{self.name} at {broker.url} (MQTT {broker.protocol})"

@@ -50,6 +50,8 @@ PRESENCE_ATTR = "$state"
 LAB_DEFAULTS = {
     "TOPIC_ROOT": "office",
     "MQTT_PORT": "1883",
+    "MQTT_WS_PORT": "9001",
+    "MQTT_TLS_PORT": "8883",
     "PORTAL_PORT": "5000",
     "PORTAL_ADMIN_USER": "admin",
     "PORTAL_LIVE_FLUSH_MS": "100",
@@ -72,13 +74,23 @@ def lab_env(env_file: Path) -> dict[str, str]:
         raise ScenarioError(f"cannot read the lab's settings: {exc}") from None
 
 
-def lab_port(env: dict[str, str], flag: int | None) -> int:
-    """``--port`` when given, else the lab's ``MQTT_PORT``."""
+def lab_port(env: dict[str, str], flag: int | None, *, transport: str = "mqtt", tls: bool = False) -> int:
+    """``--port`` when given, else the lab's listener for the transport: ``MQTT_PORT`` (MQTT over
+    TCP), ``MQTT_TLS_PORT`` (with ``tls``) or ``MQTT_WS_PORT`` (MQTT over WebSocket)."""
     if flag is not None:
         return flag
-    raw = env.get("MQTT_PORT", "1883")
+    if transport == "websocket":
+        if tls:
+            raise ScenarioError(
+                "the lab's WebSocket listener (MQTT_WS_PORT) has no TLS: drop --tls, "
+                "or pass --port of a listener for MQTT over WebSocket with TLS"
+            )
+        variable = "MQTT_WS_PORT"
+    else:
+        variable = "MQTT_TLS_PORT" if tls else "MQTT_PORT"
+    raw = env.get(variable, LAB_DEFAULTS[variable])
     if not raw.isdigit() or not 0 < int(raw) < 65_536:
-        raise ScenarioError(f"MQTT_PORT={raw!r} in the lab's settings is not a port: fix it, or pass --port")
+        raise ScenarioError(f"{variable}={raw!r} in the lab's settings is not a port: fix it, or pass --port")
     return int(raw)
 
 

@@ -125,6 +125,9 @@ class Gateway:
         if member is not None:
             member.on_puback(packet_id, reason)
 
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
+        """(ThingsBoard takes no QoS 2: the run refuses it before a gateway connects.)"""
+
     def on_message(self, message: codec.Publish) -> None:
         session = self.session
         if message.topic == GATEWAY_RPC:
@@ -138,7 +141,7 @@ class Gateway:
             if member is not None and member.state == CONNECTED and isinstance(data, dict):
                 member.obey(rpc_command(str(data.get("id", "")), data, GATEWAY_RPC, device=name or ""))
         if message.qos and session is not None:
-            session.write(codec.puback(message.packet_id, session.version), self.fleet.loop.time())
+            session.write(codec.receipt(message), self.fleet.loop.time())
 
     def on_lost(self, reason: str, detail: str) -> None:
         self.session = None

@@ -94,8 +94,17 @@ class ThingsBoardTarget(Target):
                 )
         self.version = VERSIONS[scenario.broker.protocol]
         self.transport = options.get("transport") or "mqtt"
+        if self.transport == "websocket" or scenario.broker.transport == "websocket":
+            raise ScenarioError(
+                "--transport websocket is for --target lab and mqtt: ThingsBoard's devices connect "
+                "with --transport mqtt, gateway or http"
+            )
         if self.transport not in TRANSPORTS:
             raise ScenarioError(f"--transport {self.transport!r}: choose one of {', '.join(TRANSPORTS)}")
+        if scenario.qos == 2:
+            raise ScenarioError(
+                "--qos 2 is not for --target thingsboard: its device API takes QoS 0 and 1 only"
+            )
         self.tokens_path = Path(options.get("tokens") or "data/provisioning/tokens.json")
         self.tokens = read_tokens(self.tokens_path)
         self.gateway_count = int(options.get("gateways") or 0)

@@ -141,7 +141,7 @@ class Reference:
     def on_message(self, message: codec.Publish) -> None:
         """Keep the value if it is the attribute's newest (by timestamp, as the portal does)."""
         if message.qos and self._session is not None:
-            self._session.ack(message.packet_id)
+            self._session.ack(message.packet_id, message.qos)
         if self._stopped or message.retain:  # retained: published before the reference began
             return
         levels = message.topic.split("/")
@@ -159,6 +159,9 @@ class Reference:
         self.messages += 1
 
     def on_puback(self, packet_id: int, reason: int) -> None:
+        """The reference publishes nothing."""
+
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
         """The reference publishes nothing."""
 
     def on_lost(self, reason: str, detail: str) -> None:

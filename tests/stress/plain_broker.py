@@ -1,7 +1,9 @@
 """A private, plain Mosquitto for the stress tests: loopback, a free port, restartable.
 
 "Plain" means what a user's own broker looks like: a password file (or anonymous access),
-no dynamic security, no lab around it. TLS is added when a certificate is given.
+no dynamic security, no lab around it. TLS is added when a certificate is given (asking clients
+for theirs when an authority to check them is given too), and MQTT over WebSocket on request
+(with TLS as well when there is a certificate).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from labctl.broker import websocket_address
 from labctl.config import free_ports
 
 
@@ -32,11 +35,16 @@ class PlainBroker:
         users: dict[str, str] | None = None,
         extra: str = "",
         tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
+        websocket: bool = False,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="stress-broker-"))
         self.dir.chmod(0o755)  # mosquitto drops to its own user when started as root
         self.port = free_port()
         self.tls_port = free_port() if tls else None
+        #: MQTT over WebSocket, plain and (with a certificate) with TLS.
+        self.ws_port = free_port() if websocket else None
+        self.wss_port = free_port() if websocket and tls else None
         self.users = users or {}
         self.process: subprocess.Popen[bytes] | None = None
         lines = [
@@ -62,9 +70,20 @@ class PlainBroker:
                     capture_output=True,
                 )
             lines.insert(1, f"password_file {password_file}")
+        if websocket:
+            lines += [f"listener {self.ws_port} {websocket_address('127.0.0.1')}", "protocol websockets"]
         if tls:
             cert, key = (shutil.copy(path, self.dir / path.name) for path in tls)
-            lines += [f"listener {self.tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}"]
+            secured = [f"certfile {cert}", f"keyfile {key}"]
+            if client_ca is not None:
+                secured += [
+                    f"cafile {shutil.copy(client_ca, self.dir / 'clients-ca.crt')}",
+                    "require_certificate true",
+                ]
+            lines += [f"listener {self.tls_port} 127.0.0.1", *secured]
+            if websocket:
+                address = websocket_address("127.0.0.1")
+                lines += [f"listener {self.wss_port} {address}", "protocol websockets", *secured]
         (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n" + extra)
         if os.geteuid() == 0:
             entry = pwd.getpwnam("mosquitto")
@@ -84,11 +103,17 @@ class PlainBroker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                for port in self.ports:  # (the WebSocket listeners open a little after the others)
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("mosquitto did not open its port within 10 s")
+        raise RuntimeError("mosquitto did not open its ports within 10 s")
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port it listens on."""
+        return [port for port in (self.port, self.tls_port, self.ws_port, self.wss_port) if port is not None]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

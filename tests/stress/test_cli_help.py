@@ -59,6 +59,9 @@ CHECK_READS = {
     "--tls",
     "--ca-file",
     "--insecure",
+    "--cert",
+    "--key",
+    "--ws-path",
     "--keepalive",
     "--connect-timeout",
     "--env-file",
@@ -183,7 +186,10 @@ def test_defaults_are_said_as_a_user_writes_them(monkeypatch: pytest.MonkeyPatch
     assert "[STRESS_TOKENS] (default: data/provisioning/tokens.json)" in text
     assert "connect with TLS [STRESS_TLS] (default: on)" in text
     assert "(default: every device takes part)" in text
-    assert "(default: lab: MQTT_PORT of --env-file; thingsboard: TB_MQTT_PORT; else 1883)" in text
+    assert (
+        "(default: lab: MQTT_PORT of --env-file, MQTT_TLS_PORT with --tls, MQTT_WS_PORT with --transport "
+        "websocket; thingsboard: TB_MQTT_PORT; else 1883)" in text
+    )
     dashboard = " ".join(help_of("dashboard").split())
     assert "(default: the run in progress)" in dashboard
     assert "(default: 8089)" in dashboard

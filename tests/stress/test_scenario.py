@@ -139,8 +139,8 @@ def test_a_default_scenario_is_valid_and_knows_its_fleet() -> None:
     ("changes", "match"),
     [
         ({"stages": ()}, "the timeline has no stage"),
-        ({"qos": 2}, "--qos must be 0 or 1, not 2"),
-        ({"qos": -1}, "--qos must be 0 or 1, not -1"),
+        ({"qos": 3}, "--qos must be 0, 1 or 2, not 3"),
+        ({"qos": -1}, "--qos must be 0, 1 or 2, not -1"),
         ({"rooms": 0}, "--rooms must be 1 or more, not 0"),
         ({"inflight": 0}, r"--inflight must be 1\.\.65535, not 0"),
         ({"inflight": 65_536}, r"--inflight must be 1\.\.65535, not 65536"),

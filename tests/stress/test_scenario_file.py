@@ -130,7 +130,7 @@ HOSTILE = [
     ("bool.yaml", "tls: maybe\n", ":1: tls: must be true or false, not 'maybe'"),
     ("number-bool.yaml", "qos: true\n", ":1: qos: must be a single value, not True"),
     ("choice.yaml", "target: coap\n", ":1: target: 'coap' is not one of lab, mqtt"),
-    ("qos.yaml", "qos: 2\n", ":1: qos: '2' is not 0 or 1"),
+    ("qos.yaml", "qos: 3\n", ":1: qos: '3' is not 0, 1 or 2"),
     ("port.toml", 'target = "mqtt"\n\nport = 70000\n', ":3: port: 70000 is not a port (1..65535)"),
     (
         "negative.yaml",

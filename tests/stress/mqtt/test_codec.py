@@ -12,7 +12,7 @@ from wire.mqtt import ProtocolError, utf8
 
 
 @pytest.mark.parametrize("version", [MQTT311, MQTT5])
-@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("qos", [0, 1, 2])
 def test_a_publish_parses_back_to_what_was_encoded(version: int, qos: int) -> None:
     topic = codec.TopicCode("office/r1/dévice/temperature", version)
     payload = b"x" * 300  # a two-byte remaining length
@@ -145,6 +145,37 @@ def test_append_gives_the_bytes_of_publish(topic: str, payload: bytes, packet_id
         pieces: list[bytes] = []
         code.append(pieces, payload, packet_id)
         assert b"".join(pieces) == code.publish(payload, 1 if packet_id else 0, packet_id)
+
+
+@given(
+    topic=TOPICS,
+    payload=PAYLOADS,
+    packet_id=st.integers(1, 65_535),
+    version=st.sampled_from([MQTT311, MQTT5]),
+)
+def test_append_qos2_gives_the_bytes_of_publish_and_keeps_its_headers_apart(
+    topic: str, payload: bytes, packet_id: int, version: int
+) -> None:
+    code = codec.TopicCode(topic, version)
+    for _ in range(2):  # the second time from its kept header, which QoS 0 and 1 never take
+        pieces: list[bytes] = []
+        code.append_qos2(pieces, payload, packet_id)
+        assert b"".join(pieces) == code.publish(payload, 2, packet_id)
+        assert b"".join(pieces)[0] == 0x34
+        one: list[bytes] = []
+        code.append(one, payload, packet_id)
+        assert b"".join(one) == code.publish(payload, 1, packet_id)
+        assert code.header(len(payload)) == code.publish(payload)[: len(code.header(len(payload)))]
+
+
+def test_the_qos2_answers_are_the_packets_of_the_standard() -> None:
+    assert codec.pubrec(0x1234) == b"\x50\x02\x12\x34"
+    assert codec.pubrel(0x1234) == b"\x62\x02\x12\x34"  # PUBREL's flags are 0010
+    assert codec.pubcomp(7) == b"\x70\x02\x00\x07"
+    inbound = codec.Publish("t", b"", 2, 9, retain=False, dup=False)
+    assert codec.receipt(inbound) == codec.pubrec(9)
+    assert codec.receipt(codec.Publish("t", b"", 1, 9, retain=False, dup=False)) == codec.puback(9)
+    assert codec.receipt(codec.Publish("t", b"", 0, 0, retain=False, dup=False)) == b""
 
 
 def test_a_sample_parses_back_into_its_messages() -> None:

@@ -37,6 +37,10 @@ class Recorder:
         self.acks.append((packet_id, reason))
         self.arrived.set()
 
+    def on_pubcomp(self, packet_id: int, reason: int, packet: str) -> None:
+        self.acks.append((packet_id, reason))
+        self.arrived.set()
+
     def on_message(self, message: codec.Publish) -> None:
         self.messages.append(message)
         if self.session_to_ack and message.qos:
