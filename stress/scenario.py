@@ -117,7 +117,8 @@ class Scenario:
     drain: float = 5.0
     #: Devices whose messages a subscriber on the same broker times end to end (0: none).
     e2e_devices: int = 50
-    #: A second is a collapse when delivered < share x offered, or connected < share x fleet.
+    #: A second is a collapse when acknowledged (QoS 0: written) < share x offered, or connected <
+    #: share x devices started.
     collapse_share: float = 0.9
     #: One published message in this many is written to events.jsonl.
     sample_every: int = 10_000

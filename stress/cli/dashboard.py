@@ -31,11 +31,13 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "dashboard",
         help="show the run in progress live in a browser, with its controls (or the last run)",
-        description="Serve the live dashboard: the run in progress (offered and delivered rates, "
-        "latency percentiles, connected devices, errors by reason, the generator's health, the "
-        "slowest and failing devices), pushed to the browser as it runs, with controls to stop "
-        "it, pause or resume devices, and scale the fleet or change its rate. With no run in "
-        "progress it shows the last run folder. Ctrl-C stops it.",
+        description="Serve the live dashboard: the run in progress (rates offered, written and "
+        "acknowledged, what was observed end to end of the sampled devices, latency percentiles, "
+        "connected devices against the fleet size in force, errors by reason, every change of the "
+        "timeline, the generator's health, the slowest and failing devices), pushed to the browser "
+        "as it runs, with controls to stop it, pause or resume devices, and scale the fleet or "
+        "change its rate. With no run in progress it shows the last run folder whole, with its "
+        "controls off and a link to its report. Ctrl-C stops it.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="port to serve on")

@@ -374,7 +374,8 @@ def _measurement(parser: argparse.ArgumentParser) -> None:
         "--collapse-share",
         type=share,
         default=0.9,
-        help="collapse: delivered below this share of offered, or connected below it of the fleet",
+        help="collapse: acknowledged (QoS 0: written) below this share of offered, or connected "
+        "below it of the devices started",
     )
     measure.add_argument(
         "--sample-every",
