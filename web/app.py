@@ -36,16 +36,7 @@ from web.buffer import ReadingBuffer
 from web.cache import LatestCache
 from web.fanout import SOCKETIO_CHANNEL, Fanout, RemovedDevices, newest_only
 from web.ingest import Ingest
-from web.live import (
-    SITE_ROOM,
-    STATUS_EVENT,
-    JsonPacket,
-    Live,
-    cache_snapshot,
-    cached,
-    newest_of,
-    store_snapshot,
-)
+from web.live import SITE_ROOM, STATUS_EVENT, JsonPacket, Live
 from web.logs import configure_logging
 from web.metrics import Metrics
 from web.portal import EXTENSION, Portal
@@ -54,6 +45,7 @@ from web.removal import Removal, Selection
 from web.retention import Retention
 from web.sessions import SessionKeeper
 from web.settings import Settings
+from web.snapshots import cache_snapshot, cached, newest_of, store_snapshot
 from web.socket_writes import WholeWrites
 from web.status import StatusWatch
 from web.storage import Store, make_engine

@@ -16,7 +16,7 @@ live layer, so each viewer still gets at most one update per attribute per flush
 one coalescer. Values are not coalesced before they are sent: a second coalescer would add up to a
 flush interval of delay. Batches of two replicas can arrive in either order, so a value older than
 one already received for its attribute is dropped (:class:`web.cache.LatestCache` remembers the
-newest). Snapshots take the newest of the ``latest`` table and that cache (:func:`web.live.newest_of`):
+newest). Snapshots take the newest of the ``latest`` table and that cache (:func:`web.snapshots.newest_of`):
 the table holds every replica's committed values whatever Redis missed, the cache the values
 pushed live and not yet committed.
 

@@ -30,13 +30,29 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from stress.errors import StressError
 from stress.mqtt.reasons import classify_exception
 
-if TYPE_CHECKING:
-    from stress.mqtt.session import Session
+
+class Framed(Protocol):
+    """What the adapter drives above it (a :class:`stress.mqtt.session.Session`): a stream protocol
+    that can also be told why its connection is ending."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def explain(self, reason: str, detail: str) -> None:
+        """The reason name and the detail of what ends the connection."""
+
 
 REFUSED = "websocket-refused"
 HANDSHAKE = "websocket-handshake"
@@ -249,7 +265,7 @@ class FrameReader:
 class WebSocketClient(asyncio.Protocol):
     """The protocol of the socket: the upgrade, then frames to and from ``session``."""
 
-    def __init__(self, session: Session, upgrade: Upgrade) -> None:
+    def __init__(self, session: Framed, upgrade: Upgrade) -> None:
         self.session = session
         self.upgrade = upgrade
         self.transport: asyncio.Transport | None = None

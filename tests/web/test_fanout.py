@@ -20,7 +20,7 @@ from labctl.config import free_ports
 from tests.web.portal_testing import wait_for
 from web.cache import LatestCache, LatestValue
 from web.fanout import VALUES_CHANNEL, Fanout, RemovedDevices, decode, encode, encode_removal, newest_only
-from web.live import newest_of
+from web.snapshots import newest_of
 from wire.scopes import Scope
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -22,10 +22,10 @@ from web.live import (
     STUCK_S,
     VALUES_PAGE,
     Live,
-    store_snapshot,
 )
 from web.metrics import Metrics
 from web.portal import Portal, portal_of
+from web.snapshots import store_snapshot
 from wire.scopes import Scope
 
 TS = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
